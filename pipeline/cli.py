@@ -1,0 +1,172 @@
+"""The ``attnviz`` command line (typer + rich). Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="attnviz: precompute, store, compare and explore Transformer attention.")
+err = Console(stderr=True)
+out = Console()
+
+#: Errors that are the user's to fix: printed as one line, exit code 2, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.inputs import InputError
+    from pipeline.model_info import ModelInfoError
+    from pipeline.store import StoreError
+
+    errors: list[type[BaseException]] = [InputError, ModelInfoError, StoreError]
+    if "pipeline.models" in sys.modules:
+        from pipeline.models import ModelLoadError
+
+        errors.append(ModelLoadError)
+    return tuple(errors)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one red error line and exit."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def precompute(
+    model: str = typer.Option("minilm", help="model_info name (see 'attnviz models')"),
+    input: str = typer.Option(..., "--input", "-i",
+                              help="sentence file (.txt, .tsv pairs, .jsonl) or random:length=N,count=N,seed=N"),
+    store: Path = typer.Option(..., help="store file, e.g. data/stores/demo.h5 (created if missing)"),
+    run: str | None = typer.Option(None, help="run name (default: <model>--<input name>)"),
+    limit: int | None = typer.Option(None, help="only the first N examples"),
+    batch_size: int = typer.Option(16, help="examples per forward pass"),
+    max_length: int | None = typer.Option(None, help="truncate inputs to this many tokens (flagged)"),
+    capture: str = typer.Option("attention,embeddings", help="comma list of attention,qkv,hidden,embeddings"),
+    dtype: str = typer.Option("float16", help="stored tensor dtype: float16 or float32"),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)"),
+    set_: list[str] = typer.Option([], "--set", help="config override key=value, e.g. --set n_layer=4"),
+    shard_size: int = typer.Option(256, help="examples per shard file (unit of commit and resume)"),
+    workers: int | None = typer.Option(None, help="run on a dask LocalCluster with N worker processes"),
+    scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
+) -> None:
+    """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from pipeline.model_info import parse_overrides
+    from pipeline.precompute import precompute as run_precompute
+
+    try:
+        overrides = parse_overrides(set_)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), console=err, transient=False) as bar:
+            task = bar.add_task(f"precompute {model}", total=None, rate="")
+            state: dict[str, float] = {}
+
+            def on_start(done: int, total: int) -> None:
+                import time
+
+                bar.update(task, total=total, completed=done)
+                state.update(t0=time.perf_counter(), base=done)
+
+            def progress(done: int, total: int) -> None:
+                import time
+
+                dt = time.perf_counter() - state["t0"]
+                rate = (done - state["base"]) / dt if dt > 0 else 0.0
+                bar.update(task, completed=done, total=total, rate=f"{rate:.1f} ex/s")
+
+            if workers or scheduler:
+                from pipeline.distributed import precompute_distributed
+
+                summary = precompute_distributed(
+                    model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
+                    capture=capture, dtype=dtype, overrides=overrides, shard_size=shard_size, workers=workers,
+                    scheduler=scheduler, progress=progress, on_start=on_start, say=err.print)
+            else:
+                summary = run_precompute(model, input, store, run=run, limit=limit, batch_size=batch_size,
+                                         max_length=max_length, capture=capture, dtype=dtype, threads=threads,
+                                         overrides=overrides, shard_size=shard_size, progress=progress,
+                                         on_start=on_start)
+    except _user_errors() as exc:
+        fail(str(exc))
+    out.print(summary.line(), highlight=False, soft_wrap=True)
+    out.print(f"inspect it: attnviz inspect --store {store}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def models() -> None:
+    """List the models described in model_info/."""
+    from rich.table import Table
+
+    from pipeline.model_info import known_models, load_model_info_file
+
+    table = Table("name", "family", "weights", "tasks", "description")
+    for name, path in known_models().items():
+        try:
+            info = load_model_info_file(path)
+        except _user_errors() as exc:
+            table.add_row(name, "-", "-", "-", f"[red]{exc}[/]")
+            continue
+        table.add_row(name, info.family, "random" if info.random_weights else info.source.kind,
+                      ",".join(info.tasks), info.description)
+    out.print(table)
+
+
+@app.command()
+def inspect(store: Path = typer.Option(..., help="store file")) -> None:
+    """Summarise a store: runs, models, examples, shapes, captures."""
+    from rich.table import Table
+
+    from pipeline.precompute import store_size
+    from pipeline.store import StoreReader
+
+    try:
+        reader = StoreReader(store)
+    except _user_errors() as exc:
+        fail(str(exc))
+    table = Table("run", "model", "weights", "examples", "kinds (layers x heads)", "capture", "dtype", "created")
+    for name in reader.runs():
+        info = reader.run_info(name)
+        m = info.meta
+        shapes = ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in m.get("shape", {}).items())
+        planned = m.get("planned_examples")
+        count = f"{info.num_examples}" + (f"/{planned}" if planned and planned != info.num_examples else "")
+        table.add_row(name, m.get("model", "?"), "random" if m.get("random_weights") else "trained", count,
+                      shapes, ",".join(m.get("capture", [])), m.get("dtype", "?"), m.get("created", "?"))
+    out.print(table)
+    out.print(f"{store}: {store_size(store) / 1e6:.1f} MB on disk")
+
+
+@app.command()
+def serve(
+    store: Path = typer.Option(..., help="store file to serve"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (another than localhost needs auth)"),
+    port: int = typer.Option(8050, help="port"),
+    debug: bool = typer.Option(False, help="Dash debug mode (never on a shared server)"),
+    no_auth: bool = typer.Option(False, "--no-auth", help="allow a non-local bind without authentication"),
+) -> None:
+    """Serve the dashboard for a store (http://HOST:PORT/)."""
+    from dashboard.serve import serve as run_server
+
+    try:
+        run_server(store, host=host, port=port, debug=debug, no_auth=no_auth, say=err.print)
+    except _user_errors() as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    """Entry point for ``python -m pipeline.cli``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""Run a loaded model on examples and collect attention, optional captures and metrics (torch side).
+
+This is the one code path used by ``attnviz precompute`` and by the dashboard's playground.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pipeline import token_classes as tc
+from pipeline.inputs import InputExample
+from pipeline.metrics import attention_metrics
+from pipeline.models import LoadedModel
+from pipeline.records import SIDE_OF_KIND, ExampleResult, TokenSequence
+
+#: Characters of a line kept before tokenizing: a guard against pathological lines (flagged as truncated).
+CHARS_PER_TOKEN_LIMIT = 40
+CAPTURES = ("attention", "qkv", "hidden", "embeddings")
+
+#: Default module-name suffixes (inside one layer) of the Q/K/V projections, by transformers model_type.
+QKV_SUFFIXES: dict[str, dict[str, str]] = {
+    "bert": {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value"},
+    "roberta": {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value"},
+    "albert": {"query": "attention.query", "key": "attention.key", "value": "attention.value"},
+    "distilbert": {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin"},
+    "gpt2": {"fused": "attn.c_attn"},
+    "bart": {"query": "q_proj", "key": "k_proj", "value": "v_proj"},
+    "marian": {"query": "q_proj", "key": "k_proj", "value": "v_proj"},
+    "mbart": {"query": "q_proj", "key": "k_proj", "value": "v_proj"},
+}
+
+
+@dataclass
+class EncodedExample:
+    """Token ids of one example, ready for batching."""
+
+    example: InputExample
+    source_ids: list[int]
+    target_ids: list[int] | None  #: decoder input ids (teacher forcing) for encoder-decoder models
+    truncated: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.source_ids) + len(self.target_ids or [])
+
+
+@dataclass
+class TokenClassifier:
+    """Assigns ``pipeline.token_classes`` flags from the tokenizer (cached per token id)."""
+
+    lm: LoadedModel
+    _punct: dict[int, bool] = field(default_factory=dict)
+
+    def flags(self, ids: Sequence[int]) -> np.ndarray:
+        tok = self.lm.tokenizer
+        special = set(tok.all_special_ids)
+        cls_bos = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
+        sep_eos = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
+        out = np.zeros(len(ids), dtype=np.uint8)
+        for n, i in enumerate(ids):
+            f = 0
+            if i in special:
+                f |= tc.SPECIAL
+            if i in cls_bos:
+                f |= tc.CLS_OR_BOS
+            if i in sep_eos:
+                f |= tc.SEP_OR_EOS
+            if i not in special and self._is_punct(i):
+                f |= tc.PUNCTUATION
+            out[n] = f
+        return out
+
+    def _is_punct(self, token_id: int) -> bool:
+        hit = self._punct.get(token_id)
+        if hit is None:
+            text = self.lm.tokenizer.convert_tokens_to_string([self.lm.tokenizer.convert_ids_to_tokens(token_id)])
+            text = text.strip()
+            hit = bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
+            self._punct[token_id] = hit
+        return hit
+
+
+def encode(lm: LoadedModel, example: InputExample, max_length: int | None = None) -> EncodedExample:
+    """Tokenize one example (truncating to the model's limit and flagging it)."""
+    tok = lm.tokenizer
+    limit = min(max_length or lm.max_length, lm.max_length)
+    truncated = False
+    if example.token_ids is not None:
+        ids = list(example.token_ids)
+    else:
+        text = example.text
+        if len(text) > limit * CHARS_PER_TOKEN_LIMIT:
+            text, truncated = text[: limit * CHARS_PER_TOKEN_LIMIT], True
+        ids = tok(text, add_special_tokens=True)["input_ids"]
+    if len(ids) > limit:
+        truncated = True
+        if example.token_ids is None:
+            ids = tok(text, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+        else:
+            ids = ids[:limit]
+    target_ids = None
+    if lm.family == "encoder-decoder":
+        start = lm.config.decoder_start_token_id
+        tgt = tok(text_target=example.target, add_special_tokens=False)["input_ids"] if example.target else []
+        target_ids = [start, *tgt]
+        if len(target_ids) > limit:
+            target_ids, truncated = target_ids[:limit], True
+    return EncodedExample(example, ids, target_ids, truncated)
+
+
+def length_batches(encoded: Sequence[EncodedExample], batch_size: int) -> Iterator[list[EncodedExample]]:
+    """Batches of examples of similar length (sorted by length, stable), so padding wastes little."""
+    order = sorted(range(len(encoded)), key=lambda k: (encoded[k].size, k))
+    for lo in range(0, len(order), batch_size):
+        yield [encoded[k] for k in order[lo:lo + batch_size]]
+
+
+def _pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for n, s in enumerate(seqs):
+        ids[n, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[n, : len(s)] = 1
+    return ids, mask
+
+
+class _QKVRecorder:
+    """Forward hooks on the Q/K/V projections; outputs are kept per attention kind in call (= layer) order."""
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self.lm = lm
+        spec = lm.info.qkv_modules.model_dump(exclude_none=True) if lm.info.qkv_modules else \
+            QKV_SUFFIXES.get(lm.config.model_type)
+        if not spec:
+            raise ValueError(f"model {lm.info.name!r} ({lm.config.model_type}): Q/K/V module names unknown; "
+                             "set qkv_modules in its model_info file")
+        self.records: dict[str, dict[str, list[torch.Tensor]]] = {}
+        self.handles = []
+        for name, module in lm.model.base_model.named_modules():
+            for role, suffix in spec.items():
+                if name == suffix or name.endswith("." + suffix):
+                    kind = self._kind_of(name)
+                    self.handles.append(module.register_forward_hook(self._hook(kind, role)))
+
+    def _kind_of(self, name: str) -> str:
+        if self.lm.family != "encoder-decoder":
+            return "self"
+        if "encoder_attn" in name or "EncDecAttention" in name:
+            return "cross"
+        return "decoder" if name.startswith("decoder.") or ".decoder." in name else "self"
+
+    def _hook(self, kind: str, role: str):  # noqa: ANN202 - torch hook signature
+        def hook(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            self.records.setdefault(kind, {}).setdefault(role, []).append(output.detach().float())
+        return hook
+
+    def stacked(self, kind: str, heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Q, K, V of a kind as [B, L, H, T, d] arrays."""
+        rec = self.records[kind]
+        if "fused" in rec:
+            parts = [torch.stack([t.chunk(3, dim=-1)[n] for t in rec["fused"]], 1) for n in range(3)]
+        else:
+            parts = [torch.stack(rec[r], 1) for r in ("query", "key", "value")]
+        out = []
+        for p in parts:  # [B, L, T, H*d] -> [B, L, H, T, d]
+            b, layers, t, hd = p.shape
+            out.append(p.reshape(b, layers, t, heads, hd // heads).permute(0, 1, 3, 2, 4).numpy())
+        return out[0], out[1], out[2]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
+              store_dtype: str = "float16", classifier: TokenClassifier | None = None) -> list[ExampleResult]:
+    """One eager forward pass over a batch; returns one ExampleResult per example (input order kept).
+
+    Metrics are computed from float32 attention before arrays are cast to ``store_dtype``.
+    """
+    classifier = classifier or TokenClassifier(lm)
+    tok = lm.tokenizer
+    encdec = lm.family == "encoder-decoder"
+    want_hidden = "hidden" in capture or "embeddings" in capture
+    src_ids, src_mask = _pad([e.source_ids for e in batch], tok.pad_token_id)
+    kwargs: dict[str, torch.Tensor] = {"input_ids": src_ids, "attention_mask": src_mask}
+    if encdec:
+        tgt_ids, tgt_mask = _pad([e.target_ids or [] for e in batch], tok.pad_token_id)
+        kwargs.update(decoder_input_ids=tgt_ids, decoder_attention_mask=tgt_mask)
+    recorder = _QKVRecorder(lm) if "qkv" in capture else None
+    try:
+        with torch.inference_mode():
+            out = lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden,
+                                      use_cache=False) if encdec or lm.family == "decoder" else \
+                lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden)
+    finally:
+        if recorder:
+            recorder.remove()
+
+    shape = lm.shape()
+    if encdec:
+        attn_t = {"self": out.encoder_attentions, "decoder": out.decoder_attentions, "cross": out.cross_attentions}
+        hidden_t = {"source": out.encoder_hidden_states, "target": out.decoder_hidden_states}
+        masks = {"source": src_mask.bool().numpy(), "target": tgt_mask.bool().numpy()}
+    else:
+        attn_t = {"self": out.attentions}
+        hidden_t = {"source": out.hidden_states}
+        masks = {"source": src_mask.bool().numpy()}
+
+    flags = {"source": [classifier.flags(e.source_ids) for e in batch]}
+    if encdec:
+        flags["target"] = [classifier.flags(e.target_ids or []) for e in batch]
+
+    kinds_attn: dict[str, np.ndarray] = {}
+    kinds_metrics: dict[str, dict[str, np.ndarray]] = {}
+    for kind, layers in attn_t.items():
+        attn = torch.stack(layers, 1).float().numpy()  # [B, L, H, Tq, Tk]
+        q_side, k_side = ("target", "source") if kind == "cross" else (SIDE_OF_KIND[kind],) * 2
+        key_flags = np.zeros(masks[k_side].shape, dtype=np.uint8)
+        for n, fl in enumerate(flags[k_side]):
+            key_flags[n, : len(fl)] = fl
+        kinds_metrics[kind] = attention_metrics(
+            attn, masks[q_side], masks[k_side], key_flags,
+            causal=(kind == "decoder" or lm.family == "decoder"), self_attention=(kind != "cross"))
+        kinds_attn[kind] = attn
+
+    qkv = {}
+    if recorder:
+        for kind in attn_t:
+            qkv[kind] = recorder.stacked(kind, shape[kind][1])
+
+    dtype = np.dtype(store_dtype)
+    results = []
+    for n, enc in enumerate(batch):
+        lengths = {"source": len(enc.source_ids), "target": len(enc.target_ids or [])}
+        attention, metrics, qkv_n = {}, {}, {}
+        for kind, attn in kinds_attn.items():
+            tq, tk = (lengths["target"], lengths["source"]) if kind == "cross" else (lengths[SIDE_OF_KIND[kind]],) * 2
+            attention[kind] = attn[n, :, :, :tq, :tk].astype(dtype)
+            metrics[kind] = {name: values[n] for name, values in kinds_metrics[kind].items()}
+            if kind in qkv:
+                q, k, v = qkv[kind]
+                qkv_n[kind] = (q[n, :, :, :tq].astype(dtype), k[n, :, :, :tk].astype(dtype),
+                               v[n, :, :, :tk].astype(dtype))
+        hidden, embeddings = {}, {}
+        if want_hidden:
+            for side, states in hidden_t.items():
+                t = lengths[side]
+                stack = torch.stack(states, 0)[:, n, :t].float().numpy()  # [L+1, T, D]
+                if "hidden" in capture:
+                    hidden[side] = stack.astype(dtype)
+                if "embeddings" in capture:
+                    embeddings[side] = (stack[0].astype(dtype), stack[-1].astype(dtype))
+        ex = enc.example
+        source = TokenSequence(np.asarray(enc.source_ids, dtype=np.int32), tok.convert_ids_to_tokens(enc.source_ids),
+                               flags["source"][n])
+        target = None
+        if encdec:
+            target = TokenSequence(np.asarray(enc.target_ids, dtype=np.int32),
+                                   tok.convert_ids_to_tokens(enc.target_ids), flags["target"][n])
+        results.append(ExampleResult(
+            input_index=ex.index, text=ex.text, source=source, attention=attention, metrics=metrics,
+            truncated=enc.truncated, target_text=ex.target, target=target, label=ex.label, meta=ex.meta,
+            qkv=qkv_n, hidden=hidden, embeddings=embeddings))
+    return results
+
+
+def extract(lm: LoadedModel, examples: Sequence[InputExample], *, batch_size: int = 16,
+            max_length: int | None = None, capture: Sequence[str] = ("attention",),
+            store_dtype: str = "float16") -> list[ExampleResult]:
+    """Tokenize, batch by length, run and collect results for ``examples`` (returned in input order)."""
+    classifier = TokenClassifier(lm)
+    encoded = [encode(lm, ex, max_length) for ex in examples]
+    results: list[ExampleResult] = []
+    for batch in length_batches(encoded, batch_size):
+        results.extend(run_batch(lm, batch, capture=capture, store_dtype=store_dtype, classifier=classifier))
+    return sorted(results, key=lambda r: r.input_index)

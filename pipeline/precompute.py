@@ -1,0 +1,195 @@
+"""``attnviz precompute``: inputs → batches → model → metrics → shards committed to the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.extract import CAPTURES, EncodedExample, TokenClassifier, encode, length_batches, run_batch
+from pipeline.inputs import InputError, InputSet, load_input, random_inputs
+from pipeline.metrics import METRICS
+from pipeline.model_info import get_model_info
+from pipeline.models import LoadedModel, load_model, versions
+from pipeline.store import StoreError, StoreWriter, now_iso, shard_dir, shard_file_name, write_shard_file
+
+#: Keys of a run's metadata that must match when a command writes to an existing run.
+FINGERPRINT_KEYS = ("model", "model_info", "overrides", "input_fingerprint", "max_length", "capture", "dtype",
+                    "shard_size", "max_shard_elements")
+DEFAULT_SHARD_SIZE = 256
+#: At most this many stored attention (+Q/K/V/hidden) values in one shard, to bound memory at long T.
+DEFAULT_MAX_SHARD_ELEMENTS = 1 << 26
+
+
+@dataclass
+class PrecomputeSummary:
+    """What one precompute command did."""
+
+    store: Path
+    run: str
+    examples: int  #: examples in the run after this command
+    new_examples: int  #: examples computed by this command
+    skipped_examples: int  #: examples already in the store (resume)
+    tokens: int
+    seconds: float
+    store_bytes: int
+    blank_lines: int
+    truncated: int
+
+    def line(self) -> str:
+        rate = self.new_examples / self.seconds if self.seconds > 0 else 0.0
+        return (f"run {self.run!r}: {self.examples} examples ({self.new_examples} new, {self.skipped_examples} "
+                f"resumed), {self.tokens} tokens, {self.truncated} truncated, {self.blank_lines} blank lines "
+                f"skipped, {self.seconds:.1f} s ({rate:.1f} ex/s), store {self.store_bytes / 1e6:.1f} MB")
+
+
+def default_run_name(model: str, input_spec: str) -> str:
+    """``<model>--<input stem>`` made safe as a run name."""
+    stem = "random" if input_spec.startswith("random") else Path(input_spec).stem
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{model}--{stem}")[:128]
+
+
+def parse_capture(spec: str | Sequence[str]) -> list[str]:
+    """Validate a capture list ("attention,qkv,hidden,embeddings"); attention is always captured."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [s for s in items if s not in CAPTURES]
+    if bad:
+        raise InputError(f"unknown capture {bad[0]!r}: use a comma list of {', '.join(CAPTURES)}")
+    return ["attention", *[c for c in CAPTURES[1:] if c in items]]
+
+
+def plan_shards(encoded: Sequence[EncodedExample], values_per_token_pair: int, shard_size: int,
+                max_elements: int) -> list[tuple[int, int]]:
+    """Split the input into (start, count) shards: at most ``shard_size`` examples and about ``max_elements``
+    stored attention values each. Depends only on the input and the configuration, so a resumed run makes
+    exactly the same shards."""
+    shards: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for k, enc in enumerate(encoded):
+        t = enc.size
+        cost = values_per_token_pair * t * t
+        if k > start and (k - start >= shard_size or size + cost > max_elements):
+            shards.append((start, k - start))
+            start, size = k, 0
+        size += cost
+    if len(encoded) > start:
+        shards.append((start, len(encoded) - start))
+    return shards
+
+
+def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture: list[str], dtype: str,
+                 shard_size: int, max_shard_elements: int, planned: int) -> dict[str, Any]:
+    """Everything the store records about a run (see docs/store-format.md)."""
+    shape = lm.shape()
+    return {
+        "model": lm.info.name,
+        "model_info": json.loads(lm.info.model_dump_json()),
+        "family": lm.family,
+        "random_weights": lm.info.random_weights,
+        "overrides": lm.overrides,
+        "model_config": {k: v for k, v in lm.config.to_diff_dict().items() if isinstance(v, int | float | str | bool)},
+        "tokenizer": lm.info.tokenizer,
+        "versions": versions(),
+        "dtype": dtype,
+        "max_length": max_length,
+        "capture": capture,
+        "kinds": list(shape),
+        "shape": {k: list(v) for k, v in shape.items()},
+        "metrics": {k: list(METRICS) for k in shape},
+        "input": inputs.spec,
+        "input_kind": inputs.kind,
+        "input_fingerprint": inputs.fingerprint,
+        "planned_examples": planned,
+        "shard_size": shard_size,
+        "max_shard_elements": max_shard_elements,
+        "created": now_iso(),
+    }
+
+
+def _values_per_pair(lm: LoadedModel) -> int:
+    return sum(layers * heads for layers, heads in lm.shape().values())
+
+
+def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
+               limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
+               capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
+               overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+               max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS,
+               progress: Callable[[int, int], None] | None = None, on_start: Callable[[int, int], None] | None = None
+               ) -> PrecomputeSummary:
+    """Compute and store attention for ``input_spec`` with ``model``; resume if the run exists.
+
+    Everything that can be checked is checked before anything is written: the input, the model name, the
+    store (schema, existing run's configuration). ``progress(done, total)`` is called after each committed shard
+    and ``on_start(already_done, total)`` once before the first.
+    """
+    t0 = time.perf_counter()
+    if dtype not in ("float16", "float32"):
+        raise InputError(f"unknown --dtype {dtype!r}: use float16 or float32")
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    captures = parse_capture(capture)
+    get_model_info(model)  # unknown model / bad file: fail before reading a large input
+    inputs = load_input(input_spec)
+    writer = StoreWriter(store)  # refuses non-stores and newer schemas before any work
+    lm = load_model(model, overrides, threads=threads)
+    if inputs is None:
+        inputs = random_inputs(lm.tokenizer, input_spec)
+    examples = inputs.examples[:limit] if limit else inputs.examples
+    max_len = min(max_length or lm.max_length, lm.max_length)
+    encoded = [encode(lm, ex, max_len) for ex in examples]
+    vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in captures))
+    shards = plan_shards(encoded, vals, shard_size, max_shard_elements)
+    run = run or default_run_name(model, inputs.spec)
+    meta = run_metadata(lm, inputs, max_length=max_len, capture=captures, dtype=dtype, shard_size=shard_size,
+                        max_shard_elements=max_shard_elements, planned=len(encoded))
+    info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
+    done = {(s.start, s.count) for s in info.shards}
+    todo = [s for s in shards if s not in done]
+    skipped = sum(c for s, c in shards if (s, c) in done)
+    if on_start:
+        on_start(skipped, len(encoded))
+    classifier = TokenClassifier(lm)
+    new = 0
+    for start, count in todo:
+        results = []
+        for batch in length_batches(encoded[start:start + count], batch_size):
+            results.extend(run_batch(lm, batch, capture=captures, store_dtype=dtype, classifier=classifier))
+        path = shard_dir(store, run) / shard_file_name(start, count)
+        write_shard_file(path, run, start, results, dtype=dtype)
+        writer.commit_shard(run, path, meta_update={"planned_examples": len(encoded)})
+        new += count
+        if progress:
+            progress(skipped + new, len(encoded))
+    final = writer.runs()[run]
+    return PrecomputeSummary(
+        store=Path(store), run=run, examples=final.num_examples, new_examples=new, skipped_examples=skipped,
+        tokens=sum(e.size for e in encoded), seconds=time.perf_counter() - t0, store_bytes=store_size(store),
+        blank_lines=inputs.blank_lines, truncated=sum(e.truncated for e in encoded))
+
+
+def store_size(store: str | os.PathLike) -> int:
+    """Bytes on disk of the index file and all shard files."""
+    total = Path(store).stat().st_size if Path(store).exists() else 0
+    folder = Path(f"{os.fspath(store)}.d")
+    if folder.exists():
+        total += sum(p.stat().st_size for p in folder.rglob("*.h5"))
+    return total
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads (None keeps torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+__all__ = ["PrecomputeSummary", "StoreError", "default_run_name", "parse_capture", "plan_shards", "precompute"]

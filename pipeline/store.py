@@ -1,0 +1,794 @@
+"""The attnviz HDF5 store: format constants, the writer and the reader (no torch here).
+
+Layout (documented in ``docs/store-format.md``)::
+
+    STORE.h5                      index: schema version, runs, each run's metadata and its list of shards
+    STORE.h5.d/<run>/shard-<start>-<count>.h5   one file per committed block of examples
+
+Every file is written under a temporary name and moved into place with ``os.replace``; the index is
+rewritten the same way (under a lock file) after each shard is final. A kill at any moment therefore leaves
+the index and every shard it lists complete and readable; a half-written shard is only ever a ``*.tmp`` file
+that the next writer removes.
+
+Inside a shard, ragged per-example tensors are stored flat (examples back to back in one 1-D dataset) with an
+``offsets[n+1]`` index, compressed with a fast hdf5plugin codec; per-head metrics are ``[n, L, H]`` float32.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import json
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from pipeline.records import ATTENTION_KINDS, KIND_SIDES, SIDE_OF_KIND, ExampleResult
+
+FORMAT_NAME = "attnviz-store"
+SCHEMA_VERSION = 1
+SHARD_DIR_SUFFIX = ".d"
+CHUNK_ELEMENTS = 1 << 16
+STRING_DTYPE = h5py.string_dtype("utf-8")
+_SHARD_NAME = re.compile(r"^shard-(\d{10})-(\d{8})\.h5$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+class StoreError(Exception):
+    """A problem with a store, worded as one line that says what to do."""
+
+
+class NotAStoreError(StoreError):
+    """The file is missing, not HDF5, or not an attnviz store."""
+
+
+class SchemaTooNewError(StoreError):
+    """The store was written by a newer attnviz."""
+
+
+class UnknownRunError(StoreError, KeyError):
+    """No run of that name in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ExampleOutOfRangeError(StoreError, IndexError):
+    """Example index outside the run."""
+
+
+class MissingCaptureError(StoreError):
+    """The run did not capture what was asked for (Q/K/V, hidden states, embeddings, an attention kind)."""
+
+
+class RunMismatchError(StoreError):
+    """Writing to an existing run with a different model or configuration."""
+
+
+def codec(name: str = "zstd") -> dict[str, Any]:
+    """h5py ``create_dataset`` keyword arguments for a named compression codec (hdf5plugin filters)."""
+    if name == "zstd":
+        return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    if name == "lz4":
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    if name == "none":
+        return {}
+    raise StoreError(f"unknown codec {name!r}: use zstd, lz4 or none")
+
+
+def shard_dir(store_path: str | os.PathLike, run: str) -> Path:
+    """Folder that holds a run's shard files."""
+    return Path(f"{os.fspath(store_path)}{SHARD_DIR_SUFFIX}") / run
+
+
+def shard_file_name(start: int, count: int) -> str:
+    """File name of the shard holding input examples ``start .. start+count-1``."""
+    return f"shard-{start:010d}-{count:08d}.h5"
+
+
+def check_run_name(run: str) -> str:
+    """Return ``run`` if it is a safe run name (letters, digits, ``._+-``), else raise StoreError."""
+    if not _RUN_NAME.match(run or ""):
+        raise StoreError(f"invalid run name {run!r}: use letters, digits, '.', '_', '+', '-' (max 128 chars)")
+    return run
+
+
+# --------------------------------------------------------------------------------------------------------
+# Index metadata
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardEntry:
+    """One committed shard of a run."""
+
+    file: str  #: file name inside the run's shard folder
+    start: int  #: input index of its first example
+    count: int  #: number of examples
+
+
+@dataclass
+class RunInfo:
+    """A run's metadata as stored in the index (``meta`` holds everything the writer recorded)."""
+
+    name: str
+    meta: dict[str, Any]
+    shards: list[ShardEntry] = field(default_factory=list)
+
+    @property
+    def num_examples(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.meta.get("kinds", ["self"]))
+
+    @property
+    def shape(self) -> dict[str, tuple[int, int]]:
+        """kind -> (layers, heads)."""
+        return {k: tuple(v) for k, v in self.meta.get("shape", {}).items()}
+
+    @property
+    def capture(self) -> list[str]:
+        return list(self.meta.get("capture", ["attention"]))
+
+    @property
+    def complete(self) -> bool:
+        planned = self.meta.get("planned_examples")
+        return planned is not None and self.num_examples >= planned
+
+
+def _read_index(path: Path) -> dict[str, RunInfo]:
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError as exc:
+        raise NotAStoreError(f"store {path} does not exist: run 'attnviz precompute' to create it") from exc
+    except OSError as exc:
+        raise NotAStoreError(f"{path} is not a readable HDF5 file ({_short(exc)}): check the path") from exc
+    with f:
+        if f.attrs.get("format") != FORMAT_NAME:
+            raise NotAStoreError(f"{path} is an HDF5 file but not an attnviz store (no format attribute)")
+        version = int(f.attrs.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"store {path} has schema version {version}; this attnviz reads up to {SCHEMA_VERSION}: "
+                "upgrade attnviz"
+            )
+        runs: dict[str, RunInfo] = {}
+        for name, group in f.get("runs", {}).items():
+            meta = json.loads(group.attrs["meta_json"])
+            shards = [
+                ShardEntry(file=fn.decode() if isinstance(fn, bytes) else str(fn), start=int(s), count=int(c))
+                for fn, s, c in zip(group["shard_files"][()], group["shard_start"][()],
+                                    group["shard_count"][()], strict=True)
+            ]
+            runs[name] = RunInfo(name=name, meta=meta, shards=sorted(shards, key=lambda e: e.start))
+        return runs
+
+
+def _write_index(path: Path, runs: dict[str, RunInfo]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        root = f.create_group("runs")
+        for name, info in runs.items():
+            g = root.create_group(name)
+            g.attrs["meta_json"] = json.dumps(info.meta, sort_keys=True)
+            for key in ("model", "family", "created"):
+                if key in info.meta:
+                    g.attrs[key] = str(info.meta[key])
+            g.attrs["random_weights"] = bool(info.meta.get("random_weights", False))
+            g.create_dataset("shard_files", data=[s.file for s in info.shards], dtype=STRING_DTYPE)
+            g.create_dataset("shard_start", data=np.array([s.start for s in info.shards], dtype=np.int64))
+            g.create_dataset("shard_count", data=np.array([s.count for s in info.shards], dtype=np.int64))
+    _fsync_path(tmp)
+    os.replace(tmp, path)
+    _fsync_path(path.parent)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------
+
+
+class _FlatWriter:
+    """Accumulates ragged per-example arrays into one flat array plus offsets."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.offsets: list[int] = [0]
+
+    def add(self, array: np.ndarray) -> None:
+        flat = np.ascontiguousarray(array).reshape(-1)
+        self.parts.append(flat)
+        self.offsets.append(self.offsets[-1] + flat.size)
+
+    def write(self, group: h5py.Group, name: str, dtype: Any, compression: dict[str, Any]) -> None:
+        data = np.concatenate(self.parts).astype(dtype, copy=False) if self.parts else np.zeros(0, dtype)
+        chunks = (max(1, min(CHUNK_ELEMENTS, data.size)),)
+        group.create_dataset(name, data=data, chunks=chunks, **compression)
+        group.create_dataset(f"{name}_offsets", data=np.asarray(self.offsets, dtype=np.int64))
+
+
+def write_shard_file(path: str | os.PathLike, run: str, start: int, results: Sequence[ExampleResult],
+                     *, dtype: str = "float16", codec_name: str = "zstd") -> Path:
+    """Write one shard of examples (sorted into input order) to ``path`` atomically; return the final path.
+
+    The file is first written as ``<path>.tmp-<pid>`` and fsynced, then renamed: readers and resumers only
+    ever see complete shards.
+    """
+    path = Path(path)
+    results = sorted(results, key=lambda r: r.input_index)
+    if not results:
+        raise StoreError("refusing to write an empty shard")
+    float_dtype = np.dtype(dtype)
+    comp = codec(codec_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            _fill_shard(f, run, start, results, float_dtype, comp)
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleResult],
+                float_dtype: np.dtype, comp: dict[str, Any]) -> None:
+    f.attrs["format"] = FORMAT_NAME + "-shard"
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["run"] = run
+    f.attrs["start"] = start
+    f.attrs["count"] = len(results)
+    ex = f.create_group("example")
+    ex.create_dataset("input_index", data=np.array([r.input_index for r in results], dtype=np.int64))
+    ex.create_dataset("truncated", data=np.array([r.truncated for r in results], dtype=bool))
+    for name, values in (("text", [r.text for r in results]), ("target_text", [r.target_text for r in results]),
+                         ("label", [r.label for r in results]),
+                         ("meta_json", [json.dumps(r.meta, sort_keys=True) for r in results])):
+        ex.create_dataset(name, data=values, dtype=STRING_DTYPE)
+
+    sides = ["source"] + (["target"] if results[0].target is not None else [])
+    for side in sides:
+        seqs = [r.source if side == "source" else r.target for r in results]
+        g = f.create_group(f"tokens/{side}")
+        g.create_dataset("ids", data=np.concatenate([s.ids for s in seqs]).astype(np.int32))
+        g.create_dataset("flags", data=np.concatenate([s.flags for s in seqs]).astype(np.uint8))
+        g.create_dataset("strings", data=[t for s in seqs for t in s.strings], dtype=STRING_DTYPE)
+        g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64))
+
+    for kind in results[0].attention:
+        g = f.create_group(f"attention/{kind}")
+        flat = _FlatWriter()
+        for r in results:
+            flat.add(r.attention[kind])
+        flat.write(g, "data", float_dtype, comp)
+        layers, heads = results[0].attention[kind].shape[:2]
+        g.attrs["layers"], g.attrs["heads"] = layers, heads
+        m = f.create_group(f"metrics/{kind}")
+        for name in results[0].metrics[kind]:
+            m.create_dataset(name, data=np.stack([r.metrics[kind][name] for r in results]).astype(np.float32))
+
+    for kind in results[0].qkv:
+        g = f.create_group(f"qkv/{kind}")
+        for idx, letter in enumerate("qkv"):
+            flat = _FlatWriter()
+            for r in results:
+                flat.add(r.qkv[kind][idx])
+            flat.write(g, letter, float_dtype, comp)
+        g.attrs["head_dim"] = results[0].qkv[kind][0].shape[-1]
+
+    for side in results[0].hidden:
+        g = f.create_group(f"hidden/{side}")
+        flat = _FlatWriter()
+        for r in results:
+            flat.add(r.hidden[side])
+        flat.write(g, "data", float_dtype, comp)
+        g.attrs["hidden_size"] = results[0].hidden[side].shape[-1]
+
+    for side in results[0].embeddings:
+        g = f.create_group(f"embeddings/{side}")
+        for idx, name in enumerate(("input", "output")):
+            flat = _FlatWriter()
+            for r in results:
+                flat.add(r.embeddings[side][idx])
+            flat.write(g, name, float_dtype, comp)
+        g.attrs["hidden_size"] = results[0].embeddings[side][0].shape[-1]
+
+
+def _check_shard_file(path: Path, run: str) -> tuple[int, int]:
+    """Open a shard, check that it is complete and belongs to ``run``; return (start, count)."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT_NAME + "-shard" or f.attrs.get("run") != run:
+            raise StoreError(f"{path} is not a shard of run {run!r}")
+        start, count = int(f.attrs["start"]), int(f.attrs["count"])
+        if f["example/input_index"].shape[0] != count:
+            raise StoreError(f"{path} is incomplete")
+        return start, count
+
+
+class StoreWriter:
+    """Creates runs and commits shards into a store; safe to kill at any moment.
+
+    Every change to the index happens under an exclusive ``fcntl`` lock on ``STORE.lock`` and is written to a
+    temporary file that replaces the index atomically. Several writer processes may share one store.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            _read_index(self.path)  # refuse a non-store or a newer schema before writing anything
+        elif not self.path.parent.exists():
+            raise StoreError(f"folder {self.path.parent} does not exist: create it or choose another --store")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, RunInfo]]:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield _read_index(self.path) if self.path.exists() else {}
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def runs(self) -> dict[str, RunInfo]:
+        """The runs as the index lists them now."""
+        return _read_index(self.path) if self.path.exists() else {}
+
+    def begin_run(self, run: str, meta: dict[str, Any], *, fingerprint_keys: Sequence[str]) -> RunInfo:
+        """Create ``run`` with ``meta``, or resume it if it exists with the same fingerprint.
+
+        ``fingerprint_keys`` name the ``meta`` entries that must match an existing run (model, config, input,
+        dtype, ...); a mismatch raises :class:`RunMismatchError`. Finished shards found on disk but missing from
+        the index (a kill between the shard's rename and the index update) are adopted; temp files are removed.
+        """
+        check_run_name(run)
+        with self._locked() as runs:
+            if run in runs:
+                old = runs[run].meta
+                diffs = [k for k in fingerprint_keys if old.get(k) != meta.get(k)]
+                if diffs:
+                    shown = ", ".join(f"{k}: stored {old.get(k)!r} vs asked {meta.get(k)!r}" for k in diffs[:3])
+                    raise RunMismatchError(
+                        f"run {run!r} in {self.path} was made with a different configuration ({shown}): "
+                        "choose another --run name or another --store"
+                    )
+                info = runs[run]
+            else:
+                info = RunInfo(name=run, meta=dict(meta), shards=[])
+                runs[run] = info
+            self._adopt_orphans(info)
+            _write_index(self.path, runs)
+            return info
+
+    def _adopt_orphans(self, info: RunInfo) -> None:
+        folder = shard_dir(self.path, info.name)
+        if not folder.exists():
+            return
+        known = {s.file for s in info.shards}
+        for entry in folder.iterdir():
+            if ".tmp-" in entry.name:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                continue
+            if entry.name in known or not _SHARD_NAME.match(entry.name):
+                continue
+            try:
+                start, count = _check_shard_file(entry, info.name)
+            except (OSError, StoreError):
+                continue
+            info.shards.append(ShardEntry(entry.name, start, count))
+        info.shards.sort(key=lambda s: s.start)
+
+    def commit_shard(self, run: str, shard_path: str | os.PathLike, meta_update: dict[str, Any] | None = None
+                     ) -> RunInfo:
+        """Register a finished shard file (already in the run's folder) in the index; return the run."""
+        shard_path = Path(shard_path)
+        start, count = _check_shard_file(shard_path, run)
+        with self._locked() as runs:
+            if run not in runs:
+                raise UnknownRunError(f"run {run!r} is not in {self.path}: call begin_run first")
+            info = runs[run]
+            if all(s.file != shard_path.name for s in info.shards):
+                info.shards.append(ShardEntry(shard_path.name, start, count))
+                info.shards.sort(key=lambda s: s.start)
+            if meta_update:
+                info.meta.update(meta_update)
+            _write_index(self.path, runs)
+            return info
+
+    def write_shard(self, run: str, start: int, results: Sequence[ExampleResult], *, dtype: str = "float16",
+                    codec_name: str = "zstd") -> RunInfo:
+        """Write ``results`` as the shard starting at ``start`` and commit it to the index."""
+        path = shard_dir(self.path, run) / shard_file_name(start, len(results))
+        write_shard_file(path, run, start, results, dtype=dtype, codec_name=codec_name)
+        return self.commit_shard(run, path)
+
+    def update_meta(self, run: str, **values: Any) -> None:
+        """Merge ``values`` into a run's metadata."""
+        with self._locked() as runs:
+            if run not in runs:
+                raise UnknownRunError(f"run {run!r} is not in {self.path}")
+            runs[run].meta.update(values)
+            _write_index(self.path, runs)
+
+    def delete_run(self, run: str) -> None:
+        """Remove a run from the index (its shard files are removed afterwards)."""
+        with self._locked() as runs:
+            if run not in runs:
+                raise UnknownRunError(f"run {run!r} is not in {self.path}")
+            del runs[run]
+            _write_index(self.path, runs)
+        folder = shard_dir(self.path, run)
+        if folder.exists():
+            for entry in folder.iterdir():
+                entry.unlink()
+            folder.rmdir()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExampleTable:
+    """Per-example columns of a run, in input order (row i = example i)."""
+
+    input_index: np.ndarray
+    text: list[str]
+    target_text: list[str]
+    label: list[str]
+    truncated: np.ndarray
+    n_tokens: np.ndarray
+    n_target_tokens: np.ndarray
+    meta: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return int(self.input_index.shape[0])
+
+    def meta_fields(self) -> list[str]:
+        """Names of metadata fields present in at least one example."""
+        names: set[str] = set()
+        for m in self.meta:
+            names.update(m)
+        return sorted(names)
+
+    def meta_column(self, name: str) -> list[Any]:
+        """One metadata field as a column (None where an example lacks it)."""
+        return [m.get(name) for m in self.meta]
+
+
+class StoreReader:
+    """Read-only, lazy access to a store: reads only the slices asked for. Never imports torch.
+
+    Example indices ``i`` are positions among the run's committed examples in input order (for a finished run,
+    the input index). Call :meth:`refresh` to see shards committed since the reader opened.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, max_open_files: int = 32, metric_cache: int = 16) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._files: OrderedDict[Path, h5py.File] = OrderedDict()
+        self._max_open = max_open_files
+        self._metric_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._metric_cache_size = metric_cache
+        self._tables: dict[tuple[str, int], ExampleTable] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._runs: dict[str, RunInfo] = {}
+        self.refresh(force=True)
+
+    # ---- index ------------------------------------------------------------------------------------------
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-read the index if it changed on disk; return True if it did."""
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError as exc:
+                raise NotAStoreError(f"store {self.path} does not exist (moved or deleted?)") from exc
+            stamp = (st.st_ino, st.st_mtime_ns)
+            if not force and stamp == self._stamp:
+                return False
+            runs = _read_index(self.path)
+            if not force:
+                for name, info in runs.items():
+                    old = self._runs.get(name)
+                    if old is None or [s.file for s in old.shards] != [s.file for s in info.shards]:
+                        self._drop_caches(name)
+                for name in set(self._runs) - set(runs):
+                    self._drop_caches(name)
+            self._runs, self._stamp = runs, stamp
+            return True
+
+    def _drop_caches(self, run: str) -> None:
+        for key in [k for k in self._metric_cache if k[0] == run]:
+            del self._metric_cache[key]
+        for key in [k for k in self._tables if k[0] == run]:
+            del self._tables[key]
+
+    def runs(self) -> list[str]:
+        """Names of the runs in the store."""
+        return sorted(self._runs)
+
+    def run_info(self, run: str) -> RunInfo:
+        """Metadata and shard list of a run."""
+        try:
+            return self._runs[run]
+        except KeyError:
+            known = ", ".join(sorted(self._runs)) or "none"
+            raise UnknownRunError(f"run {run!r} is not in {self.path} (runs: {known})") from None
+
+    def num_examples(self, run: str) -> int:
+        """Number of committed examples of a run."""
+        return self.run_info(run).num_examples
+
+    # ---- shards -----------------------------------------------------------------------------------------
+    def _file(self, run: str, entry: ShardEntry) -> h5py.File:
+        path = shard_dir(self.path, run) / entry.file
+        with self._lock:
+            f = self._files.get(path)
+            if f is not None and f.id.valid:
+                self._files.move_to_end(path)
+                return f
+            try:
+                f = h5py.File(path, "r")
+            except FileNotFoundError as exc:
+                raise StoreError(f"shard {path} listed in the index is missing: the store was altered; "
+                                 "rerun the precompute to rebuild it") from exc
+            self._files[path] = f
+            while len(self._files) > self._max_open:
+                _, old = self._files.popitem(last=False)
+                old.close()
+            return f
+
+    def _locate(self, run: str, i: int) -> tuple[h5py.File, int]:
+        info = self.run_info(run)
+        n = info.num_examples
+        if not isinstance(i, int | np.integer) or not 0 <= int(i) < n:
+            raise ExampleOutOfRangeError(f"example {i} is out of range for run {run!r} (0..{n - 1})")
+        starts = np.cumsum([0] + [s.count for s in info.shards])
+        k = bisect.bisect_right(starts, int(i)) - 1
+        return self._file(run, info.shards[k]), int(i) - int(starts[k])
+
+    def _require_kind(self, run: str, kind: str) -> None:
+        if kind not in ATTENTION_KINDS:
+            raise StoreError(f"unknown attention kind {kind!r}: use one of {', '.join(ATTENTION_KINDS)}")
+        if kind not in self.run_info(run).kinds:
+            raise MissingCaptureError(
+                f"run {run!r} has no {kind!r} attention (it has {', '.join(self.run_info(run).kinds)})")
+
+    # ---- per example ------------------------------------------------------------------------------------
+    def tokens(self, run: str, i: int, side: str = "source") -> list[str]:
+        """Token strings of example ``i`` (``side`` = "source" or "target")."""
+        f, j = self._locate(run, i)
+        g = self._token_group(run, f, side)
+        lo, hi = g["offsets"][j:j + 2]
+        return [s.decode() if isinstance(s, bytes) else s for s in g["strings"][lo:hi]]
+
+    def token_ids(self, run: str, i: int, side: str = "source") -> np.ndarray:
+        """Token ids of example ``i``."""
+        f, j = self._locate(run, i)
+        g = self._token_group(run, f, side)
+        lo, hi = g["offsets"][j:j + 2]
+        return g["ids"][lo:hi]
+
+    def token_flags(self, run: str, i: int, side: str = "source") -> np.ndarray:
+        """Token class bit flags (``pipeline.token_classes``) of example ``i``."""
+        f, j = self._locate(run, i)
+        g = self._token_group(run, f, side)
+        lo, hi = g["offsets"][j:j + 2]
+        return g["flags"][lo:hi]
+
+    def _token_group(self, run: str, f: h5py.File, side: str) -> h5py.Group:
+        if side not in ("source", "target"):
+            raise StoreError(f"unknown token side {side!r}: use 'source' or 'target'")
+        if f"tokens/{side}" not in f:
+            raise MissingCaptureError(f"run {run!r} has no {side} tokens (not an encoder-decoder run)")
+        return f[f"tokens/{side}"]
+
+    def _lengths(self, f: h5py.File, j: int, kind: str) -> tuple[int, int]:
+        q_side, k_side = KIND_SIDES[kind]
+        q_off = f[f"tokens/{q_side}/offsets"][j:j + 2]
+        k_off = f[f"tokens/{k_side}/offsets"][j:j + 2]
+        return int(q_off[1] - q_off[0]), int(k_off[1] - k_off[0])
+
+    def attention(self, run: str, i: int, layer: int | None = None, head: int | None = None,
+                  kind: str = "self") -> np.ndarray:
+        """Attention weights of example ``i`` as float32.
+
+        Shapes: both None → [L, H, Tq, Tk]; layer only → [H, Tq, Tk]; head only → [L, Tq, Tk]; both → [Tq, Tk].
+        Only the requested slice is read from disk.
+        """
+        self._require_kind(run, kind)
+        f, j = self._locate(run, i)
+        g = f[f"attention/{kind}"]
+        n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
+        _check_index("layer", layer, n_layers)
+        _check_index("head", head, n_heads)
+        tq, tk = self._lengths(f, j, kind)
+        base = int(g["data_offsets"][j])
+        block = tq * tk
+        data = g["data"]
+        if layer is not None and head is not None:
+            lo = base + (layer * n_heads + head) * block
+            return data[lo:lo + block].astype(np.float32).reshape(tq, tk)
+        if layer is not None:
+            lo = base + layer * n_heads * block
+            return data[lo:lo + n_heads * block].astype(np.float32).reshape(n_heads, tq, tk)
+        full = data[base:base + n_layers * n_heads * block].astype(np.float32).reshape(n_layers, n_heads, tq, tk)
+        return full[:, head] if head is not None else full
+
+    def qkv(self, run: str, i: int, layer: int, head: int, kind: str = "self"
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Query, key and value vectors ``[T, d]`` (float32) of one head; raises MissingCaptureError."""
+        self._require_kind(run, kind)
+        f, j = self._locate(run, i)
+        if f"qkv/{kind}" not in f:
+            raise MissingCaptureError(f"run {run!r} did not capture Q/K/V: rerun precompute with --capture "
+                                      "attention,qkv")
+        g = f[f"qkv/{kind}"]
+        n_layers, n_heads = self.run_info(run).shape[kind]
+        _check_index("layer", layer, n_layers)
+        _check_index("head", head, n_heads)
+        d = int(g.attrs["head_dim"])
+        tq, tk = self._lengths(f, j, kind)
+        out = []
+        for letter, t in (("q", tq), ("k", tk), ("v", tk)):
+            base = int(g[f"{letter}_offsets"][j])
+            lo = base + (layer * n_heads + head) * t * d
+            out.append(g[letter][lo:lo + t * d].astype(np.float32).reshape(t, d))
+        return out[0], out[1], out[2]
+
+    def hidden(self, run: str, i: int, side: str = "source") -> np.ndarray:
+        """Hidden states ``[L+1, T, D]`` (embedding output first) of one side; raises MissingCaptureError."""
+        f, j = self._locate(run, i)
+        if f"hidden/{side}" not in f:
+            raise MissingCaptureError(f"run {run!r} did not capture hidden states: rerun precompute with "
+                                      "--capture attention,hidden")
+        g = f[f"hidden/{side}"]
+        lo, hi = (int(x) for x in g["data_offsets"][j:j + 2])
+        d = int(g.attrs["hidden_size"])
+        t = len(self.token_ids(run, i, side))
+        return g["data"][lo:hi].astype(np.float32).reshape(-1, t, d)
+
+    def embeddings(self, run: str, i: int, side: str = "source") -> tuple[np.ndarray, np.ndarray]:
+        """Input and output embeddings ``([T, D], [T, D])`` of one side; raises MissingCaptureError."""
+        f, j = self._locate(run, i)
+        if f"embeddings/{side}" not in f:
+            raise MissingCaptureError(f"run {run!r} did not capture embeddings: rerun precompute with "
+                                      "--capture attention,embeddings")
+        g = f[f"embeddings/{side}"]
+        d = int(g.attrs["hidden_size"])
+        out = []
+        for name in ("input", "output"):
+            lo, hi = (int(x) for x in g[f"{name}_offsets"][j:j + 2])
+            out.append(g[name][lo:hi].astype(np.float32).reshape(-1, d))
+        return out[0], out[1]
+
+    def has_capture(self, run: str, what: str, kind_or_side: str = "self") -> bool:
+        """Whether the run stored ``what`` ("qkv", "hidden", "embeddings") for a kind (qkv) or side."""
+        info = self.run_info(run)
+        if info.num_examples == 0:
+            return False
+        f = self._file(run, info.shards[0])
+        key = kind_or_side if what == "qkv" else (SIDE_OF_KIND.get(kind_or_side, kind_or_side))
+        return f"{what}/{key}" in f
+
+    # ---- corpus -----------------------------------------------------------------------------------------
+    def metric_names(self, run: str, kind: str = "self") -> list[str]:
+        """Metric names stored for a kind of attention."""
+        self._require_kind(run, kind)
+        return list(self.run_info(run).meta.get("metrics", {}).get(kind, []))
+
+    def metrics(self, run: str, name: str, kind: str = "self") -> np.ndarray:
+        """One metric for every committed example: ``[N, L, H]`` float32 (cached; read-only array)."""
+        self._require_kind(run, kind)
+        if name not in self.metric_names(run, kind):
+            raise StoreError(f"run {run!r} has no metric {name!r} (has: {', '.join(self.metric_names(run, kind))})")
+        info = self.run_info(run)
+        key = (run, kind, name, len(info.shards), info.num_examples)
+        with self._lock:
+            cached = self._metric_cache.get(key)
+            if cached is not None:
+                self._metric_cache.move_to_end(key)
+                return cached
+        layers, heads = info.shape[kind]
+        out = np.empty((info.num_examples, layers, heads), dtype=np.float32)
+        pos = 0
+        for entry in info.shards:
+            ds = self._file(run, entry)[f"metrics/{kind}/{name}"]
+            ds.read_direct(out, dest_sel=np.s_[pos:pos + entry.count])
+            pos += entry.count
+        out.flags.writeable = False
+        with self._lock:
+            self._metric_cache[key] = out
+            while len(self._metric_cache) > self._metric_cache_size:
+                self._metric_cache.popitem(last=False)
+        return out
+
+    def examples(self, run: str) -> ExampleTable:
+        """Per-example columns (text, lengths, truncation, label, metadata) of all committed examples."""
+        info = self.run_info(run)
+        key = (run, len(info.shards))
+        with self._lock:
+            if key in self._tables:
+                return self._tables[key]
+        cols: dict[str, list] = {k: [] for k in ("input_index", "text", "target_text", "label", "truncated",
+                                                 "n_tokens", "n_target_tokens", "meta")}
+        for entry in info.shards:
+            f = self._file(run, entry)
+            ex = f["example"]
+            cols["input_index"].append(ex["input_index"][()])
+            cols["truncated"].append(ex["truncated"][()])
+            for name in ("text", "target_text", "label"):
+                cols[name].extend(s.decode() if isinstance(s, bytes) else s for s in ex[name][()])
+            cols["meta"].extend(json.loads(s) for s in ex["meta_json"][()])
+            cols["n_tokens"].append(np.diff(f["tokens/source/offsets"][()]))
+            if "tokens/target" in f:
+                cols["n_target_tokens"].append(np.diff(f["tokens/target/offsets"][()]))
+            else:
+                cols["n_target_tokens"].append(np.zeros(entry.count, dtype=np.int64))
+
+        def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        table = ExampleTable(
+            input_index=cat(cols["input_index"], np.int64), text=cols["text"], target_text=cols["target_text"],
+            label=cols["label"], truncated=cat(cols["truncated"], bool), n_tokens=cat(cols["n_tokens"], np.int64),
+            n_target_tokens=cat(cols["n_target_tokens"], np.int64), meta=cols["meta"],
+        )
+        with self._lock:
+            self._tables[key] = table
+        return table
+
+    def close(self) -> None:
+        """Close every open shard file."""
+        with self._lock:
+            for f in self._files.values():
+                with contextlib.suppress(Exception):
+                    f.close()
+            self._files.clear()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_index(what: str, value: int | None, size: int) -> None:
+    if value is not None and not (isinstance(value, int | np.integer) and 0 <= int(value) < size):
+        raise StoreError(f"{what} {value} is out of range (0..{size - 1})")
+
+
+def now_iso() -> str:
+    """Current UTC time as ISO 8601 (for run metadata)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
