@@ -37,6 +37,50 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+class _ProgressBar:
+    """A rich progress bar (examples/s, ETA) that appears only once the work starts (after validation)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar = None
+        self.task = None
+        self.t0 = 0.0
+        self.base = 0
+
+    def start(self, done: int, total: int) -> None:
+        import time
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), console=err)
+        self.bar.start()
+        self.task = self.bar.add_task(self.description, total=total, completed=done, rate="")
+        self.t0, self.base = time.perf_counter(), done
+
+    def progress(self, done: int, total: int) -> None:
+        import time
+
+        if self.bar is None:
+            self.start(0, total)
+        dt = time.perf_counter() - self.t0
+        rate = (done - self.base) / dt if dt > 0 else 0.0
+        self.bar.update(self.task, completed=done, total=total, rate=f"{rate:.1f} ex/s")
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 @app.command()
 def precompute(
     model: str = typer.Option("minilm", help="model_info name (see 'attnviz models')"),
@@ -56,47 +100,29 @@ def precompute(
     scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
 ) -> None:
     """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
     from pipeline.model_info import parse_overrides
     from pipeline.precompute import precompute as run_precompute
 
+    bar = _ProgressBar(f"precompute {model}")
     try:
         overrides = parse_overrides(set_)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                      TimeRemainingColumn(), console=err, transient=False) as bar:
-            task = bar.add_task(f"precompute {model}", total=None, rate="")
-            state: dict[str, float] = {}
+        if workers or scheduler:
+            from pipeline.distributed import precompute_distributed
 
-            def on_start(done: int, total: int) -> None:
-                import time
-
-                bar.update(task, total=total, completed=done)
-                state.update(t0=time.perf_counter(), base=done)
-
-            def progress(done: int, total: int) -> None:
-                import time
-
-                dt = time.perf_counter() - state["t0"]
-                rate = (done - state["base"]) / dt if dt > 0 else 0.0
-                bar.update(task, completed=done, total=total, rate=f"{rate:.1f} ex/s")
-
-            if workers or scheduler:
-                from pipeline.distributed import precompute_distributed
-
-                summary = precompute_distributed(
-                    model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
-                    capture=capture, dtype=dtype, overrides=overrides, shard_size=shard_size, workers=workers,
-                    scheduler=scheduler, progress=progress, on_start=on_start, say=err.print)
-            else:
-                summary = run_precompute(model, input, store, run=run, limit=limit, batch_size=batch_size,
-                                         max_length=max_length, capture=capture, dtype=dtype, threads=threads,
-                                         overrides=overrides, shard_size=shard_size, progress=progress,
-                                         on_start=on_start)
+            summary = precompute_distributed(
+                model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
+                capture=capture, dtype=dtype, overrides=overrides, shard_size=shard_size, workers=workers,
+                scheduler=scheduler, progress=bar.progress, on_start=bar.start, say=err.print)
+        else:
+            summary = run_precompute(model, input, store, run=run, limit=limit, batch_size=batch_size,
+                                     max_length=max_length, capture=capture, dtype=dtype, threads=threads,
+                                     overrides=overrides, shard_size=shard_size, progress=bar.progress,
+                                     on_start=bar.start)
     except _user_errors() as exc:
+        bar.stop()
         fail(str(exc))
+    finally:
+        bar.stop()
     out.print(summary.line(), highlight=False, soft_wrap=True)
     out.print(f"inspect it: attnviz inspect --store {store}", highlight=False, soft_wrap=True)
 

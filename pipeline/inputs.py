@@ -147,6 +147,17 @@ def random_token_ids(vocab_size: int, excluded: set[int], length: int, seed: int
     return [int(x) for x in rng.choice(allowed, size=length, replace=True)]
 
 
+def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after one sequence ([CLS] / [SEP] for BERT, none for
+    GPT-2), found by encoding a one-word probe with and without special tokens."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain):])
+    return [], []
+
+
 def random_inputs(tokenizer: Any, spec: str) -> InputSet:
     """Reproducible random token sequences for a tokenizer: example k uses seed ``seed + k``.
 
@@ -156,10 +167,11 @@ def random_inputs(tokenizer: Any, spec: str) -> InputSet:
     if params is None:
         raise InputError(f"{spec!r} is not a random input spec")
     excluded = set(tokenizer.all_special_ids)
+    prefix, suffix = special_token_frame(tokenizer)
     examples = []
     for k in range(params["count"]):
         content = random_token_ids(len(tokenizer), excluded, params["length"], params["seed"] + k)
-        ids = tokenizer.build_inputs_with_special_tokens(content)
+        ids = [*prefix, *content, *suffix]
         text = tokenizer.decode(content)
         examples.append(InputExample(k, text, meta={"random_seed": params["seed"] + k}, token_ids=ids))
     canon = f"random:length={params['length']},count={params['count']},seed={params['seed']}"
