@@ -79,7 +79,7 @@ class RunMismatchError(StoreError):
 def codec(name: str = "zstd") -> dict[str, Any]:
     """h5py ``create_dataset`` keyword arguments for a named compression codec (hdf5plugin filters)."""
     if name == "zstd":
-        return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        return dict(hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.BITSHUFFLE))
     if name == "lz4":
         return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
     if name == "none":
@@ -346,12 +346,14 @@ class StoreWriter:
         self.path = Path(path)
         if self.path.exists():
             _read_index(self.path)  # refuse a non-store or a newer schema before writing anything
-        elif not self.path.parent.exists():
-            raise StoreError(f"folder {self.path.parent} does not exist: create it or choose another --store")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, RunInfo]]:
         lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create folder {self.path.parent} for the store: {exc.strerror}") from exc
         with open(lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

@@ -1,0 +1,123 @@
+"""Precompute throughput, side by side in one run on the same model, sentences and threads.
+
+Prints:
+- pipeline examples/s ÷ a bare batched forward loop with no storage (the floor; target ≥ 0.85),
+- pipeline ÷ a naive one-sentence-at-a-time extraction (forward per sentence, attention converted and written
+  per example as float32 datasets; target ≥ 3),
+- bytes per stored attention weight (target ≤ 1.1 for float16).
+
+Usage: python bench/precompute.py [--model minilm] [--n 512] [--threads 2] [--batch-size 32] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.extract import encode, length_batches  # noqa: E402
+from pipeline.inputs import read_inputs  # noqa: E402
+from pipeline.models import load_model  # noqa: E402
+from pipeline.precompute import precompute  # noqa: E402
+from pipeline.store import StoreReader  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bare_forward(lm, encoded, batch_size: int) -> float:
+    """The floor: the same length-sorted batches through the model with attention output, nothing stored."""
+    t0 = time.perf_counter()
+    for batch in length_batches(encoded, batch_size):
+        width = max(len(e.source_ids) for e in batch)
+        ids = torch.full((len(batch), width), lm.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for n, e in enumerate(batch):
+            ids[n, : len(e.source_ids)] = torch.tensor(e.source_ids)
+            mask[n, : len(e.source_ids)] = 1
+        with torch.inference_mode():
+            out = lm.model.base_model(input_ids=ids, attention_mask=mask, output_attentions=True)
+        _ = [a.float() for a in out.attentions]
+    return time.perf_counter() - t0
+
+
+def naive(lm, sentences: list[str], path: Path) -> float:
+    """One sentence at a time: forward, attention to numpy float32, one dataset per example."""
+    t0 = time.perf_counter()
+    with h5py.File(path, "w") as f:
+        for k, text in enumerate(sentences):
+            ids = torch.tensor([lm.tokenizer(text)["input_ids"]])
+            with torch.inference_mode():
+                out = lm.model.base_model(input_ids=ids, output_attentions=True)
+            attn = torch.stack(out.attentions, 0)[:, 0].numpy()
+            f.create_dataset(f"ex{k}", data=attn.astype(np.float32))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--input", default=str(ROOT / "data" / "english_sentences.txt"))
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="best of N for each contender")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    examples = read_inputs(args.input).examples[: args.n]
+    sentences = [e.text for e in examples]
+    lm = load_model(args.model, threads=args.threads)
+    encoded = [encode(lm, e) for e in examples]
+    tokens = sum(len(e.source_ids) for e in encoded)
+    tmp = Path(tempfile.mkdtemp(prefix="attnviz-bench-"))
+    try:
+        bare_forward(lm, encoded[:64], args.batch_size)  # warm-up
+        times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": []}
+        store = tmp / "bench.h5"
+        for rep in range(args.repeats):
+            times["floor"].append(bare_forward(lm, encoded, args.batch_size))
+            for p in tmp.glob("bench.h5*"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            t0 = time.perf_counter()
+            precompute(args.model, args.input, store, limit=args.n, batch_size=args.batch_size,
+                       threads=args.threads, capture="attention")
+            times["pipeline"].append(time.perf_counter() - t0)
+            times["naive"].append(naive(lm, sentences, tmp / f"naive{rep}.h5"))
+        # The pipeline's time includes loading the model once; report it as measured (no subtraction).
+        best = {k: min(v) for k, v in times.items()}
+        rate = {k: args.n / v for k, v in best.items()}
+        with StoreReader(store) as reader:
+            run = reader.runs()[0]
+            layers, heads = reader.run_info(run).shape["self"]
+            weights = int(sum(layers * heads * t * t for t in reader.examples(run).n_tokens))
+        shard_bytes = sum(p.stat().st_size for p in Path(f"{store}.d").rglob("*.h5"))
+        attn_bytes = 0
+        for p in Path(f"{store}.d").rglob("*.h5"):
+            with h5py.File(p, "r") as f:
+                attn_bytes += f["attention/self/data"].id.get_storage_size()
+        print(f"model {args.model}, {args.n} sentences, {tokens} tokens, threads {args.threads}, "
+              f"batch {args.batch_size}, best of {args.repeats}")
+        print(f"{'contender':<44}{'seconds':>10}{'examples/s':>12}")
+        for key, label in (("floor", "bare batched forward (floor, no storage)"),
+                           ("pipeline", "attnviz precompute (incl. model load)"),
+                           ("naive", "naive one-at-a-time extraction")):
+            print(f"{label:<44}{best[key]:>10.2f}{rate[key]:>12.1f}")
+        print(f"pipeline / floor  = {rate['pipeline'] / rate['floor']:.2f}   (target >= 0.85)")
+        print(f"pipeline / naive  = {rate['pipeline'] / rate['naive']:.2f}   (target >= 3)")
+        print(f"bytes per stored attention weight: {attn_bytes / weights:.3f} (attention dataset only; "
+              f"target <= 1.1), {shard_bytes / weights:.3f} (whole shard files incl. tokens and metrics)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
