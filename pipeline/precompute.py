@@ -117,18 +117,47 @@ def _values_per_pair(lm: LoadedModel) -> int:
     return sum(layers * heads for layers, heads in lm.shape().values())
 
 
-def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
-               limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
-               capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
-               overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-               max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS,
-               progress: Callable[[int, int], None] | None = None, on_start: Callable[[int, int], None] | None = None
-               ) -> PrecomputeSummary:
-    """Compute and store attention for ``input_spec`` with ``model``; resume if the run exists.
+@dataclass
+class PreparedRun:
+    """A validated, planned run whose index entry exists: what a precompute loop (local or distributed) needs."""
+
+    store: Path
+    run: str
+    writer: StoreWriter
+    lm: LoadedModel
+    inputs: InputSet
+    encoded: list[EncodedExample]
+    shards: list[tuple[int, int]]  #: every planned (start, count), in input order
+    todo: list[tuple[int, int]]  #: the shards not committed yet
+    skipped: int  #: examples already committed (resume)
+    captures: list[str]
+    dtype: str
+    batch_size: int
+    t0: float
+
+    @property
+    def total(self) -> int:
+        return len(self.encoded)
+
+    def summary(self, new_examples: int) -> PrecomputeSummary:
+        """The command's summary once ``new_examples`` examples were committed by it."""
+        final = self.writer.runs()[self.run]
+        return PrecomputeSummary(
+            store=self.store, run=self.run, examples=final.num_examples, new_examples=new_examples,
+            skipped_examples=self.skipped, tokens=sum(e.size for e in self.encoded),
+            seconds=time.perf_counter() - self.t0, store_bytes=store_size(self.store),
+            blank_lines=self.inputs.blank_lines, truncated=sum(e.truncated for e in self.encoded))
+
+
+def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
+                limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
+                capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
+                overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+                max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS) -> PreparedRun:
+    """Validate everything, load the model, encode and plan the input, create or resume the run in the index.
 
     Everything that can be checked is checked before anything is written: the input, the model name, the
-    store (schema, existing run's configuration). ``progress(done, total)`` is called after each committed shard
-    and ``on_start(already_done, total)`` once before the first.
+    store (schema, existing run's configuration).
     """
     t0 = time.perf_counter()
     if dtype not in ("float16", "float32"):
@@ -154,27 +183,57 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
                         max_shard_elements=max_shard_elements, planned=len(encoded))
     info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
     done = {(s.start, s.count) for s in info.shards}
-    todo = [s for s in shards if s not in done]
-    skipped = sum(c for s, c in shards if (s, c) in done)
+    return PreparedRun(
+        store=Path(store), run=run, writer=writer, lm=lm, inputs=inputs, encoded=encoded, shards=shards,
+        todo=[s for s in shards if s not in done], skipped=sum(c for s, c in shards if (s, c) in done),
+        captures=captures, dtype=dtype, batch_size=batch_size, t0=t0)
+
+
+def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int, store: str | os.PathLike,
+                  run: str, *, batch_size: int, capture: Sequence[str], dtype: str,
+                  classifier: TokenClassifier | None = None) -> Path:
+    """Run the model over one shard's examples (input ``start .. start+len-1``) and write its shard file.
+
+    The file is written under a temporary name and renamed (``write_shard_file``), so it is either absent or
+    complete; it is not registered in the index (the caller commits it). Returns the shard file's path. This is
+    the one per-shard computation, shared by the single-process and the distributed precompute.
+    """
+    classifier = classifier or TokenClassifier(lm)
+    results = []
+    for batch in length_batches(encoded, batch_size):
+        results.extend(run_batch(lm, batch, capture=capture, store_dtype=dtype, classifier=classifier))
+    path = shard_dir(store, run) / shard_file_name(start, len(encoded))
+    return write_shard_file(path, run, start, results, dtype=dtype)
+
+
+def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
+               limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
+               capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
+               overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+               max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS,
+               progress: Callable[[int, int], None] | None = None, on_start: Callable[[int, int], None] | None = None
+               ) -> PrecomputeSummary:
+    """Compute and store attention for ``input_spec`` with ``model``; resume if the run exists.
+
+    Everything that can be checked is checked before anything is written (see :func:`prepare_run`).
+    ``progress(done, total)`` is called after each committed shard and ``on_start(already_done, total)`` once
+    before the first.
+    """
+    prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
+                       capture=capture, dtype=dtype, threads=threads, overrides=overrides, shard_size=shard_size,
+                       max_shard_elements=max_shard_elements)
     if on_start:
-        on_start(skipped, len(encoded))
-    classifier = TokenClassifier(lm)
+        on_start(prep.skipped, prep.total)
+    classifier = TokenClassifier(prep.lm)
     new = 0
-    for start, count in todo:
-        results = []
-        for batch in length_batches(encoded[start:start + count], batch_size):
-            results.extend(run_batch(lm, batch, capture=captures, store_dtype=dtype, classifier=classifier))
-        path = shard_dir(store, run) / shard_file_name(start, count)
-        write_shard_file(path, run, start, results, dtype=dtype)
-        writer.commit_shard(run, path, meta_update={"planned_examples": len(encoded)})
+    for start, count in prep.todo:
+        path = compute_shard(prep.lm, prep.encoded[start:start + count], start, store, prep.run,
+                             batch_size=batch_size, capture=prep.captures, dtype=dtype, classifier=classifier)
+        prep.writer.commit_shard(prep.run, path, meta_update={"planned_examples": prep.total})
         new += count
         if progress:
-            progress(skipped + new, len(encoded))
-    final = writer.runs()[run]
-    return PrecomputeSummary(
-        store=Path(store), run=run, examples=final.num_examples, new_examples=new, skipped_examples=skipped,
-        tokens=sum(e.size for e in encoded), seconds=time.perf_counter() - t0, store_bytes=store_size(store),
-        blank_lines=inputs.blank_lines, truncated=sum(e.truncated for e in encoded))
+            progress(prep.skipped + new, prep.total)
+    return prep.summary(new)
 
 
 def store_size(store: str | os.PathLike) -> int:
@@ -192,4 +251,5 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-__all__ = ["PrecomputeSummary", "StoreError", "default_run_name", "parse_capture", "plan_shards", "precompute"]
+__all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "default_run_name", "parse_capture",
+           "plan_shards", "precompute", "prepare_run"]
