@@ -172,6 +172,24 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
 
 
 @app.command()
+def verify(store: Path = typer.Option(..., help="store file"),
+           repair: bool = typer.Option(False, help="drop damaged shards so a rerun recomputes them")) -> None:
+    """Read every shard of a store and report damaged or missing ones."""
+    from pipeline.store import verify_store
+
+    try:
+        problems = verify_store(store, repair=repair)
+    except _user_errors() as exc:
+        fail(str(exc))
+    for line in problems:
+        err.print(f"[red]damaged:[/] {line}", highlight=False, soft_wrap=True)
+    if problems and not repair:
+        fail(f"{len(problems)} damaged shard(s): run 'attnviz verify --store {store} --repair', then rerun the "
+             "precompute to recompute them", code=1)
+    out.print(f"{store}: {'repaired, rerun the precompute to recompute' if problems else 'all shards readable'}")
+
+
+@app.command()
 def serve(
     store: Path = typer.Option(..., help="store file to serve"),
     host: str = typer.Option("127.0.0.1", help="address to bind (another than localhost needs auth)"),
@@ -186,6 +204,36 @@ def serve(
         run_server(store, host=host, port=port, debug=debug, no_auth=no_auth, say=err.print)
     except _user_errors() as exc:
         fail(str(exc))
+
+
+@app.command()
+def analyze(
+    store: Path = typer.Option(..., help="store file"),
+    run: str = typer.Option(..., help="run to analyze"),
+    max_offset: int = typer.Option(16, help="relative-position profile covers offsets -K..K"),
+    similarity_examples: int = typer.Option(1000, help="average head similarity over the first N examples "
+                                                       "(0: all)"),
+    workers: int | None = typer.Option(None, help="dask LocalCluster worker processes (0: in this process)"),
+    scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
+) -> None:
+    """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.analyze import analyze as run_analyze
+
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("shards"), TimeElapsedColumn(), console=err) as bar:
+            task = bar.add_task(f"analyze {run}", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            summary = run_analyze(store, run, max_offset=max_offset, similarity_examples=similarity_examples,
+                                  workers=workers, scheduler=scheduler, progress=progress)
+    except _user_errors() as exc:
+        fail(str(exc))
+    out.print(summary.line(), highlight=False, soft_wrap=True)
 
 
 def main() -> None:

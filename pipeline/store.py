@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import fcntl
+import functools
 import json
 import os
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,24 +180,57 @@ def _read_index(path: Path) -> dict[str, RunInfo]:
 
 
 def _write_index(path: Path, runs: dict[str, RunInfo]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT_NAME
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        root = f.create_group("runs")
-        for name, info in runs.items():
-            g = root.create_group(name)
-            g.attrs["meta_json"] = json.dumps(info.meta, sort_keys=True)
-            for key in ("model", "family", "created"):
-                if key in info.meta:
-                    g.attrs[key] = str(info.meta[key])
-            g.attrs["random_weights"] = bool(info.meta.get("random_weights", False))
-            g.create_dataset("shard_files", data=[s.file for s in info.shards], dtype=STRING_DTYPE)
-            g.create_dataset("shard_start", data=np.array([s.start for s in info.shards], dtype=np.int64))
-            g.create_dataset("shard_count", data=np.array([s.count for s in info.shards], dtype=np.int64))
-    _fsync_path(tmp)
-    os.replace(tmp, path)
+    write_h5_atomically(path, lambda f: _fill_index(f, runs))
     _fsync_path(path.parent)
+
+
+def write_h5_atomically(path: Path, fill: Callable[[h5py.File], None]) -> None:
+    """Build an HDF5 file in memory with ``fill``, then write it to ``path.tmp-…``, fsync and rename.
+
+    HDF5 never writes to the disk itself, so a full disk is a clean ``OSError`` from Python's own write (HDF5 2.0
+    crashed on closing a file after ENOSPC), and the previous file at ``path`` stays intact whatever happens.
+    """
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with h5py.File(f"{tmp}.mem", "w", driver="core", backing_store=False) as f:
+            fill(f)
+            f.flush()
+            image = f.id.get_file_image()
+        with open(tmp, "wb") as out:
+            out.write(image)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise _disk_error(exc, path) from exc
+
+
+def _disk_error(exc: BaseException, path: Path) -> BaseException:
+    """A full disk (or file-size limit) as a StoreError that says the store is intact; other errors unchanged."""
+    text = str(exc)
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    if full or "No space left" in text or "File too large" in text or "Disk quota" in text:
+        return StoreError(f"no space left on the device writing {path.name}: the store is intact up to the last "
+                          "committed shard; free space (or use another --store) and rerun the same command to resume")
+    return exc
+
+
+def _fill_index(f: h5py.File, runs: dict[str, RunInfo]) -> None:
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    root = f.create_group("runs")
+    for name, info in runs.items():
+        g = root.create_group(name)
+        g.attrs["meta_json"] = json.dumps(info.meta, sort_keys=True)
+        for key in ("model", "family", "created"):
+            if key in info.meta:
+                g.attrs[key] = str(info.meta[key])
+        g.attrs["random_weights"] = bool(info.meta.get("random_weights", False))
+        g.create_dataset("shard_files", data=[s.file for s in info.shards], dtype=STRING_DTYPE)
+        g.create_dataset("shard_start", data=np.array([s.start for s in info.shards], dtype=np.int64))
+        g.create_dataset("shard_count", data=np.array([s.count for s in info.shards], dtype=np.int64))
 
 
 def _fsync_path(path: Path) -> None:
@@ -248,16 +283,7 @@ def write_shard_file(path: str | os.PathLike, run: str, start: int, results: Seq
     float_dtype = np.dtype(dtype)
     comp = codec(codec_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            _fill_shard(f, run, start, results, float_dtype, comp)
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    write_h5_atomically(path, lambda f: _fill_shard(f, run, start, results, float_dtype, comp))
     return path
 
 
@@ -442,6 +468,14 @@ class StoreWriter:
             runs[run].meta.update(values)
             _write_index(self.path, runs)
 
+    def drop_shards(self, run: str, files: Sequence[str]) -> None:
+        """Remove shards from a run's index (their examples will be recomputed by the next precompute)."""
+        with self._locked() as runs:
+            if run not in runs:
+                raise UnknownRunError(f"run {run!r} is not in {self.path}")
+            runs[run].shards = [s for s in runs[run].shards if s.file not in set(files)]
+            _write_index(self.path, runs)
+
     def delete_run(self, run: str) -> None:
         """Remove a run from the index (its shard files are removed afterwards)."""
         with self._locked() as runs:
@@ -487,6 +521,22 @@ class ExampleTable:
     def meta_column(self, name: str) -> list[Any]:
         """One metadata field as a column (None where an example lacks it)."""
         return [m.get(name) for m in self.meta]
+
+
+def _read_guard(method):  # noqa: ANN001, ANN202 - decorator
+    """Turn a low-level read failure (a damaged chunk, a vanished file) into a one-line StoreError."""
+
+    @functools.wraps(method)
+    def wrapper(self: StoreReader, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise StoreError(f"cannot read {method.__name__} from {self.path.name} ({_short(exc)}): the store may "
+                             f"be damaged; run 'attnviz verify --store {self.path}'") from exc
+
+    return wrapper
 
 
 class StoreReader:
@@ -563,8 +613,11 @@ class StoreReader:
             try:
                 f = h5py.File(path, "r")
             except FileNotFoundError as exc:
-                raise StoreError(f"shard {path} listed in the index is missing: the store was altered; "
-                                 "rerun the precompute to rebuild it") from exc
+                raise StoreError(f"shard {path.name} of run {run!r} is missing (store altered?): run "
+                                 f"'attnviz verify --store {self.path} --repair', then rerun the precompute") from exc
+            except OSError as exc:
+                raise StoreError(f"shard {path.name} of run {run!r} is damaged ({_short(exc)}): run "
+                                 f"'attnviz verify --store {self.path} --repair', then rerun the precompute") from exc
             self._files[path] = f
             while len(self._files) > self._max_open:
                 _, old = self._files.popitem(last=False)
@@ -588,6 +641,7 @@ class StoreReader:
                 f"run {run!r} has no {kind!r} attention (it has {', '.join(self.run_info(run).kinds)})")
 
     # ---- per example ------------------------------------------------------------------------------------
+    @_read_guard
     def tokens(self, run: str, i: int, side: str = "source") -> list[str]:
         """Token strings of example ``i`` (``side`` = "source" or "target")."""
         f, j = self._locate(run, i)
@@ -595,6 +649,7 @@ class StoreReader:
         lo, hi = g["offsets"][j:j + 2]
         return [s.decode() if isinstance(s, bytes) else s for s in g["strings"][lo:hi]]
 
+    @_read_guard
     def token_ids(self, run: str, i: int, side: str = "source") -> np.ndarray:
         """Token ids of example ``i``."""
         f, j = self._locate(run, i)
@@ -602,6 +657,7 @@ class StoreReader:
         lo, hi = g["offsets"][j:j + 2]
         return g["ids"][lo:hi]
 
+    @_read_guard
     def token_flags(self, run: str, i: int, side: str = "source") -> np.ndarray:
         """Token class bit flags (``pipeline.token_classes``) of example ``i``."""
         f, j = self._locate(run, i)
@@ -622,6 +678,7 @@ class StoreReader:
         k_off = f[f"tokens/{k_side}/offsets"][j:j + 2]
         return int(q_off[1] - q_off[0]), int(k_off[1] - k_off[0])
 
+    @_read_guard
     def attention(self, run: str, i: int, layer: int | None = None, head: int | None = None,
                   kind: str = "self") -> np.ndarray:
         """Attention weights of example ``i`` as float32.
@@ -648,6 +705,7 @@ class StoreReader:
         full = data[base:base + n_layers * n_heads * block].astype(np.float32).reshape(n_layers, n_heads, tq, tk)
         return full[:, head] if head is not None else full
 
+    @_read_guard
     def qkv(self, run: str, i: int, layer: int, head: int, kind: str = "self"
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Query, key and value vectors ``[T, d]`` (float32) of one head; raises MissingCaptureError."""
@@ -669,6 +727,7 @@ class StoreReader:
             out.append(g[letter][lo:lo + t * d].astype(np.float32).reshape(t, d))
         return out[0], out[1], out[2]
 
+    @_read_guard
     def hidden(self, run: str, i: int, side: str = "source") -> np.ndarray:
         """Hidden states ``[L+1, T, D]`` (embedding output first) of one side; raises MissingCaptureError."""
         f, j = self._locate(run, i)
@@ -681,6 +740,7 @@ class StoreReader:
         t = len(self.token_ids(run, i, side))
         return g["data"][lo:hi].astype(np.float32).reshape(-1, t, d)
 
+    @_read_guard
     def embeddings(self, run: str, i: int, side: str = "source") -> tuple[np.ndarray, np.ndarray]:
         """Input and output embeddings ``([T, D], [T, D])`` of one side; raises MissingCaptureError."""
         f, j = self._locate(run, i)
@@ -695,6 +755,7 @@ class StoreReader:
             out.append(g[name][lo:hi].astype(np.float32).reshape(-1, d))
         return out[0], out[1]
 
+    @_read_guard
     def has_capture(self, run: str, what: str, kind_or_side: str = "self") -> bool:
         """Whether the run stored ``what`` ("qkv", "hidden", "embeddings") for a kind (qkv) or side."""
         info = self.run_info(run)
@@ -710,6 +771,7 @@ class StoreReader:
         self._require_kind(run, kind)
         return list(self.run_info(run).meta.get("metrics", {}).get(kind, []))
 
+    @_read_guard
     def metrics(self, run: str, name: str, kind: str = "self") -> np.ndarray:
         """One metric for every committed example: ``[N, L, H]`` float32 (cached; read-only array)."""
         self._require_kind(run, kind)
@@ -736,6 +798,7 @@ class StoreReader:
                 self._metric_cache.popitem(last=False)
         return out
 
+    @_read_guard
     def examples(self, run: str) -> ExampleTable:
         """Per-example columns (text, lengths, truncation, label, metadata) of all committed examples."""
         info = self.run_info(run)
@@ -794,3 +857,39 @@ def _check_index(what: str, value: int | None, size: int) -> None:
 def now_iso() -> str:
     """Current UTC time as ISO 8601 (for run metadata)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _read_dataset(_name: str, obj: h5py.HLObject) -> None:
+    """visititems callback reading a whole dataset (returns None so the visit goes on)."""
+    if isinstance(obj, h5py.Dataset):
+        obj[()]
+
+
+def verify_store(path: str | os.PathLike, *, repair: bool = False) -> list[str]:
+    """Read every dataset of every shard; return one line per problem found.
+
+    With ``repair``, damaged or missing shards are dropped from the index and damaged files renamed
+    ``*.damaged``, so that rerunning the same precompute command recomputes exactly those examples.
+    """
+    path = Path(path)
+    problems: list[str] = []
+    runs = _read_index(path)
+    for run, info in runs.items():
+        bad: list[str] = []
+        for entry in info.shards:
+            file = shard_dir(path, run) / entry.file
+            try:
+                with h5py.File(file, "r") as f:
+                    f.visititems(_read_dataset)
+                    if int(f.attrs["count"]) != entry.count:
+                        raise StoreError("example count differs from the index")
+            except (OSError, KeyError, RuntimeError, StoreError) as exc:
+                problems.append(f"run {run!r}: shard {entry.file}: {_short(exc)}")
+                bad.append(entry.file)
+        if bad and repair:
+            StoreWriter(path).drop_shards(run, bad)
+            for name in bad:
+                file = shard_dir(path, run) / name
+                if file.exists():
+                    os.replace(file, file.with_name(name + ".damaged"))
+    return problems
