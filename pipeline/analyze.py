@@ -1,0 +1,78 @@
+"""``attnviz analyze``: scan a run's raw attention once and cache head similarity and relative-position
+profiles in ``STORE.h5.d/<run>/analysis.h5`` (read back with :func:`pipeline.scan.load_analysis`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.analysis import cluster_order, relpos_profile
+from pipeline.scan import Analysis, KindAnalysis, scan_run, write_analysis
+from pipeline.store import StoreError, StoreReader, now_iso
+
+DEFAULT_MAX_OFFSET = 16
+DEFAULT_SIMILARITY_EXAMPLES = 1000
+
+
+@dataclass
+class AnalyzeSummary:
+    """What one analyze command did."""
+
+    run: str
+    path: Path
+    examples: int
+    similarity_examples: int
+    kinds: list[str]
+    seconds: float
+
+    def line(self) -> str:
+        return (f"run {self.run!r}: {self.examples} examples scanned ({', '.join(self.kinds)}), head "
+                f"similarity over {self.similarity_examples}, {self.seconds:.1f} s -> {self.path}")
+
+
+def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None = None,
+            max_offset: int = DEFAULT_MAX_OFFSET,
+            similarity_examples: int | None = DEFAULT_SIMILARITY_EXAMPLES, workers: int | None = None,
+            scheduler: str | None = None,
+            progress: Callable[[int, int], None] | None = None) -> AnalyzeSummary:
+    """Compute and store a run's head similarity (with its clustered order) and relative-position profiles.
+
+    ``similarity_examples``: average head similarity over the run's first N examples (None or 0: all).
+    ``workers``/``scheduler``: as :func:`pipeline.scan.scan_run` (``workers=0``: in this process).
+    """
+    t0 = time.perf_counter()
+    if max_offset < 1:
+        raise StoreError("--max-offset must be at least 1")
+    with StoreReader(store) as reader:
+        info = reader.run_info(run)
+    if info.num_examples == 0:
+        raise StoreError(f"run {run!r} has no examples yet: run 'attnviz precompute' first")
+    kinds = list(kinds or info.kinds)
+    unknown = [k for k in kinds if k not in info.kinds]
+    if unknown:
+        raise StoreError(f"run {run!r} has no {unknown[0]!r} attention (it has {', '.join(info.kinds)})")
+    limit = similarity_examples or None
+    partials = scan_run(store, info, kinds=kinds, max_offset=max_offset, similarity_examples=limit,
+                        workers=workers, scheduler=scheduler, progress=progress)
+    result = Analysis(run=run, shards=[s.file for s in info.shards], n_examples=info.num_examples,
+                      created=now_iso())
+    for kind, part in partials.items():
+        n_layers, n_heads = info.shape[kind]
+        ka = KindAnalysis(kind=kind, layers=n_layers, heads=n_heads, max_offset=max_offset)
+        if part.js_sum is not None and part.js_examples:
+            ka.similarity = (part.js_sum / part.js_examples).astype(np.float32)
+            ka.order = cluster_order(ka.similarity)
+            ka.similarity_examples = part.js_examples
+        if part.relpos_sums is not None and part.relpos_counts is not None:
+            ka.relpos = relpos_profile(part.relpos_sums, part.relpos_counts)
+            ka.relpos_counts = part.relpos_counts
+        result.kinds[kind] = ka
+    path = write_analysis(store, result)
+    sim = max((k.similarity_examples for k in result.kinds.values()), default=0)
+    return AnalyzeSummary(run=run, path=path, examples=info.num_examples, similarity_examples=sim,
+                          kinds=kinds, seconds=time.perf_counter() - t0)

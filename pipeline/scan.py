@@ -1,0 +1,339 @@
+"""Reading a run's shard files for corpus analysis, and dask scans of raw attention.
+
+* Corpus views read only small per-example columns (:func:`read_columns`) and per-head metric arrays
+  (:func:`read_metric_rows`, :func:`read_group_sums`), never raw attention.
+* :func:`scan_run` scans the raw attention of a run once, one task per shard file (the task opens the file
+  itself: h5py objects cannot be pickled), and returns relative-position sums and head-similarity sums.
+* :func:`write_analysis` / :func:`load_analysis` store those cached aggregates beside the run's shards as
+  ``STORE.h5.d/<run>/analysis.h5`` (written to a temporary name, then ``os.replace``).
+
+No torch here; dask is imported only by :func:`scan_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the codecs the attention data is compressed with)
+import numpy as np
+
+from pipeline.analysis import ExampleColumns, Groups, group_sums, js_distance, relpos_sums
+from pipeline.records import KIND_SIDES
+from pipeline.store import RunInfo, StoreError, now_iso, shard_dir
+
+ANALYSIS_FILE = "analysis.h5"
+ANALYSIS_FORMAT = "attnviz-analysis"
+ANALYSIS_VERSION = 1
+#: Kinds whose queries and keys index the same tokens (relative positions are defined).
+SELF_KINDS = ("self", "decoder")
+
+
+def shard_paths(store: str | os.PathLike, info: RunInfo) -> list[Path]:
+    """Paths of a run's committed shard files, in example order."""
+    folder = shard_dir(store, info.name)
+    return [folder / s.file for s in info.shards]
+
+
+def _decode(values: Sequence[Any]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Columns and metrics
+# --------------------------------------------------------------------------------------------------------
+
+
+def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
+    """The filter/pairing columns of every committed example of a run (texts are hashed, not kept)."""
+    names = ("input_index", "n_tokens", "truncated", "text", "target", "label", "meta")
+    cols: dict[str, list] = {k: [] for k in names}
+    for path in shard_paths(store, info):
+        with h5py.File(path, "r") as f:
+            ex = f["example"]
+            cols["input_index"].append(ex["input_index"][()])
+            cols["truncated"].append(ex["truncated"][()])
+            cols["n_tokens"].append(np.diff(f["tokens/source/offsets"][()]))
+            cols["text"].extend(_decode(ex["text"][()]))
+            cols["target"].extend(_decode(ex["target_text"][()]))
+            cols["label"].extend(_decode(ex["label"][()]))
+            cols["meta"].extend(json.loads(s) for s in ex["meta_json"][()])
+
+    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return ExampleColumns.build(cat(cols["input_index"], np.int64), cat(cols["n_tokens"], np.int64),
+                                cat(cols["truncated"], bool), cols["text"], cols["target"], cols["label"],
+                                cols["meta"])
+
+
+def read_metric_rows(store: str | os.PathLike, info: RunInfo, kind: str, name: str) -> np.ndarray:
+    """One metric of every committed example in head-major layout: ``[L*H, N]`` float32 (row ``l*H + h``)."""
+    if name not in info.meta.get("metrics", {}).get(kind, []):
+        raise StoreError(f"run {info.name!r} has no {kind!r} metric {name!r}")
+    n_layers, n_heads = info.shape[kind]
+    out = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
+    pos = 0
+    for path, entry in zip(shard_paths(store, info), info.shards, strict=True):
+        with h5py.File(path, "r") as f:
+            block = f[f"metrics/{kind}/{name}"][()]
+        out[:, pos:pos + entry.count] = block.reshape(entry.count, -1).T
+        pos += entry.count
+    return out
+
+
+def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: Sequence[str], groups: Groups
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-group sums and counts (:func:`pipeline.analysis.group_sums`) of several metrics, reading one metric
+    at a time into one reused buffer."""
+    n_layers, n_heads = info.shape[kind]
+    buf = np.empty((info.num_examples, n_layers * n_heads), dtype=np.float32)
+    paths = shard_paths(store, info)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in names:
+        pos = 0
+        for path, entry in zip(paths, info.shards, strict=True):
+            with h5py.File(path, "r") as f:
+                buf[pos:pos + entry.count] = f[f"metrics/{kind}/{name}"][()].reshape(entry.count, -1)
+            pos += entry.count
+        out[name] = group_sums(buf, groups)
+    return out
+
+
+def read_texts(store: str | os.PathLike, info: RunInfo, indices: Sequence[int]) -> list[str]:
+    """The texts of a few examples (positions in the run)."""
+    starts = np.cumsum([0] + [s.count for s in info.shards])
+    paths = shard_paths(store, info)
+    out = []
+    for i in indices:
+        k = int(np.searchsorted(starts, int(i), side="right")) - 1
+        with h5py.File(paths[k], "r") as f:
+            value = f["example/text"][int(i) - int(starts[k])]
+        out.append(value.decode() if isinstance(value, bytes) else str(value))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scans of raw attention
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScanPartial:
+    """Sums over some examples of one attention kind (add partials with :meth:`add`)."""
+
+    kind: str
+    n_examples: int = 0
+    relpos_sums: np.ndarray | None = None  #: [C, 2k+1] float64 (self-attention kinds only)
+    relpos_counts: np.ndarray | None = None  #: [2k+1] int64
+    js_sum: np.ndarray | None = None  #: [C, C] float64 sum over examples of the per-example distance
+    js_examples: int = 0
+
+    def add(self, other: ScanPartial) -> ScanPartial:
+        """Sum of two partials of the same kind."""
+
+        def plus(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+            return y if x is None else x if y is None else x + y
+
+        return ScanPartial(self.kind, self.n_examples + other.n_examples,
+                           plus(self.relpos_sums, other.relpos_sums),
+                           plus(self.relpos_counts, other.relpos_counts),
+                           plus(self.js_sum, other.js_sum), self.js_examples + other.js_examples)
+
+
+def scan_shard(path: str, kinds: Sequence[str], max_offset: int, similarity_limit: int
+               ) -> dict[str, ScanPartial]:
+    """Scan one shard file (opened here, so the task pickles as plain arguments).
+
+    For every example and every kind: relative-position sums (:func:`pipeline.analysis.relpos_sums`, self
+    and decoder attention) and, for the first ``similarity_limit`` examples of the shard, the per-example
+    head-similarity matrix (:func:`pipeline.analysis.js_distance`).
+    """
+    out: dict[str, ScanPartial] = {}
+    with h5py.File(path, "r") as f:
+        count = int(f.attrs["count"])
+        for kind in kinds:
+            g = f[f"attention/{kind}"]
+            n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
+            q_side, k_side = KIND_SIDES[kind]
+            q_len = np.diff(f[f"tokens/{q_side}/offsets"][()])
+            k_len = np.diff(f[f"tokens/{k_side}/offsets"][()])
+            offsets = g["data_offsets"][()]
+            data = g["data"][()]
+            part = ScanPartial(kind)
+            for j in range(count):
+                tq, tk = int(q_len[j]), int(k_len[j])
+                attn = data[offsets[j]:offsets[j + 1]].astype(np.float32).reshape(n_layers, n_heads, tq, tk)
+                if kind in SELF_KINDS and tq > 0:
+                    s, c = relpos_sums(attn, max_offset)
+                    part = part.add(ScanPartial(kind, 0, s, c))
+                if j < similarity_limit and tq > 0:
+                    js = js_distance(attn.reshape(-1, tq, tk))
+                    part = part.add(ScanPartial(kind, js_sum=js, js_examples=1))
+                part.n_examples += 1
+            out[kind] = part
+    return out
+
+
+def scan_run(store: str | os.PathLike, info: RunInfo, *, kinds: Sequence[str] | None = None,
+             max_offset: int = 16, similarity_examples: int | None = 1000, workers: int | None = None,
+             scheduler: str | None = None, client: Any = None,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, ScanPartial]:
+    """Scan a run's raw attention: one task per shard; returns the summed :class:`ScanPartial` of each kind.
+
+    ``similarity_examples`` limits the head-similarity average to the run's first N examples (None: all).
+    Execution: an existing dask ``client``, else a dask scheduler address (``scheduler``), else a
+    ``LocalCluster`` of ``workers`` processes; ``workers=0`` runs the tasks in this process (no dask).
+    ``progress(done, total)`` is called as shards finish.
+    """
+    kinds = list(kinds or info.kinds)
+    paths = [str(p) for p in shard_paths(store, info)]
+    limit = info.num_examples if similarity_examples is None else int(similarity_examples)
+    limits, seen = [], 0
+    for entry in info.shards:
+        limits.append(max(0, min(entry.count, limit - seen)))
+        seen += entry.count
+    total = len(paths)
+    results: dict[str, ScanPartial] = {k: ScanPartial(k) for k in kinds}
+
+    def merge(partials: dict[str, ScanPartial]) -> None:
+        for k, p in partials.items():
+            results[k] = results[k].add(p)
+
+    if progress:
+        progress(0, total)
+    if workers == 0 and client is None and scheduler is None:
+        for done, (path, lim) in enumerate(zip(paths, limits, strict=True), start=1):
+            merge(scan_shard(path, kinds, max_offset, lim))
+            if progress:
+                progress(done, total)
+        return results
+
+    from distributed import Client, LocalCluster, as_completed
+
+    own_cluster = None
+    own_client = None
+    if client is None:
+        if scheduler:
+            own_client = client = Client(scheduler)
+        else:
+            own_cluster = LocalCluster(n_workers=workers or min(4, os.cpu_count() or 1), threads_per_worker=1,
+                                       processes=True, dashboard_address=None)
+            own_client = client = Client(own_cluster)
+    try:
+        futures = client.map(scan_shard, paths, [kinds] * total, [max_offset] * total, limits, pure=False)
+        for done, future in enumerate(as_completed(futures), start=1):
+            merge(future.result())
+            if progress:
+                progress(done, total)
+    finally:
+        if own_client is not None:
+            own_client.close()
+        if own_cluster is not None:
+            own_cluster.close()
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------
+# The cached aggregates file (STORE.h5.d/<run>/analysis.h5)
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KindAnalysis:
+    """Cached aggregates of one attention kind of a run."""
+
+    kind: str
+    layers: int
+    heads: int
+    similarity: np.ndarray | None = None  #: [C, C] mean Jensen–Shannon distance between heads
+    order: np.ndarray | None = None  #: [C] clustered order of the heads (row l*H + h)
+    similarity_examples: int = 0
+    relpos: np.ndarray | None = None  #: [C, 2k+1] mean attention by offset −k..k
+    relpos_counts: np.ndarray | None = None  #: [2k+1] queries that had each offset
+    max_offset: int = 0
+
+
+@dataclass
+class Analysis:
+    """The cached aggregates of a run, and the shards they were computed from."""
+
+    run: str
+    shards: list[str]
+    n_examples: int
+    created: str
+    kinds: dict[str, KindAnalysis] = field(default_factory=dict)
+
+    def is_stale(self, info: RunInfo) -> bool:
+        """True when the run's shards changed since the aggregates were computed."""
+        return self.shards != [s.file for s in info.shards]
+
+
+def analysis_path(store: str | os.PathLike, run: str) -> Path:
+    """Where a run's cached aggregates live."""
+    return shard_dir(store, run) / ANALYSIS_FILE
+
+
+def write_analysis(store: str | os.PathLike, analysis: Analysis) -> Path:
+    """Write ``analysis`` atomically (temporary file, fsync, ``os.replace``); return its path."""
+    path = analysis_path(store, analysis.run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{ANALYSIS_FILE}.partial-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = ANALYSIS_FORMAT
+            f.attrs["version"] = ANALYSIS_VERSION
+            f.attrs["run"] = analysis.run
+            f.attrs["n_examples"] = analysis.n_examples
+            f.attrs["created"] = analysis.created or now_iso()
+            f.attrs["shards_json"] = json.dumps(analysis.shards)
+            for kind, ka in analysis.kinds.items():
+                g = f.create_group(f"kinds/{kind}")
+                g.attrs["layers"], g.attrs["heads"] = ka.layers, ka.heads
+                g.attrs["similarity_examples"] = ka.similarity_examples
+                g.attrs["max_offset"] = ka.max_offset
+                for name in ("similarity", "order", "relpos", "relpos_counts"):
+                    value = getattr(ka, name)
+                    if value is not None:
+                        g.create_dataset(name, data=value)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_analysis(store: str | os.PathLike, run: str) -> Analysis | None:
+    """A run's cached aggregates, or None when ``attnviz analyze`` has not been run for it."""
+    path = analysis_path(store, run)
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"{path} is unreadable ({exc}): rerun 'attnviz analyze'") from exc
+    with f:
+        if f.attrs.get("format") != ANALYSIS_FORMAT:
+            raise StoreError(f"{path} is not an attnviz analysis file: remove it and rerun 'attnviz analyze'")
+        out = Analysis(run=str(f.attrs["run"]), shards=json.loads(f.attrs["shards_json"]),
+                       n_examples=int(f.attrs["n_examples"]), created=str(f.attrs["created"]))
+        for kind, g in f.get("kinds", {}).items():
+            ka = KindAnalysis(kind=kind, layers=int(g.attrs["layers"]), heads=int(g.attrs["heads"]),
+                              similarity_examples=int(g.attrs["similarity_examples"]),
+                              max_offset=int(g.attrs["max_offset"]))
+            for name in ("similarity", "order", "relpos", "relpos_counts"):
+                if name in g:
+                    setattr(ka, name, g[name][()])
+            out.kinds[kind] = ka
+        return out

@@ -1,0 +1,187 @@
+"""Scans of raw attention (pipeline.scan) and ``attnviz analyze``: equal to a plain numpy loop, cached in
+``STORE.h5.d/<run>/analysis.h5`` without disturbing the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from typer.testing import CliRunner
+
+from pipeline import analysis as an
+from pipeline.analyze import analyze
+from pipeline.cli import app
+from pipeline.precompute import precompute
+from pipeline.scan import analysis_path, load_analysis, read_texts, scan_run
+from pipeline.store import StoreError, StoreReader, StoreWriter
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TINY = {
+    "bert-random": {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
+                    "intermediate_size": 128},
+    "gpt2-random": {"n_layer": 2, "n_head": 4, "n_embd": 64},
+    "seq2seq-random": {"encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+                       "decoder_attention_heads": 4, "d_model": 64, "encoder_ffn_dim": 128,
+                       "decoder_ffn_dim": 128},
+}
+K = 5  # max offset used in the tests
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("scan") / "scan.h5"
+    demo = str(DATA / "demo.jsonl")
+    precompute("bert-random", demo, path, run="bert", limit=30, overrides=TINY["bert-random"], shard_size=8,
+               threads=1)
+    precompute("gpt2-random", demo, path, run="gpt2", limit=20, overrides=TINY["gpt2-random"], shard_size=8,
+               threads=1)
+    precompute("seq2seq-random", str(DATA / "demo_pairs.jsonl"), path, run="s2s", limit=10,
+               overrides=TINY["seq2seq-random"], shard_size=4, threads=1)
+    writer = StoreWriter(path)
+    patterns = [["previous", "next", "self", "first"], ["sep", "punct", "broad", "heterogeneous"]]
+    writer.begin_run("pat", an.synthetic_meta(2, 4, 40), fingerprint_keys=[])
+    for start in (0, 20):
+        writer.write_shard("pat", start, an.synthetic_examples(patterns, 20, start=start))
+    return path
+
+
+def loop_relpos(reader: StoreReader, run: str, kind: str, k: int) -> np.ndarray:
+    """Mean attention by offset, with plain Python loops over examples, heads, queries and offsets."""
+    n_layers, n_heads = reader.run_info(run).shape[kind]
+    sums = np.zeros((n_layers * n_heads, 2 * k + 1))
+    counts = np.zeros(2 * k + 1)
+    for e in range(reader.num_examples(run)):
+        attn = reader.attention(run, e, kind=kind)
+        attn = attn.reshape(n_layers * n_heads, *attn.shape[2:])
+        t = attn.shape[-1]
+        for i in range(t):
+            for o in range(-k, k + 1):
+                if 0 <= i + o < t:
+                    sums[:, o + k] += attn[:, i, i + o]
+                    counts[o + k] += 1
+    return sums / np.where(counts > 0, counts, np.nan)
+
+
+def loop_similarity(reader: StoreReader, run: str, kind: str, limit: int | None = None) -> np.ndarray:
+    """Mean over examples of the mean over queries of scipy's Jensen–Shannon distance (base 2), pairwise."""
+    n_layers, n_heads = reader.run_info(run).shape[kind]
+    c = n_layers * n_heads
+    n = reader.num_examples(run) if limit is None else limit
+    total = np.zeros((c, c))
+    for e in range(n):
+        attn = reader.attention(run, e, kind=kind)
+        attn = attn.reshape(c, *attn.shape[2:]).astype(np.float64)
+        for g in range(c):
+            for h in range(g + 1, c):
+                d = np.mean([jensenshannon(attn[g, i], attn[h, i], base=2) for i in range(attn.shape[1])])
+                total[g, h] += d
+                total[h, g] += d
+    return total / n
+
+
+@pytest.mark.parametrize(("run", "kind"), [("bert", "self"), ("gpt2", "self"), ("s2s", "decoder"),
+                                           ("pat", "self")])
+def test_relpos_scan_equals_numpy_loop(store: Path, run: str, kind: str) -> None:
+    reader = StoreReader(store)
+    info = reader.run_info(run)
+    seen: list[tuple[int, int]] = []
+    parts = scan_run(store, info, kinds=[kind], max_offset=K, similarity_examples=0, workers=0,
+                     progress=lambda done, total: seen.append((done, total)))
+    part = parts[kind]
+    assert part.n_examples == info.num_examples and part.js_examples == 0
+    got = an.relpos_profile(part.relpos_sums, part.relpos_counts)
+    np.testing.assert_allclose(got, loop_relpos(reader, run, kind, K), rtol=1e-5, atol=1e-7)
+    assert seen[0] == (0, len(info.shards)) and seen[-1] == (len(info.shards), len(info.shards))
+
+
+def test_relpos_shows_the_designed_heads(store: Path) -> None:
+    part = scan_run(store, StoreReader(store).run_info("pat"), max_offset=K, similarity_examples=0,
+                    workers=0)["self"]
+    prof = an.relpos_profile(part.relpos_sums, part.relpos_counts)
+    assert np.argmax(prof[0]) == K - 1  # previous-token head: offset -1
+    assert np.argmax(prof[1]) == K + 1  # next-token head: offset +1
+    assert np.argmax(prof[2]) == K  # self head: offset 0
+    causal = scan_run(store, StoreReader(store).run_info("gpt2"), max_offset=K, similarity_examples=0,
+                      workers=0)["self"]
+    assert np.all(an.relpos_profile(causal.relpos_sums, causal.relpos_counts)[:, K + 1:] < 1e-3)
+
+
+@pytest.mark.parametrize(("run", "kind", "limit"), [("bert", "self", None), ("gpt2", "self", 7),
+                                                    ("s2s", "cross", None), ("pat", "self", None)])
+def test_similarity_scan_equals_scipy_loop(store: Path, run: str, kind: str, limit: int | None) -> None:
+    reader = StoreReader(store)
+    part = scan_run(store, reader.run_info(run), kinds=[kind], max_offset=K, similarity_examples=limit,
+                    workers=0)[kind]
+    assert part.js_examples == (limit or reader.num_examples(run))
+    got = part.js_sum / part.js_examples
+    np.testing.assert_allclose(got, loop_similarity(reader, run, kind, limit), atol=2e-3)
+    assert np.allclose(got, got.T) and np.all(np.diag(got) == 0)
+    if kind == "cross":
+        assert part.relpos_sums is None  # relative positions need queries and keys over the same tokens
+
+
+def test_scan_on_dask_cluster_equals_in_process(store: Path) -> None:
+    info = StoreReader(store).run_info("s2s")
+    local = scan_run(store, info, max_offset=K, workers=0)
+    seen: list[tuple[int, int]] = []
+    dist = scan_run(store, info, max_offset=K, workers=1, progress=lambda d, t: seen.append((d, t)))
+    assert set(dist) == {"self", "decoder", "cross"}
+    for kind in dist:
+        for name in ("relpos_sums", "relpos_counts", "js_sum"):
+            a, b = getattr(local[kind], name), getattr(dist[kind], name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert seen[-1] == (len(info.shards), len(info.shards))
+
+
+def test_analyze_caches_aggregates_beside_the_shards(store: Path) -> None:
+    reader = StoreReader(store)
+    summary = analyze(store, "pat", max_offset=K, workers=0)
+    path = analysis_path(store, "pat")
+    assert summary.path == path and path.exists()
+    assert not [p for p in path.parent.iterdir() if "partial" in p.name or ".tmp" in p.name]
+    cached = load_analysis(store, "pat")
+    assert cached is not None and not cached.is_stale(reader.run_info("pat"))
+    ka = cached.kinds["self"]
+    np.testing.assert_allclose(ka.relpos, loop_relpos(reader, "pat", "self", K), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ka.similarity, loop_similarity(reader, "pat", "self"), atol=2e-3)
+    assert sorted(ka.order.tolist()) == list(range(8)) and ka.similarity_examples == 40
+    np.testing.assert_array_equal(ka.order, an.cluster_order(ka.similarity))
+    # the store still reads the same, and a resumed writer does not adopt the analysis file as a shard
+    info = StoreWriter(store).begin_run("pat", an.synthetic_meta(2, 4, 40), fingerprint_keys=[])
+    assert [s.file for s in info.shards] == [s.file for s in reader.run_info("pat").shards]
+    assert path.exists()
+    assert read_texts(store, info, [0, 25])[1].startswith("sentence 25 ")
+
+
+def test_analysis_goes_stale_when_shards_change_and_is_removed_with_the_run(store: Path) -> None:
+    analyze(store, "bert", max_offset=K, workers=0)
+    writer = StoreWriter(store)
+    patterns = [["previous", "next"]]
+    writer.begin_run("grow", an.synthetic_meta(1, 2, 20), fingerprint_keys=[])
+    writer.write_shard("grow", 0, an.synthetic_examples(patterns, 10))
+    analyze(store, "grow", max_offset=K, workers=0)
+    writer.write_shard("grow", 10, an.synthetic_examples(patterns, 10, start=10))
+    cached = load_analysis(store, "grow")
+    assert cached is not None and cached.n_examples == 10
+    assert cached.is_stale(StoreReader(store).run_info("grow"))
+    writer.delete_run("grow")
+    assert load_analysis(store, "grow") is None
+    assert load_analysis(store, "bert") is not None
+
+
+def test_analyze_command(store: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["analyze", "--store", str(store), "--run", "gpt2", "--workers", "0",
+                                 "--max-offset", "3", "--similarity-examples", "5"])
+    assert result.exit_code == 0, result.output
+    cached = load_analysis(store, "gpt2")
+    assert cached is not None and cached.kinds["self"].relpos.shape == (8, 7)
+    assert cached.kinds["self"].similarity_examples == 5
+    bad = runner.invoke(app, ["analyze", "--store", str(store), "--run", "nope", "--workers", "0"])
+    assert bad.exit_code == 2 and "not in" in bad.output
+    with pytest.raises(StoreError, match="max-offset"):
+        analyze(store, "gpt2", max_offset=0, workers=0)
