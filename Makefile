@@ -53,7 +53,7 @@ demo: demo-store serve
 
 test: install system-deps
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --headless
 
 lint: install
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data
