@@ -1,0 +1,427 @@
+"""Per-head attention metrics and attention rollout (numpy only; the dashboard imports this, never torch).
+
+Every metric is defined in ``docs/metrics.md``; this module is the one implementation. Metrics are computed
+vectorized over a padded batch, from the float32 attention the model returns (before any down-cast), and
+stored per example, layer and head as ``[B, L, H]`` float32.
+
+Notation (see the docs): for example ``b``, query ``i`` and key ``j``, ``a_ij`` is the attention weight and
+``K_i`` the set of *valid keys* of query ``i``: unpadded keys, and for causal (decoder) self-attention only
+those with ``j <= i``. ``n_i = |K_i|``. A query row *qualifies* when the query is unpadded and ``n_i > 0``.
+Weights outside ``K_i`` (padding, the masked upper triangle) and rows of padded queries are ignored
+entirely, whatever they contain (NaN included). Weights are **not** renormalized on ``K_i``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
+
+_TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; ln of it is finite
+_CHUNK_ELEMENTS = 1 << 18  # attention weights per chunk in _row_statistics (keeps temporaries in cache)
+
+#: A key is "active" for a query when its weight is >= this; "sparse" when below it (docs/metrics.md).
+SPARSITY_THRESHOLD: float = 0.01
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Description of one per-head metric, for the store's attributes and the dashboard's labels."""
+
+    name: str  #: key in the result dict and the store
+    label: str  #: short human label
+    unit: str  #: "nats", "fraction", "weight", "keys" or "tokens"
+    description: str  #: one-line definition (the full one is in docs/metrics.md)
+    self_only: bool  #: defined only for self-attention (NaN for cross-attention)
+
+
+def _spec(name: str, label: str, unit: str, description: str, self_only: bool = False) -> MetricSpec:
+    return MetricSpec(name=name, label=label, unit=unit, description=description, self_only=self_only)
+
+
+#: Ordered registry of every metric ``attention_metrics`` returns.
+METRICS: dict[str, MetricSpec] = {
+    s.name: s
+    for s in (
+        _spec("entropy", "Entropy", "nats", "mean over queries of -sum_{j in K_i} a_ij ln a_ij"),
+        _spec(
+            "entropy_norm",
+            "Normalized entropy",
+            "fraction",
+            "mean over queries with n_i > 1 of H_i / ln n_i",
+        ),
+        _spec("kl_uniform", "KL from uniform", "nats", "mean over queries of sum_{j in K_i} a_ij ln(a_ij n_i)"),
+        _spec(
+            "sparsity",
+            "Sparsity",
+            "fraction",
+            f"fraction of all valid (query, key) weights < {SPARSITY_THRESHOLD} (pooled over the example)",
+        ),
+        _spec(
+            "token_sparsity_avg",
+            "Active keys (mean)",
+            "keys",
+            f"mean over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}",
+        ),
+        _spec(
+            "token_sparsity_max",
+            "Active keys (max)",
+            "keys",
+            f"max over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}",
+        ),
+        _spec("confidence", "Confidence", "weight", "mean over queries of max_{j in K_i} a_ij"),
+        _spec("mass_first", "Mass on first token", "weight", "mean over queries of the weight on the first key"),
+        _spec("mass_cls", "Mass on CLS/BOS", "weight", "mean over queries of the weight on CLS_OR_BOS keys"),
+        _spec("mass_sep", "Mass on SEP/EOS", "weight", "mean over queries of the weight on SEP_OR_EOS keys"),
+        _spec("mass_special", "Mass on special", "weight", "mean over queries of the weight on SPECIAL keys"),
+        _spec(
+            "mass_punct",
+            "Mass on punctuation",
+            "weight",
+            "mean over queries of the weight on PUNCTUATION keys",
+        ),
+        _spec("mass_self", "Mass on self", "weight", "mean over queries of a_ii", self_only=True),
+        _spec(
+            "mass_prev",
+            "Mass on previous",
+            "weight",
+            "mean over queries i >= 1 (i-1 a valid token) of a_{i,i-1}",
+            self_only=True,
+        ),
+        _spec(
+            "mass_next",
+            "Mass on next",
+            "weight",
+            "mean over queries whose i+1 is a valid token of a_{i,i+1} (0 for causal attention)",
+            self_only=True,
+        ),
+        _spec(
+            "mean_distance",
+            "Mean attention distance",
+            "tokens",
+            "mean over queries of sum_{j in K_i} a_ij |i - j|",
+            self_only=True,
+        ),
+    )
+}
+
+# The flag-mass metrics and their bits, in the order of the key indicator columns after "first".
+_FLAG_METRICS: tuple[tuple[str, int], ...] = (
+    ("mass_cls", CLS_OR_BOS),
+    ("mass_sep", SEP_OR_EOS),
+    ("mass_special", SPECIAL),
+    ("mass_punct", PUNCTUATION),
+)
+
+
+def _check_inputs(
+    attn: np.ndarray,
+    query_mask: np.ndarray,
+    key_mask: np.ndarray,
+    key_flags: np.ndarray,
+    causal: bool,
+    self_attention: bool,
+    threshold: float,
+) -> None:
+    if attn.ndim != 5:
+        raise ValueError(f"attn must be [B, L, H, Tq, Tk], got shape {attn.shape}")
+    b, _, _, tq, tk = attn.shape
+    if query_mask.shape != (b, tq):
+        raise ValueError(f"query_mask must be [B, Tq] = {(b, tq)}, got {query_mask.shape}")
+    if key_mask.shape != (b, tk):
+        raise ValueError(f"key_mask must be [B, Tk] = {(b, tk)}, got {key_mask.shape}")
+    if key_flags.shape != (b, tk):
+        raise ValueError(f"key_flags must be [B, Tk] = {(b, tk)}, got {key_flags.shape}")
+    if causal and not self_attention:
+        raise ValueError("causal attention must be self-attention")
+    if self_attention and tq != tk:
+        raise ValueError(f"self-attention needs Tq == Tk, got {tq} != {tk}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+
+
+def _float32_at_least(x: float) -> np.float32:
+    """The smallest float32 ``>= x``, so that ``w >= it`` is ``w >= x`` exactly for float32 ``w``."""
+    t = np.float32(x)
+    return np.nextafter(t, np.float32(np.inf)) if float(t) < x else t
+
+
+def _bounds(any_valid: np.ndarray) -> tuple[int, int]:
+    """``[first, last + 1)`` of the True entries of a 1-D bool array (``(0, 0)`` when none)."""
+    nz = np.flatnonzero(any_valid)
+    return (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+
+
+def _row_statistics(
+    attn: np.ndarray, valid: np.ndarray, cols: np.ndarray, threshold: float, self_attention: bool
+) -> dict[str, np.ndarray]:
+    """Per-query-row statistics of the attention restricted to the valid keys; each ``[B, L, H, Tq]``.
+
+    ``a`` below is ``attn`` with every weight outside ``K_i`` (and every padded query row) set to exactly 0.
+    Returns ``rowsum`` (sum_j a), ``entropy`` (-sum a ln a), ``active`` (count of a >= threshold),
+    ``confidence`` (max a), ``linear`` (``sum_j a_ij cols[j, c]``, ``[B, L, H, Tq, C]``, for 0/1 key
+    indicator columns) and, for self-attention, ``self`` / ``prev`` / ``next`` (a[i,i], a[i,i-1], a[i,i+1];
+    0 where the position does not exist) and ``distance`` (sum a |i-j|). Rows without valid keys get 0.
+
+    Performance (the work is memory-bound): the batch is processed in chunks of whole examples that fit in
+    cache, each cropped to the bounding box of its valid queries and keys (padding costs nothing), with
+    reused buffers. The masked chunk is written key-major, ``[n, Tk, L, H, Tq]``, so that every reduction
+    over keys is a sum of long contiguous slabs (fast SIMD) rather than many short rows, and the masses on
+    flagged keys only touch the flagged slabs. No BLAS: single-threaded and deterministic, so no
+    oversubscription with the model's thread pool. Within a chunk everything is vectorized.
+    """
+    b, n_layers, n_heads, tq, tk = attn.shape
+    f32 = np.float32
+    shape = (b, n_layers, n_heads, tq)
+    n_cols = cols.shape[-1]
+    names = ["rowsum", "entropy", "active", "confidence"]
+    if self_attention:
+        names += ["self", "prev", "next", "distance"]
+    st = {k: np.zeros(shape, f32) for k in names}
+    st["linear"] = np.zeros((*shape, n_cols), f32)
+    # |i - j| laid out like a key-major chunk: [Tk, 1, 1, Tq].
+    dist = np.abs(np.arange(tk, dtype=f32)[:, None] - np.arange(tq, dtype=f32)[None, :])[:, None, None, :]
+    validf = valid.astype(f32)[:, None, None]  # [B, 1, 1, Tq, Tk]
+    # Per example and column, the flagged keys that are valid for some valid query (so inside every window).
+    used = cols * valid.any(axis=1)[:, :, None]
+    flag_keys = [[np.flatnonzero(used[i, :, c]) for c in range(n_cols)] for i in range(b)]
+    thr = _float32_at_least(threshold)
+    per_example = n_layers * n_heads * tq * tk
+    step = max(1, min(b, _CHUNK_ELEMENTS // max(1, per_example)))
+    buf_a = np.empty(step * per_example, f32)
+    buf_w = np.empty_like(buf_a)
+    buf_m = np.empty(buf_a.shape, dtype=bool)
+    for s in range(0, b, step):
+        e = min(b, s + step)
+        n = e - s
+        q0, q1 = _bounds(valid[s:e].any(axis=(0, 2)))
+        k0, k1 = _bounds(valid[s:e].any(axis=(0, 1)))
+        if self_attention:  # one square window, so that diagonals stay diagonals
+            q0 = k0 = min(q0, k0)
+            q1 = k1 = max(q1, k1)
+        wq, wk = q1 - q0, k1 - k0
+        if wq == 0 or wk == 0:
+            continue  # no valid (query, key) pair in the chunk: all statistics stay 0
+        size = n * wk * n_layers * n_heads * wq
+        kshape = (n, wk, n_layers, n_heads, wq)
+        a, w, m = (buf[:size].reshape(kshape) for buf in (buf_a, buf_w, buf_m))
+        x = attn[s:e, :, :, q0:q1, k0:k1]
+        # a[b, j, l, h, i] = attn[b, l, h, i, j] on K_i, else 0 (written key-major through a view).
+        with np.errstate(invalid="ignore"):  # inf * 0 in the padding: detected and redone just below
+            np.multiply(x, validf[s:e, :, :, q0:q1, k0:k1], out=a.transpose(0, 2, 3, 4, 1))
+        out = {k: v[s:e, :, :, q0:q1] for k, v in st.items()}
+        np.add.reduce(a, axis=1, out=out["rowsum"])
+        if not np.isfinite(out["rowsum"]).all():
+            # Non-finite garbage outside K_i (inf * 0 = NaN): mask by selection instead of product.
+            sel = np.where(validf[s:e, :, :, q0:q1, k0:k1] != 0, x, f32(0.0))
+            np.copyto(a.transpose(0, 2, 3, 4, 1), sel)
+            np.add.reduce(a, axis=1, out=out["rowsum"])
+        np.maximum.reduce(a, axis=1, out=out["confidence"])
+        # Masses on indicator columns: per example, add up the key slabs flagged in column c (cost
+        # proportional to the number of flagged keys; a few small calls per example, not per element).
+        for i in range(n):
+            for c, keys in enumerate(flag_keys[s + i]):
+                if keys.size:
+                    np.add.reduce(a[i, keys - k0], axis=0, out=out["linear"][i, ..., c])
+        if self_attention:
+            out["self"][...] = np.diagonal(a, 0, 4, 1)  # a[i, i]
+            if wq > 1:
+                out["prev"][..., 1:] = np.diagonal(a, -1, 4, 1)  # a[i, i-1] for i = q0+1..q1-1
+                out["next"][..., :-1] = np.diagonal(a, 1, 4, 1)  # a[i, i+1] for i = q0..q1-2
+            np.multiply(a, dist[k0:k1, :, :, q0:q1], out=w)
+            np.add.reduce(w, axis=1, out=out["distance"])
+        # Exactly w >= threshold (as real numbers); threshold > 0, so masked (zero) weights never count.
+        np.greater_equal(a, thr, out=m)
+        np.add.reduce(m, axis=1, dtype=f32, out=out["active"])
+        # The one log. a * ln(a + FLT_MIN) is exactly 0 at a = 0 (0 ln 0 = 0) and equals a * ln(a) in
+        # float32 for every a >= 2**-102; below that the term is < 1e-29 either way.
+        np.add(a, _TINY, out=w)
+        np.log(w, out=w)
+        w *= a
+        np.add.reduce(w, axis=1, out=out["entropy"])
+        np.negative(out["entropy"], out=out["entropy"])
+    return st
+
+
+def attention_metrics(
+    attn: np.ndarray,
+    query_mask: np.ndarray,
+    key_mask: np.ndarray,
+    key_flags: np.ndarray,
+    *,
+    causal: bool,
+    self_attention: bool,
+    threshold: float = SPARSITY_THRESHOLD,
+) -> dict[str, np.ndarray]:
+    """Every metric in ``METRICS`` for every example, layer and head of a padded batch.
+
+    Args:
+        attn: ``[B, L, H, Tq, Tk]`` attention weights (float32; other float dtypes are cast to float32).
+        query_mask: ``[B, Tq]`` bool, True at valid (unpadded) queries.
+        key_mask: ``[B, Tk]`` bool, True at valid (unpadded) keys.
+        key_flags: ``[B, Tk]`` uint8 flags from ``pipeline.token_classes``.
+        causal: decoder self-attention: the valid keys of query ``i`` are the valid keys ``j <= i``.
+        self_attention: queries and keys index the same sequence (needs ``Tq == Tk``); False for
+            cross-attention, where the self-only metrics are NaN.
+        threshold: sparsity threshold, in ``(0, 1]``.
+
+    Returns:
+        ``name -> [B, L, H]`` float32 for every name in ``METRICS``, in registry order; NaN where a
+        metric is undefined (no qualifying query row, or a self-only metric of cross-attention).
+    """
+    attn = np.asarray(attn)
+    query_mask = np.asarray(query_mask, dtype=bool)
+    key_mask = np.asarray(key_mask, dtype=bool)
+    key_flags = np.asarray(key_flags)
+    _check_inputs(attn, query_mask, key_mask, key_flags, causal, self_attention, threshold)
+    b, n_layers, n_heads, tq, tk = attn.shape
+    f32 = np.float32
+
+    # valid[b, i, j]: j in K_i for a valid query i (all False on rows of padded queries).
+    valid = query_mask[:, :, None] & key_mask[:, None, :]
+    if causal:
+        valid &= np.tri(tq, tk, dtype=bool)[None]
+    n_keys = valid.sum(axis=-1)  # [B, Tq] = n_i
+    row_ok = n_keys > 0  # qualifying rows
+
+    # 0/1 key indicator columns for the masses: first valid key, then one column per flag.
+    cols = np.zeros((b, tk, 1 + len(_FLAG_METRICS)), dtype=f32)
+    if tk:
+        first_key = np.argmax(key_mask, axis=1)  # lowest-index valid key (0 when right-padded)
+        cols[np.arange(b), first_key, 0] = key_mask[np.arange(b), first_key]
+    for c, (_, bit) in enumerate(_FLAG_METRICS):
+        cols[:, :, 1 + c] = (key_flags & bit) != 0
+
+    st = _row_statistics(attn, valid, cols, threshold, self_attention)
+    ent, active, conf, lin = st["entropy"], st["active"], st["confidence"], st["linear"]
+    rowsum = st["rowsum"]
+
+    ln_n = np.log(np.maximum(n_keys, 1)).astype(f32)  # [B, Tq]; 0 where n_i <= 1
+    ln_n_safe = np.where(n_keys > 1, ln_n, f32(1.0))
+
+    # Per-row values [B, L, H, Tq] and row weights [B, Tq]; example value = weighted mean over rows.
+    rows: dict[str, np.ndarray] = {}
+    weights: dict[str, np.ndarray] = {}
+    ok = row_ok.astype(np.float64)
+    rows["entropy"], weights["entropy"] = ent, ok
+    rows["entropy_norm"] = ent / ln_n_safe[:, None, None]
+    weights["entropy_norm"] = (n_keys > 1).astype(np.float64)
+    rows["kl_uniform"], weights["kl_uniform"] = ln_n[:, None, None] * rowsum - ent, ok
+    rows["token_sparsity_avg"], weights["token_sparsity_avg"] = active, ok
+    rows["confidence"], weights["confidence"] = conf, ok
+    rows["mass_first"], weights["mass_first"] = lin[..., 0], ok
+    for c, (name, _) in enumerate(_FLAG_METRICS):
+        rows[name], weights[name] = lin[..., 1 + c], ok
+
+    if self_attention:
+        t = tq
+        w_prev = np.zeros((b, t))
+        w_next = np.zeros((b, t))
+        w_prev[:, 1:] = row_ok[:, 1:] & key_mask[:, :-1]  # queries i >= 1 whose i-1 is a valid token
+        w_next[:, :-1] = row_ok[:, :-1] & key_mask[:, 1:]  # queries whose i+1 is a valid token
+        rows["mass_self"], weights["mass_self"] = st["self"], ok
+        rows["mass_prev"], weights["mass_prev"] = st["prev"], w_prev
+        rows["mass_next"], weights["mass_next"] = st["next"], w_next
+        rows["mean_distance"], weights["mean_distance"] = st["distance"], ok
+
+    out: dict[str, np.ndarray] = {}
+    for name in METRICS:
+        if name == "sparsity":
+            # Pooled over the example's valid pairs: sum_i (n_i - active_i) / sum_i n_i (integer counts,
+            # exact in float64; rows of padded queries have n_i = active_i = 0).
+            pairs = n_keys.sum(axis=1, dtype=np.float64)[:, None, None]
+            sparse = pairs - active.sum(axis=-1, dtype=np.float64)
+            val = np.divide(sparse, pairs, out=np.full(sparse.shape, np.nan), where=pairs > 0)
+        elif name == "token_sparsity_max":
+            val = np.full((b, n_layers, n_heads), np.nan)
+            if tq:
+                mx = np.where(row_ok[:, None, None], active, -1).max(axis=-1)
+                val = np.where(mx >= 0, mx, np.nan)
+        elif name in rows:
+            w = weights[name]
+            num = np.einsum("blhq,bq->blh", rows[name], w)
+            den = w.sum(axis=1)[:, None, None]
+            val = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+        else:  # self-only metric of cross-attention
+            val = np.full((b, n_layers, n_heads), np.nan)
+        out[name] = np.asarray(val, dtype=f32)
+    return out
+
+
+def example_metrics(
+    attn: np.ndarray,
+    key_flags: np.ndarray,
+    *,
+    causal: bool,
+    self_attention: bool,
+    threshold: float = SPARSITY_THRESHOLD,
+) -> dict[str, np.ndarray]:
+    """``attention_metrics`` for one unpadded example (every query and key valid).
+
+    Args:
+        attn: ``[L, H, Tq, Tk]`` attention weights.
+        key_flags: ``[Tk]`` uint8 flags.
+        causal, self_attention, threshold: as for ``attention_metrics``.
+
+    Returns:
+        ``name -> [L, H]`` float32 for every name in ``METRICS``.
+    """
+    attn = np.asarray(attn)
+    if attn.ndim != 4:
+        raise ValueError(f"attn must be [L, H, Tq, Tk], got shape {attn.shape}")
+    tq, tk = attn.shape[-2:]
+    res = attention_metrics(
+        attn[None],
+        np.ones((1, tq), dtype=bool),
+        np.ones((1, tk), dtype=bool),
+        np.asarray(key_flags)[None],
+        causal=causal,
+        self_attention=self_attention,
+        threshold=threshold,
+    )
+    return {k: v[0] for k, v in res.items()}
+
+
+def attention_rollout(attn: np.ndarray, *, residual: bool = True, head_reduce: str = "mean") -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema, 2020) of one unpadded self-attention example.
+
+    ``out[l] = Â_l · Â_{l-1} · … · Â_0`` (matrix products, ``out[0] = Â_0``), where ``Ā_l`` is the head
+    reduction (mean or elementwise max over heads) of layer ``l``'s ``[T, T]`` attention, and
+
+    * ``residual=True``: ``Â_l = 0.5·Ā_l + 0.5·I`` with each row then divided by its sum;
+    * ``residual=False``: ``Â_l = Ā_l`` (plain product, no identity and no renormalization).
+
+    ``out[l][i, j]`` is how much of token ``j``'s input embedding reaches token ``i`` after layer ``l``.
+    Products are accumulated in float64.
+
+    Args:
+        attn: ``[L, H, T, T]`` attention weights.
+        residual: add the identity for the residual connection (and renormalize rows).
+        head_reduce: ``"mean"`` (the paper's choice) or ``"max"`` over heads.
+
+    Returns:
+        ``[L, T, T]`` float32 rollout after each layer.
+    """
+    attn = np.asarray(attn, dtype=np.float64)
+    if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(f"attn must be [L, H, T, T], got shape {attn.shape}")
+    if head_reduce == "mean":
+        a_bar = attn.mean(axis=1)
+    elif head_reduce == "max":
+        a_bar = attn.max(axis=1)
+    else:
+        raise ValueError(f"head_reduce must be 'mean' or 'max', got {head_reduce!r}")
+    n_layers, t = a_bar.shape[0], a_bar.shape[-1]
+    if residual:
+        a_hat = 0.5 * a_bar + 0.5 * np.eye(t)[None]
+        a_hat /= a_hat.sum(axis=-1, keepdims=True)
+    else:
+        a_hat = a_bar
+    out = np.empty((n_layers, t, t), dtype=np.float64)
+    acc = np.eye(t)
+    for layer in range(n_layers):  # sequential by definition; L is small
+        acc = a_hat[layer] @ acc
+        out[layer] = acc
+    return out.astype(np.float32)
