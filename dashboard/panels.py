@@ -1,0 +1,92 @@
+"""HTML panels of the Example tab (pure functions: data in, Dash components out)."""
+
+from __future__ import annotations
+
+import math
+
+import dash_bootstrap_components as dbc
+from dash import html
+
+from dashboard.views import MetricsTable, head_label
+from pipeline.metrics import METRICS
+from pipeline.store import ExampleTable
+
+
+def fmt_value(value: float, unit: str = "") -> str:
+    """A metric value for a table cell (``–`` when undefined)."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if unit in ("keys", "tokens"):
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def fmt_percentile(p: float) -> str:
+    """``p87`` style percentile (``–`` when undefined)."""
+    return "–" if p is None or not math.isfinite(p) else f"p{p:.0f}"
+
+
+def message(text: str, color: str = "warning") -> dbc.Alert:
+    """A one-line notice in place of a panel."""
+    return dbc.Alert(text, color=color, className="mb-0 py-2 small")
+
+
+def metrics_panel(table: MetricsTable, layer: int) -> html.Div:
+    """The selected head's metrics with corpus percentiles, then every head of the layer as a small table."""
+    head = table.head
+    units = [METRICS[n].unit if n in METRICS else "" for n in table.names]
+    if head is None:
+        vals, pcts, who = table.mean_values, table.mean_percentiles, "mean of all heads"
+    else:
+        vals, pcts, who = table.values[:, head], table.percentiles[:, head], head_label(head)
+    summary_rows = [
+        html.Tr([html.Td(label, title=desc), html.Td(fmt_value(float(v), u), className="text-end"),
+                 html.Td(fmt_percentile(float(p)), className="text-end text-muted")])
+        for label, desc, v, p, u in zip(table.labels, table.descriptions, vals, pcts, units, strict=True)
+    ]
+    summary = dbc.Table(
+        [html.Thead(html.Tr([html.Th("metric"), html.Th("value", className="text-end"),
+                             html.Th("percentile", className="text-end")])), html.Tbody(summary_rows)],
+        size="sm", bordered=False, striped=True, className="mb-2 small", id="metrics-summary")
+    n_heads = table.values.shape[1]
+    head_cells = [html.Th(f"H{h}", className="text-end" + (" table-primary" if h == head else ""))
+                  for h in range(n_heads)]
+    rows = []
+    for m, (label, desc, u) in enumerate(zip(table.labels, table.descriptions, units, strict=True)):
+        cells = [html.Td(label, title=desc, className="text-nowrap")]
+        for h in range(n_heads):
+            p = float(table.percentiles[m, h])
+            cells.append(html.Td(
+                [fmt_value(float(table.values[m, h]), u), " ", html.Span(fmt_percentile(p), className="text-muted")],
+                className="text-end text-nowrap" + (" table-primary" if h == head else ""),
+                title=f"{label}, head {h}: percentile {fmt_percentile(p)} of the run"))
+        rows.append(html.Tr(cells))
+    heads_table = dbc.Table([html.Thead(html.Tr([html.Th("metric"), *head_cells])), html.Tbody(rows)],
+                            size="sm", bordered=True, className="small mb-0", responsive=True,
+                            id="metrics-heads", style={"fontSize": "0.75rem"})
+    note = (f"value and percentile: rank of this example's value among the {table.n_examples} examples of the "
+            "run, for the same layer and head.")
+    return dbc.Row([
+        dbc.Col([html.H6(f"Layer {layer}, {who}", className="mb-1"), summary], lg=3),
+        dbc.Col([html.H6(f"All heads of layer {layer}", className="mb-1"), heads_table,
+                 html.Div(note, className="text-muted small mt-1")], lg=9),
+    ])
+
+
+def example_summary(table: ExampleTable, i: int, *, random_weights: bool, n_tokens: int,
+                    n_target_tokens: int) -> html.Div:
+    """The example's text (and target text), its token counts and flags."""
+    badges = [dbc.Badge(f"{n_tokens} tokens", color="secondary", className="me-1")]
+    if n_target_tokens:
+        badges.append(dbc.Badge(f"{n_target_tokens} target tokens", color="secondary", className="me-1"))
+    if bool(table.truncated[i]):
+        badges.append(dbc.Badge("truncated", color="warning", className="me-1"))
+    if table.label[i]:
+        badges.append(dbc.Badge(f"label: {table.label[i]}", color="info", className="me-1"))
+    if random_weights:
+        badges.append(dbc.Badge("random weights", color="danger", className="me-1"))
+    parts = [html.Div(table.text[i], className="fw-semibold")]
+    if table.target_text[i]:
+        parts.append(html.Div(["→ ", table.target_text[i]], className="text-muted"))
+    parts.append(html.Div(badges, className="mt-1"))
+    return html.Div(parts)

@@ -1,0 +1,211 @@
+"""Keep the URL query string, the header/Example-tab controls and the resolved selection in agreement.
+
+One Dash callback owns them all (Dash allows an input to be an output of the same callback, not of another):
+a URL change (page load, a link from another tab, back/forward) sets the controls; a control change rewrites
+the URL. The resolved selection goes to the ``view-state`` store that every figure callback listens to, and
+only when it changed, so switching tabs redraws nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dash
+from dash import Input, Output, State, ctx
+
+from dashboard import ids
+from dashboard.data import current_reader, run_label
+from dashboard.figures import parse_model_view_click
+from dashboard.urlstate import MEAN_HEAD, ViewState, format_state, parse_state
+from dashboard.views import is_causal, kind_label
+from pipeline.records import ATTENTION_KINDS, KIND_SIDES
+from pipeline.store import StoreError, StoreReader
+
+log = logging.getLogger(__name__)
+
+
+def _query_length(reader: StoreReader, run: str, example: int, kind: str) -> int | None:
+    table = reader.examples(run)
+    if not 0 <= example < len(table):
+        return None
+    side = KIND_SIDES.get(kind, ("source", "source"))[0]
+    return int((table.n_tokens if side == "source" else table.n_target_tokens)[example])
+
+
+def resolve_state(reader: StoreReader, state: ViewState, *, explain: bool) -> tuple[ViewState, list[str]]:
+    """Fit a selection to the store: pick the first run when none or an unknown one is asked, clamp layer,
+    head and step to the run's bounds. An out-of-range example or a kind the run lacks is kept (the views
+    show why there is nothing to draw). ``explain`` adds a message for every adjustment (for URLs)."""
+    messages = list(state.errors)
+    runs = reader.runs()
+    if not runs:
+        return state.with_changes(run=None), ["the store has no runs yet: run 'attnviz precompute' first"]
+    run = state.run
+    if run not in runs:
+        if run is not None:
+            messages.append(f"run {run!r} is not in this store: showing {runs[0]!r}")
+        run = runs[0]
+    info = reader.run_info(run)
+    shape = info.shape.get(state.kind) or next(iter(info.shape.values()))
+    n_layers, n_heads = shape
+    changes: dict[str, Any] = {"run": run}
+    if state.kind not in info.kinds:
+        messages.append(f"run {run!r} has no {kind_label(state.kind, info.meta.get('family', ''))} "
+                        f"(it has {', '.join(info.kinds)})")
+    if state.layer >= n_layers:
+        changes["layer"] = n_layers - 1
+        if explain:
+            messages.append(f"layer {state.layer} is out of range (0..{n_layers - 1}): showing layer {n_layers - 1}")
+    if state.head is not None and state.head >= n_heads:
+        changes["head"] = n_heads - 1
+        if explain:
+            messages.append(f"head {state.head} is out of range (0..{n_heads - 1}): showing head {n_heads - 1}")
+    n = info.num_examples
+    if not 0 <= state.example < n:
+        messages.append(f"example {state.example} is out of range for run {run!r} (0..{n - 1})")
+    elif state.kind in info.kinds:
+        tq = _query_length(reader, run, state.example, state.kind)
+        if tq is not None and state.step >= tq:
+            changes["step"] = max(0, tq - 1)
+            if explain:
+                messages.append(f"step {state.step} is past the last token: showing step {tq - 1}")
+    return state.with_changes(**changes, errors=()), messages
+
+
+def control_values(reader: StoreReader, state: ViewState) -> dict[str, Any]:
+    """Values and options of every control for a resolved state."""
+    if state.run is None:
+        return {"example_max": 0, "layer_options": [], "head_options": [], "kind_options": [], "step_max": 0,
+                "step_label": "query position", "count": "of 0"}
+    info = reader.run_info(state.run)
+    family = str(info.meta.get("family", ""))
+    n_layers, n_heads = info.shape.get(state.kind) or next(iter(info.shape.values()))
+    kinds = [k for k in ATTENTION_KINDS if k in info.kinds or k == state.kind]
+    kind_options = [{"label": kind_label(k, family) + ("" if k in info.kinds else " — not in this run"),
+                     "value": k, "disabled": k not in info.kinds} for k in kinds]
+    tq = _query_length(reader, state.run, state.example, state.kind) if state.kind in info.kinds else None
+    causal = state.kind in info.kinds and is_causal(reader, state.run, state.kind)
+    return {
+        "example_max": max(0, info.num_examples - 1),
+        "layer_options": [{"label": f"layer {layer}", "value": str(layer)} for layer in range(n_layers)],
+        "head_options": [{"label": "mean of all heads", "value": MEAN_HEAD}]
+        + [{"label": f"head {h}", "value": str(h)} for h in range(n_heads)],
+        "kind_options": kind_options,
+        "step_max": max(0, (tq or 1) - 1),
+        "step_label": "generation step" if causal else "query position",
+        "count": f"of {info.num_examples}",
+    }
+
+
+def _as_int(value: Any, fallback: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return fallback
+
+
+def state_from_controls(previous: ViewState, tab: Any, run: Any, example: Any, layer: Any, head: Any,
+                        step: Any, kind: Any, attn: Any) -> ViewState:
+    """The selection the controls show (empty or malformed inputs keep the previous value)."""
+    return ViewState(
+        tab=tab or previous.tab, run=run or previous.run, example=_as_int(example, previous.example),
+        layer=_as_int(layer, previous.layer),
+        head=None if head == MEAN_HEAD else _as_int(head, previous.head if previous.head is not None else 0),
+        step=_as_int(step, previous.step), kind=kind or previous.kind, attn=attn or previous.attn)
+
+
+def apply_trigger(state: ViewState, trigger: str | None, *, n_examples: int, run_changed: bool,
+                  search_pick: Any = None, click: Any = None) -> ViewState:
+    """Adjust a selection for the control that fired: prev/next, a search pick, reset, a model-view click."""
+    if trigger == ids.EXAMPLE_PREV:
+        return state.with_changes(example=max(0, min(state.example, n_examples) - 1))
+    if trigger == ids.EXAMPLE_NEXT:
+        return state.with_changes(example=min(max(0, n_examples - 1), state.example + 1))
+    if trigger == ids.EXAMPLE_SEARCH_RESULTS and search_pick is not None:
+        return state.with_changes(example=_as_int(search_pick, state.example))
+    if trigger == ids.RESET:
+        return ViewState(tab=state.tab, run=state.run, example=state.example)
+    if trigger == ids.MODEL_VIEW and click and click.get("points"):
+        picked = parse_model_view_click(click["points"][0])
+        if picked is not None:
+            return state.with_changes(layer=picked[0], head=picked[1])
+    if run_changed and not 0 <= state.example < n_examples:
+        return state.with_changes(example=0)
+    return state
+
+
+#: (component id, property) of every output of the sync callback, in order.
+SYNC_OUTPUTS: tuple[tuple[str, str], ...] = (
+    (ids.URL, "search"), (ids.TABS, "value"), (ids.RUN_SELECT, "value"), (ids.RUN_SELECT, "options"),
+    (ids.EXAMPLE_INDEX, "value"), (ids.EXAMPLE_INDEX, "max"), (ids.EXAMPLE_COUNT, "children"),
+    (ids.LAYER_SELECT, "value"), (ids.LAYER_SELECT, "options"), (ids.HEAD_SELECT, "value"),
+    (ids.HEAD_SELECT, "options"), (ids.STEP_INPUT, "value"), (ids.STEP_INPUT, "max"), (ids.STEP_LABEL, "children"),
+    (ids.KIND_SELECT, "value"), (ids.KIND_SELECT, "options"), (ids.ATTN_MODE, "value"),
+    (ids.EXAMPLE_SEARCH_RESULTS, "value"), (ids.VIEW_STATE, "data"), (ids.STATE_ALERT, "children"),
+    (ids.STATE_ALERT, "is_open"),
+)
+
+
+def run_options(reader: StoreReader) -> list[dict[str, str]]:
+    """Run selector options; random-weight models are labelled as such."""
+    return [{"label": run_label(reader, run), "value": run} for run in reader.runs()]
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    """Attach the URL/controls synchronisation callback to ``app``."""
+
+    @app.callback(
+        *[Output(cid, prop) for cid, prop in SYNC_OUTPUTS],
+        Input(ids.URL, "search"), Input(ids.TABS, "value"), Input(ids.RUN_SELECT, "value"),
+        Input(ids.EXAMPLE_INDEX, "value"), Input(ids.EXAMPLE_PREV, "n_clicks"), Input(ids.EXAMPLE_NEXT, "n_clicks"),
+        Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.LAYER_SELECT, "value"),
+        Input(ids.HEAD_SELECT, "value"), Input(ids.STEP_INPUT, "value"), Input(ids.KIND_SELECT, "value"),
+        Input(ids.ATTN_MODE, "value"), Input(ids.RESET, "n_clicks"), Input(ids.MODEL_VIEW, "clickData"),
+        State(ids.VIEW_STATE, "data"),
+    )
+    def sync(search, tab, run, example, _prev, _next, search_pick, layer, head, step, kind, attn, _reset, click,
+             current):
+        trigger = ctx.triggered_id
+        from_url = trigger is None or trigger == ids.URL
+        previous = ViewState.from_dict(current)
+        out: dict[tuple[str, str], Any] = dict.fromkeys(SYNC_OUTPUTS, dash.no_update)
+        try:
+            reader = current_reader()
+            if from_url:
+                state = parse_state(search)
+            else:
+                state = state_from_controls(previous, tab, run, example, layer, head, step, kind, attn)
+                runs = reader.runs()
+                run_changed = trigger == ids.RUN_SELECT and state.run != previous.run
+                n = reader.num_examples(state.run) if state.run in runs else 0
+                if run_changed and state.run in runs and state.kind not in reader.run_info(state.run).kinds:
+                    state = state.with_changes(kind="self")
+                state = apply_trigger(state, trigger, n_examples=n, run_changed=run_changed,
+                                      search_pick=search_pick, click=click)
+            state, messages = resolve_state(reader, state, explain=from_url)
+            controls = control_values(reader, state)
+            out[(ids.RUN_SELECT, "options")] = run_options(reader)
+        except StoreError as exc:
+            log.warning("cannot resolve the selection: %s", exc)
+            out[(ids.VIEW_STATE, "data")] = None
+            out[(ids.STATE_ALERT, "children")] = str(exc)
+            out[(ids.STATE_ALERT, "is_open")] = True
+            return tuple(out.values())
+        data = state.to_dict()
+        out.update({
+            (ids.URL, "search"): dash.no_update if from_url else format_state(state),
+            (ids.TABS, "value"): state.tab, (ids.RUN_SELECT, "value"): state.run,
+            (ids.EXAMPLE_INDEX, "value"): state.example, (ids.EXAMPLE_INDEX, "max"): controls["example_max"],
+            (ids.EXAMPLE_COUNT, "children"): controls["count"],
+            (ids.LAYER_SELECT, "value"): str(state.layer), (ids.LAYER_SELECT, "options"): controls["layer_options"],
+            (ids.HEAD_SELECT, "value"): MEAN_HEAD if state.head is None else str(state.head),
+            (ids.HEAD_SELECT, "options"): controls["head_options"],
+            (ids.STEP_INPUT, "value"): state.step, (ids.STEP_INPUT, "max"): controls["step_max"],
+            (ids.STEP_LABEL, "children"): controls["step_label"],
+            (ids.KIND_SELECT, "value"): state.kind, (ids.KIND_SELECT, "options"): controls["kind_options"],
+            (ids.ATTN_MODE, "value"): state.attn, (ids.EXAMPLE_SEARCH_RESULTS, "value"): None,
+            (ids.VIEW_STATE, "data"): dash.no_update if data == current else data,
+            (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
+        })
+        return tuple(out.values())

@@ -1,0 +1,105 @@
+"""Fixtures for the dashboard tests: a small store made by the real pipeline, and a live ``attnviz serve``.
+
+Import the fixtures you use into a test module (``from tests.dashboard_fixtures import dashboard_store``).
+The store holds three runs with tiny random models (built in seconds):
+
+* ``bert-random--demo``: encoder, 2 layers x 4 heads, every capture (attention, qkv, hidden, embeddings);
+* ``gpt2-random--demo``: decoder-only, 2 x 4, attention only (for "missing capture" messages);
+* ``seq2seq-random--demo_pairs``: encoder-decoder (self / decoder / cross), 2 x 4, every capture.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BERT_RUN = "bert-random--demo"
+GPT2_RUN = "gpt2-random--demo"
+SEQ2SEQ_RUN = "seq2seq-random--demo_pairs"
+ALL_CAPTURES = "attention,qkv,hidden,embeddings"
+
+
+def build_dashboard_store(path: Path) -> Path:
+    """Write the three tiny runs into a new store at ``path`` with ``pipeline.precompute``."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from pipeline.precompute import precompute
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    precompute("bert-random", str(REPO / "data/demo.jsonl"), path, limit=12, threads=1, capture=ALL_CAPTURES,
+               overrides={"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
+                          "intermediate_size": 128})
+    precompute("gpt2-random", str(REPO / "data/demo.jsonl"), path, limit=8, threads=1, capture="attention",
+               overrides={"n_layer": 2, "n_head": 4, "n_embd": 64})
+    precompute("seq2seq-random", str(REPO / "data/demo_pairs.jsonl"), path, limit=6, threads=1,
+               capture=ALL_CAPTURES,
+               overrides={"encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+                          "decoder_attention_heads": 4, "d_model": 64, "encoder_ffn_dim": 128,
+                          "decoder_ffn_dim": 128})
+    return path
+
+
+@pytest.fixture(scope="session")
+def dashboard_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of a store with the three tiny runs (built once per session)."""
+    return build_dashboard_store(tmp_path_factory.mktemp("dashboard") / "demo.h5")
+
+
+def free_port() -> int:
+    """An unused local TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """An ``attnviz serve`` subprocess."""
+
+    url: str
+    process: subprocess.Popen
+    store: Path
+
+
+def start_live_server(store: Path, timeout: float = 60.0) -> LiveServer:
+    """Start ``python -m pipeline.cli serve --store STORE`` on a free port and wait until it answers."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
+                             str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"attnviz serve exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).read()
+            return LiveServer(url=url, process=proc, store=store)
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"attnviz serve did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def live_server(dashboard_store: Path) -> Iterator[LiveServer]:
+    """The dashboard for :func:`dashboard_store`, served by a separate process (module scope)."""
+    server = start_live_server(dashboard_store)
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
