@@ -40,8 +40,10 @@ def build_store(path: Path) -> None:
 
 def start_server(store: Path, port: int) -> subprocess.Popen:
     """``attnviz serve`` in a subprocess; returns once it answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
-                             str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = Path(f"/tmp/attnviz-screenshot-serve-{port}.log")
+    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server's request log
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
+                                 str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -49,7 +51,7 @@ def start_server(store: Path, port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}") from None
+                raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}") from None
             time.sleep(0.3)
     proc.kill()
     raise RuntimeError("server did not start within 60 s")

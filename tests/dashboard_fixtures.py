@@ -69,22 +69,25 @@ class LiveServer:
     url: str
     process: subprocess.Popen
     store: Path
+    log: Path
 
 
 def start_live_server(store: Path, timeout: float = 60.0) -> LiveServer:
     """Start ``python -m pipeline.cli serve --store STORE`` on a free port and wait until it answers."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
-                             str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = store.with_name(f"serve-{port}.log")
+    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server's request log
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
+                                 str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"attnviz serve exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"attnviz serve exited: {log_path.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(url + "/", timeout=1).read()
-            return LiveServer(url=url, process=proc, store=store)
+            return LiveServer(url=url, process=proc, store=store, log=log_path)
         except OSError:
             time.sleep(0.2)
     proc.kill()
