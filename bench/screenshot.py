@@ -85,6 +85,19 @@ def wait_for_figures(driver, graph_ids: list[str], timeout: float = 60.0) -> Non
     raise TimeoutError(f"figures not drawn within {timeout} s")
 
 
+def save_full_page(driver, path: Path, width: int) -> tuple[int, int]:
+    """Screenshot of the whole page (beyond the window) through the DevTools protocol; returns its size."""
+    import base64
+
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    height = int(metrics["cssContentSize"]["height"])
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return width, height
+
+
 def main() -> None:
     """Build or reuse a store, serve it, load the Example tab, save the screenshot."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,12 +117,9 @@ def main() -> None:
         wait_for_figures(driver, ["attn-matrix", "head-view", "model-view", "timestep-bars", "debug-view",
                                   "embeddings-view"])
         time.sleep(1.0)  # let plotly finish its transitions
-        full = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(args.width, min(int(full) + 20, 6000))
-        time.sleep(1.0)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(args.out))
-        print(f"saved {args.out} ({args.width}x{min(int(full) + 20, 6000)})")
+        size = save_full_page(driver, args.out, args.width)
+        print(f"saved {args.out} ({size[0]}x{size[1]})")
     finally:
         driver.quit()
         proc.terminate()

@@ -108,7 +108,7 @@ def _token_trace(labels: Sequence[str], x: float, side: str, hover: Sequence[str
 
 def _top_hover(w: np.ndarray, q_tokens: Sequence[str], k_tokens: Sequence[str], axis: int) -> list[str]:
     """Per token: its three strongest connections (axis 1: a query's keys; axis 0: a key's queries)."""
-    m = w if axis == 1 else w.T
+    m = w if axis == 1 else np.ascontiguousarray(w.T)
     k = min(3, m.shape[1])
     if k == 0:
         return [str(i) for i in range(m.shape[0])]

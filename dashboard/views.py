@@ -255,8 +255,8 @@ def debug_view(reader: StoreReader, state: ViewState) -> Figure:
     attn_vals = attn[valid] if causal else attn
     hists["attention weights"] = analysis.histogram(attn_vals)
     hists[f"scores QKᵀ·{scale:.4g}"] = analysis.histogram(scores)
-    title = (f"Layer {layer}, {head_label(head)} — attention score multiplier {scale:.4g} ({why}); "
-             f"max |softmax(scores) − stored attention| = {err:.2g}")
+    title = (f"Layer {layer}, {head_label(head)} — attention score multiplier {scale:.4g} ({why})<br>"
+             f"<sup>check: max |softmax(scores) − stored attention| = {err:.2g}</sup>")
     return figures.histograms_figure(hists, title=title)
 
 

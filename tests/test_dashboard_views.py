@@ -127,7 +127,7 @@ def test_debug_view_multiplier_and_reconstruction(reader: StoreReader) -> None:
     fig = views.debug_view(reader, ViewState(run=BERT_RUN, example=1, layer=0, head=1))
     title = fig["layout"]["title"]["text"]
     assert "attention score multiplier 0.25 (1/√d_k, d_k = 16)" in title  # hidden 64 / 4 heads
-    err = float(title.rsplit("=", 1)[1])
+    err = float(title.rsplit("=", 1)[1].removesuffix("</sup>"))
     assert err < 5e-3  # softmax(QK^T / sqrt(d_k)) reproduces the stored attention
     assert fig["layout"]["meta"]["panels"][0] == "hidden state after layer 0"
     assert {"Q", "K", "V", "attention weights"} <= set(fig["layout"]["meta"]["panels"])

@@ -1,0 +1,232 @@
+"""Callback latency and payload of the Example tab's matrix and head views, beside bertviz's head view.
+
+    python bench/dashboard.py [--store /tmp/attnviz-bench/dashboard.h5] [--lengths 32,128,512] [--requests 40]
+
+1. Builds (or reuses) a store with the real pipeline: ``bert-random`` (6 layers x 12 heads) over
+   ``random:length=T-2`` inputs, so examples have exactly T tokens with [CLS]/[SEP]; one run per T.
+2. Starts the real server (``python -m pipeline.cli serve``) on 127.0.0.1 and reads its callback list from
+   ``/_dash-dependencies``; then POSTs the same ``/_dash-update-component`` bodies the browser sends for the
+   matrix and head-view callbacks, cycling over examples, layers and heads; reports p50/p95 round-trip latency
+   and response bytes.
+3. Builds bertviz's ``head_view(..., html_action="return")`` for the same model and sentence (attention from
+   the store, as torch tensors) and reports its build time and HTML size, and the ratios.
+
+Targets (issue #3): p95 <= 100 ms at T = 512 for both views; payload <= 1/50 of bertviz's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.screenshot import free_port, start_server  # noqa: E402
+
+MODEL = "bert-random"
+P95_TARGET_MS = 100.0
+PAYLOAD_RATIO_TARGET = 50.0
+
+
+def run_name(t: int) -> str:
+    """Run holding the examples of T tokens."""
+    return f"bert-random-T{t}"
+
+
+def build_store(store: Path, lengths: list[int], count: int) -> None:
+    """One run per length with the real pipeline (skips runs that are already complete)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from pipeline.precompute import precompute
+
+    store.parent.mkdir(parents=True, exist_ok=True)
+    for t in lengths:
+        summary = precompute(MODEL, f"random:length={t - 2},count={count},seed=0", store, run=run_name(t),
+                             max_length=max(lengths), capture="attention", batch_size=4)
+        print(summary.line(), file=sys.stderr)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+@dataclass
+class Timing:
+    """Latency samples (ms) and response sizes (bytes) of one view at one length."""
+
+    view: str
+    t: int
+    ms: list[float]
+    sizes: list[int]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.ms)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.ms, 95)
+
+    @property
+    def bytes(self) -> int:
+        return int(statistics.median(self.sizes))
+
+
+class DashClient:
+    """Posts callback requests to a running Dash server, built from its own ``/_dash-dependencies``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.conn = http.client.HTTPConnection(host, port, timeout=60)
+        self.deps = json.loads(self._request("GET", "/_dash-dependencies")[1])
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        self.conn.request(method, path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def payload(self, output: str, values: dict[str, object]) -> bytes:
+        """The body the browser sends for the callback whose output contains ``output``."""
+        dep = next(d for d in self.deps if output in d["output"])
+        outputs = [{"id": p.rsplit(".", 1)[0], "property": p.rsplit(".", 1)[1]}
+                   for p in dep["output"].strip(".").split("...")]
+
+        def fill(items: list[dict]) -> list[dict]:
+            return [{"id": i["id"], "property": i["property"], "value": values.get(f"{i['id']}.{i['property']}")}
+                    for i in items]
+
+        body = {"output": dep["output"], "outputs": outputs if len(outputs) > 1 else outputs[0],
+                "inputs": fill(dep["inputs"]), "state": fill(dep["state"]),
+                "changedPropIds": [f"{i['id']}.{i['property']}" for i in dep["inputs"][:1]]}
+        return json.dumps(body).encode()
+
+    def post(self, body: bytes) -> tuple[float, int]:
+        """Round-trip time (ms) and response size of one callback request."""
+        t0 = time.perf_counter()
+        status, data = self._request("POST", "/_dash-update-component", body)
+        ms = (time.perf_counter() - t0) * 1000
+        if status != 200:
+            raise RuntimeError(f"callback failed with HTTP {status}: {data[:300]!r}")
+        if b'"message"' in data[:400] and b"annotations" in data[:2000]:
+            raise RuntimeError(f"the view drew a message, not data: {data[:600]!r}")
+        return ms, len(data)
+
+
+def view_state(run: str, example: int, layer: int, head: int | None) -> dict[str, object]:
+    """The ``view-state`` store value for a selection."""
+    return {"tab": "example", "run": run, "example": example, "layer": layer, "head": head, "step": 0,
+            "kind": "self", "attn": "raw"}
+
+
+def time_view(client: DashClient, output: str, view: str, t: int, n: int, *, all_heads: bool = False,
+              layers: int = 6, heads: int = 12, examples: int = 4) -> Timing:
+    """``n`` timed requests (after 3 warm-ups) cycling over examples, layers and heads."""
+    ms, sizes = [], []
+    for k in range(n + 3):
+        state = view_state(run_name(t), k % examples, (k // examples) % layers, None if all_heads else k % heads)
+        body = client.payload(output, {"view-state.data": state, "head-view-pin.data": None})
+        elapsed, size = client.post(body)
+        if k >= 3:
+            ms.append(elapsed)
+            sizes.append(size)
+    return Timing(view, t, ms, sizes)
+
+
+def bertviz_head_view(store: Path, t: int) -> tuple[float, int]:
+    """Seconds to build bertviz's head view HTML for example 0 of length ``t``, and its size in bytes."""
+    import torch
+    from bertviz import head_view
+
+    from pipeline.store import StoreReader
+
+    reader = StoreReader(store)
+    attn = reader.attention(run_name(t), 0)  # [L, H, T, T] float32
+    tokens = reader.tokens(run_name(t), 0)
+    layers = tuple(torch.from_numpy(attn[layer][None].copy()) for layer in range(attn.shape[0]))
+    t0 = time.perf_counter()
+    html = head_view(layers, tokens, html_action="return")
+    seconds = time.perf_counter() - t0
+    return seconds, len(html.data.encode())
+
+
+def main() -> None:
+    """Build or reuse the store, time the views over HTTP, compare with bertviz, print the tables."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", type=Path, default=Path("/tmp/attnviz-bench/dashboard.h5"))
+    ap.add_argument("--lengths", default="32,128,512")
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--count", type=int, default=4, help="examples per length")
+    ap.add_argument("--no-bertviz", action="store_true")
+    args = ap.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+
+    existing: list[str] = []
+    if args.store.exists():
+        from pipeline.store import StoreReader
+
+        existing = StoreReader(args.store).runs()
+    missing = [t for t in lengths if run_name(t) not in existing]
+    if missing:
+        build_store(args.store, lengths, args.count)
+
+    port = free_port()
+    server = start_server(args.store, port)
+    try:
+        client = DashClient("127.0.0.1", port)
+        timings = []
+        for t in lengths:
+            timings.append(time_view(client, "attn-matrix.figure", "matrix", t, args.requests))
+            timings.append(time_view(client, "head-view.figure", "head view (1 head)", t, args.requests))
+            timings.append(time_view(client, "head-view.figure", "head view (all 12 heads)", t, args.requests,
+                                     all_heads=True))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    bertviz = {}
+    if not args.no_bertviz:
+        for t in lengths:
+            # a fresh process per length: bertviz at T=512 builds a ~0.5 GB string
+            out = subprocess.run([sys.executable, __file__, "--bertviz-only", str(args.store), str(t)],
+                                 capture_output=True, text=True, check=True, cwd=REPO)
+            seconds, size = json.loads(out.stdout.strip().splitlines()[-1])
+            bertviz[t] = (seconds, size)
+
+    load = os.getloadavg()
+    print(f"\nattnviz dashboard callbacks over HTTP (Flask server, 127.0.0.1), {MODEL} 6x12, "
+          f"{args.requests} requests each; load average {load[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'T':>4}  {'view':<26} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>10}   {'bertviz s':>9} {'bertviz bytes':>14}"
+          f" {'bytes ratio':>11}  targets")
+    for tm in timings:
+        bv = bertviz.get(tm.t)
+        ratio = bv[1] / tm.bytes if bv else float("nan")
+        checks = []
+        if tm.t == 512 and "all" not in tm.view:
+            checks.append(f"p95<={P95_TARGET_MS:.0f}ms {'OK' if tm.p95 <= P95_TARGET_MS else 'MISSED'}")
+        if bv:
+            checks.append(f"1/{PAYLOAD_RATIO_TARGET:.0f} {'OK' if ratio >= PAYLOAD_RATIO_TARGET else 'MISSED'}")
+        bv_s = f"{bv[0]:9.2f}" if bv else f"{'-':>9}"
+        bv_b = f"{bv[1]:14,d}" if bv else f"{'-':>14}"
+        print(f"{tm.t:>4}  {tm.view:<26} {tm.p50:8.1f} {tm.p95:8.1f} {tm.bytes:10,d}   {bv_s} {bv_b}"
+              f" {ratio:10.0f}x  {', '.join(checks)}")
+    if bertviz:
+        print("\nbertviz: head_view(html_action='return') of the same example (all layers and heads in one page);"
+              " 'bytes ratio' = bertviz HTML bytes / attnviz callback response bytes.")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--bertviz-only":
+        print(json.dumps(bertviz_head_view(Path(sys.argv[2]), int(sys.argv[3]))))
+    else:
+        main()
