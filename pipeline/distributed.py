@@ -1,0 +1,444 @@
+"""Scale-out on dask.distributed: precompute with one task per shard, and out-of-core scans over shard files.
+
+Precompute: the client validates, encodes and plans the input exactly like the single-process command
+(``prepare_run``), then submits one task per planned shard. A task gets only picklable values (model name,
+overrides, store path, run, shard start and the shard's encoded token ids); it loads the model once per worker
+process (``_model_cache``), runs the shared per-shard computation (``compute_shard``: temp file, then atomic
+rename) and returns a small :class:`ShardDone`. The client registers each finished shard in the index as it
+completes (``StoreWriter.commit_shard``, which checks the file), so readers see new shards appear, never a
+half-written one. Workers write shard files and the client writes the index: the store must sit on a
+filesystem that every worker and the client see at the same path (``docs/scaling.md``).
+
+Scans: :func:`scan_shards` maps a picklable function over a run's committed shard files, one task per shard,
+each task reading its shard piece by piece, so memory stays bounded whatever the store size.
+
+torch is imported only inside precompute tasks: a scan never loads it on the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.util import find_spec
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import dask
+import h5py
+import hdf5plugin  # noqa: F401 - registers the codecs shard files are compressed with
+import numpy as np
+from distributed import Client, Future, KilledWorker, LocalCluster, as_completed, get_worker
+from distributed.comm import get_address_host
+
+from pipeline.inputs import InputError
+from pipeline.records import KIND_SIDES
+from pipeline.store import StoreReader, shard_dir, shard_file_name
+
+if TYPE_CHECKING:
+    from pipeline.extract import EncodedExample, TokenClassifier
+    from pipeline.models import LoadedModel
+    from pipeline.precompute import PrecomputeSummary, PreparedRun
+
+#: How many times the scheduler may lose a worker while it runs one task before giving up on the task
+#: (``distributed.scheduler.allowed-failures``, set on clusters this module starts; dask's default is 3).
+ALLOWED_FAILURES = 10
+#: How many times a task that raised is re-run (``retries=`` of ``Client.submit``).
+TASK_RETRIES = 2
+#: Models kept per worker process (each is a few hundred MB for base-size models).
+MODEL_CACHE_SIZE = 2
+#: Tasks in flight per worker thread: enough to keep workers busy, few enough that the scheduler never holds
+#: the whole encoded corpus.
+TASKS_PER_THREAD = 4
+TASK_PREFIX = "attnviz-shard"
+SCAN_PREFIX = "attnviz-scan"
+
+T = TypeVar("T")
+R = TypeVar("R")
+Say = Callable[[str], Any]
+
+
+class ClusterError(InputError):
+    """The dask cluster cannot be used (unreachable scheduler, bad worker count, workers dying)."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Cluster
+# --------------------------------------------------------------------------------------------------------
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity/cgroup-aware where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_cluster(workers: int, *, dashboard_address: str = ":0") -> LocalCluster:
+    """A LocalCluster of ``workers`` worker processes with one thread each, restarted by their nanny on death."""
+    if workers < 1:
+        raise ClusterError(f"--workers must be at least 1 (got {workers})")
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        return LocalCluster(n_workers=workers, processes=True, threads_per_worker=1,
+                            dashboard_address=dashboard_address, silence_logs=logging.ERROR)
+
+
+@contextlib.contextmanager
+def connect(workers: int | None = None, scheduler: str | None = None, *, client: Client | None = None,
+            say: Say | None = None) -> Iterator[Client]:
+    """A dask client: ``client`` as given, or connected to ``scheduler``, or to a new LocalCluster of ``workers``.
+
+    Exactly one of them must be given. A cluster started here is closed on exit; a given one is left running.
+    """
+    if sum(x is not None for x in (workers, scheduler, client)) != 1:
+        raise ClusterError("give exactly one of --workers N (a local cluster) or --scheduler ADDRESS")
+    if client is not None:
+        yield client
+        return
+    if scheduler is not None:
+        try:
+            remote = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the dask scheduler at {scheduler} ({_short(exc)}): start one with "
+                               "'dask scheduler' or use --workers N") from exc
+        try:
+            _say(say, f"dask scheduler {scheduler}: {len(remote.scheduler_info()['workers'])} workers, "
+                      f"dashboard {_dashboard(remote)}")
+            yield remote
+        finally:
+            remote.close()
+        return
+    assert workers is not None
+    cluster = local_cluster(workers)
+    try:
+        with Client(cluster) as local:
+            local.wait_for_workers(workers, timeout=300)
+            _say(say, f"dask LocalCluster: {workers} worker processes x 1 thread, dashboard {_dashboard(local)}")
+            yield local
+    finally:
+        cluster.close()
+
+
+def _dashboard(client: Client) -> str:
+    if "dashboard" not in client.scheduler_info().get("services", {}):
+        return "not running"
+    link = client.dashboard_link
+    return link if find_spec("bokeh") else f"{link} (pip install bokeh for the task stream and graphs)"
+
+
+def _say(say: Say | None, message: str) -> None:
+    if say is not None:
+        say(message)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def torch_threads_by_host(client: Client) -> dict[str, int]:
+    """Torch threads per task on each host: ``max(1, cores // worker threads on that host)``, so that the
+    workers of one machine together use its cores without oversubscribing them."""
+    info = client.scheduler_info()["workers"]
+    if not info:
+        return {}
+    cores = client.run(usable_cores)
+    threads: dict[str, int] = {}
+    slots: dict[str, int] = {}
+    for address, w in info.items():
+        host = w.get("host") or get_address_host(address)
+        slots[host] = slots.get(host, 0) + int(w.get("nthreads", 1))
+        threads[host] = int(cores.get(address, 1))
+    return {host: max(1, threads[host] // slots[host]) for host in threads}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs to compute one shard (picklable: no models, no open files)."""
+
+    model: str
+    overrides: dict[str, Any]
+    store: str
+    run: str
+    start: int
+    encoded: list[EncodedExample]  #: the shard's examples, already tokenized by the client
+    batch_size: int
+    capture: tuple[str, ...]
+    dtype: str
+    threads_by_host: dict[str, int]  #: torch threads per task, by worker host
+    threads: int | None = None  #: explicit torch threads per task (overrides ``threads_by_host``)
+
+    @property
+    def count(self) -> int:
+        return len(self.encoded)
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """What a finished task sends back: where its shard file is, and who made it how fast."""
+
+    start: int
+    count: int
+    path: str
+    seconds: float
+    pid: int
+    torch_threads: int
+
+
+_MODEL_LOCK = threading.Lock()
+_MODEL_CACHE: OrderedDict[str, tuple[LoadedModel, TokenClassifier]] = OrderedDict()
+_MODEL_LOADS = [0]
+
+
+def _model_cache(model: str, overrides: dict[str, Any]) -> tuple[LoadedModel, TokenClassifier]:
+    """The model (and its token classifier) for this worker process, loaded on first use, then reused."""
+    from pipeline.extract import TokenClassifier
+    from pipeline.models import load_model
+
+    key = json.dumps([model, overrides], sort_keys=True)
+    with _MODEL_LOCK:
+        hit = _MODEL_CACHE.get(key)
+        if hit is None:
+            lm = load_model(model, overrides)
+            _MODEL_LOADS[0] += 1
+            hit = _MODEL_CACHE[key] = (lm, TokenClassifier(lm))
+            while len(_MODEL_CACHE) > MODEL_CACHE_SIZE:
+                _MODEL_CACHE.popitem(last=False)
+        _MODEL_CACHE.move_to_end(key)
+        return hit
+
+
+def loaded_model_keys() -> list[str]:
+    """Cache keys of the models loaded in this process (run on workers with ``client.run``)."""
+    with _MODEL_LOCK:
+        return list(_MODEL_CACHE)
+
+
+def model_load_count() -> int:
+    """How many times this process has loaded a model for a shard task (run on workers with ``client.run``)."""
+    return _MODEL_LOADS[0]
+
+
+def _task_threads(task: ShardTask) -> int:
+    if task.threads:
+        return task.threads
+    try:
+        worker = get_worker()
+    except ValueError:  # called outside a worker
+        return max(1, usable_cores())
+    host = get_address_host(worker.address)
+    return task.threads_by_host.get(host) or max(1, usable_cores() // max(1, worker.state.nthreads))
+
+
+def run_shard_task(task: ShardTask) -> ShardDone:
+    """Worker task: compute one shard and write its file (temp name, then atomic rename); do not touch the index."""
+    import torch
+
+    from pipeline.precompute import compute_shard
+
+    t0 = time.perf_counter()
+    threads = _task_threads(task)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    lm, classifier = _model_cache(task.model, task.overrides)
+    path = compute_shard(lm, task.encoded, task.start, task.store, task.run, batch_size=task.batch_size,
+                         capture=task.capture, dtype=task.dtype, classifier=classifier)
+    return ShardDone(start=task.start, count=task.count, path=os.fspath(path), seconds=time.perf_counter() - t0,
+                     pid=os.getpid(), torch_threads=threads)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Client side
+# --------------------------------------------------------------------------------------------------------
+
+
+def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
+                           limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
+                           capture: str | Sequence[str] = "attention", dtype: str = "float16",
+                           overrides: dict[str, Any] | None = None, shard_size: int | None = None,
+                           max_shard_elements: int | None = None, workers: int | None = None,
+                           scheduler: str | None = None, client: Client | None = None, threads: int | None = None,
+                           retries: int = TASK_RETRIES, progress: Callable[[int, int], None] | None = None,
+                           on_start: Callable[[int, int], None] | None = None, say: Say | None = None
+                           ) -> PrecomputeSummary:
+    """``precompute`` on a dask cluster: one task per shard, each committed to the index as it finishes.
+
+    The cluster is a new LocalCluster of ``workers`` processes, the scheduler at ``scheduler``, or ``client``.
+    Validation, planning and resume are those of the single-process command, so the store is the same whatever
+    the worker count; a rerun skips committed shards. ``threads`` forces torch threads per task (default:
+    cores // worker threads on each host). ``progress``/``on_start`` as in ``precompute``; ``say`` gets
+    one-line messages (cluster, dashboard link).
+    """
+    from pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, prepare_run
+
+    if workers is not None and workers < 1:
+        raise ClusterError(f"--workers must be at least 1 (got {workers})")
+    if sum(x is not None for x in (workers, scheduler, client)) != 1:
+        raise ClusterError("give exactly one of --workers N (a local cluster) or --scheduler ADDRESS")
+    prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
+                       capture=capture, dtype=dtype, overrides=overrides,
+                       shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                       max_shard_elements=max_shard_elements or DEFAULT_MAX_SHARD_ELEMENTS)
+    with connect(workers, scheduler, client=client, say=say) as dask_client:
+        if on_start:
+            on_start(prep.skipped, prep.total)
+        new = _run_tasks(dask_client, prep, threads=threads, retries=retries, progress=progress)
+    _remove_stale_temps(prep)
+    return prep.summary(new)
+
+
+def _run_tasks(client: Client, prep: PreparedRun, *, threads: int | None, retries: int,
+               progress: Callable[[int, int], None] | None) -> int:
+    """Submit the shards not committed yet (a bounded window at a time), commit each as it completes."""
+    threads_by_host = torch_threads_by_host(client)
+    slots = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values())
+    window = max(8, TASKS_PER_THREAD * slots)
+    token = uuid.uuid4().hex[:12]
+    tasks = (ShardTask(model=prep.lm.info.name, overrides=prep.lm.overrides, store=os.fspath(prep.store),
+                       run=prep.run, start=start, encoded=prep.encoded[start:start + count],
+                       batch_size=prep.batch_size, capture=tuple(prep.captures), dtype=prep.dtype,
+                       threads_by_host=threads_by_host, threads=threads)
+             for start, count in prep.todo)
+
+    def submit(task: ShardTask) -> Future:
+        return client.submit(run_shard_task, task, key=f"{TASK_PREFIX}-{token}-{task.start}", retries=retries,
+                             pure=False)
+
+    inflight = {submit(t) for t in islice(tasks, window)}
+    queue = as_completed(inflight)
+    expected = dict(prep.todo)
+    new = 0
+    try:
+        for future in queue:
+            inflight.discard(future)
+            done = _result(future)
+            if expected.get(done.start) != done.count or Path(done.path).name != shard_file_name(done.start,
+                                                                                                   done.count):
+                raise ClusterError(f"a worker returned an unexpected shard {done.path}: mixed attnviz versions?")
+            prep.writer.commit_shard(prep.run, done.path, meta_update={"planned_examples": prep.total})
+            new += done.count
+            if progress:
+                progress(prep.skipped + new, prep.total)
+            future.release()
+            nxt = next(tasks, None)
+            if nxt is not None:
+                following = submit(nxt)
+                inflight.add(following)
+                queue.add(following)
+    except BaseException:
+        client.cancel(list(inflight))
+        raise
+    return new
+
+
+def _result(future: Future) -> ShardDone:
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        raise ClusterError(f"shard task {future.key} lost {ALLOWED_FAILURES}+ workers (out of memory? see the "
+                           "worker logs); committed shards are kept: rerun to resume") from exc
+
+
+def _remove_stale_temps(prep: PreparedRun) -> None:
+    """Remove temp files that killed workers left for this run's shards (all its tasks are over now)."""
+    folder = shard_dir(prep.store, prep.run)
+    if not folder.exists():
+        return
+    names = {shard_file_name(s, c) for s, c in prep.shards}
+    for entry in folder.iterdir():
+        if ".tmp-" in entry.name and entry.name.split(".tmp-")[0] in names:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scans
+# --------------------------------------------------------------------------------------------------------
+
+
+def scan_shards(store: str | os.PathLike, run: str, fn: Callable[[str], T], combine: Callable[[list[T]], R], *,
+                workers: int | None = None, scheduler: str | None = None, client: Client | None = None,
+                say: Say | None = None) -> R:
+    """Map ``fn(shard_path)`` over a run's committed shard files on a dask cluster; return ``combine(partials)``.
+
+    One task per shard; ``partials`` are in input order. ``fn`` must be picklable by reference (a module-level
+    function or a ``functools.partial`` of one), open its shard itself and return something small; read the
+    shard piece by piece to keep memory bounded (see :func:`head_entropy_sums`).
+    """
+    with StoreReader(store) as reader:
+        info = reader.run_info(run)
+    paths = [os.fspath(shard_dir(store, run) / s.file) for s in info.shards]
+    if not paths:
+        return combine([])
+    token = uuid.uuid4().hex[:12]
+    with connect(workers, scheduler, client=client, say=say) as dask_client:
+        futures = dask_client.map(fn, paths, key=[f"{SCAN_PREFIX}-{token}-{k}" for k in range(len(paths))],
+                                  retries=TASK_RETRIES, pure=False)
+        partials = dask_client.gather(futures)
+    return combine(partials)
+
+
+@dataclass
+class HeadSums:
+    """Per-head sums over query rows (``[L, H]`` float64) and the number of rows summed."""
+
+    total: np.ndarray
+    rows: int
+
+
+def iter_shard_attention(path: str | os.PathLike, kind: str = "self") -> Iterator[np.ndarray]:
+    """Yield each example's attention of one shard file as float16 ``[L, H, Tq, Tk]``, one example at a time."""
+    q_side, k_side = KIND_SIDES[kind]
+    with h5py.File(path, "r") as f:
+        g = f[f"attention/{kind}"]
+        layers, heads = int(g.attrs["layers"]), int(g.attrs["heads"])
+        offsets = g["data_offsets"][()]
+        q_len = np.diff(f[f"tokens/{q_side}/offsets"][()])
+        k_len = np.diff(f[f"tokens/{k_side}/offsets"][()])
+        data = g["data"]
+        for j in range(len(offsets) - 1):
+            block = data[int(offsets[j]):int(offsets[j + 1])]
+            yield block.reshape(layers, heads, int(q_len[j]), int(k_len[j]))
+
+
+def head_entropy_sums(path: str, kind: str = "self") -> HeadSums:
+    """Scan task: sum over every query row of the shard of ``-sum_j a_ij ln a_ij``, per layer and head.
+
+    Reads one example at a time and converts one layer at a time to float32: memory is bounded by one example.
+    """
+    total: np.ndarray | None = None
+    rows = 0
+    for attn in iter_shard_attention(path, kind):
+        if total is None:
+            total = np.zeros(attn.shape[:2], dtype=np.float64)
+        for layer in range(attn.shape[0]):
+            a = attn[layer].astype(np.float32)
+            total[layer] += -(a * np.log(np.maximum(a, np.float32(1e-30)))).sum(axis=(1, 2), dtype=np.float64)
+        rows += attn.shape[2]
+    return HeadSums(total if total is not None else np.zeros((0, 0)), rows)
+
+
+def mean_head_entropy(partials: list[HeadSums]) -> np.ndarray:
+    """Combine :func:`head_entropy_sums` partials: mean query-row entropy per layer and head ``[L, H]``."""
+    partials = [p for p in partials if p.rows]
+    if not partials:
+        return np.zeros((0, 0))
+    return sum(p.total for p in partials) / sum(p.rows for p in partials)
+
+
+__all__ = ["ALLOWED_FAILURES", "ClusterError", "HeadSums", "ShardDone", "ShardTask", "connect", "head_entropy_sums",
+           "iter_shard_attention", "loaded_model_keys", "local_cluster", "mean_head_entropy", "model_load_count",
+           "precompute_distributed", "run_shard_task", "scan_shards", "torch_threads_by_host", "usable_cores"]
