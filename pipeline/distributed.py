@@ -40,6 +40,7 @@ from distributed import Client, Future, KilledWorker, LocalCluster, as_completed
 from distributed.comm import get_address_host
 
 from pipeline.inputs import InputError
+from pipeline.model_info import ModelInfo
 from pipeline.records import KIND_SIDES
 from pipeline.store import StoreReader, shard_dir, shard_file_name
 
@@ -169,7 +170,7 @@ def torch_threads_by_host(client: Client) -> dict[str, int]:
 class ShardTask:
     """Everything a worker needs to compute one shard (picklable: no models, no open files)."""
 
-    model: str
+    model: ModelInfo  #: the model_info entry itself, so workers need no model_info folder
     overrides: dict[str, Any]
     store: str
     run: str
@@ -203,12 +204,15 @@ _MODEL_CACHE: OrderedDict[str, tuple[LoadedModel, TokenClassifier]] = OrderedDic
 _MODEL_LOADS = [0]
 
 
-def _model_cache(model: str, overrides: dict[str, Any]) -> tuple[LoadedModel, TokenClassifier]:
-    """The model (and its token classifier) for this worker process, loaded on first use, then reused."""
+def _model_cache(model: ModelInfo, overrides: dict[str, Any]) -> tuple[LoadedModel, TokenClassifier]:
+    """The model (and its token classifier) for this worker process, loaded on first use, then reused.
+
+    Keyed by the model_info entry and the config overrides.
+    """
     from pipeline.extract import TokenClassifier
     from pipeline.models import load_model
 
-    key = json.dumps([model, overrides], sort_keys=True)
+    key = json.dumps([model.name, json.loads(model.model_dump_json()), overrides], sort_keys=True)
     with _MODEL_LOCK:
         hit = _MODEL_CACHE.get(key)
         if hit is None:
@@ -292,6 +296,11 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
                        capture=capture, dtype=dtype, overrides=overrides,
                        shard_size=shard_size or DEFAULT_SHARD_SIZE,
                        max_shard_elements=max_shard_elements or DEFAULT_MAX_SHARD_ELEMENTS)
+    if not prep.todo:  # a finished run: nothing to start a cluster for
+        _say(say, f"run {prep.run!r} is complete in {prep.store}: nothing to compute")
+        if on_start:
+            on_start(prep.skipped, prep.total)
+        return prep.summary(0)
     with connect(workers, scheduler, client=client, say=say) as dask_client:
         if on_start:
             on_start(prep.skipped, prep.total)
@@ -307,7 +316,7 @@ def _run_tasks(client: Client, prep: PreparedRun, *, threads: int | None, retrie
     slots = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values())
     window = max(8, TASKS_PER_THREAD * slots)
     token = uuid.uuid4().hex[:12]
-    tasks = (ShardTask(model=prep.lm.info.name, overrides=prep.lm.overrides, store=os.fspath(prep.store),
+    tasks = (ShardTask(model=prep.lm.info, overrides=prep.lm.overrides, store=os.fspath(prep.store),
                        run=prep.run, start=start, encoded=prep.encoded[start:start + count],
                        batch_size=prep.batch_size, capture=tuple(prep.captures), dtype=prep.dtype,
                        threads_by_host=threads_by_host, threads=threads)
