@@ -61,14 +61,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Timing:
-    """Latency samples (ms) and response sizes (bytes) of one view at one length."""
+    """Latency samples (ms), response sizes (bytes) and server CPU per request (ms) of one view at one length."""
 
     view: str
     t: int
     ms: list[float]
     sizes: list[int]
+    cpu_ms: float = float("nan")
 
     @property
     def p50(self) -> float:
@@ -129,18 +136,21 @@ def view_state(run: str, example: int, layer: int, head: int | None) -> dict[str
             "kind": "self", "attn": "raw"}
 
 
-def time_view(client: DashClient, output: str, view: str, t: int, n: int, *, all_heads: bool = False,
-              layers: int = 6, heads: int = 12, examples: int = 4) -> Timing:
+def time_view(client: DashClient, output: str, view: str, t: int, n: int, *, server_pid: int,
+              all_heads: bool = False, layers: int = 6, heads: int = 12, examples: int = 4) -> Timing:
     """``n`` timed requests (after 3 warm-ups) cycling over examples, layers and heads."""
     ms, sizes = [], []
+    cpu0 = 0.0
     for k in range(n + 3):
+        if k == 3:
+            cpu0 = process_cpu_seconds(server_pid)
         state = view_state(run_name(t), k % examples, (k // examples) % layers, None if all_heads else k % heads)
         body = client.payload(output, {"view-state.data": state, "head-view-pin.data": None})
         elapsed, size = client.post(body)
         if k >= 3:
             ms.append(elapsed)
             sizes.append(size)
-    return Timing(view, t, ms, sizes)
+    return Timing(view, t, ms, sizes, cpu_ms=(process_cpu_seconds(server_pid) - cpu0) * 1000 / n)
 
 
 def bertviz_head_view(store: Path, t: int) -> tuple[float, int]:
@@ -186,10 +196,11 @@ def main() -> None:
         client = DashClient("127.0.0.1", port)
         timings = []
         for t in lengths:
-            timings.append(time_view(client, "attn-matrix.figure", "matrix", t, args.requests))
-            timings.append(time_view(client, "head-view.figure", "head view (1 head)", t, args.requests))
+            timings.append(time_view(client, "attn-matrix.figure", "matrix", t, args.requests, server_pid=server.pid))
+            timings.append(time_view(client, "head-view.figure", "head view (1 head)", t, args.requests,
+                                     server_pid=server.pid))
             timings.append(time_view(client, "head-view.figure", "head view (all 12 heads)", t, args.requests,
-                                     all_heads=True))
+                                     server_pid=server.pid, all_heads=True))
     finally:
         server.terminate()
         server.wait(10)
@@ -206,8 +217,8 @@ def main() -> None:
     load = os.getloadavg()
     print(f"\nattnviz dashboard callbacks over HTTP (Flask server, 127.0.0.1), {MODEL} 6x12, "
           f"{args.requests} requests each; load average {load[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'T':>4}  {'view':<26} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>10}   {'bertviz s':>9} {'bertviz bytes':>14}"
-          f" {'bytes ratio':>11}  targets")
+    print(f"{'T':>4}  {'view':<26} {'p50 ms':>8} {'p95 ms':>8} {'cpu ms':>7} {'bytes':>10}   {'bertviz s':>9}"
+          f" {'bertviz bytes':>14} {'bytes ratio':>11} {'time ratio':>10}  targets")
     for tm in timings:
         bv = bertviz.get(tm.t)
         ratio = bv[1] / tm.bytes if bv else float("nan")
@@ -218,11 +229,13 @@ def main() -> None:
             checks.append(f"1/{PAYLOAD_RATIO_TARGET:.0f} {'OK' if ratio >= PAYLOAD_RATIO_TARGET else 'MISSED'}")
         bv_s = f"{bv[0]:9.2f}" if bv else f"{'-':>9}"
         bv_b = f"{bv[1]:14,d}" if bv else f"{'-':>14}"
-        print(f"{tm.t:>4}  {tm.view:<26} {tm.p50:8.1f} {tm.p95:8.1f} {tm.bytes:10,d}   {bv_s} {bv_b}"
-              f" {ratio:10.0f}x  {', '.join(checks)}")
+        speed = bv[0] * 1000 / tm.p50 if bv else float("nan")
+        print(f"{tm.t:>4}  {tm.view:<26} {tm.p50:8.1f} {tm.p95:8.1f} {tm.cpu_ms:7.1f} {tm.bytes:10,d}   {bv_s} {bv_b}"
+              f" {ratio:10.0f}x {speed:9.0f}x  {', '.join(checks)}")
     if bertviz:
         print("\nbertviz: head_view(html_action='return') of the same example (all layers and heads in one page);"
-              " 'bytes ratio' = bertviz HTML bytes / attnviz callback response bytes.")
+              " 'bytes ratio' = bertviz HTML bytes / attnviz callback response bytes; 'time ratio' = bertviz build"
+              " time / attnviz p50 round trip; 'cpu ms' = server CPU per request (load-independent).")
 
 
 if __name__ == "__main__":

@@ -108,17 +108,26 @@ def _token_trace(labels: Sequence[str], x: float, side: str, hover: Sequence[str
 
 def _top_hover(w: np.ndarray, q_tokens: Sequence[str], k_tokens: Sequence[str], axis: int) -> list[str]:
     """Per token: its three strongest connections (axis 1: a query's keys; axis 0: a key's queries)."""
-    m = w if axis == 1 else np.ascontiguousarray(w.T)
-    k = min(3, m.shape[1])
-    if k == 0:
-        return [str(i) for i in range(m.shape[0])]
-    top = np.argpartition(-m, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(m, top, axis=1), axis=1)
-    top = np.take_along_axis(top, order, axis=1)
-    vals = np.take_along_axis(m, top, axis=1)
+    n, width = (w.shape[0], w.shape[1]) if axis == 1 else (w.shape[1], w.shape[0])
+    k = min(3, width)
     own, other, arrow = (q_tokens, k_tokens, "→") if axis == 1 else (k_tokens, q_tokens, "←")
-    return [f"{i} {own[i]} {arrow} " + ", ".join(f"{other[j]} {v:.2f}" for j, v in zip(row, vrow, strict=True))
-            for i, (row, vrow) in enumerate(zip(top.tolist(), vals.tolist(), strict=True))]
+    if k == 0:
+        return [f"{i} {own[i]}" for i in range(n)]
+    work = np.array(w, dtype=np.float32)  # repeated argmax beats argpartition ~10x for k = 3
+    rows = np.arange(n)
+    top = np.empty((n, k), dtype=np.int64)
+    vals = np.empty((n, k), dtype=np.float32)
+    for c in range(k):
+        j = work.argmax(axis=axis)
+        top[:, c] = j
+        if axis == 1:
+            vals[:, c] = work[rows, j]
+            work[rows, j] = -np.inf
+        else:
+            vals[:, c] = work[j, rows]
+            work[j, rows] = -np.inf
+    return [f"{i} {own[i]} {arrow} " + ", ".join(f"{other[j]} {v:.2f}" for j, v in zip(r, vr, strict=True))
+            for i, (r, vr) in enumerate(zip(top.tolist(), vals.tolist(), strict=True))]
 
 
 def head_view_figure(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *,

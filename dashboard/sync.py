@@ -13,6 +13,7 @@ from typing import Any
 
 import dash
 from dash import Input, Output, State, ctx
+from dash.exceptions import PreventUpdate
 
 from dashboard import ids
 from dashboard.data import current_reader, run_label
@@ -167,6 +168,8 @@ def register_callbacks(app: dash.Dash) -> None:
     def sync(search, tab, run, example, _prev, _next, search_pick, layer, head, step, kind, attn, _reset, click,
              current):
         trigger = ctx.triggered_id
+        if (trigger == ids.EXAMPLE_INDEX and example is None) or (trigger == ids.STEP_INPUT and step is None):
+            raise PreventUpdate  # a number field being retyped: wait for a number, don't refill it
         from_url = trigger is None or trigger == ids.URL
         previous = ViewState.from_dict(current)
         out: dict[tuple[str, str], Any] = dict.fromkeys(SYNC_OUTPUTS, dash.no_update)
@@ -192,7 +195,7 @@ def register_callbacks(app: dash.Dash) -> None:
             out[(ids.STATE_ALERT, "children")] = str(exc)
             out[(ids.STATE_ALERT, "is_open")] = True
             return tuple(out.values())
-        data = state.to_dict()
+        data = {k: v for k, v in state.to_dict().items() if k != "tab"}  # switching tabs redraws nothing
         out.update({
             (ids.URL, "search"): dash.no_update if from_url else format_state(state),
             (ids.TABS, "value"): state.tab, (ids.RUN_SELECT, "value"): state.run,
@@ -205,7 +208,8 @@ def register_callbacks(app: dash.Dash) -> None:
             (ids.STEP_LABEL, "children"): controls["step_label"],
             (ids.KIND_SELECT, "value"): state.kind, (ids.KIND_SELECT, "options"): controls["kind_options"],
             (ids.ATTN_MODE, "value"): state.attn, (ids.EXAMPLE_SEARCH_RESULTS, "value"): None,
-            (ids.VIEW_STATE, "data"): dash.no_update if data == current else data,
+            # unchanged: no redraw (e.g. a tab switch); Reset always redraws, which also resets the zoom
+            (ids.VIEW_STATE, "data"): dash.no_update if data == current and trigger != ids.RESET else data,
             (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
         })
         return tuple(out.values())

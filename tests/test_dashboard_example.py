@@ -118,6 +118,16 @@ def test_controls_drive_views_that_show_the_store(dash_duo, live_server: LiveSer
     options = [o.text for o in Select(dash_duo.find_element("#run-select")).options if o.get_attribute("value")]
     assert len(options) == 3 and all("(random weights)" in label for label in options)
 
+    # text search over the corpus picks an example
+    word = max(reader.examples(BERT_RUN).text[5].split(), key=len)
+    dash_duo.find_element("#example-search").send_keys(word + "\n")
+    until(lambda: "5" in [o.get_attribute("value") for o in Select(
+        dash_duo.find_element("#example-search-results")).options], timeout=TIMEOUT)
+    select(dash_duo, "example-search-results", "5")
+    until(lambda: url_state(dash_duo).example == 5, timeout=TIMEOUT)
+    wait_figure(dash_duo, "attn-matrix", z_equals(reader.attention(BERT_RUN, 5, 0, 0)), "example 5 from search")
+    type_number(dash_duo, "example-index", 0)
+
     select(dash_duo, "layer-select", "1")
     select(dash_duo, "head-select", "2")
     wait_figure(dash_duo, "attn-matrix", z_equals(reader.attention(BERT_RUN, 0, 1, 2)), "L1 H2")
@@ -187,6 +197,12 @@ def test_url_round_trip(dash_duo, live_server: LiveServer, reader: StoreReader) 
     until(lambda: (url_state(dash_duo).layer, url_state(dash_duo).head, url_state(dash_duo).kind) == (0, 0, "self"),
           timeout=TIMEOUT)
     assert url_state(dash_duo).example == 1
+
+    # the tab is part of the URL too
+    dash_duo.driver.find_element("xpath", "//*[@id='tabs']//*[normalize-space()='Corpus']").click()
+    until(lambda: url_state(dash_duo).tab == "corpus", timeout=TIMEOUT)
+    dash_duo.driver.get(dash_duo.driver.current_url)
+    until(lambda: "Corpus" in dash_duo.find_element("#tabs .tab--selected").text, timeout=TIMEOUT)
 
 
 def test_save_image_downloads_png_and_svg(dash_duo, live_server: LiveServer,  # noqa: F811
