@@ -85,8 +85,9 @@ def example_summary(table: ExampleTable, i: int, *, random_weights: bool, n_toke
         badges.append(dbc.Badge(f"label: {table.label[i]}", color="info", className="me-1"))
     if random_weights:
         badges.append(dbc.Badge("random weights", color="danger", className="me-1"))
-    parts = [html.Div(table.text[i], className="fw-semibold")]
+    scroll = {"maxHeight": "4.6em", "overflowY": "auto"}  # long (512-token) examples scroll in place
+    parts = [html.Div(table.text[i], className="fw-semibold", style=scroll)]
     if table.target_text[i]:
-        parts.append(html.Div(["→ ", table.target_text[i]], className="text-muted"))
+        parts.append(html.Div(["→ ", table.target_text[i]], className="text-muted", style=scroll))
     parts.append(html.Div(badges, className="mt-1"))
     return html.Div(parts)
