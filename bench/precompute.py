@@ -91,7 +91,7 @@ def main() -> None:
             t0 = time.perf_counter()
             precompute(args.model, args.input, store, limit=args.n, batch_size=args.batch_size,
                        threads=args.threads, capture="attention",
-                       on_start=lambda *_: marks.setdefault("start", time.perf_counter()))
+                       on_start=lambda *_, m=marks: m.setdefault("start", time.perf_counter()))
             end = time.perf_counter()
             # Steady state: from the first batch to the last commit (model load + tokenizing reported apart).
             times["pipeline"].append(end - marks["start"])
