@@ -9,6 +9,7 @@ run's shard list, so a growing run is re-read; the raw metric arrays share a byt
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -60,8 +61,8 @@ RELPOS = "corpus-relpos"
 TABLE = "corpus-head-table"
 EXPORT = "corpus-export"
 
-#: Byte budget of the per-process cache of raw ``[L*H, N]`` metric arrays.
-ROWS_CACHE_BYTES = 160 << 20
+#: Byte budget of the per-process cache of raw ``[L*H, N]`` metric arrays (env ``ATTNVIZ_CORPUS_CACHE_MB``).
+ROWS_CACHE_BYTES = int(float(os.environ.get("ATTNVIZ_CORPUS_CACHE_MB", "160")) * (1 << 20))
 #: Examples listed at each end of a head's ranking in the drill-down.
 TOP_EXAMPLES = 5
 DEFAULT_METRIC = "entropy"
@@ -186,13 +187,20 @@ def mask(run: Run, filt: an.ExampleFilter) -> np.ndarray:
     return _derived_cache.get(("mask", run.stamp, filt), lambda: an.filter_mask(columns(run)[0], filt))
 
 
+def heats(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+    """Every aggregate ``[L, H]`` of a metric over the filtered examples (computed together: switching the
+    aggregate then costs nothing)."""
+    def compute() -> dict[str, np.ndarray]:
+        shape = run.shape(kind)
+        aggs = an.aggregate_rows_all(metric_rows(run, kind, metric), mask(run, filt))
+        return {k: v.reshape(shape) for k, v in aggs.items()}
+
+    return _derived_cache.get(("heats", run.stamp, kind, metric, filt), compute)
+
+
 def heat(run: Run, kind: str, metric: str, agg: str, filt: an.ExampleFilter) -> np.ndarray:
     """``[L, H]`` aggregate of a metric over the filtered examples."""
-    def compute() -> np.ndarray:
-        shape = run.shape(kind)
-        return an.aggregate_rows(metric_rows(run, kind, metric), agg, mask(run, filt)).reshape(shape)
-
-    return _derived_cache.get(("heat", run.stamp, kind, metric, agg, filt), compute)
+    return heats(run, kind, metric, filt)[agg]
 
 
 def pattern_labels(run: Run, kind: str, filt: an.ExampleFilter) -> np.ndarray:
@@ -222,23 +230,21 @@ def pairs(a: Run, b: Run) -> tuple[np.ndarray, np.ndarray]:
 
 
 def filtered_pairs(a: Run, b: Run, filt: an.ExampleFilter) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs among the filtered examples, as column indices into the filtered arrays."""
+    """The pairs whose two examples both pass the filter (example indices of A and of B)."""
     ia, ib = pairs(a, b)
-    ma, mb = mask(a, filt), mask(b, filt)
-    keep = ma[ia] & mb[ib]
-    pos_a, pos_b = np.cumsum(ma) - 1, np.cumsum(mb) - 1
-    return pos_a[ia[keep]], pos_b[ib[keep]]
+    keep = mask(a, filt)[ia] & mask(b, filt)[ib]
+    return ia[keep], ib[keep]
 
 
 def comparison(a: Run, b: Run, kind: str, metric: str, filt: an.ExampleFilter, per_layer: bool
                ) -> an.HeadTest:
     """The A/B test of every head (or every layer's mean over heads when ``per_layer``)."""
     def compute() -> an.HeadTest:
-        ra = np.take(metric_rows(a, kind, metric), np.flatnonzero(mask(a, filt)), axis=1)
-        rb = np.take(metric_rows(b, kind, metric), np.flatnonzero(mask(b, filt)), axis=1)
+        ra, rb = metric_rows(a, kind, metric), metric_rows(b, kind, metric)
         if per_layer:
             ra, rb = an.layer_rows(ra, a.shape(kind)[0]), an.layer_rows(rb, b.shape(kind)[0])
-        return an.compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt))
+        columns = (np.flatnonzero(mask(a, filt)), np.flatnonzero(mask(b, filt)))
+        return an.compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt), columns=columns)
 
     return _derived_cache.get(("test", a.stamp, b.stamp, kind, metric, filt, per_layer), compute)
 
@@ -246,8 +252,8 @@ def comparison(a: Run, b: Run, kind: str, metric: str, filt: an.ExampleFilter, p
 def layer_agg(run: Run, kind: str, metric: str, agg: str, filt: an.ExampleFilter) -> np.ndarray:
     """``[L]`` aggregate of the per-example layer means (mean over heads) of a metric."""
     def compute() -> np.ndarray:
-        rows = np.take(metric_rows(run, kind, metric), np.flatnonzero(mask(run, filt)), axis=1)
-        return an.aggregate_rows(an.layer_rows(rows, run.shape(kind)[0]), agg)
+        per_layer = an.layer_rows(metric_rows(run, kind, metric), run.shape(kind)[0])
+        return an.aggregate_rows(per_layer, agg, mask(run, filt))
 
     return _derived_cache.get(("layer", run.stamp, kind, metric, agg, filt), compute)
 
@@ -493,7 +499,7 @@ def table_view(sel: Selection) -> tuple[list[dict], list[dict]]:
     n_layers, n_heads = sel.a.shape(sel.kind)
     labels = pattern_labels(sel.a, sel.kind, sel.filt)
     means = filtered_means(sel.a, sel.kind, sel.filt)
-    aggs = {k: heat(sel.a, sel.kind, sel.metric, k, sel.filt) for k in an.AGGREGATES}
+    aggs = heats(sel.a, sel.kind, sel.metric, sel.filt)
     cols: list[dict] = [
         {"field": "layer", "pinned": "left", "width": 80, "filter": "agNumberColumnFilter"},
         {"field": "head", "pinned": "left", "width": 80, "filter": "agNumberColumnFilter"},
@@ -624,12 +630,11 @@ def drill_views(sel: Selection, head: tuple[int, int] | None) -> tuple[str, dict
 
 def _examples_table(run: Run, tag: str, sel: Selection, layer: int, head: int, keep: np.ndarray,
                     values: np.ndarray) -> html.Div:
-    ok = np.flatnonzero(np.isfinite(values))
-    if ok.size == 0:
+    top = an.extreme_examples(values, TOP_EXAMPLES, largest=True)  # ties: lowest example first
+    bottom = an.extreme_examples(values, TOP_EXAMPLES, largest=False)
+    k = top.size
+    if k == 0:
         return html.Div(f"{tag}: no defined value", className="text-muted")
-    k = min(TOP_EXAMPLES, ok.size)
-    top = ok[np.lexsort((ok, -values[ok]))][:k]  # highest first; ties: lowest example first
-    bottom = ok[np.lexsort((ok, values[ok]))][:k]
     picked = np.concatenate([top, bottom])
     texts = read_texts(run.store, run.info, keep[picked].tolist())
     body = []

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse, special
+from scipy import special
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
@@ -47,53 +47,82 @@ def head_major(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(n, -1).T, dtype=np.float32)
 
 
-def _quantile(v: np.ndarray, q: float) -> float:
-    """Quantile of a 1-D float array without NaN, numpy's default ("linear") method, by partial sorting."""
-    n = v.size
-    pos = q * (n - 1)
-    k = int(np.floor(pos))
-    t = pos - k
-    if k + 1 >= n:
-        return float(np.max(v))
-    part = np.partition(v, k + 1)
-    lo, hi = float(np.max(part[:k + 1])), float(part[k + 1])
-    # numpy's _lerp: a + t (b - a), evaluated from the nearer end for t >= 0.5
+#: Quantile of each quantile aggregate.
+_QUANTILES: dict[str, float] = {"median": 0.5, "p90": 0.9}
+
+
+def _lerp(lo: float, hi: float, t: float) -> float:
+    """numpy's ``_lerp``: ``lo + t (hi - lo)``, evaluated from the nearer end for ``t >= 0.5``."""
     return hi - (hi - lo) * (1.0 - t) if t >= 0.5 else lo + (hi - lo) * t
 
 
-def _row_aggregate(row: np.ndarray, how: str) -> float:
+def _quantiles(v: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """Quantiles of a 1-D NaN-free array, numpy's default ("linear") method, by successive partial sorts.
+
+    The order statistics are found in increasing order, each one by partitioning only the part of the array
+    above the previous one (or by a minimum when it is the next one), so a median and a 90th percentile cost
+    about 1.6 partitions of the array.
+    """
+    n = v.size
+    plan = [(q * (n - 1), int(np.floor(q * (n - 1)))) for q in qs]
+    needed = sorted({k for _, k in plan} | {k + 1 for _, k in plan if k + 1 < n})
+    part = np.array(v, copy=True)
+    stat: dict[int, float] = {}
+    lo = 0
+    for k in needed:
+        seg = part[lo:]
+        if k == lo:  # the smallest remaining value: bring it to position k
+            j = int(np.argmin(seg))
+            seg[0], seg[j] = seg[j], seg[0]
+        else:
+            seg.partition(k - lo)
+        stat[k] = float(part[k])
+        lo = k + 1
+    return [stat[k] if k + 1 >= n else _lerp(stat[k], stat[k + 1], pos - k) for pos, k in plan]
+
+
+def _row_aggregates(row: np.ndarray, hows: Sequence[str]) -> list[float]:
+    """The aggregates ``hows`` of one row, NaN values left out (NaN when none is left)."""
     if np.isnan(row).any():
         row = row[~np.isnan(row)]
     if row.size == 0:
-        return float("nan")
-    if how == "mean":
-        return float(np.mean(row, dtype=np.float64))
-    if how == "std":
-        r = row.astype(np.float64)
-        d = r - r.mean()
-        return float(np.sqrt(np.einsum("i,i->", d, d) / r.size))
-    if how == "median":
-        return _quantile(row, 0.5)
-    if how == "p90":
-        return _quantile(row, 0.9)
-    raise ValueError(f"unknown aggregate {how!r}: use one of {', '.join(AGGREGATES)}")
+        return [float("nan")] * len(hows)
+    out: dict[str, float] = {}
+    if "mean" in hows or "std" in hows:
+        mean = float(np.mean(row, dtype=np.float64))
+        out["mean"] = mean
+        if "std" in hows:  # float32 deviations, squares summed in float64
+            d = row - np.float32(mean)
+            out["std"] = float(np.sqrt(np.square(d).sum(dtype=np.float64) / row.size))
+    wanted = [h for h in hows if h in _QUANTILES]
+    if wanted:
+        out.update(zip(wanted, _quantiles(row, [_QUANTILES[h] for h in wanted]), strict=True))
+    return [out[h] for h in hows]
+
+
+def aggregate_rows_all(rows: np.ndarray, mask: np.ndarray | None = None,
+                       hows: Sequence[str] = tuple(AGGREGATES)) -> dict[str, np.ndarray]:
+    """Several aggregates of each row of ``rows`` ``[C, N]`` over the examples where ``mask`` is True.
+
+    ``hows`` are keys of :data:`AGGREGATES`: the NaN-ignoring mean, median, population standard deviation
+    (ddof 0) and 90th percentile (linear interpolation), i.e. ``np.nanmean``/``nanmedian``/``nanstd``/
+    ``nanpercentile(.., 90)`` along axis 1. Returns ``how -> [C]`` float32 (NaN for a row with no defined
+    value). Rows are processed one at a time (no copy of the whole selection).
+    """
+    bad = [h for h in hows if h not in AGGREGATES]
+    if bad:
+        raise ValueError(f"unknown aggregate {bad[0]!r}: use one of {', '.join(AGGREGATES)}")
+    rows = np.asarray(rows, dtype=np.float32)
+    index = None if mask is None or np.all(mask) else np.flatnonzero(mask)
+    out = np.empty((len(hows), rows.shape[0]), dtype=np.float32)
+    for c, row in enumerate(rows):
+        out[:, c] = _row_aggregates(row if index is None else row[index], hows)
+    return dict(zip(hows, out, strict=True))
 
 
 def aggregate_rows(rows: np.ndarray, how: str, mask: np.ndarray | None = None) -> np.ndarray:
-    """Aggregate each row of ``rows`` ``[C, N]`` over its examples (those where ``mask`` is True).
-
-    ``how`` is a key of :data:`AGGREGATES`: the NaN-ignoring mean, median, population standard deviation
-    (ddof 0) or 90th percentile (linear interpolation), i.e. ``np.nanmean``/``nanmedian``/``nanstd``/
-    ``nanpercentile(.., 90)`` along axis 1. Returns ``[C]`` float32 (NaN for a row with no defined value).
-    """
-    if how not in AGGREGATES:
-        raise ValueError(f"unknown aggregate {how!r}: use one of {', '.join(AGGREGATES)}")
-    rows = np.asarray(rows, dtype=np.float32)
-    if mask is not None and not np.all(mask):
-        rows = np.take(rows, np.flatnonzero(mask), axis=1)
-    if how == "mean" and rows.shape[1] and not np.isnan(rows).any():
-        return rows.mean(axis=1, dtype=np.float64).astype(np.float32)
-    return np.array([_row_aggregate(r, how) for r in rows], dtype=np.float32)
+    """One aggregate (:func:`aggregate_rows_all`) of each row: ``[C]`` float32."""
+    return aggregate_rows_all(rows, mask, (how,))[how]
 
 
 def aggregate(values: np.ndarray, how: str, mask: np.ndarray | None = None) -> np.ndarray:
@@ -106,6 +135,8 @@ def layer_rows(rows: np.ndarray, n_layers: int) -> np.ndarray:
     """Per-example mean over each layer's heads: ``[L*H, N]`` → ``[L, N]`` float32 (NaN-ignoring)."""
     rows = np.asarray(rows, dtype=np.float32)
     grouped = rows.reshape(n_layers, -1, rows.shape[1])
+    if not np.isnan(grouped).any():
+        return grouped.mean(axis=1, dtype=np.float64).astype(np.float32)
     valid = ~np.isnan(grouped)
     total = np.where(valid, grouped, 0.0).sum(axis=1, dtype=np.float64)
     count = valid.sum(axis=1)
@@ -119,12 +150,16 @@ def layer_profile(rows: np.ndarray, n_layers: int, mask: np.ndarray | None = Non
 
     Returns float32 ``[L]`` arrays ``mean``, ``q25`` and ``q75`` (interquartile band), NaN-ignoring.
     """
-    rows = np.asarray(rows)
-    per_layer = layer_rows(rows if mask is None else np.take(rows, np.flatnonzero(mask), axis=1), n_layers)
+    per_layer = layer_rows(rows, n_layers)
+    if mask is not None:
+        per_layer = np.take(per_layer, np.flatnonzero(mask), axis=1)
     out = {"mean": aggregate_rows(per_layer, "mean")}
-    for name, q in (("q25", 0.25), ("q75", 0.75)):
-        out[name] = np.array([_quantile(r[~np.isnan(r)], q) if (~np.isnan(r)).any() else np.nan
-                              for r in per_layer], dtype=np.float32)
+    q25, q75 = np.full(n_layers, np.nan, np.float32), np.full(n_layers, np.nan, np.float32)
+    for layer, r in enumerate(per_layer):
+        r = r[~np.isnan(r)]
+        if r.size:
+            q25[layer], q75[layer] = _quantiles(r, (0.25, 0.75))
+    out["q25"], out["q75"] = q25, q75
     return out
 
 
@@ -146,7 +181,8 @@ class Categorical:
     values: tuple[str, ...]
 
 
-def _value_text(value: object) -> str:
+def value_text(value: object) -> str:
+    """A metadata value as filter text (None: :data:`MISSING`; booleans as true/false)."""
     if value is None:
         return MISSING
     if isinstance(value, bool):
@@ -182,16 +218,16 @@ class ExampleColumns:
         n = len(n_tokens)
         raw: dict[str, list[str]] = {}
         if any(labels):
-            raw["label"] = [_value_text(x) if x != "" else MISSING for x in labels]
+            raw["label"] = [value_text(x) if x != "" else MISSING for x in labels]
         names = sorted({k for m in metas for k in m})
         for name in names:
             if name == "label" and "label" in raw:
                 continue
-            column = [_value_text(m.get(name)) for m in metas]
+            column = [value_text(m.get(name)) for m in metas]
             if len(set(column)) <= MAX_FIELD_VALUES:
                 raw[name] = column
         fields = {}
-        for name, column in raw.items():
+        for name, column in sorted(raw.items()):
             values, codes = np.unique(np.asarray(column, dtype=object).astype(str), return_inverse=True)
             fields[name] = Categorical(codes=codes.astype(np.int32).reshape(n), values=tuple(values.tolist()))
         keys = np.fromiter((text_key(t, g) for t, g in zip(texts, target_texts, strict=True)),
@@ -325,6 +361,25 @@ def group_mean(sums: np.ndarray, counts: np.ndarray, group_mask: np.ndarray) -> 
     return out
 
 
+def extreme_examples(values: np.ndarray, k: int, *, largest: bool) -> np.ndarray:
+    """Indices of the ``k`` largest (or smallest) finite values, in order; ties go to the lower index.
+
+    A partial sort: O(N) for the corpus, then a sort of the few candidates.
+    """
+    values = np.asarray(values)
+    ok = np.flatnonzero(np.isfinite(values))
+    k = min(int(k), ok.size)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    v = values[ok].astype(np.float64)
+    if largest:
+        v = -v
+    kth = np.partition(v, k - 1)[k - 1]
+    cand = np.flatnonzero(v <= kth)
+    order = np.lexsort((ok[cand], v[cand]))
+    return ok[cand[order[:k]]].astype(np.int64)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Pairing and significance
 # --------------------------------------------------------------------------------------------------------
@@ -412,11 +467,14 @@ class HeadTest:
         return f"{what}; Benjamini–Hochberg FDR {self.alpha:g}"
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = N_BOOT, max_blocks: int = MAX_BLOCKS,
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, ia: np.ndarray | None = None,
+                     ib: np.ndarray | None = None, n_boot: int = N_BOOT, max_blocks: int = MAX_BLOCKS,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Paired bootstrap of the mean difference ``A − B`` for each row of aligned ``[C, P]`` arrays.
+    """Paired bootstrap of the mean difference ``A − B`` for each row of ``a`` ``[C, Na]``, ``b`` ``[C, Nb]``.
 
-    Column ``k`` of ``a`` and ``b`` is the same input. Pairs with a NaN on either side are left out (per row).
+    The pairs are columns ``ia[k]`` of ``a`` and ``ib[k]`` of ``b`` (default: column ``k`` of both, for
+    aligned arrays); rows are read one at a time, so no ``[C, P]`` copy is made. Pairs with a NaN on either
+    side are left out (per row).
     Up to ``max_blocks`` pairs, the pairs themselves are resampled; beyond, each pair is assigned to one of
     ``max_blocks`` blocks at random (seeded) and the blocks are resampled (blocks of exchangeable pairs: the
     resampled ratio of sums keeps the variance of the mean of all pairs).
@@ -424,25 +482,30 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = N_BOOT, max_
     p-value ``2 Φ(−|mean / se*|)`` where ``se*`` is the bootstrap standard error (``p = 0`` when every
     resample gives the same non-zero mean).
     """
-    d = np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)
-    c, n = d.shape
-    valid = ~np.isnan(d)
-    any_nan = not valid.all()
-    if any_nan:
-        np.copyto(d, 0.0, where=~valid)
+    a, b = np.asarray(a), np.asarray(b)
+    if ia is None or ib is None:
+        if a.shape != b.shape:
+            raise ValueError(f"unaligned pairs need ia and ib: shapes {a.shape} and {b.shape}")
+        ia = ib = np.arange(a.shape[1])
+    c, n = a.shape[0], len(ia)
     rng = np.random.default_rng(seed)
-    if n <= max_blocks:
-        sums, counts = d.astype(np.float64), valid.astype(np.float64)
-    else:
-        block = rng.integers(0, max_blocks, size=n)
-        ones = np.ones(n, dtype=np.float32)
-        onehot = sparse.csr_matrix((ones, (block, np.arange(n))), shape=(max_blocks, n))
-        sums = np.asarray(onehot @ d.T, dtype=np.float64).T
-        if any_nan:
-            counts = np.asarray(onehot @ valid.T.astype(np.float32), dtype=np.float64).T
+    blocked = n > max_blocks
+    block = rng.integers(0, max_blocks, size=n) if blocked else None
+    m = max_blocks if blocked else n
+    sums = np.zeros((c, m), dtype=np.float64)
+    counts = np.zeros((c, m), dtype=np.float64)
+    any_nan = False
+    for r in range(c):  # one row of differences at a time
+        d = a[r].take(ia).astype(np.float32) - b[r].take(ib).astype(np.float32)
+        valid = ~np.isnan(d)
+        if not valid.all():
+            any_nan = True
+            d = np.where(valid, d, np.float32(0.0))
+        if blocked:
+            sums[r] = np.bincount(block, weights=d, minlength=m)
+            counts[r] = np.bincount(block, weights=valid, minlength=m)
         else:
-            counts = np.broadcast_to(np.bincount(block, minlength=max_blocks).astype(np.float64), sums.shape)
-    m = sums.shape[1]
+            sums[r], counts[r] = d, valid
     nan = np.full(c, np.nan)
     if m == 0:
         return nan, nan.copy(), nan.copy(), nan.copy()
@@ -490,22 +553,26 @@ def _mwu_row(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return u1 / (na * nb), float(min(1.0, max(0.0, 2.0 * special.ndtr(-z))))
 
 
-def mann_whitney(a: np.ndarray, b: np.ndarray, *, max_examples: int = MAX_RANK_EXAMPLES, seed: int = 0
+def mann_whitney(a: np.ndarray, b: np.ndarray, *, columns_a: np.ndarray | None = None,
+                 columns_b: np.ndarray | None = None, max_examples: int = MAX_RANK_EXAMPLES, seed: int = 0
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided Mann–Whitney U test of each row of ``a`` ``[C, Na]`` against that row of ``b`` ``[C, Nb]``.
 
     Normal approximation with tie correction and continuity correction (as ``scipy.stats.mannwhitneyu(...,
     method="asymptotic")``); NaN values are left out per row. Each side is first reduced to a seeded random
-    subsample of at most ``max_examples`` examples. Returns ``(effect, p)`` with ``effect = U_A / (n_A n_B)``
+    subsample of at most ``max_examples`` examples. ``columns_a``/``columns_b`` restrict each side to some
+    columns (the filtered examples; default all). Returns ``(effect, p)`` with ``effect = U_A / (n_A n_B)``
     = P(A > B) + P(A = B)/2 (NaN, NaN where a side has no value).
     """
     rng = np.random.default_rng(seed)
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
-    if a.shape[1] > max_examples:
-        a = np.take(a, np.sort(rng.choice(a.shape[1], max_examples, replace=False)), axis=1)
-    if b.shape[1] > max_examples:
-        b = np.take(b, np.sort(rng.choice(b.shape[1], max_examples, replace=False)), axis=1)
+
+    def sample(x: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
+        cols = np.arange(x.shape[1]) if cols is None else np.asarray(cols)
+        if cols.size > max_examples:
+            cols = cols[np.sort(rng.choice(cols.size, max_examples, replace=False))]
+        return np.take(np.asarray(x, dtype=np.float32), cols, axis=1)
+
+    a, b = sample(a, columns_a), sample(b, columns_b)
     c = a.shape[0]
     effect, p = np.full(c, np.nan), np.full(c, np.nan)
     for r in range(c):
@@ -520,21 +587,26 @@ def mann_whitney(a: np.ndarray, b: np.ndarray, *, max_examples: int = MAX_RANK_E
 
 
 def compare_rows(a: np.ndarray, b: np.ndarray, *, pairs: tuple[np.ndarray, np.ndarray] | None = None,
-                 alpha: float = ALPHA, seed: int = 0) -> HeadTest:
-    """Compare run A's rows ``[C, Na]`` (filtered examples) with run B's ``[C, Nb]`` row by row.
+                 columns: tuple[np.ndarray, np.ndarray] | None = None, alpha: float = ALPHA, seed: int = 0
+                 ) -> HeadTest:
+    """Compare run A's rows ``[C, Na]`` with run B's ``[C, Nb]`` row by row.
 
-    With ``pairs = (ia, ib)`` (column indices of matched examples, see :func:`pair_examples`) and
-    :func:`use_paired` true, a :func:`paired_bootstrap`; otherwise a :func:`mann_whitney` test on all columns.
-    p-values are adjusted with :func:`benjamini_hochberg` over the rows; a row is significant when q < alpha.
+    ``columns = (ca, cb)`` are the column indices of the examples to compare (the filtered ones; default
+    all columns). With ``pairs = (ia, ib)`` (column indices of matched examples among those, see
+    :func:`pair_examples`) and :func:`use_paired` true, a :func:`paired_bootstrap` of the pairs; otherwise a
+    :func:`mann_whitney` test of the columns. p-values are adjusted with :func:`benjamini_hochberg` over the
+    rows; a row is significant when q < alpha.
     """
-    n_a, n_b = a.shape[1], b.shape[1]
+    ca, cb = columns if columns is not None else (None, None)
+    n_a = a.shape[1] if ca is None else len(ca)
+    n_b = b.shape[1] if cb is None else len(cb)
     nan = np.full(a.shape[0], np.nan)
     if pairs is not None and use_paired(len(pairs[0]), n_a, n_b):
         ia, ib = pairs
-        effect, lo, hi, p = paired_bootstrap(np.take(a, ia, axis=1), np.take(b, ib, axis=1), seed=seed)
+        effect, lo, hi, p = paired_bootstrap(a, b, ia=ia, ib=ib, seed=seed)
         method, n_pairs = "paired-bootstrap", len(ia)
     else:
-        effect, p = mann_whitney(a, b, seed=seed)
+        effect, p = mann_whitney(a, b, columns_a=ca, columns_b=cb, seed=seed)
         lo, hi, method, n_pairs = nan, nan.copy(), "mann-whitney", 0
     q = benjamini_hochberg(p)
     return HeadTest(method=method, effect=effect, p=p, q=q, significant=np.nan_to_num(q, nan=1.0) < alpha,

@@ -24,7 +24,18 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the codecs the attention data is compressed with)
 import numpy as np
 
-from pipeline.analysis import ExampleColumns, Groups, group_sums, js_distance, relpos_sums
+from pipeline.analysis import (
+    MAX_FIELD_VALUES,
+    MISSING,
+    Categorical,
+    ExampleColumns,
+    Groups,
+    group_sums,
+    js_distance,
+    relpos_sums,
+    text_key,
+    value_text,
+)
 from pipeline.records import KIND_SIDES
 from pipeline.store import RunInfo, StoreError, now_iso, shard_dir
 
@@ -51,26 +62,61 @@ def _decode(values: Sequence[Any]) -> list[str]:
 
 
 def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
-    """The filter/pairing columns of every committed example of a run (texts are hashed, not kept)."""
-    names = ("input_index", "n_tokens", "truncated", "text", "target", "label", "meta")
-    cols: dict[str, list] = {k: [] for k in names}
+    """The filter/pairing columns of every committed example of a run, read shard by shard.
+
+    Texts are reduced to 64-bit keys and metadata to small integer codes as each shard is read, so memory
+    stays proportional to a few numbers per example (never all texts or metadata dicts at once). A field
+    is dropped as soon as it has more than :data:`pipeline.analysis.MAX_FIELD_VALUES` distinct values.
+    """
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("input_index", "n_tokens", "truncated", "key")}
+    coders: dict[str, dict[str, int]] = {}
+    codes: dict[str, list[np.ndarray]] = {}
+    dropped: set[str] = set()
+    seen = 0
     for path in shard_paths(store, info):
         with h5py.File(path, "r") as f:
             ex = f["example"]
-            cols["input_index"].append(ex["input_index"][()])
-            cols["truncated"].append(ex["truncated"][()])
-            cols["n_tokens"].append(np.diff(f["tokens/source/offsets"][()]))
-            cols["text"].extend(_decode(ex["text"][()]))
-            cols["target"].extend(_decode(ex["target_text"][()]))
-            cols["label"].extend(_decode(ex["label"][()]))
-            cols["meta"].extend(json.loads(s) for s in ex["meta_json"][()])
+            count = int(ex["input_index"].shape[0])
+            parts["input_index"].append(ex["input_index"][()].astype(np.int64))
+            parts["truncated"].append(ex["truncated"][()].astype(bool))
+            parts["n_tokens"].append(np.diff(f["tokens/source/offsets"][()]).astype(np.int64))
+            texts, targets = _decode(ex["text"][()]), _decode(ex["target_text"][()])
+            parts["key"].append(np.fromiter((text_key(t, g) for t, g in zip(texts, targets, strict=True)),
+                                            dtype=np.uint64, count=count))
+            labels = _decode(ex["label"][()])
+            metas = [json.loads(m) for m in ex["meta_json"][()]]
+        columns = {name: [value_text(m.get(name)) for m in metas] for name in {k for m in metas for k in m}}
+        if any(labels) or "label" in coders:
+            columns["label"] = [x if x != "" else MISSING for x in labels]
+        for name in set(coders) - set(columns) - dropped:  # a field absent from this whole shard
+            columns[name] = [MISSING] * count
+        for name, values in columns.items():
+            if name in dropped:
+                continue
+            if name not in coders:  # first seen here: earlier examples do not have it
+                coders[name] = {MISSING: 0} if seen else {}
+                codes[name] = [np.zeros(seen, dtype=np.int32)] if seen else []
+            coder = coders[name]
+            codes[name].append(np.fromiter((coder.setdefault(v, len(coder)) for v in values), dtype=np.int32,
+                                           count=count))
+            if len(coder) > MAX_FIELD_VALUES:
+                dropped.add(name)
+                del coders[name], codes[name]
+        seen += count
+    fields = {}
+    for name, coder in coders.items():
+        values = sorted(coder, key=coder.get)
+        order = np.argsort(values)  # store the values sorted, as ExampleColumns.build does
+        remap = np.empty(len(values), dtype=np.int32)
+        remap[order] = np.arange(len(values), dtype=np.int32)
+        fields[name] = Categorical(codes=remap[np.concatenate(codes[name])] if codes[name] else
+                                   np.zeros(0, np.int32), values=tuple(values[j] for j in order))
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(parts[name]).astype(dtype) if parts[name] else np.zeros(0, dtype)
 
-    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
-    return ExampleColumns.build(cat(cols["input_index"], np.int64), cat(cols["n_tokens"], np.int64),
-                                cat(cols["truncated"], bool), cols["text"], cols["target"], cols["label"],
-                                cols["meta"])
+    return ExampleColumns(input_index=cat("input_index", np.int64), n_tokens=cat("n_tokens", np.int64),
+                          truncated=cat("truncated", bool), key=cat("key", np.uint64), fields=dict(sorted(
+                              fields.items())))
 
 
 def read_metric_rows(store: str | os.PathLike, info: RunInfo, kind: str, name: str) -> np.ndarray:
@@ -107,16 +153,18 @@ def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: S
 
 
 def read_texts(store: str | os.PathLike, info: RunInfo, indices: Sequence[int]) -> list[str]:
-    """The texts of a few examples (positions in the run)."""
+    """The texts of a few examples (positions in the run), opening each shard involved once."""
     starts = np.cumsum([0] + [s.count for s in info.shards])
     paths = shard_paths(store, info)
-    out = []
-    for i in indices:
-        k = int(np.searchsorted(starts, int(i), side="right")) - 1
+    shard_of = {int(i): int(np.searchsorted(starts, int(i), side="right")) - 1 for i in indices}
+    texts: dict[int, str] = {}
+    for k in sorted(set(shard_of.values())):
         with h5py.File(paths[k], "r") as f:
-            value = f["example/text"][int(i) - int(starts[k])]
-        out.append(value.decode() if isinstance(value, bytes) else str(value))
-    return out
+            ds = f["example/text"]
+            for i in (i for i, s in shard_of.items() if s == k):
+                value = ds[i - int(starts[k])]
+                texts[i] = value.decode() if isinstance(value, bytes) else str(value)
+    return [texts[int(i)] for i in indices]
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -320,3 +320,43 @@ def test_minilm_layer0_head2_is_previous_token(real_store: Path) -> None:
     labels = an.classify_heads(means)
     assert labels[0, 2] == "previous"
     assert (labels == "first").sum() > 10  # MiniLM's many [CLS]-sink heads
+
+
+def test_comparison_on_column_subsets_equals_comparison_on_copies() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(4, 400)).astype(np.float32)
+    b = (a + rng.normal(0.1, 1.0, size=(4, 400))).astype(np.float32)
+    ca = np.flatnonzero(rng.random(400) < 0.7)
+    cb = ca.copy()
+    by_index = an.compare_rows(a, b, pairs=(ca, cb), columns=(ca, cb))
+    by_copy = an.compare_rows(a[:, ca], b[:, cb], pairs=(np.arange(ca.size), np.arange(cb.size)))
+    assert by_index.method == by_copy.method == "paired-bootstrap"
+    np.testing.assert_array_equal(by_index.p, by_copy.p)
+    unpaired = an.compare_rows(a, b, columns=(ca, np.flatnonzero(rng.random(400) < 0.5)))
+    assert unpaired.method == "mann-whitney" and unpaired.n_a == ca.size
+    all_aggs = an.aggregate_rows_all(a, rng.random(400) < 0.5)
+    for how, values in all_aggs.items():
+        assert values.shape == (4,) and np.isfinite(values).all(), how
+
+
+def test_streamed_columns_equal_columns_built_from_the_example_table(real_store: Path,
+                                                                    synthetic_store: Path) -> None:
+    for store, run in ((real_store, "minilm"), (real_store, "tiny-bert"), (synthetic_store, "pat")):
+        reader = StoreReader(store)
+        table = reader.examples(run)
+        built = an.ExampleColumns.build(table.input_index, table.n_tokens, table.truncated, table.text,
+                                        table.target_text, table.label, table.meta)
+        streamed = read_columns(store, reader.run_info(run))
+        for name in ("input_index", "n_tokens", "truncated", "key"):
+            np.testing.assert_array_equal(getattr(streamed, name), getattr(built, name))
+        assert list(streamed.fields) == list(built.fields)
+        for name, column in built.fields.items():
+            assert streamed.fields[name].values == column.values, name
+            np.testing.assert_array_equal(streamed.fields[name].codes, column.codes)
+
+
+def test_extreme_examples_break_ties_by_index() -> None:
+    values = np.array([0.5, 0.9, np.nan, 0.9, 0.1, 0.1, 0.7], dtype=np.float32)
+    assert an.extreme_examples(values, 3, largest=True).tolist() == [1, 3, 6]
+    assert an.extreme_examples(values, 3, largest=False).tolist() == [4, 5, 0]
+    assert an.extreme_examples(values[[2]], 3, largest=True).tolist() == []
