@@ -100,6 +100,16 @@ class _Cache:
                 self._evict()
             return value
 
+    def has(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            self._evict()
+
     def _evict(self) -> None:
         while len(self._data) > self.max_items:
             self._data.popitem(last=False)
@@ -158,10 +168,19 @@ def _run(name: str | None) -> Run | None:
     return Run(current_store_path(), reader.run_info(name))
 
 
+def _fresh_analysis(run: Run) -> Analysis | None:
+    """The run's ``attnviz analyze`` cache when it was computed from the run's current shards."""
+    cached = analysis(run)
+    return cached if cached is not None and not cached.is_stale(run.info) else None
+
+
 def columns(run: Run) -> tuple[an.ExampleColumns, an.Groups]:
-    """Filter/pairing columns of a run and its filter groups."""
+    """Filter/pairing columns of a run (from analysis.h5 when fresh) and its filter groups."""
     def compute() -> tuple[an.ExampleColumns, an.Groups]:
-        cols = read_columns(run.store, run.info)
+        cached = _fresh_analysis(run)
+        cols = cached.columns if cached is not None and cached.columns is not None else None
+        if cols is None or len(cols) != run.info.num_examples:
+            cols = read_columns(run.store, run.info)
         return cols, an.make_groups(cols)
 
     return _columns_cache.get(run.stamp, compute)
@@ -177,7 +196,13 @@ def group_sums(run: Run, kind: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-group sums and counts of every stored metric (one pass over the metric arrays, then small)."""
     def compute() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         names = run.info.meta.get("metrics", {}).get(kind, [])
-        return read_group_sums(run.store, run.info, kind, names, columns(run)[1])
+        groups = columns(run)[1]
+        cached = _fresh_analysis(run)
+        ka = cached.kinds.get(kind) if cached is not None else None
+        if ka is not None and set(names) <= set(ka.group_sums) and all(
+                ka.group_sums[n][0].shape[0] == groups.count for n in names):
+            return {n: ka.group_sums[n] for n in names}
+        return read_group_sums(run.store, run.info, kind, names, groups)
 
     return _sums_cache.get((run.stamp, kind), compute)
 
@@ -187,20 +212,26 @@ def mask(run: Run, filt: an.ExampleFilter) -> np.ndarray:
     return _derived_cache.get(("mask", run.stamp, filt), lambda: an.filter_mask(columns(run)[0], filt))
 
 
-def heats(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
-    """Every aggregate ``[L, H]`` of a metric over the filtered examples (computed together: switching the
-    aggregate then costs nothing)."""
-    def compute() -> dict[str, np.ndarray]:
-        shape = run.shape(kind)
-        aggs = an.aggregate_rows_all(metric_rows(run, kind, metric), mask(run, filt))
-        return {k: v.reshape(shape) for k, v in aggs.items()}
-
-    return _derived_cache.get(("heats", run.stamp, kind, metric, filt), compute)
-
-
 def heat(run: Run, kind: str, metric: str, agg: str, filt: an.ExampleFilter) -> np.ndarray:
     """``[L, H]`` aggregate of a metric over the filtered examples."""
-    return heats(run, kind, metric, filt)[agg]
+    def compute() -> np.ndarray:
+        rows = an.aggregate_rows(metric_rows(run, kind, metric), agg, mask(run, filt))
+        return rows.reshape(run.shape(kind))
+
+    return _derived_cache.get(("heat", run.stamp, kind, metric, agg, filt), compute)
+
+
+def heats(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+    """Every aggregate ``[L, H]`` of a metric (the missing ones computed together, in one pass per head)."""
+    def key(agg: str) -> tuple:
+        return ("heat", run.stamp, kind, metric, agg, filt)
+
+    missing = [agg for agg in an.AGGREGATES if not _derived_cache.has(key(agg))]
+    if len(missing) > 1:
+        computed = an.aggregate_rows_all(metric_rows(run, kind, metric), mask(run, filt), missing)
+        for agg, values in computed.items():
+            _derived_cache.put(key(agg), values.reshape(run.shape(kind)))
+    return {agg: heat(run, kind, metric, agg, filt) for agg in an.AGGREGATES}
 
 
 def pattern_labels(run: Run, kind: str, filt: an.ExampleFilter) -> np.ndarray:

@@ -337,18 +337,26 @@ def make_groups(cols: ExampleColumns) -> Groups:
     return Groups(of_example=key, keys=cols.take(first), size=np.bincount(key, minlength=first.size))
 
 
-def group_sums(values: np.ndarray, groups: Groups) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group NaN-ignoring sums and counts of a metric ``[N, ...]``: ``([G, C] float64, [G, C] int64)``."""
-    values = np.asarray(values, dtype=np.float32).reshape(len(groups.of_example), -1)
-    order = np.argsort(groups.of_example, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(groups.size)[:-1]]).astype(np.intp)
-    x = values[order]
-    nan = np.isnan(x)
-    np.copyto(x, 0.0, where=nan)
-    sums = np.add.reduceat(x, starts, axis=0, dtype=np.float64)
-    counts = np.add.reduceat(~nan, starts, axis=0, dtype=np.int64)
-    empty = groups.size == 0
-    sums[empty], counts[empty] = 0.0, 0
+def group_sums(rows: np.ndarray, groups: Groups) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group NaN-ignoring sums and counts of a metric in head-major layout ``[C, N]``:
+    ``([G, C] float64, [G, C] int64)``.
+
+    One ``bincount`` per head (float64 accumulation); counts are the group sizes when nothing is NaN.
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    g, n_groups = groups.of_example, groups.count
+    has_nan = bool(np.isnan(rows).any())
+    sums = np.empty((n_groups, rows.shape[0]), dtype=np.float64)
+    counts = np.empty((n_groups, rows.shape[0]), dtype=np.int64)
+    for c, row in enumerate(rows):
+        if has_nan:
+            ok = ~np.isnan(row)
+            sums[:, c] = np.bincount(g, weights=np.where(ok, row, np.float32(0.0)), minlength=n_groups)
+            counts[:, c] = np.bincount(g[ok], minlength=n_groups)
+        else:
+            sums[:, c] = np.bincount(g, weights=row, minlength=n_groups)
+    if not has_nan:
+        counts[:] = groups.size[:, None]
     return sums, counts
 
 
@@ -494,16 +502,27 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, ia: np.ndarray | None = No
     m = max_blocks if blocked else n
     sums = np.zeros((c, m), dtype=np.float64)
     counts = np.zeros((c, m), dtype=np.float64)
+    sizes = np.bincount(block, minlength=m).astype(np.float64) if blocked else np.ones(m)
+    if blocked:  # block of every column of a and of b (bin m: not in a pair), to sum rows without gathering
+        block_a = np.full(a.shape[1], m, dtype=np.int64)
+        block_b = np.full(b.shape[1], m, dtype=np.int64)
+        block_a[ia], block_b[ib] = block, block
     any_nan = False
     for r in range(c):  # one row of differences at a time
+        if blocked and not (np.isnan(a[r]).any() or np.isnan(b[r]).any()):
+            sums[r] = (np.bincount(block_a, weights=a[r], minlength=m + 1)[:m]
+                       - np.bincount(block_b, weights=b[r], minlength=m + 1)[:m])
+            counts[r] = sizes
+            continue
         d = a[r].take(ia).astype(np.float32) - b[r].take(ib).astype(np.float32)
         valid = ~np.isnan(d)
-        if not valid.all():
+        row_nan = not valid.all()
+        if row_nan:
             any_nan = True
             d = np.where(valid, d, np.float32(0.0))
         if blocked:
             sums[r] = np.bincount(block, weights=d, minlength=m)
-            counts[r] = np.bincount(block, weights=valid, minlength=m)
+            counts[r] = np.bincount(block, weights=valid, minlength=m) if row_nan else sizes
         else:
             sums[r], counts[r] = d, valid
     nan = np.full(c, np.nan)

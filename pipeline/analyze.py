@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis import cluster_order, relpos_profile
-from pipeline.scan import Analysis, KindAnalysis, scan_run, write_analysis
+from pipeline.analysis import cluster_order, make_groups, relpos_profile
+from pipeline.scan import Analysis, KindAnalysis, read_columns, read_group_sums, scan_run, write_analysis
 from pipeline.store import StoreError, StoreReader, now_iso
 
 DEFAULT_MAX_OFFSET = 16
@@ -40,7 +40,8 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
             similarity_examples: int | None = DEFAULT_SIMILARITY_EXAMPLES, workers: int | None = None,
             scheduler: str | None = None,
             progress: Callable[[int, int], None] | None = None) -> AnalyzeSummary:
-    """Compute and store a run's head similarity (with its clustered order) and relative-position profiles.
+    """Compute and store a run's head similarity (with its clustered order) and relative-position profiles,
+    plus its filter columns and per-group metric sums (so the dashboard's first view reads no metadata).
 
     ``similarity_examples``: average head similarity over the run's first N examples (None or 0: all).
     ``workers``/``scheduler``: as :func:`pipeline.scan.scan_run` (``workers=0``: in this process).
@@ -60,7 +61,8 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
     partials = scan_run(store, info, kinds=kinds, max_offset=max_offset, similarity_examples=limit,
                         workers=workers, scheduler=scheduler, progress=progress)
     result = Analysis(run=run, shards=[s.file for s in info.shards], n_examples=info.num_examples,
-                      created=now_iso())
+                      created=now_iso(), columns=read_columns(store, info))
+    groups = make_groups(result.columns)
     for kind, part in partials.items():
         n_layers, n_heads = info.shape[kind]
         ka = KindAnalysis(kind=kind, layers=n_layers, heads=n_heads, max_offset=max_offset)
@@ -71,6 +73,7 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
         if part.relpos_sums is not None and part.relpos_counts is not None:
             ka.relpos = relpos_profile(part.relpos_sums, part.relpos_counts)
             ka.relpos_counts = part.relpos_counts
+        ka.group_sums = read_group_sums(store, info, kind, info.meta.get("metrics", {}).get(kind, []), groups)
         result.kinds[kind] = ka
     path = write_analysis(store, result)
     sim = max((k.similarity_examples for k in result.kinds.values()), default=0)

@@ -124,7 +124,12 @@ def read_metric_rows(store: str | os.PathLike, info: RunInfo, kind: str, name: s
     if name not in info.meta.get("metrics", {}).get(kind, []):
         raise StoreError(f"run {info.name!r} has no {kind!r} metric {name!r}")
     n_layers, n_heads = info.shape[kind]
-    out = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
+    return _fill_rows(np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32), store, info, kind,
+                      name)
+
+
+def _fill_rows(out: np.ndarray, store: str | os.PathLike, info: RunInfo, kind: str, name: str) -> np.ndarray:
+    """Read one metric of every example into ``out`` ``[L*H, N]`` (transposed shard by shard)."""
     pos = 0
     for path, entry in zip(shard_paths(store, info), info.shards, strict=True):
         with h5py.File(path, "r") as f:
@@ -139,17 +144,8 @@ def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: S
     """Per-group sums and counts (:func:`pipeline.analysis.group_sums`) of several metrics, reading one metric
     at a time into one reused buffer."""
     n_layers, n_heads = info.shape[kind]
-    buf = np.empty((info.num_examples, n_layers * n_heads), dtype=np.float32)
-    paths = shard_paths(store, info)
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in names:
-        pos = 0
-        for path, entry in zip(paths, info.shards, strict=True):
-            with h5py.File(path, "r") as f:
-                buf[pos:pos + entry.count] = f[f"metrics/{kind}/{name}"][()].reshape(entry.count, -1)
-            pos += entry.count
-        out[name] = group_sums(buf, groups)
-    return out
+    buf = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
+    return {name: group_sums(_fill_rows(buf, store, info, kind, name), groups) for name in names}
 
 
 def read_texts(store: str | os.PathLike, info: RunInfo, indices: Sequence[int]) -> list[str]:
@@ -306,6 +302,8 @@ class KindAnalysis:
     relpos: np.ndarray | None = None  #: [C, 2k+1] mean attention by offset −k..k
     relpos_counts: np.ndarray | None = None  #: [2k+1] queries that had each offset
     max_offset: int = 0
+    #: metric -> per-group (sums [G, C] float64, counts [G, C] int64) over the groups of ``Analysis.columns``
+    group_sums: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -317,6 +315,7 @@ class Analysis:
     n_examples: int
     created: str
     kinds: dict[str, KindAnalysis] = field(default_factory=dict)
+    columns: ExampleColumns | None = None  #: the run's filter/pairing columns (saves re-reading metadata)
 
     def is_stale(self, info: RunInfo) -> bool:
         """True when the run's shards changed since the aggregates were computed."""
@@ -350,6 +349,11 @@ def write_analysis(store: str | os.PathLike, analysis: Analysis) -> Path:
                     value = getattr(ka, name)
                     if value is not None:
                         g.create_dataset(name, data=value)
+                for metric, (sums, counts) in ka.group_sums.items():
+                    g.create_dataset(f"group_sums/{metric}/sums", data=sums)
+                    g.create_dataset(f"group_sums/{metric}/counts", data=counts.astype(np.int64))
+            if analysis.columns is not None:
+                _write_columns(f.create_group("columns"), analysis.columns)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -383,5 +387,26 @@ def load_analysis(store: str | os.PathLike, run: str) -> Analysis | None:
             for name in ("similarity", "order", "relpos", "relpos_counts"):
                 if name in g:
                     setattr(ka, name, g[name][()])
+            for metric, m in g.get("group_sums", {}).items():
+                ka.group_sums[metric] = (m["sums"][()], m["counts"][()])
             out.kinds[kind] = ka
+        if "columns" in f:
+            out.columns = _read_columns_group(f["columns"])
         return out
+
+
+def _write_columns(g: h5py.Group, cols: ExampleColumns) -> None:
+    for name in ("input_index", "n_tokens", "truncated", "key"):
+        g.create_dataset(name, data=getattr(cols, name))
+    for name, column in cols.fields.items():
+        fg = g.create_group(f"fields/{name}")
+        fg.create_dataset("codes", data=column.codes)
+        fg.create_dataset("values", data=list(column.values), dtype=h5py.string_dtype("utf-8"))
+
+
+def _read_columns_group(g: h5py.Group) -> ExampleColumns:
+    fields = {name: Categorical(codes=fg["codes"][()], values=tuple(_decode(fg["values"][()])))
+              for name, fg in g.get("fields", {}).items()}
+    return ExampleColumns(input_index=g["input_index"][()], n_tokens=g["n_tokens"][()],
+                          truncated=g["truncated"][()].astype(bool), key=g["key"][()],
+                          fields=dict(sorted(fields.items())))

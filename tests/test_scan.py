@@ -14,7 +14,7 @@ from pipeline import analysis as an
 from pipeline.analyze import analyze
 from pipeline.cli import app
 from pipeline.precompute import precompute
-from pipeline.scan import analysis_path, load_analysis, read_texts, scan_run
+from pipeline.scan import analysis_path, load_analysis, read_columns, read_group_sums, read_texts, scan_run
 from pipeline.store import StoreError, StoreReader, StoreWriter
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -150,6 +150,18 @@ def test_analyze_caches_aggregates_beside_the_shards(store: Path) -> None:
     np.testing.assert_allclose(ka.similarity, loop_similarity(reader, "pat", "self"), atol=2e-3)
     assert sorted(ka.order.tolist()) == list(range(8)) and ka.similarity_examples == 40
     np.testing.assert_array_equal(ka.order, an.cluster_order(ka.similarity))
+    # the filter columns and per-group metric sums the dashboard needs for its first view
+    cols = read_columns(store, reader.run_info("pat"))
+    for name in ("input_index", "n_tokens", "truncated", "key"):
+        np.testing.assert_array_equal(getattr(cached.columns, name), getattr(cols, name))
+    assert {k: (v.values, v.codes.tolist()) for k, v in cached.columns.fields.items()} == \
+        {k: (v.values, v.codes.tolist()) for k, v in cols.fields.items()}
+    groups = an.make_groups(cols)
+    fresh = read_group_sums(store, reader.run_info("pat"), "self", reader.metric_names("pat"), groups)
+    assert set(ka.group_sums) == set(fresh)
+    for name, (sums, counts) in fresh.items():
+        np.testing.assert_array_equal(ka.group_sums[name][0], sums)
+        np.testing.assert_array_equal(ka.group_sums[name][1], counts)
     # the store still reads the same, and a resumed writer does not adopt the analysis file as a shard
     info = StoreWriter(store).begin_run("pat", an.synthetic_meta(2, 4, 40), fingerprint_keys=[])
     assert [s.file for s in info.shards] == [s.file for s in reader.run_info("pat").shards]
