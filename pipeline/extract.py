@@ -178,13 +178,19 @@ class _QKVRecorder:
             h.remove()
 
 
-def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
-              store_dtype: str = "float16", classifier: TokenClassifier | None = None) -> list[ExampleResult]:
-    """One eager forward pass over a batch; returns one ExampleResult per example (input order kept).
+@dataclass
+class BatchOutput:
+    """What one forward pass returned, before metrics and per-example slicing (see :func:`collect_batch`)."""
 
-    Metrics are computed from float32 attention before arrays are cast to ``store_dtype``.
-    """
-    classifier = classifier or TokenClassifier(lm)
+    attentions: dict[str, tuple[torch.Tensor, ...]]  #: kind -> per-layer [B, H, Tq, Tk]
+    hidden: dict[str, tuple[torch.Tensor, ...]]  #: side -> per-layer [B, T, D] (empty without hidden capture)
+    masks: dict[str, np.ndarray]  #: side -> [B, T] bool
+    qkv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  #: kind -> Q, K, V [B, L, H, T, d]
+
+
+def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",)
+                  ) -> BatchOutput:
+    """The eager forward pass of one padded batch (right padding), with attention and the asked captures."""
     tok = lm.tokenizer
     encdec = lm.family == "encoder-decoder"
     want_hidden = "hidden" in capture or "embeddings" in capture
@@ -193,17 +199,15 @@ def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequ
     if encdec:
         tgt_ids, tgt_mask = _pad([e.target_ids or [] for e in batch], tok.pad_token_id)
         kwargs.update(decoder_input_ids=tgt_ids, decoder_attention_mask=tgt_mask)
+    if encdec or lm.family == "decoder":
+        kwargs["use_cache"] = False
     recorder = _QKVRecorder(lm) if "qkv" in capture else None
     try:
         with torch.inference_mode():
-            out = lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden,
-                                      use_cache=False) if encdec or lm.family == "decoder" else \
-                lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden)
+            out = lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden)
     finally:
         if recorder:
             recorder.remove()
-
-    shape = lm.shape()
     if encdec:
         attn_t = {"self": out.encoder_attentions, "decoder": out.decoder_attentions, "cross": out.cross_attentions}
         hidden_t = {"source": out.encoder_hidden_states, "target": out.decoder_hidden_states}
@@ -212,6 +216,30 @@ def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequ
         attn_t = {"self": out.attentions}
         hidden_t = {"source": out.hidden_states}
         masks = {"source": src_mask.bool().numpy()}
+    shape = lm.shape()
+    qkv = {kind: recorder.stacked(kind, shape[kind][1]) for kind in attn_t} if recorder else {}
+    return BatchOutput(attn_t, hidden_t if want_hidden else {}, masks, qkv)
+
+
+def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
+              store_dtype: str = "float16", classifier: TokenClassifier | None = None) -> list[ExampleResult]:
+    """One eager forward pass over a batch; returns one ExampleResult per example (input order kept).
+
+    Metrics are computed from float32 attention before arrays are cast to ``store_dtype``.
+    """
+    out = forward_batch(lm, batch, capture=capture)
+    return collect_batch(lm, batch, out, capture=capture, store_dtype=store_dtype, classifier=classifier)
+
+
+def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOutput, *,
+                  capture: Sequence[str] = ("attention",), store_dtype: str = "float16",
+                  classifier: TokenClassifier | None = None) -> list[ExampleResult]:
+    """Metrics (from float32) and per-example slices of one forward pass; arrays cast to ``store_dtype``."""
+    classifier = classifier or TokenClassifier(lm)
+    tok = lm.tokenizer
+    encdec = lm.family == "encoder-decoder"
+    want_hidden = bool(out.hidden)
+    attn_t, hidden_t, masks, qkv = out.attentions, out.hidden, out.masks, out.qkv
 
     flags = {"source": [classifier.flags(e.source_ids) for e in batch]}
     if encdec:
@@ -229,11 +257,6 @@ def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequ
             attn, masks[q_side], masks[k_side], key_flags,
             causal=(kind == "decoder" or lm.family == "decoder"), self_attention=(kind != "cross"))
         kinds_attn[kind] = attn
-
-    qkv = {}
-    if recorder:
-        for kind in attn_t:
-            qkv[kind] = recorder.stacked(kind, shape[kind][1])
 
     dtype = np.dtype(store_dtype)
     results = []
