@@ -153,7 +153,9 @@ class Run:
 
     @property
     def stamp(self) -> tuple:
-        return (self.store, self.info.name, tuple(s.file for s in self.info.shards))
+        """Changes when the run's shards change or the run is recreated."""
+        return (self.store, self.info.name, str(self.info.meta.get("created", "")),
+                tuple(s.file for s in self.info.shards))
 
     def shape(self, kind: str) -> tuple[int, int] | None:
         return self.info.shape.get(kind)
