@@ -15,14 +15,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import figures, views
-from dashboard.data import get_reader
+from dashboard.data import data_dir_of, get_reader, requested_store
 from dashboard.playground_panels import generation_panel, masked_panel, message, result_summary, token_options
+from dashboard.security import resolve_store
 from dashboard.urlstate import ViewState, example_href
 from pipeline import playground_worker
 from pipeline.model_info import ModelInfo, ModelInfoError, get_model_info, known_models
@@ -282,6 +284,7 @@ def layout() -> html.Div:
     return html.Div([
         dcc.Store(id="pg-session", storage_type="session"),
         dcc.Store(id="pg-result", storage_type="memory"),
+        dcc.Store(id="pg-add-request", storage_type="memory"),
         dcc.Store(id="pg-added", storage_type="memory"),
         dbc.Row([dbc.Col(_input_panel(infos), lg=4), dbc.Col(_result_panel(), lg=8)], className="g-3"),
     ], id="playground", className="pt-2")
@@ -386,6 +389,14 @@ def _call(op: str, args: dict[str, Any], session: str | None, progress: Callable
                                   owner_pid=CONFIG.owner_pid, progress=progress)
 
 
+def target_store(config: Any, store_name: Any) -> Path:
+    """The store to add to: the page's ``?store=`` name resolved inside the data directory (refused outside
+    it), or the app's store."""
+    if store_name is None:
+        return Path(str(config[CONFIG_STORE_KEY]))
+    return resolve_store(data_dir_of(config), store_name)
+
+
 def choice_args(model: str, layers: Any, heads: Any, hidden: Any, seed: Any) -> dict[str, Any]:
     """The ModelChoice fields for the worker; the configuration only for random-weight models (a trained
     model's fields are disabled in the page and ignored here)."""
@@ -411,7 +422,7 @@ def register_callbacks(app: dash.Dash) -> None:
     CONFIG.owner_pid = os.getpid()
     CONFIG.timeout = float(_setting(app, CONFIG_TIMEOUT_KEY, DEFAULT_TIMEOUT_S))
     manager = _manager(app, folder)
-    server = app.server
+    server = app.server  # its config is inherited by the background jobs (forked)
 
     app.clientside_callback(_SESSION_JS, Output("pg-session", "data"), Input("pg-session", "modified_timestamp"),
                             State("pg-session", "data"))
@@ -529,27 +540,33 @@ def register_callbacks(app: dash.Dash) -> None:
         dash.set_props("pg-result", {"data": summary})
         return None
 
+    @app.callback(Output("pg-add-request", "data"), Input("pg-add", "n_clicks"), State("pg-result", "data"),
+                  State("pg-run-name", "value"), prevent_initial_call=True)
+    def on_add_click(clicks: int | None, summary: dict | None, run_name: str | None) -> dict:
+        """Note which store the page shows (its ``?store=`` name travels with this request only)."""
+        return {"clicks": clicks, "result_id": (summary or {}).get("id"), "run": (run_name or "").strip(),
+                "store_name": requested_store()}
+
     @app.callback(
         Output("pg-add-status", "children"), Output("pg-added", "data"),
-        Input("pg-add", "n_clicks"), State("pg-result", "data"), State("pg-run-name", "value"),
-        State("pg-session", "data"),
+        Input("pg-add-request", "data"), State("pg-session", "data"),
         background=True, manager=manager, interval=POLL_MS,
         running=[(Output("pg-add", "disabled"), True, False)],
         prevent_initial_call=True,
     )
-    def add_job(_clicks: int | None, summary: dict | None, run_name: str | None, session: str | None) -> tuple:
-        if not summary:
+    def add_job(request: dict | None, session: str | None) -> tuple:
+        if not request or not request.get("result_id"):
             return message("run the model first"), no_update
-        store = server.config.get(CONFIG_STORE_KEY)
-        if not store:
-            return message("this dashboard has no store to add to (start it with --store)", "danger"), no_update
         try:
-            added = _call("add", {"result_id": summary["id"], "store": str(store), "run": (run_name or "").strip()},
+            store = target_store(server.config, request.get("store_name"))
+            added = _call("add", {"result_id": request["result_id"], "store": str(store), "run": request["run"]},
                           session)
-        except PlaygroundError as exc:
+        except (PlaygroundError, StoreError) as exc:
             return message(str(exc), "danger", "pg-add-error"), no_update
         href = example_href(added["run"], added["index"])
-        return dbc.Alert([f"Added as example {added['index']} of run {added['run']!r} "
+        if request.get("store_name"):
+            href += "&" + urlencode({"store": request["store_name"]})
+        return dbc.Alert([f"Added as example {added['index']} of run {added['run']!r} in {store.name} "
                           f"({added['examples']} examples). ", dcc.Link("Open it in the Example tab", href=href)],
                          color="success", className="mb-0 py-2 small", id="pg-add-done"), added
 

@@ -354,3 +354,45 @@ def test_dashboard_side_never_imports_torch(tmp_path: Path) -> None:
     env = {**os.environ, "ATTNVIZ_PLAYGROUND_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# --------------------------------------------------------------------------------------------------------
+# The page's pure helpers (no torch, no browser)
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_language_selectors_pick_a_matching_translation_model() -> None:
+    from dashboard.playground_tab import model_infos, select_model, translation_model
+
+    infos = model_infos()
+    assert translation_model(infos, "en", "es", "gpt2-random", offline=True) == "seq2seq-random"
+    assert translation_model(infos, "en", "es", "gpt2-random", offline=False) == "opus-mt-en-es"
+    assert translation_model(infos, "en", "es", "opus-mt-en-es", offline=True) == "opus-mt-en-es"  # kept
+    assert translation_model(infos, "en", "de", None, offline=True) is None
+    assert select_model(infos, "gpt2-random", "translation", "en", "es", "pg-task")[:2] == ("seq2seq-random",
+                                                                                            "translation")
+    model, task, warning = select_model(infos, "gpt2-random", "translation", "en", "de", "pg-tgt-lang")
+    assert (model, task) == ("gpt2-random", "translation") and "no translation model for en → de" in warning
+    assert select_model(infos, "bert-random", "lm", None, None, "pg-model")[1] == "single"
+    assert select_model(infos, "bert-random", "pair", None, None, "pg-model")[1] == "pair"
+
+
+def test_time_step_slider_covers_the_generation_steps() -> None:
+    from dashboard.playground_tab import step_range
+
+    summary = {"n_source": 12, "n_target": 0, "generation": {"side": "source", "prompt_length": 7, "steps": 5}}
+    lo, hi, marks, value = step_range(summary, "self")
+    assert (lo, hi, value) == (6, 10, 6) and marks == {6: "1", 7: "2", 8: "3", 9: "4", 10: "5"}
+    assert step_range({"n_source": 9, "n_target": 4, "generation": None}, "cross") == (0, 3, {}, 0)
+
+
+def test_add_goes_to_the_pages_store_inside_the_data_directory(tmp_path: Path) -> None:
+    from dashboard.playground_tab import target_store
+    from dashboard.security import StoreAccessError
+
+    config = {"ATTNVIZ_STORE": str(tmp_path / "main.h5"), "ATTNVIZ_DATA_DIR": str(tmp_path)}
+    (tmp_path / "other.h5").write_bytes(b"")
+    assert target_store(config, None) == tmp_path / "main.h5"
+    assert target_store(config, "other.h5") == (tmp_path / "other.h5").resolve()
+    with pytest.raises(StoreAccessError):
+        target_store(config, "../elsewhere.h5")
