@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from dash.testing.wait import until
+from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -153,8 +154,16 @@ def click_cell(dash_duo, graph_id: str, layer: int, head: int) -> None:
 
 
 def click(dash_duo, element) -> None:
-    """Scroll an element to the middle of the window, then click it."""
-    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    """Scroll an element to the middle of the window, then click it (retrying while figures still render
+    and move the page under the pointer)."""
+    for _ in range(20):
+        dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+        try:
+            element.click()
+            return
+        except ElementClickInterceptedException as exc:
+            print(f"click intercepted, retrying: {exc.msg.splitlines()[0]}")
+            time.sleep(0.5)
     element.click()
 
 
