@@ -1,4 +1,4 @@
-"""Scale-out on dask.distributed: precompute with one task per shard, and out-of-core scans over shard files.
+"""Scale-out on dask.distributed: precompute with one task per shard, each committed to the index as it finishes.
 
 Precompute: the client validates, encodes and plans the input exactly like the single-process command
 (``prepare_run``), then submits one task per planned shard. A task gets only picklable values (model name,
@@ -9,10 +9,8 @@ completes (``StoreWriter.commit_shard``, which checks the file), so readers see 
 half-written one. Workers write shard files and the client writes the index: the store must sit on a
 filesystem that every worker and the client see at the same path (``docs/scaling.md``).
 
-Scans: :func:`scan_shards` maps a picklable function over a run's committed shard files, one task per shard,
-each task reading its shard piece by piece, so memory stays bounded whatever the store size.
-
-torch is imported only inside precompute tasks: a scan never loads it on the workers.
+Scans of raw attention over a cluster are ``pipeline.scan.scan_run`` (same cluster options). torch is imported
+only inside precompute tasks, never when this module is imported.
 """
 
 from __future__ import annotations
@@ -30,19 +28,15 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import dask
-import h5py
-import hdf5plugin  # noqa: F401 - registers the codecs shard files are compressed with
-import numpy as np
 from distributed import Client, Future, KilledWorker, LocalCluster, as_completed, get_worker
 from distributed.comm import get_address_host
 
 from pipeline.inputs import InputError
 from pipeline.model_info import ModelInfo
-from pipeline.records import KIND_SIDES
-from pipeline.store import StoreReader, shard_dir, shard_file_name
+from pipeline.store import shard_dir, shard_file_name
 
 if TYPE_CHECKING:
     from pipeline.extract import EncodedExample, TokenClassifier
@@ -60,10 +54,7 @@ MODEL_CACHE_SIZE = 2
 #: the whole encoded corpus.
 TASKS_PER_THREAD = 4
 TASK_PREFIX = "attnviz-shard"
-SCAN_PREFIX = "attnviz-scan"
 
-T = TypeVar("T")
-R = TypeVar("R")
 Say = Callable[[str], Any]
 
 
@@ -292,16 +283,20 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
         raise ClusterError(f"--workers must be at least 1 (got {workers})")
     if sum(x is not None for x in (workers, scheduler, client)) != 1:
         raise ClusterError("give exactly one of --workers N (a local cluster) or --scheduler ADDRESS")
-    prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
-                       capture=capture, dtype=dtype, overrides=overrides,
-                       shard_size=shard_size or DEFAULT_SHARD_SIZE,
-                       max_shard_elements=max_shard_elements or DEFAULT_MAX_SHARD_ELEMENTS)
-    if not prep.todo:  # a finished run: nothing to start a cluster for
-        _say(say, f"run {prep.run!r} is complete in {prep.store}: nothing to compute")
-        if on_start:
-            on_start(prep.skipped, prep.total)
-        return prep.summary(0)
-    with connect(workers, scheduler, client=client, say=say) as dask_client:
+    with contextlib.ExitStack() as stack:
+        # An existing cluster is checked first (cheap); a LocalCluster starts only once the input is valid.
+        dask_client = None if workers else stack.enter_context(connect(None, scheduler, client=client, say=say))
+        prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size,
+                           max_length=max_length, capture=capture, dtype=dtype, overrides=overrides,
+                           shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                           max_shard_elements=max_shard_elements or DEFAULT_MAX_SHARD_ELEMENTS)
+        if not prep.todo:  # a finished run: nothing to start a cluster for
+            _say(say, f"run {prep.run!r} is complete in {prep.store}: nothing to compute")
+            if on_start:
+                on_start(prep.skipped, prep.total)
+            return prep.summary(0)
+        if dask_client is None:
+            dask_client = stack.enter_context(connect(workers, say=say))
         if on_start:
             on_start(prep.skipped, prep.total)
         new = _run_tasks(dask_client, prep, threads=threads, retries=retries, progress=progress)
@@ -357,8 +352,9 @@ def _result(future: Future) -> ShardDone:
     try:
         return future.result()
     except KilledWorker as exc:
-        raise ClusterError(f"shard task {future.key} lost {ALLOWED_FAILURES}+ workers (out of memory? see the "
-                           "worker logs); committed shards are kept: rerun to resume") from exc
+        raise ClusterError(f"shard task {future.key} killed more workers than distributed.scheduler.allowed-failures "
+                           "allows (out of memory? see the worker logs); committed shards are kept: rerun to resume"
+                           ) from exc
 
 
 def _remove_stale_temps(prep: PreparedRun) -> None:
@@ -373,81 +369,6 @@ def _remove_stale_temps(prep: PreparedRun) -> None:
                 entry.unlink()
 
 
-# --------------------------------------------------------------------------------------------------------
-# Scans
-# --------------------------------------------------------------------------------------------------------
-
-
-def scan_shards(store: str | os.PathLike, run: str, fn: Callable[[str], T], combine: Callable[[list[T]], R], *,
-                workers: int | None = None, scheduler: str | None = None, client: Client | None = None,
-                say: Say | None = None) -> R:
-    """Map ``fn(shard_path)`` over a run's committed shard files on a dask cluster; return ``combine(partials)``.
-
-    One task per shard; ``partials`` are in input order. ``fn`` must be picklable by reference (a module-level
-    function or a ``functools.partial`` of one), open its shard itself and return something small; read the
-    shard piece by piece to keep memory bounded (see :func:`head_entropy_sums`).
-    """
-    with StoreReader(store) as reader:
-        info = reader.run_info(run)
-    paths = [os.fspath(shard_dir(store, run) / s.file) for s in info.shards]
-    if not paths:
-        return combine([])
-    token = uuid.uuid4().hex[:12]
-    with connect(workers, scheduler, client=client, say=say) as dask_client:
-        futures = dask_client.map(fn, paths, key=[f"{SCAN_PREFIX}-{token}-{k}" for k in range(len(paths))],
-                                  retries=TASK_RETRIES, pure=False)
-        partials = dask_client.gather(futures)
-    return combine(partials)
-
-
-@dataclass
-class HeadSums:
-    """Per-head sums over query rows (``[L, H]`` float64) and the number of rows summed."""
-
-    total: np.ndarray
-    rows: int
-
-
-def iter_shard_attention(path: str | os.PathLike, kind: str = "self") -> Iterator[np.ndarray]:
-    """Yield each example's attention of one shard file as float16 ``[L, H, Tq, Tk]``, one example at a time."""
-    q_side, k_side = KIND_SIDES[kind]
-    with h5py.File(path, "r") as f:
-        g = f[f"attention/{kind}"]
-        layers, heads = int(g.attrs["layers"]), int(g.attrs["heads"])
-        offsets = g["data_offsets"][()]
-        q_len = np.diff(f[f"tokens/{q_side}/offsets"][()])
-        k_len = np.diff(f[f"tokens/{k_side}/offsets"][()])
-        data = g["data"]
-        for j in range(len(offsets) - 1):
-            block = data[int(offsets[j]):int(offsets[j + 1])]
-            yield block.reshape(layers, heads, int(q_len[j]), int(k_len[j]))
-
-
-def head_entropy_sums(path: str, kind: str = "self") -> HeadSums:
-    """Scan task: sum over every query row of the shard of ``-sum_j a_ij ln a_ij``, per layer and head.
-
-    Reads one example at a time and converts one layer at a time to float32: memory is bounded by one example.
-    """
-    total: np.ndarray | None = None
-    rows = 0
-    for attn in iter_shard_attention(path, kind):
-        if total is None:
-            total = np.zeros(attn.shape[:2], dtype=np.float64)
-        for layer in range(attn.shape[0]):
-            a = attn[layer].astype(np.float32)
-            total[layer] += -(a * np.log(np.maximum(a, np.float32(1e-30)))).sum(axis=(1, 2), dtype=np.float64)
-        rows += attn.shape[2]
-    return HeadSums(total if total is not None else np.zeros((0, 0)), rows)
-
-
-def mean_head_entropy(partials: list[HeadSums]) -> np.ndarray:
-    """Combine :func:`head_entropy_sums` partials: mean query-row entropy per layer and head ``[L, H]``."""
-    partials = [p for p in partials if p.rows]
-    if not partials:
-        return np.zeros((0, 0))
-    return sum(p.total for p in partials) / sum(p.rows for p in partials)
-
-
-__all__ = ["ALLOWED_FAILURES", "ClusterError", "HeadSums", "ShardDone", "ShardTask", "connect", "head_entropy_sums",
-           "iter_shard_attention", "loaded_model_keys", "local_cluster", "mean_head_entropy", "model_load_count",
-           "precompute_distributed", "run_shard_task", "scan_shards", "torch_threads_by_host", "usable_cores"]
+__all__ = ["ALLOWED_FAILURES", "ClusterError", "ShardDone", "ShardTask", "connect", "loaded_model_keys",
+           "local_cluster", "model_load_count", "precompute_distributed", "run_shard_task", "torch_threads_by_host",
+           "usable_cores"]
