@@ -1,9 +1,20 @@
-"""The attnviz Dash app: header (store, run selector), tabs (Example, Corpus, Playground), URL state.
+"""The attnviz Dash app: header (store and run selectors), tabs (Example, Corpus, Playground), URL state.
 
-``create_app(store_path)`` builds an app for one store. ``server`` is a WSGI entry for gunicorn with process
-workers (``gunicorn -w 4 'dashboard.app:server'`` with ``ATTNVIZ_STORE`` set, optionally
-``ATTNVIZ_DATA_DIR``): it builds the app on the first request in each process, so no HDF5 file is opened
-before the fork. Importing this module opens no file and imports no torch.
+``create_app(store_path)`` builds an app for one store; other stores of its data directory (default: the
+store's folder) open with ``?store=NAME`` or the Store menu. ``server`` is the WSGI entry for gunicorn with
+process workers (``gunicorn -c deploy/gunicorn.conf.py 'dashboard.app:server'`` with ``ATTNVIZ_STORE`` set,
+optionally ``ATTNVIZ_DATA_DIR`` and users, see :mod:`dashboard.security`): it builds the app on the first request
+in each process, so no HDF5 file is opened before the fork. Importing this module opens no file and imports no
+torch.
+
+Every app has ``/healthz``, a JSON log line per callback (:mod:`dashboard.observability`), basic auth when users
+are configured, and an app-wide alert for errors no tab handled.
+
+How the page's store reaches the server: the Store menu reloads the page with ``?store=NAME``; the renderer
+hook :data:`REQUEST_PRE` reads that name once per page load and adds it to the body of every callback request
+(``attnviz_store``), where :func:`dashboard.data.current_store_path` resolves it inside the data directory. The
+hook :data:`REQUEST_POST` keeps ``store=`` in the address bar when a callback rewrites the query string, so a
+shared URL opens the same store.
 """
 
 from __future__ import annotations
@@ -13,23 +24,76 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import dcc, html
+from dash import Input, Output, dcc, html
+from dash.exceptions import PreventUpdate
 
-from dashboard import corpus_tab, example_tab, ids, playground_tab, sync
-from dashboard.data import CONFIG_DATA_DIR_KEY, CONFIG_STORE_KEY
+from dashboard import corpus_tab, example_tab, ids, observability, playground_tab, security, sync
+from dashboard.data import (
+    CONFIG_DATA_DIR_KEY,
+    CONFIG_STORE_KEY,
+    STORE_PAYLOAD_KEY,
+    current_store_path,
+    data_dir_of,
+    get_reader,
+)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TAB_STYLE = {"padding": "6px 14px"}
+STORE_SELECT = "store-select"
+STORE_NAV = "store-nav"
+#: Largest callback request body accepted (413 beyond); ``ATTNVIZ_MAX_REQUEST_BYTES`` overrides it.
+MAX_REQUEST_BYTES = int(os.environ.get("ATTNVIZ_MAX_REQUEST_BYTES", str(4 << 20)))
+
+#: Renderer hook: send the page's ``?store=`` (read once per page load) with every callback request, and put it
+#: back in the address bar if an in-page link dropped it.
+REQUEST_PRE = f"""function (payload) {{
+    var w = window;
+    if (w.attnvizStore === undefined) {{
+        w.attnvizStore = new URLSearchParams(w.location.search).get('store') || null;
+    }}
+    var s = w.attnvizStore;
+    if (!s) {{ return; }}
+    payload.{STORE_PAYLOAD_KEY} = s;
+    var p = new URLSearchParams(w.location.search);
+    if (p.get('store') !== s) {{
+        p.set('store', s);
+        w.history.replaceState(w.history.state, '', w.location.pathname + '?' + p.toString() + w.location.hash);
+    }}
+}}"""
+#: Renderer hook: keep ``store=`` in the query string a callback writes to the URL (``url.search``).
+REQUEST_POST = f"""function (payload, response) {{
+    var s = window.attnvizStore;
+    var url = response && response['{ids.URL}'];
+    if (!s || !url || typeof url.search !== 'string') {{ return; }}
+    var p = new URLSearchParams(url.search);
+    if (p.get('store') !== s) {{ p.set('store', s); url.search = '?' + p.toString(); }}
+}}"""
 
 
-def _header(store_path: str) -> dbc.Navbar:
+def _store_label(path: Path, data_dir: Path) -> str:
+    """How the header shows a store: its name inside the data directory, else its path."""
+    try:
+        return str(path.resolve().relative_to(data_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _header(store_path: str, data_dir: Path) -> dbc.Navbar:
+    stores = security.list_stores(data_dir)
+    current = _store_label(Path(store_path), data_dir)
+    options = [{"label": name, "value": name} for name in sorted(set(stores) | {current})]
     return dbc.Navbar(dbc.Container([
         html.Span("attnviz", className="navbar-brand fw-bold"),
         html.Span(store_path, id=ids.STORE_PATH, className="text-white-50 small me-3 text-truncate",
-                  title="store file", style={"maxWidth": "32rem"}),
+                  title="store file", style={"maxWidth": "24rem"}),
+        html.Div([
+            dbc.Label("Store", html_for=STORE_SELECT, className="text-white small mb-0 me-2"),
+            dbc.Select(id=STORE_SELECT, options=options, value=current, size="sm", style={"minWidth": "12rem"}),
+        ], className="d-flex align-items-center me-3"),
         html.Div([
             dbc.Label("Run", html_for=ids.RUN_SELECT, className="text-white small mb-0 me-2"),
             dbc.Select(id=ids.RUN_SELECT, options=[], size="sm", style={"minWidth": "22rem"}),
@@ -37,12 +101,16 @@ def _header(store_path: str) -> dbc.Navbar:
     ], fluid=True), color="dark", dark=True, className="mb-2 py-1")
 
 
-def build_layout(store_path: str) -> html.Div:
+def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> html.Div:
     """The page: location, header, tabs. Static: the run list and controls are filled by callbacks."""
+    folder = Path(data_dir) if data_dir else Path(store_path).parent
     return html.Div([
         dcc.Location(id=ids.URL, refresh=False),
+        dcc.Location(id=STORE_NAV, refresh=True),
         dcc.Store(id=ids.VIEW_STATE),
-        _header(store_path),
+        _header(store_path, folder),
+        dbc.Container(dbc.Alert(id=observability.APP_ALERT, is_open=False, dismissable=True, color="danger",
+                                duration=20000, className="py-2 small mb-2"), fluid=True),
         dbc.Container(dcc.Tabs(id=ids.TABS, value="example", children=[
             dcc.Tab(label="Example", value="example", children=html.Div(example_tab.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
@@ -55,26 +123,97 @@ def build_layout(store_path: str) -> html.Div:
     ])
 
 
-def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None) -> dash.Dash:
+def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+               auth: security.AuthConfig | None = None) -> dash.Dash:
     """A Dash app serving the store at ``store_path`` (opened lazily, once per process, on first use).
 
-    ``data_dir`` (optional) is where other tabs may find input files; it is kept in the Flask config as
-    ``ATTNVIZ_DATA_DIR``, the store path as ``ATTNVIZ_STORE``.
+    ``data_dir`` (default: the store's folder) holds the stores a page may open with ``?store=NAME``; nothing
+    outside it is served. It is kept in the Flask config as ``ATTNVIZ_DATA_DIR``, the store path as
+    ``ATTNVIZ_STORE``. ``auth`` (users) turns on basic auth for everything but ``/healthz``.
     """
+    store = os.fspath(store_path)
+    folder = os.fspath(data_dir) if data_dir else os.fspath(Path(store).parent)
+    observability.configure_logging()
     app = dash.Dash(__name__, title="attnviz", assets_folder=str(ASSETS), serve_locally=True,
-                    update_title=None, suppress_callback_exceptions=True)
-    app.server.config[CONFIG_STORE_KEY] = os.fspath(store_path)
-    app.server.config[CONFIG_DATA_DIR_KEY] = os.fspath(data_dir) if data_dir else None
-    app.layout = build_layout(os.fspath(store_path))
+                    update_title=None, suppress_callback_exceptions=True, on_error=observability.callback_error,
+                    hooks={"request_pre": REQUEST_PRE, "request_post": REQUEST_POST})
+    server = app.server
+    server.config[CONFIG_STORE_KEY] = store
+    server.config[CONFIG_DATA_DIR_KEY] = folder
+    server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    observability.install_callback_log(server)  # first: refused callbacks are logged too
+    if auth is not None:
+        security.install_auth(server, auth)
+    security.install_request_checks(server, lambda: app.callback_map)
+    security.install_headers(server)
+    observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
+    app.layout = build_layout(store, folder)
     sync.register_callbacks(app)
     example_tab.register_callbacks(app)
     corpus_tab.register_callbacks(app)
     playground_tab.register_callbacks(app)
+    register_store_callbacks(app)
     return app
 
 
+def register_store_callbacks(app: dash.Dash) -> None:
+    """The Store menu: list the data directory's stores, show the page's one, reload the page on a change."""
+
+    @app.callback(Output(STORE_SELECT, "options"), Output(STORE_SELECT, "value"), Output(ids.STORE_PATH, "children"),
+                  Input(ids.URL, "pathname"))
+    def show_store(_pathname: Any) -> tuple[list[dict[str, str]], str | None, str]:
+        import flask
+
+        config = flask.current_app.config
+        folder = data_dir_of(config)
+        names = set(security.list_stores(folder))
+        default = _store_label(Path(config[CONFIG_STORE_KEY]), folder)
+        try:
+            path = Path(current_store_path())
+        except security.StoreAccessError as exc:
+            options = [{"label": n, "value": n} for n in sorted(names | {default})]
+            return options, None, str(exc)
+        current = _store_label(path, folder)
+        options = [{"label": n, "value": n} for n in sorted(names | {default, current})]
+        return options, current, str(path)
+
+    @app.callback(Output(STORE_NAV, "href"), Input(STORE_SELECT, "value"), prevent_initial_call=True)
+    def switch_store(name: Any) -> str:
+        import flask
+
+        config = flask.current_app.config
+        if not name:
+            raise PreventUpdate
+        default = Path(config[CONFIG_STORE_KEY]).resolve()
+        is_default = name == _store_label(default, data_dir_of(config))
+        target = default if is_default else security.resolve_store(data_dir_of(config), name)
+        try:
+            current = Path(current_store_path()).resolve()
+        except security.StoreAccessError:
+            current = None
+        if target == current:
+            raise PreventUpdate
+        return "/" if target == default else "/?" + urlencode({"store": name})
+
+
+def app_from_env(environ: dict[str, str] | None = None) -> dash.Dash:
+    """The app the environment describes (see :class:`LazyServer`); RuntimeError/SecurityError when it cannot."""
+    env = os.environ if environ is None else environ
+    store = env.get("ATTNVIZ_STORE")
+    if not store:
+        raise RuntimeError("set ATTNVIZ_STORE to the store file to serve")
+    auth = security.load_auth(env)
+    security.check_required(auth, no_auth=False, require=security.require_auth(env))
+    return create_app(store, data_dir=env.get(CONFIG_DATA_DIR_KEY) or None, auth=auth)
+
+
 class LazyServer:
-    """WSGI application that creates the Dash app from ``ATTNVIZ_STORE`` on its first request in a process."""
+    """WSGI application that creates the Dash app from the environment on its first request in a process.
+
+    ``ATTNVIZ_STORE`` (required), ``ATTNVIZ_DATA_DIR``, users from ``ATTNVIZ_AUTH_FILE``/``ATTNVIZ_USERS``
+    (enforced when set); with ``ATTNVIZ_REQUIRE_AUTH=1`` and no users every request gets a 500 that says what
+    to set, and no data.
+    """
 
     def __init__(self) -> None:
         self._flask: Any = None
@@ -86,21 +225,18 @@ class LazyServer:
         if self._flask is None or self._pid != os.getpid():
             with self._lock:
                 if self._flask is None or self._pid != os.getpid():
-                    store = os.environ.get("ATTNVIZ_STORE")
-                    if not store:
-                        raise RuntimeError("set ATTNVIZ_STORE to the store file to serve")
-                    self._flask = create_app(store, data_dir=os.environ.get("ATTNVIZ_DATA_DIR")).server
+                    self._flask = app_from_env().server
                     self._pid = os.getpid()
         return self._flask
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         try:
             app = self.flask()
-        except RuntimeError as exc:
+        except (RuntimeError, security.SecurityError) as exc:
             start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
             return [f"attnviz: {exc}\n".encode()]
         return app(environ, start_response)
 
 
-#: WSGI entry for gunicorn: ``ATTNVIZ_STORE=path gunicorn -w 4 'dashboard.app:server'``.
+#: WSGI entry for gunicorn: ``ATTNVIZ_STORE=path gunicorn -c deploy/gunicorn.conf.py 'dashboard.app:server'``.
 server = LazyServer()

@@ -192,17 +192,23 @@ def verify(store: Path = typer.Option(..., help="store file"),
 @app.command()
 def serve(
     store: Path = typer.Option(..., help="store file to serve"),
-    host: str = typer.Option("127.0.0.1", help="address to bind (another than localhost needs auth)"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; another than loopback needs users "
+                                               "(ATTNVIZ_AUTH_FILE or ATTNVIZ_USERS) or --no-auth"),
     port: int = typer.Option(8050, help="port"),
-    debug: bool = typer.Option(False, help="Dash debug mode (never on a shared server)"),
-    no_auth: bool = typer.Option(False, "--no-auth", help="allow a non-local bind without authentication"),
+    data_dir: Path | None = typer.Option(None, "--data-dir",
+                                         help="folder of the stores a page may open with ?store=NAME "
+                                              "(default: the store's folder); nothing outside it is served"),
+    debug: bool = typer.Option(False, help="Dash debug mode (loopback only: its debugger runs code)"),
+    no_auth: bool = typer.Option(False, "--no-auth", help="serve a non-loopback address without a password "
+                                                          "(prints a warning)"),
 ) -> None:
-    """Serve the dashboard for a store (http://HOST:PORT/)."""
+    """Serve the dashboard for a store (http://HOST:PORT/). Users come from the environment, never from here."""
+    from dashboard.security import SecurityError
     from dashboard.serve import serve as run_server
 
     try:
-        run_server(store, host=host, port=port, debug=debug, no_auth=no_auth, say=err.print)
-    except _user_errors() as exc:
+        run_server(store, host=host, port=port, debug=debug, no_auth=no_auth, say=err.print, data_dir=data_dir)
+    except (*_user_errors(), SecurityError) as exc:
         fail(str(exc))
 
 

@@ -1,0 +1,583 @@
+"""Access control for a dashboard a team shares: users, basic auth, the bind policy, stores confined to the data
+directory (path traversal through the URL and the callbacks), the serving path's code, and the gunicorn
+deployment (health, JSON callback log, auth challenge, clean shutdown).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from callback_client import callbacks, find, message_of, response_props, sync_values
+from dashboard_fixtures import (  # noqa: F401 (fixtures)
+    BERT_RUN,
+    GPT2_RUN,
+    REPO,
+    SEQ2SEQ_RUN,
+    dashboard_store,
+    free_port,
+)
+from typer.testing import CliRunner
+
+from dashboard import data
+from dashboard.app import LazyServer, create_app
+from dashboard.figjson import decode
+from dashboard.observability import APP_ALERT
+from dashboard.security import (
+    AuthConfig,
+    SecurityError,
+    StoreAccessError,
+    basic_credentials,
+    check_bind,
+    list_stores,
+    load_auth,
+    resolve_store,
+)
+from dashboard.serve import plan_access
+from pipeline.cli import app as cli
+from pipeline.store import StoreReader, StoreWriter
+
+TIMEOUT = 30
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# ---- users ----------------------------------------------------------------------------------------------------
+
+
+def test_users_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    from werkzeug.security import generate_password_hash
+
+    users = tmp_path / "users"
+    users.write_text(f"# team\nalice:s3cret:with:colons\n\nbob:{generate_password_hash('hunter2')}\n")
+    auth = load_auth({"ATTNVIZ_AUTH_FILE": str(users)})
+    assert auth is not None and set(auth.users) == {"alice", "bob"} and auth.source == str(users)
+    assert auth.check("alice", "s3cret:with:colons") and not auth.check("alice", "s3cret")
+    assert auth.check("bob", "hunter2") and not auth.check("bob", "hunter3")
+    assert not auth.check("mallory", "s3cret:with:colons")
+    assert "s3cret" not in repr(auth)
+    inline = load_auth({"ATTNVIZ_USERS": "carol:pw1, dave:pw2"})
+    assert inline is not None and inline.check("dave", "pw2") and inline.source == "ATTNVIZ_USERS"
+    assert load_auth({}) is None
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ATTNVIZ_USERS": "alice"}, "entry 1 is not 'user:password'"),
+    ({"ATTNVIZ_USERS": "alice:pw,:nouser"}, "entry 2 is not 'user:password'"),
+    ({"ATTNVIZ_USERS": "a:1,a:2"}, "user 'a' appears twice"),
+    ({"ATTNVIZ_USERS": " , "}, "lists no users"),
+    ({"ATTNVIZ_AUTH_FILE": "/nonexistent/users"}, "cannot read ATTNVIZ_AUTH_FILE=/nonexistent/users"),
+    ({"ATTNVIZ_AUTH_FILE": "x", "ATTNVIZ_USERS": "a:b"}, "keep only one"),
+])
+def test_bad_user_configuration_is_one_line_without_the_password(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SecurityError) as info:
+        load_auth(env)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic", "Basic !!!", "Basic " + "A" * 5000, "Bearer abc",
+                                    "Basic " + base64.b64encode(b"no-colon").decode(),
+                                    "Basic " + base64.b64encode(b"\xff\xfe:x").decode()])
+def test_malformed_authorization_headers_are_no_credentials(header: str | None) -> None:
+    assert basic_credentials(header) is None
+
+
+# ---- the bind policy ------------------------------------------------------------------------------------------
+
+
+def test_bind_policy() -> None:
+    auth = AuthConfig({"alice": "pw"}, "test")
+    check_bind("127.0.0.1", None, no_auth=False, require=False)
+    check_bind("::1", None, no_auth=False, require=False)
+    check_bind("0.0.0.0", auth, no_auth=False, require=True)
+    check_bind("0.0.0.0", None, no_auth=True, require=False)
+    with pytest.raises(SecurityError, match="set ATTNVIZ_AUTH_FILE .* or pass --no-auth"):
+        check_bind("0.0.0.0", None, no_auth=False, require=False)
+    with pytest.raises(SecurityError, match="ATTNVIZ_REQUIRE_AUTH=1 but no users"):
+        check_bind("127.0.0.1", None, no_auth=False, require=True)
+    with pytest.raises(SecurityError, match="do not pass --no-auth"):
+        check_bind("10.0.0.5", auth, no_auth=True, require=True)
+
+
+def test_plan_access_warnings(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("alice:pw\n")
+    users.chmod(0o644)
+    auth, notes = plan_access("0.0.0.0", no_auth=False, environ={"ATTNVIZ_AUTH_FILE": str(users)})
+    assert auth is not None and any("TLS" in n for n in notes) and any("chmod 600" in n for n in notes)
+    auth, notes = plan_access("0.0.0.0", no_auth=True, environ={"ATTNVIZ_AUTH_FILE": str(users)})
+    assert auth is None and any("without authentication (--no-auth)" in n for n in notes)
+    assert plan_access("127.0.0.1", no_auth=False, environ={}) == (None, [])
+    with pytest.raises(SecurityError, match="--debug on 0.0.0.0"):
+        plan_access("0.0.0.0", no_auth=True, debug=True, environ={})
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--host", "0.0.0.0"], {}, "binding 0.0.0.0 would let anyone on the network read the store"),
+    (["--host", "192.168.1.20"], {}, "or pass --no-auth"),
+    (["--host", "0.0.0.0", "--no-auth", "--debug"], {}, "--debug on 0.0.0.0"),
+    ([], {"ATTNVIZ_REQUIRE_AUTH": "1"}, "ATTNVIZ_REQUIRE_AUTH=1 but no users"),
+    (["--host", "0.0.0.0"], {"ATTNVIZ_USERS": "broken"}, "ATTNVIZ_USERS: entry 1 is not 'user:password'"),
+    (["--data-dir", "/nonexistent/dir"], {}, "data directory /nonexistent/dir does not exist"),
+])
+def test_serve_refuses_an_exposed_bind_with_one_line(
+        dashboard_store: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        args: list[str], env: dict[str, str], message: str) -> None:
+    for name in ("ATTNVIZ_USERS", "ATTNVIZ_AUTH_FILE", "ATTNVIZ_REQUIRE_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli, ["serve", "--store", str(dashboard_store), *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_passwords_never_go_on_the_command_line() -> None:
+    text = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=200).output.lower()
+    assert "--host" in text and "--no-auth" in text
+    assert "--password" not in text and "--user" not in text and "--auth" not in text.replace("--no-auth", "")
+
+
+def _serve(store: Path, *args: str, env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    log = store.with_name(f"serve-{port}.log")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ATTNVIZ_")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
+                                 str(port), *args], cwd=REPO, env={**clean, **env}, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1).read()
+            return proc, url, log
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("attnviz serve did not answer")
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_serve_on_all_addresses_with_users_and_with_no_auth(dashboard_store: Path) -> None:  # noqa: F811
+    proc, url, log = _serve(dashboard_store, "--host", "0.0.0.0", env={"ATTNVIZ_USERS": "alice:s3cret"})
+    try:
+        assert _status(url + "/") == 401
+        assert _status(url + "/", basic("alice", "wrong")) == 401
+        assert _status(url + "/", basic("alice", "s3cret")) == 200
+        assert _status(url + "/healthz") == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    text = log.read_text()
+    assert "users of ATTNVIZ_USERS" in text and "s3cret" not in text
+
+    proc, url, log = _serve(dashboard_store, "--host", "0.0.0.0", "--no-auth", env={})
+    try:
+        assert _status(url + "/") == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "warning: binding 0.0.0.0 without authentication (--no-auth)" in log.read_text()
+
+
+# ---- auth on every route but /healthz -------------------------------------------------------------------------
+
+
+def test_auth_covers_page_assets_and_callbacks_but_not_health(dashboard_store: Path) -> None:  # noqa: F811
+    app = create_app(dashboard_store, auth=AuthConfig({"alice": "s3cret"}, "test"))
+    client = app.server.test_client()
+    cbs = callbacks(client.get("/_dash-dependencies", headers=basic("alice", "s3cret")).json)
+    matrix = find(cbs, "attn-matrix.figure")
+    state = {"run": BERT_RUN, "example": 0, "layer": 0, "head": 0}
+    payload = matrix.payload({"view-state.data": state})
+    scripts = re.findall(r'src="([^"]+)"', client.get("/", headers=basic("alice", "s3cret")).text)
+    assert scripts
+    for path in ("/", "/_dash-layout", "/_dash-dependencies", scripts[0]):
+        resp = client.get(path)
+        assert resp.status_code == 401 and resp.headers["WWW-Authenticate"].startswith('Basic realm="attnviz"')
+        assert client.get(path, headers=basic("alice", "s3cret")).status_code == 200
+    assert client.post("/_dash-update-component", json=payload).status_code == 401
+    assert client.post("/_dash-update-component", json=payload, headers=basic("alice", "nope")).status_code == 401
+    for header in ("Basic !!!", "Basic", "Digest x"):
+        assert client.get("/", headers={"Authorization": header}).status_code == 401
+    resp = client.post("/_dash-update-component", json=payload, headers=basic("alice", "s3cret"))
+    fig = response_props(resp.data)["attn-matrix"]["figure"]
+    expected = StoreReader(dashboard_store).attention(BERT_RUN, 0, 0, 0)
+    np.testing.assert_array_equal(decode(fig["data"][0]["z"]), expected)
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json["status"] == "ok" and health.json["runs"] == 3
+
+
+def test_wsgi_entry_enforces_users_and_require_auth(dashboard_store: Path,  # noqa: F811
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from werkzeug.test import Client
+
+    monkeypatch.setenv("ATTNVIZ_STORE", str(dashboard_store))
+    monkeypatch.delenv("ATTNVIZ_AUTH_FILE", raising=False)
+    monkeypatch.setenv("ATTNVIZ_USERS", "alice:s3cret")
+    client = Client(LazyServer())
+    assert client.get("/").status_code == 401
+    assert client.get("/", headers=basic("alice", "s3cret")).status_code == 200
+    monkeypatch.delenv("ATTNVIZ_USERS")
+    monkeypatch.setenv("ATTNVIZ_REQUIRE_AUTH", "1")
+    resp = Client(LazyServer()).get("/_dash-layout")
+    assert resp.status_code == 500 and b"ATTNVIZ_REQUIRE_AUTH=1 but no users" in resp.data
+    assert b"run-select" not in resp.data
+
+
+# ---- stores confined to the data directory --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(dashboard_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """``data/`` with demo.h5 (three runs), second.h5 (the GPT-2 run only), alias.h5 -> second.h5, and
+    link.h5 -> ../secret.h5, a store outside the directory."""
+    root = tmp_path_factory.mktemp("confined")
+    folder = root / "data"
+    folder.mkdir()
+    for name in ("demo.h5", "second.h5"):
+        shutil.copy2(dashboard_store, folder / name)
+        shutil.copytree(f"{dashboard_store}.d", folder / f"{name}.d")
+    for run in (BERT_RUN, SEQ2SEQ_RUN):
+        StoreWriter(folder / "second.h5").delete_run(run)
+    shutil.copy2(dashboard_store, root / "secret.h5")
+    shutil.copytree(f"{dashboard_store}.d", root / "secret.h5.d")
+    (folder / "alias.h5").symlink_to("second.h5")
+    (folder / "link.h5").symlink_to("../secret.h5")
+    return folder
+
+
+def test_list_and_resolve_stores(data_dir: Path) -> None:
+    assert list_stores(data_dir) == ["alias.h5", "demo.h5", "second.h5"]
+    assert resolve_store(data_dir, "second.h5") == (data_dir / "second.h5").resolve()
+    assert resolve_store(data_dir, "alias.h5") == (data_dir / "second.h5").resolve()
+
+
+TRAVERSALS = [
+    ("../secret.h5", "is not a store of the data directory"),
+    ("%2e%2e/secret.h5", "is not a store of the data directory"),
+    ("%2e%2e%2fsecret.h5", "does not exist in the data directory"),
+    ("..%2Fsecret.h5", "does not exist in the data directory"),
+    ("..", "is not a store of the data directory"),
+    ("/etc/passwd", "is not a store of the data directory"),
+    ("SECRET_ABS", "is not a store of the data directory"),  # the absolute path of secret.h5
+    ("demo.h5/../../secret.h5", "is not a store of the data directory"),
+    ("..\\secret.h5", "is not a store of the data directory"),
+    ("link.h5", "leads outside the data directory"),
+    ("demo.h5.d", "is not a store of the data directory"),
+    ("nothere.h5", "does not exist in the data directory"),
+    ("", "is not a store name"),
+    (12, "is not a store name"),
+    (["demo.h5"], "is not a store name"),
+    ("a\x00.h5", "is not a valid store name"),
+    ("x" * 300 + ".h5", "is not a valid store name"),
+]
+
+
+def _store_param(value: object, data_dir: Path) -> object:
+    return str(data_dir.parent / "secret.h5") if value == "SECRET_ABS" else value
+
+
+@pytest.mark.parametrize(("name", "message"), TRAVERSALS, ids=[f"t{i}" for i in range(len(TRAVERSALS))])
+def test_store_traversal_through_the_callbacks_is_refused(data_dir: Path, name: object, message: str) -> None:
+    app = create_app(data_dir / "demo.h5")
+    client = app.server.test_client()
+    cbs = callbacks(client.get("/_dash-dependencies").json)
+    store = _store_param(name, data_dir)
+    secret = (data_dir.parent / "secret.h5").resolve()
+    with pytest.raises(StoreAccessError, match=re.escape(message)):
+        resolve_store(data_dir, store)
+
+    sync = find(cbs, "view-state.data")
+    body = sync.payload(sync_values(f"?run={BERT_RUN}"), ["url.search"])
+    body["attnviz_store"] = store
+    props = response_props(client.post("/_dash-update-component", json=body).data)
+    assert props["state-alert"]["is_open"] is True and message in props["state-alert"]["children"]
+    matrix = find(cbs, "attn-matrix.figure")
+    body = matrix.payload({"view-state.data": {"run": BERT_RUN}})
+    body["attnviz_store"] = store
+    assert message in message_of(response_props(client.post("/_dash-update-component", json=body).data)
+                                 ["attn-matrix"]["figure"])
+    body = find(cbs, "store-select.options").payload({"url.pathname": "/"})
+    body["attnviz_store"] = store
+    shown = response_props(client.post("/_dash-update-component", json=body).data)
+    assert message in shown["store-path"]["children"] and shown["store-select"]["value"] is None
+    body = find(cbs, "store-nav.href").payload({"store-select.value": store})
+    props = response_props(client.post("/_dash-update-component", json=body).data)
+    assert "store-nav" not in props  # no navigation; a name that is not empty is explained in the app alert
+    assert not store or props[APP_ALERT]["is_open"] is True
+    assert all(key[1] != str(secret) for key in data._readers), "a store outside the data dir was opened"
+
+
+def test_a_store_of_the_data_dir_is_served_by_name(data_dir: Path) -> None:
+    app = create_app(data_dir / "demo.h5")
+    client = app.server.test_client()
+    cbs = callbacks(client.get("/_dash-dependencies").json)
+    sync = find(cbs, "view-state.data")
+    body = sync.payload(sync_values(f"?run={BERT_RUN}"), ["url.search"])
+    body["attnviz_store"] = "alias.h5"
+    props = response_props(client.post("/_dash-update-component", json=body).data)
+    assert [o["value"] for o in props["run-select"]["options"]] == [GPT2_RUN]
+    assert f"run '{BERT_RUN}' is not in this store: showing '{GPT2_RUN}'" in props["state-alert"]["children"]
+    body = find(cbs, "store-nav.href").payload({"store-select.value": "second.h5"})
+    assert response_props(client.post("/_dash-update-component", json=body).data)["store-nav"]["href"] == \
+        "/?store=second.h5"
+    body = find(cbs, "store-select.options").payload({"url.pathname": "/"})
+    props = response_props(client.post("/_dash-update-component", json=body).data)
+    assert [o["value"] for o in props["store-select"]["options"]] == ["alias.h5", "demo.h5", "second.h5"]
+    assert props["store-select"]["value"] == "demo.h5"
+
+
+@pytest.mark.parametrize("path", ["/assets/../pipeline/store.py", "/assets/%2e%2e/pipeline/store.py",
+                                  "/assets/..%2fpipeline%2fstore.py",
+                                  "/_dash-component-suites/dash/../../../pipeline/store.py",
+                                  "/_dash-component-suites/dash/%2e%2e/%2e%2e/%2e%2e/pipeline/store.py",
+                                  "/_dash-component-suites/..%2f..%2fpipeline/store.py",
+                                  "/?store=../secret.h5", "/?store=%2e%2e%2fsecret.h5"])
+def test_no_file_outside_the_app_is_served_through_a_url(data_dir: Path, path: str) -> None:
+    client = create_app(data_dir / "demo.h5").server.test_client()
+    resp = client.get(path)
+    assert b"class StoreReader" not in resp.data and b"attnviz-store" not in resp.data
+    assert resp.status_code in (200, 400, 404)
+    if resp.status_code == 200:  # the page itself: static, it names no store
+        assert b"_dash-renderer" in resp.data and b"secret" not in resp.data
+
+
+# ---- the serving path's code ----------------------------------------------------------------------------------
+
+
+def test_no_pickle_in_the_serving_path() -> None:
+    files = [*sorted((REPO / "dashboard").rglob("*.py")), REPO / "pipeline" / "store.py"]
+    assert len(files) > 10
+    offenders = [f"{p.relative_to(REPO)}: {line.strip()}" for p in files
+                 for line in p.read_text().splitlines()
+                 if re.search(r"\bimport (c)?pickle\b|\bpickle\.loads?\b|\bfrom (c)?pickle import", line)]
+    assert offenders == []
+
+
+def test_remote_code_only_where_a_model_info_file_asks() -> None:
+    from pipeline.model_info import ModelInfo, known_models, load_model_info_file
+
+    tree = ast.parse((REPO / "pipeline" / "models.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr in ("from_pretrained", "from_config")]
+    assert calls
+    passed = []
+    for call in calls:
+        for kw in call.keywords:
+            if kw.arg == "trust_remote_code":
+                assert ast.unparse(kw.value) == "info.trust_remote_code", ast.unparse(call)
+                passed.append(call)
+            if kw.arg == "use_safetensors":  # None: safetensors when the checkpoint has them; never False
+                assert ast.unparse(kw.value) in ("None", "True"), ast.unparse(call)
+            assert kw.arg is not None or "trust_remote_code" not in ast.unparse(kw.value), ast.unparse(call)
+    assert len(passed) >= 3  # tokenizers, the pretrained model, its config
+    assert ModelInfo.model_fields["trust_remote_code"].default is False
+    shipped = known_models()
+    assert len(shipped) >= 5
+    for name, path in shipped.items():
+        assert load_model_info_file(path).trust_remote_code is False, name
+        assert "trust_remote_code: true" not in path.read_text().lower(), name
+
+
+# ---- gunicorn with the deployment config ----------------------------------------------------------------------
+
+
+def _gunicorn(store: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ATTNVIZ_")}
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
+                                 "dashboard.app:server"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                env={**clean, "ATTNVIZ_STORE": str(store), "ATTNVIZ_WORKERS": "2", **env})
+
+
+def _json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+    return out
+
+
+@pytest.mark.slow
+def test_gunicorn_config_serves_health_callbacks_auth_and_stops_cleanly(dashboard_store: Path,  # noqa: F811
+                                                                        tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    proc = _gunicorn(dashboard_store, {"ATTNVIZ_BIND": f"127.0.0.1:{port}", "ATTNVIZ_USERS": "alice:s3cret"}, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        health = None
+        while time.monotonic() < deadline and health is None:
+            assert proc.poll() is None, log.read_text()
+            try:
+                health = json.loads(urllib.request.urlopen(url + "/healthz", timeout=2).read())
+            except OSError:
+                time.sleep(0.3)
+        assert health is not None, log.read_text()
+        assert health["status"] == "ok" and health["runs"] == 3 and health["store"] == str(dashboard_store)
+        assert health["pid"] != proc.pid  # answered by a worker, not the master
+
+        resp = None
+        try:
+            urllib.request.urlopen(url + "/", timeout=10)
+        except urllib.error.HTTPError as exc:
+            resp = exc
+        assert resp is not None and resp.code == 401 and resp.headers["WWW-Authenticate"].startswith("Basic")
+        assert _status(url + "/", basic("alice", "s3cret")) == 200
+
+        deps = json.loads(urllib.request.urlopen(urllib.request.Request(
+            url + "/_dash-dependencies", headers=basic("alice", "s3cret")), timeout=10).read())
+        payload = find(callbacks(deps), "attn-matrix.figure").payload(
+            {"view-state.data": {"run": SEQ2SEQ_RUN, "example": 1, "layer": 1, "head": 3, "kind": "cross"}})
+        request = urllib.request.Request(url + "/_dash-update-component", data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json", **basic("alice", "s3cret")})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert "app;dur=" in r.headers["Server-Timing"]
+            fig = response_props(r.read())["attn-matrix"]["figure"]
+        np.testing.assert_array_equal(decode(fig["data"][0]["z"]),
+                                      StoreReader(dashboard_store).attention(SEQ2SEQ_RUN, 1, 1, 3, "cross"))
+
+        def callback_line() -> dict | None:
+            return next((r for r in _json_lines(log.read_text()) if r.get("event") == "callback"
+                         and r.get("output", "").startswith("attn-matrix.figure") and r.get("status") == "ok"), None)
+
+        deadline = time.monotonic() + 10
+        while callback_line() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        line = callback_line()
+        assert line is not None, log.read_text()[-3000:]
+        assert line["http"] == 200 and line["ms"] > 0 and line["pid"] != proc.pid and line["user"] == "alice"
+        access = [r for r in _json_lines(log.read_text()) if r.get("event") == "access"]
+        assert any(r["path"] == "/healthz" and r["status"] == 200 for r in access)
+        assert any(r["path"] == "/" and r["status"] == 401 for r in access)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(40)
+    text = log.read_text()
+    assert code == 0, text[-2000:]
+    assert "Shutting down" in text and "Traceback" not in text and "s3cret" not in text
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ATTNVIZ_BIND": "0.0.0.0:PORT"}, "binding 0.0.0.0 would let anyone on the network read the store"),
+    ({"ATTNVIZ_REQUIRE_AUTH": "1"}, "ATTNVIZ_REQUIRE_AUTH=1 but no users"),
+    ({"ATTNVIZ_STORE": "/nonexistent.h5"}, "ATTNVIZ_STORE=/nonexistent.h5 is not a file"),
+])
+def test_gunicorn_refuses_to_start_on_an_unsafe_configuration(dashboard_store: Path, tmp_path: Path,  # noqa: F811
+                                                              env: dict[str, str], message: str) -> None:
+    port = str(free_port())
+    env = {"ATTNVIZ_BIND": f"127.0.0.1:{port}", **{k: v.replace("PORT", port) for k, v in env.items()}}
+    log = tmp_path / "gunicorn.log"
+    proc = _gunicorn(dashboard_store, env, log)
+    try:
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code != 0 and f"attnviz: {message}" in text, text[-2000:]
+    assert "Booting worker" not in text
+
+
+# ---- the Store menu and ?store= in a browser -------------------------------------------------------------------
+
+
+@pytest.fixture
+def _headless(pytestconfig: pytest.Config) -> None:
+    pytestconfig.option.headless = True
+
+
+@pytest.mark.browser
+def test_browser_store_parameter_stays_in_the_url_and_traversal_is_refused(dash_duo, _headless: None,
+                                                                           data_dir: Path) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from dash.testing.wait import until
+    from dashboard_fixtures import start_live_server
+    from selenium.webdriver.support.select import Select
+
+    server = start_live_server(data_dir / "demo.h5")
+    try:
+        dash_duo.server_url = server.url
+
+        def options(select_id: str) -> list[str]:
+            return [o.get_attribute("value") for o in Select(dash_duo.find_element(f"#{select_id}")).options
+                    if o.get_attribute("value")]
+
+        def query() -> dict[str, list[str]]:
+            return parse_qs(urlsplit(dash_duo.driver.current_url).query)
+
+        def matrix_is(expected: np.ndarray) -> bool:
+            raw = dash_duo.driver.execute_script(
+                "const gd = document.querySelector('#attn-matrix .js-plotly-plot');"
+                "return gd && gd.data && gd.data[0] ? JSON.stringify(gd.data[0].z, "
+                "(k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v) : null;")
+            z = json.loads(raw) if raw else None
+            if z is None:
+                return False
+            z = decode(z) if isinstance(z, dict) else np.asarray(z, dtype=np.float32)
+            return z.shape == expected.shape and np.array_equal(z, expected)
+
+        second = StoreReader(data_dir / "second.h5")
+        dash_duo.driver.get(f"{server.url}/?store=second.h5&run={GPT2_RUN}&example=2&layer=1&head=3")
+        until(lambda: options("run-select") == [GPT2_RUN], timeout=TIMEOUT)
+        until(lambda: matrix_is(second.attention(GPT2_RUN, 2, 1, 3)), timeout=TIMEOUT)
+        assert dash_duo.find_element(f"#{'store-select'}").get_attribute("value") == "second.h5"
+        assert options("store-select") == ["alias.h5", "demo.h5", "second.h5"]  # never link.h5
+
+        Select(dash_duo.find_element("#head-select")).select_by_value("1")
+        until(lambda: query().get("head") == ["1"], timeout=TIMEOUT)
+        assert query()["store"] == ["second.h5"]  # the callback's new query string kept the store
+        until(lambda: matrix_is(second.attention(GPT2_RUN, 2, 1, 1)), timeout=TIMEOUT)
+        dash_duo.driver.get(dash_duo.driver.current_url)  # a shared link opens the same store
+        until(lambda: options("run-select") == [GPT2_RUN], timeout=TIMEOUT)
+        until(lambda: matrix_is(second.attention(GPT2_RUN, 2, 1, 1)), timeout=TIMEOUT)
+
+        Select(dash_duo.find_element("#store-select")).select_by_value("demo.h5")  # reloads on the other store
+        until(lambda: len(options("run-select")) == 3, timeout=TIMEOUT)
+        assert "store" not in query()
+
+        for bad, message in (("..%2Fsecret.h5", "is not a store of the data directory"),
+                             ("link.h5", "leads outside the data directory"),
+                             ("%252e%252e%252fsecret.h5", "does not exist in the data directory")):
+            dash_duo.driver.get(f"{server.url}/?store={bad}&run={BERT_RUN}")
+            until(lambda m=message: m in dash_duo.find_element("#state-alert").text, timeout=TIMEOUT,
+                  msg=f"{bad}: alert {dash_duo.find_element('#state-alert').text!r}")
+            until(lambda m=message: m in dash_duo.find_element("#store-path").get_attribute("textContent"),
+                  timeout=TIMEOUT, msg=f"{bad}: header {dash_duo.find_element('#store-path').text!r}")
+            assert options("run-select") == []
+        assert "Traceback" not in dash_duo.find_element("body").text
+        secret = str((data_dir.parent / "secret.h5").resolve())
+        assert secret not in Path(f"/proc/{server.process.pid}/maps").read_text()
+    finally:
+        server.process.terminate()
+        server.process.wait(10)
