@@ -112,7 +112,7 @@ def precompute(
             summary = precompute_distributed(
                 model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
                 capture=capture, dtype=dtype, overrides=overrides, shard_size=shard_size, workers=workers,
-                scheduler=scheduler, progress=bar.progress, on_start=bar.start, say=err.print)
+                scheduler=scheduler, threads=threads, progress=bar.progress, on_start=bar.start, say=err.print)
         else:
             summary = run_precompute(model, input, store, run=run, limit=limit, batch_size=batch_size,
                                      max_length=max_length, capture=capture, dtype=dtype, threads=threads,
