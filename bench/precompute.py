@@ -24,28 +24,22 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.extract import encode, length_batches  # noqa: E402
+from pipeline.extract import encode, forward_batch, length_batches  # noqa: E402
 from pipeline.inputs import read_inputs  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.precompute import precompute  # noqa: E402
+from pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, plan_shards, precompute  # noqa: E402
 from pipeline.store import StoreReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def bare_forward(lm, encoded, batch_size: int) -> float:
-    """The floor: the same length-sorted batches through the model with attention output, nothing stored."""
+    """The floor: the pipeline's own batches (length-sorted within each shard) through the model's eager forward
+    with attention output (``forward_batch``); no metrics, no copies, nothing stored."""
     t0 = time.perf_counter()
-    for batch in length_batches(encoded, batch_size):
-        width = max(len(e.source_ids) for e in batch)
-        ids = torch.full((len(batch), width), lm.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for n, e in enumerate(batch):
-            ids[n, : len(e.source_ids)] = torch.tensor(e.source_ids)
-            mask[n, : len(e.source_ids)] = 1
-        with torch.inference_mode():
-            out = lm.model.base_model(input_ids=ids, attention_mask=mask, output_attentions=True)
-        _ = [a.float() for a in out.attentions]
+    for start, count in plan_shards(encoded, 1, DEFAULT_SHARD_SIZE, DEFAULT_MAX_SHARD_ELEMENTS):
+        for batch in length_batches(encoded[start:start + count], batch_size):
+            forward_batch(lm, batch)
     return time.perf_counter() - t0
 
 
