@@ -80,8 +80,18 @@ def _click(duo, selector: str) -> None:
 
 
 def _pick(duo, selector: str, label: str) -> None:
-    duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", duo.wait_for_element(selector))
-    duo.select_dcc_dropdown(selector, value=label)
+    """Pick a dropdown option; retried because a progress bar appearing can move the dropdown mid-click."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    for attempt in range(4):
+        duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", duo.wait_for_element(selector))
+        time.sleep(0.2)
+        try:
+            duo.select_dcc_dropdown(selector, value=label)
+            return
+        except ElementClickInterceptedException:
+            if attempt == 3:
+                raise
 
 
 def _tiny(duo, layers: int = 2) -> None:
