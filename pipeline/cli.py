@@ -14,11 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 err = Console(stderr=True)
 out = Console()
 
-#: Errors that are the user's to fix: printed as one line, exit code 2, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: printed as one line, exit code 2, no traceback."""
     from pipeline.inputs import InputError
     from pipeline.model_info import ModelInfoError
     from pipeline.store import StoreError

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline.extract import (
     CAPTURES,
     EncodedExample,
@@ -27,7 +25,15 @@ from pipeline.inputs import InputError, InputSet, load_input, random_inputs
 from pipeline.metrics import METRICS
 from pipeline.model_info import get_model_info
 from pipeline.models import LoadedModel, load_model, versions
-from pipeline.store import StoreError, StoreWriter, now_iso, shard_dir, shard_file_name, write_shard_file
+from pipeline.store import (
+    SHARD_DIR_SUFFIX,
+    StoreError,
+    StoreWriter,
+    now_iso,
+    shard_dir,
+    shard_file_name,
+    write_shard_file,
+)
 
 #: Keys of a run's metadata that must match when a command writes to an existing run.
 FINGERPRINT_KEYS = ("model", "model_info", "overrides", "input_fingerprint", "max_length", "capture", "dtype",
@@ -258,16 +264,10 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
 def store_size(store: str | os.PathLike) -> int:
     """Bytes on disk of the index file and all shard files."""
     total = Path(store).stat().st_size if Path(store).exists() else 0
-    folder = Path(f"{os.fspath(store)}.d")
+    folder = Path(f"{os.fspath(store)}{SHARD_DIR_SUFFIX}")
     if folder.exists():
         total += sum(p.stat().st_size for p in folder.rglob("*.h5"))
     return total
-
-
-def set_threads(threads: int | None) -> None:
-    """Set torch's intra-op threads (None keeps torch's default)."""
-    if threads:
-        torch.set_num_threads(threads)
 
 
 __all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "default_run_name", "parse_capture",
