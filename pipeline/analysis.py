@@ -12,6 +12,7 @@ example); every aggregate ignores NaN, and a head with no defined value aggregat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -475,6 +476,17 @@ class HeadTest:
         return f"{what}; Benjamini–Hochberg FDR {self.alpha:g}"
 
 
+@functools.lru_cache(maxsize=4)
+def resample_weights(m: int, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, m]`` float64: how often each of ``m`` units is drawn in each of ``n_boot`` resamples with
+    replacement (seeded; the same for every metric and filter of a size, so cached and read-only)."""
+    draws = np.random.default_rng([seed, m]).integers(0, m, size=(n_boot, m))
+    weights = np.bincount((draws + np.arange(n_boot)[:, None] * m).ravel(),
+                          minlength=n_boot * m).reshape(n_boot, m).astype(np.float64)
+    weights.flags.writeable = False
+    return weights
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, ia: np.ndarray | None = None,
                      ib: np.ndarray | None = None, n_boot: int = N_BOOT, max_blocks: int = MAX_BLOCKS,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -507,11 +519,15 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, ia: np.ndarray | None = No
         block_a = np.full(a.shape[1], m, dtype=np.int64)
         block_b = np.full(b.shape[1], m, dtype=np.int64)
         block_a[ia], block_b[ib] = block, block
+        aligned = a.shape[1] == b.shape[1] and np.array_equal(block_a, block_b)  # one bincount of a − b
     any_nan = False
     for r in range(c):  # one row of differences at a time
         if blocked and not (np.isnan(a[r]).any() or np.isnan(b[r]).any()):
-            sums[r] = (np.bincount(block_a, weights=a[r], minlength=m + 1)[:m]
-                       - np.bincount(block_b, weights=b[r], minlength=m + 1)[:m])
+            if aligned:
+                sums[r] = np.bincount(block_a, weights=a[r] - b[r], minlength=m + 1)[:m]
+            else:
+                sums[r] = (np.bincount(block_a, weights=a[r], minlength=m + 1)[:m]
+                           - np.bincount(block_b, weights=b[r], minlength=m + 1)[:m])
             counts[r] = sizes
             continue
         d = a[r].take(ia).astype(np.float32) - b[r].take(ib).astype(np.float32)
@@ -529,9 +545,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, ia: np.ndarray | None = No
     if m == 0:
         return nan, nan.copy(), nan.copy(), nan.copy()
     total_n = counts.sum(axis=1)
-    draws = rng.integers(0, m, size=(n_boot, m))
-    weights = np.bincount((draws + np.arange(n_boot)[:, None] * m).ravel(),
-                          minlength=n_boot * m).reshape(n_boot, m).astype(np.float64)
+    weights = resample_weights(m, n_boot, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums.sum(axis=1) / total_n
         denominator = weights @ counts.T if any_nan else (weights @ counts[0])[:, None]
