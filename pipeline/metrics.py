@@ -184,9 +184,6 @@ def _row_statistics(
     # |i - j| laid out like a key-major chunk: [Tk, 1, 1, Tq].
     dist = np.abs(np.arange(tk, dtype=f32)[:, None] - np.arange(tq, dtype=f32)[None, :])[:, None, None, :]
     validf = valid.astype(f32)[:, None, None]  # [B, 1, 1, Tq, Tk]
-    # Per example and column, the flagged keys that are valid for some valid query (so inside every window).
-    used = cols * valid.any(axis=1)[:, :, None]
-    flag_keys = [[np.flatnonzero(used[i, :, c]) for c in range(n_cols)] for i in range(b)]
     thr = _float32_at_least(threshold)
     per_example = n_layers * n_heads * tq * tk
     step = max(1, min(b, _CHUNK_ELEMENTS // max(1, per_example)))
@@ -219,12 +216,16 @@ def _row_statistics(
             np.copyto(a.transpose(0, 2, 3, 4, 1), sel)
             np.add.reduce(a, axis=1, out=out["rowsum"])
         np.maximum.reduce(a, axis=1, out=out["confidence"])
-        # Masses on indicator columns: per example, add up the key slabs flagged in column c (cost
-        # proportional to the number of flagged keys; a few small calls per example, not per element).
-        for i in range(n):
-            for c, keys in enumerate(flag_keys[s + i]):
-                if keys.size:
-                    np.add.reduce(a[i, keys - k0], axis=0, out=out["linear"][i, ..., c])
+        # Masses on the indicator columns, summed over keys in key order: linear[.., i, c] = sum_j a_ij cols[j, c]
+        # (einsum's own loops, no BLAS: deterministic whatever the thread count).
+        if np.isfinite(out["rowsum"]).all():
+            masses = np.einsum("njx,njc->ncx", a.reshape(n, wk, -1), cols[s:e, k0:k1])
+            out["linear"][...] = masses.reshape(n, n_cols, n_layers, n_heads, wq).transpose(0, 2, 3, 4, 1)
+        else:  # a non-finite weight inside K_i: only the flagged keys' own weights may reach a mass
+            for i in range(n):
+                for c in range(n_cols):
+                    keys = np.flatnonzero(cols[s + i, k0:k1, c])
+                    np.add.reduce(a[i, keys], axis=0, out=out["linear"][i, ..., c])
         if self_attention:
             out["self"][...] = np.diagonal(a, 0, 4, 1)  # a[i, i]
             if wq > 1:
@@ -240,8 +241,9 @@ def _row_statistics(
         np.add(a, _TINY, out=w)
         np.log(w, out=w)
         w *= a
-        np.add.reduce(w, axis=1, out=out["entropy"])
-        np.negative(out["entropy"], out=out["entropy"])
+        # Negated on a contiguous temporary: numpy 2.4's in-place np.negative(x, out=x) on a strided view
+        # returned wrong values (-0.0) for some elements (tests/test_metrics.py has the regression test).
+        out["entropy"][...] = np.negative(np.add.reduce(w, axis=1))
     return st
 
 
@@ -326,6 +328,15 @@ def attention_metrics(
         rows["mass_next"], weights["mass_next"] = st["next"], w_next
         rows["mean_distance"], weights["mean_distance"] = st["distance"], ok
 
+    # Weighted means over rows, one einsum per distinct row weighting (float64 accumulation).
+    means: dict[str, np.ndarray] = {}
+    for w in {id(w): w for w in weights.values()}.values():
+        names = [name for name in rows if weights[name] is w]
+        num = np.einsum("kblhq,bq->kblh", np.stack([rows[name] for name in names]), w)
+        den = w.sum(axis=1)[:, None, None]
+        for name, num_k in zip(names, num, strict=True):
+            means[name] = np.divide(num_k, den, out=np.full(num_k.shape, np.nan), where=den > 0)
+
     out: dict[str, np.ndarray] = {}
     for name in METRICS:
         if name == "sparsity":
@@ -339,11 +350,8 @@ def attention_metrics(
             if tq:
                 mx = np.where(row_ok[:, None, None], active, -1).max(axis=-1)
                 val = np.where(mx >= 0, mx, np.nan)
-        elif name in rows:
-            w = weights[name]
-            num = np.einsum("blhq,bq->blh", rows[name], w)
-            den = w.sum(axis=1)[:, None, None]
-            val = np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+        elif name in means:
+            val = means[name]
         else:  # self-only metric of cross-attention
             val = np.full((b, n_layers, n_heads), np.nan)
         out[name] = np.asarray(val, dtype=f32)

@@ -538,6 +538,21 @@ def batches(draw: st.DrawFn) -> tuple:
     return mode, make_batch(rng, mode, q_lens, k_lens, n_l, n_h, left_pad, extra_pad)
 
 
+def test_entropy_of_a_cropped_window_is_not_negated_in_place() -> None:
+    """Regression: the batched entropy was 0 for one head (numpy 2.4's in-place np.negative on a strided
+    view). Found by the property test below: one cross-attention query, two heads, garbage in the padding."""
+    rows = np.array([[0.66123205, 0.33876798], [0.5837529, 0.41624713]], dtype=np.float32)  # [H, Tk]
+    attn = np.full((1, 1, 2, 4, 5), 2.0, dtype=np.float32)
+    attn[0, 0, :, 0, :2] = rows
+    attn[0, 0, :, 2, 2:4] = np.inf
+    qm = np.array([[True, False, False, False]])
+    km = np.array([[True, True, False, False, False]])
+    m = attention_metrics(attn, qm, km, np.zeros((1, 5), np.uint8), causal=False, self_attention=False)
+    want = -(rows * np.log(rows)).sum(axis=-1)
+    np.testing.assert_allclose(m["entropy"][0, 0], want, rtol=1e-6)
+    np.testing.assert_allclose(m["kl_uniform"][0, 0], math.log(2) - want, rtol=1e-5)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches())
 def test_property_invariants_and_padding(case: tuple) -> None:
