@@ -84,7 +84,7 @@ def main() -> None:
             marks: dict[str, float] = {}
             t0 = time.perf_counter()
             precompute(args.model, args.input, store, limit=args.n, batch_size=args.batch_size,
-                       threads=args.threads, capture="attention",
+                       threads=args.threads, capture="attention", loaded=lm,
                        on_start=lambda *_, m=marks: m.setdefault("start", time.perf_counter()))
             end = time.perf_counter()
             # Steady state: from the first batch to the last commit (model load + tokenizing reported apart).

@@ -21,6 +21,7 @@ from pipeline.records import SIDE_OF_KIND, ExampleResult, TokenSequence
 #: Characters of a line kept before tokenizing: a guard against pathological lines (flagged as truncated).
 CHARS_PER_TOKEN_LIMIT = 40
 CAPTURES = ("attention", "qkv", "hidden", "embeddings")
+_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 #: Default module-name suffixes (inside one layer) of the Q/K/V projections, by transformers model_type.
 QKV_SUFFIXES: dict[str, dict[str, str]] = {
@@ -51,38 +52,45 @@ class EncodedExample:
 
 @dataclass
 class TokenClassifier:
-    """Assigns ``pipeline.token_classes`` flags from the tokenizer (cached per token id)."""
+    """Token strings and ``pipeline.token_classes`` flags from the tokenizer, cached per token id."""
 
     lm: LoadedModel
-    _punct: dict[int, bool] = field(default_factory=dict)
+    _flags: dict[int, int] = field(default_factory=dict)
+    _strings: dict[int, str] = field(default_factory=dict)
 
     def flags(self, ids: Sequence[int]) -> np.ndarray:
+        """``[len(ids)]`` uint8 flags of the tokens."""
+        cache = self._flags
+        for i in ids:
+            if i not in cache:
+                self._flag(i)
+        return np.array([cache[i] for i in ids], dtype=np.uint8)
+
+    def strings(self, ids: Sequence[int]) -> list[str]:
+        """The tokenizer's token strings (``convert_ids_to_tokens``)."""
+        cache = self._strings
+        missing = sorted({i for i in ids if i not in cache})
+        if missing:
+            cache.update(zip(missing, self.lm.tokenizer.convert_ids_to_tokens(missing), strict=True))
+        return [cache[i] for i in ids]
+
+    def _flag(self, token_id: int) -> int:
         tok = self.lm.tokenizer
-        special = set(tok.all_special_ids)
-        cls_bos = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
-        sep_eos = {i for i in (tok.sep_token_id, tok.eos_token_id) if i is not None}
-        out = np.zeros(len(ids), dtype=np.uint8)
-        for n, i in enumerate(ids):
-            f = 0
-            if i in special:
-                f |= tc.SPECIAL
-            if i in cls_bos:
-                f |= tc.CLS_OR_BOS
-            if i in sep_eos:
-                f |= tc.SEP_OR_EOS
-            if i not in special and self._is_punct(i):
-                f |= tc.PUNCTUATION
-            out[n] = f
-        return out
+        special = token_id in set(tok.all_special_ids)
+        f = tc.SPECIAL if special else 0
+        if token_id in (tok.cls_token_id, tok.bos_token_id):
+            f |= tc.CLS_OR_BOS
+        if token_id in (tok.sep_token_id, tok.eos_token_id):
+            f |= tc.SEP_OR_EOS
+        if not special and self._is_punct(token_id):
+            f |= tc.PUNCTUATION
+        self._flags[token_id] = f
+        return f
 
     def _is_punct(self, token_id: int) -> bool:
-        hit = self._punct.get(token_id)
-        if hit is None:
-            text = self.lm.tokenizer.convert_tokens_to_string([self.lm.tokenizer.convert_ids_to_tokens(token_id)])
-            text = text.strip()
-            hit = bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
-            self._punct[token_id] = hit
-        return hit
+        text = self.lm.tokenizer.convert_tokens_to_string([self.lm.tokenizer.convert_ids_to_tokens(token_id)])
+        text = text.strip()
+        return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
 
 
 def encode(lm: LoadedModel, example: InputExample, max_length: int | None = None) -> EncodedExample:
@@ -236,7 +244,6 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
                   classifier: TokenClassifier | None = None) -> list[ExampleResult]:
     """Metrics (from float32) and per-example slices of one forward pass; arrays cast to ``store_dtype``."""
     classifier = classifier or TokenClassifier(lm)
-    tok = lm.tokenizer
     encdec = lm.family == "encoder-decoder"
     want_hidden = bool(out.hidden)
     attn_t, hidden_t, masks, qkv = out.attentions, out.hidden, out.masks, out.qkv
@@ -245,10 +252,12 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
     if encdec:
         flags["target"] = [classifier.flags(e.target_ids or []) for e in batch]
 
+    dtype = np.dtype(store_dtype)
     kinds_attn: dict[str, np.ndarray] = {}
     kinds_metrics: dict[str, dict[str, np.ndarray]] = {}
     for kind, layers in attn_t.items():
-        attn = torch.stack(layers, 1).float().numpy()  # [B, L, H, Tq, Tk]
+        stacked = torch.stack(layers, 1).float()  # [B, L, H, Tq, Tk]
+        attn = stacked.numpy()
         q_side, k_side = ("target", "source") if kind == "cross" else (SIDE_OF_KIND[kind],) * 2
         key_flags = np.zeros(masks[k_side].shape, dtype=np.uint8)
         for n, fl in enumerate(flags[k_side]):
@@ -256,16 +265,16 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
         kinds_metrics[kind] = attention_metrics(
             attn, masks[q_side], masks[k_side], key_flags,
             causal=(kind == "decoder" or lm.family == "decoder"), self_attention=(kind != "cross"))
-        kinds_attn[kind] = attn
+        # The cast to the store's dtype, once per batch (torch's float16 cast is ~10x numpy's astype).
+        kinds_attn[kind] = stacked.to(_TORCH_DTYPES[dtype.name]).numpy() if dtype != attn.dtype else attn
 
-    dtype = np.dtype(store_dtype)
     results = []
     for n, enc in enumerate(batch):
         lengths = {"source": len(enc.source_ids), "target": len(enc.target_ids or [])}
         attention, metrics, qkv_n = {}, {}, {}
         for kind, attn in kinds_attn.items():
             tq, tk = (lengths["target"], lengths["source"]) if kind == "cross" else (lengths[SIDE_OF_KIND[kind]],) * 2
-            attention[kind] = attn[n, :, :, :tq, :tk].astype(dtype)
+            attention[kind] = np.ascontiguousarray(attn[n, :, :, :tq, :tk])
             metrics[kind] = {name: values[n] for name, values in kinds_metrics[kind].items()}
             if kind in qkv:
                 q, k, v = qkv[kind]
@@ -281,12 +290,12 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
                 if "embeddings" in capture:
                     embeddings[side] = (stack[0].astype(dtype), stack[-1].astype(dtype))
         ex = enc.example
-        source = TokenSequence(np.asarray(enc.source_ids, dtype=np.int32), tok.convert_ids_to_tokens(enc.source_ids),
+        source = TokenSequence(np.asarray(enc.source_ids, dtype=np.int32), classifier.strings(enc.source_ids),
                                flags["source"][n])
         target = None
         if encdec:
             target = TokenSequence(np.asarray(enc.target_ids, dtype=np.int32),
-                                   tok.convert_ids_to_tokens(enc.target_ids), flags["target"][n])
+                                   classifier.strings(enc.target_ids), flags["target"][n])
         results.append(ExampleResult(
             input_index=ex.index, text=ex.text, source=source, attention=attention, metrics=metrics,
             truncated=enc.truncated, target_text=ex.target, target=target, label=ex.label, meta=ex.meta,

@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from pipeline.inputs import InputError, InputSet, load_input, random_inputs
 from pipeline.metrics import METRICS
 from pipeline.model_info import get_model_info
 from pipeline.models import LoadedModel, load_model, versions
+from pipeline.records import ExampleResult
 from pipeline.store import (
     SHARD_DIR_SUFFIX,
     StoreError,
@@ -32,6 +33,8 @@ from pipeline.store import (
     now_iso,
     shard_dir,
     shard_file_name,
+    shard_image,
+    write_bytes_atomically,
     write_shard_file,
 )
 
@@ -168,11 +171,13 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
                 limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
                 capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
                 overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-                max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS) -> PreparedRun:
+                max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS, loaded: LoadedModel | None = None
+                ) -> PreparedRun:
     """Validate everything, load the model, encode and plan the input, create or resume the run in the index.
 
     Everything that can be checked is checked before anything is written: the input, the model name, the
-    store (schema, existing run's configuration).
+    store (schema, existing run's configuration). ``loaded`` reuses an already loaded ``model`` (a notebook,
+    a benchmark) instead of loading it again; it must be that model with the same overrides.
     """
     t0 = time.perf_counter()
     if dtype not in ("float16", "float32"):
@@ -185,7 +190,10 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
     get_model_info(model)  # unknown model / bad file: fail before reading a large input
     inputs = load_input(input_spec)
     writer = StoreWriter(store)  # refuses non-stores and newer schemas before any work
-    lm = load_model(model, overrides, threads=threads)
+    if loaded is not None and (loaded.info.name != model or loaded.overrides != dict(overrides or {})):
+        raise InputError(f"the loaded model is {loaded.info.name!r} with overrides {loaded.overrides}, not "
+                         f"{model!r} with {dict(overrides or {})}: pass the matching model name and --set values")
+    lm = loaded or load_model(model, overrides, threads=threads)
     if inputs is None:
         inputs = random_inputs(lm.tokenizer, input_spec)
     examples = inputs.examples[:limit] if limit else inputs.examples
@@ -204,6 +212,21 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
         captures=captures, dtype=dtype, batch_size=batch_size, t0=t0)
 
 
+def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *, batch_size: int,
+                          capture: Sequence[str], dtype: str, classifier: TokenClassifier | None = None
+                          ) -> list[ExampleResult]:
+    """Run the model over one shard's examples: length batches, forward, metrics and per-example slices."""
+    classifier = classifier or TokenClassifier(lm)
+    results: list[ExampleResult] = []
+    # Strictly serial: forward, then metrics and slicing, batch after batch. torch's intra-op threads spin
+    # between kernels, so a helper thread doing the numpy work concurrently slowed the whole loop down
+    # (bench/precompute.py: 0.76 of the bare forward with a helper thread, ~0.85 without).
+    for batch in length_batches(encoded, batch_size):
+        out = forward_batch(lm, batch, capture=capture)
+        results.extend(collect_batch(lm, batch, out, capture=capture, store_dtype=dtype, classifier=classifier))
+    return results
+
+
 def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int, store: str | os.PathLike,
                   run: str, *, batch_size: int, capture: Sequence[str], dtype: str,
                   classifier: TokenClassifier | None = None) -> Path:
@@ -213,22 +236,17 @@ def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int
     complete; it is not registered in the index (the caller commits it). Returns the shard file's path. This is
     the one per-shard computation, shared by the single-process and the distributed precompute.
     """
-    classifier = classifier or TokenClassifier(lm)
-    results: list = []
-    # Metrics and slicing of batch k run in a helper thread while the model computes batch k+1
-    # (torch and numpy release the GIL); results are identical to run_batch's.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnviz-collect") as pool:
-        pending = None
-        for batch in length_batches(encoded, batch_size):
-            out = forward_batch(lm, batch, capture=capture)
-            if pending is not None:
-                results.extend(pending.result())
-            pending = pool.submit(collect_batch, lm, batch, out, capture=capture, store_dtype=dtype,
-                                  classifier=classifier)
-        if pending is not None:
-            results.extend(pending.result())
+    results = compute_shard_results(lm, encoded, batch_size=batch_size, capture=capture, dtype=dtype,
+                                    classifier=classifier)
     path = shard_dir(store, run) / shard_file_name(start, len(encoded))
     return write_shard_file(path, run, start, results, dtype=dtype)
+
+
+def _persist_shard(writer: StoreWriter, run: str, path: Path, image: bytes, planned: int) -> None:
+    """Write a shard file's bytes durably, then register the shard in the index (in that order)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(path, image)
+    writer.commit_shard(run, path, meta_update={"planned_examples": planned})
 
 
 def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
@@ -236,29 +254,48 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
                capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
                overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS,
-               progress: Callable[[int, int], None] | None = None, on_start: Callable[[int, int], None] | None = None
-               ) -> PrecomputeSummary:
+               progress: Callable[[int, int], None] | None = None, on_start: Callable[[int, int], None] | None = None,
+               loaded: LoadedModel | None = None) -> PrecomputeSummary:
     """Compute and store attention for ``input_spec`` with ``model``; resume if the run exists.
 
     Everything that can be checked is checked before anything is written (see :func:`prepare_run`).
     ``progress(done, total)`` is called after each committed shard and ``on_start(already_done, total)`` once
-    before the first.
+    before the first. ``loaded``: an already loaded model to reuse (see :func:`prepare_run`).
     """
     prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
                        capture=capture, dtype=dtype, threads=threads, overrides=overrides, shard_size=shard_size,
-                       max_shard_elements=max_shard_elements)
+                       max_shard_elements=max_shard_elements, loaded=loaded)
     if on_start:
         on_start(prep.skipped, prep.total)
     classifier = TokenClassifier(prep.lm)
     new = 0
-    for start, count in prep.todo:
-        path = compute_shard(prep.lm, prep.encoded[start:start + count], start, store, prep.run,
-                             batch_size=batch_size, capture=prep.captures, dtype=dtype, classifier=classifier)
-        prep.writer.commit_shard(prep.run, path, meta_update={"planned_examples": prep.total})
-        new += count
-        if progress:
-            progress(prep.skipped + new, prep.total)
+    # Shard k's file is written, fsynced and committed by an I/O thread (which mostly waits on the disk) while
+    # shard k+1 is computed; a shard is committed only once its file is durable, and the next shard's bytes
+    # are handed over only after that commit (errors surface in order).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnviz-io") as io:
+        pending: tuple[Future, int] | None = None
+        for start, count in prep.todo:
+            results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=batch_size,
+                                            capture=prep.captures, dtype=dtype, classifier=classifier)
+            image = shard_image(prep.run, start, results, dtype=dtype)
+            del results
+            if pending is not None:
+                new += _wait_committed(pending, prep, progress, new)
+            path = shard_dir(store, prep.run) / shard_file_name(start, count)
+            pending = (io.submit(_persist_shard, prep.writer, prep.run, path, image, prep.total), count)
+        if pending is not None:
+            new += _wait_committed(pending, prep, progress, new)
     return prep.summary(new)
+
+
+def _wait_committed(pending: tuple[Future, int], prep: PreparedRun,
+                    progress: Callable[[int, int], None] | None, new: int) -> int:
+    """Wait for a shard handed to the I/O thread to be committed; report progress; return its example count."""
+    future, count = pending
+    future.result()
+    if progress:
+        progress(prep.skipped + new + count, prep.total)
+    return count
 
 
 def store_size(store: str | os.PathLike) -> int:
@@ -270,5 +307,6 @@ def store_size(store: str | os.PathLike) -> int:
     return total
 
 
-__all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "default_run_name", "parse_capture",
+__all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "compute_shard_results",
+           "default_run_name", "parse_capture",
            "plan_shards", "precompute", "prepare_run"]

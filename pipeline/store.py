@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import itertools
 import json
 import os
 import re
@@ -45,6 +46,7 @@ CHUNK_ELEMENTS = 1 << 16
 STRING_DTYPE = h5py.string_dtype("utf-8")
 _SHARD_NAME = re.compile(r"^shard-(\d{10})-(\d{8})\.h5$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_IMAGE_IDS = itertools.count()  # unique names of in-memory HDF5 files
 
 
 class StoreError(Exception):
@@ -78,12 +80,17 @@ class RunMismatchError(StoreError):
     """Writing to an existing run with a different model or configuration."""
 
 
-def codec(name: str = "zstd") -> dict[str, Any]:
+#: The codec of the float tensors unless told otherwise: on real float16 attention, Blosc2 lz4 with bit-shuffle
+#: stores 1.74 bytes per weight in about half the time of zstd level 5 (1.73), and decodes faster.
+DEFAULT_CODEC = "lz4"
+
+
+def codec(name: str = DEFAULT_CODEC) -> dict[str, Any]:
     """h5py ``create_dataset`` keyword arguments for a named compression codec (hdf5plugin filters)."""
     if name == "zstd":
         return dict(hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.BITSHUFFLE))
     if name == "lz4":
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        return dict(hdf5plugin.Blosc2(cname="lz4", clevel=9, filters=hdf5plugin.Blosc2.BITSHUFFLE))
     if name == "none":
         return {}
     raise StoreError(f"unknown codec {name!r}: use zstd, lz4 or none")
@@ -190,12 +197,27 @@ def write_h5_atomically(path: Path, fill: Callable[[h5py.File], None]) -> None:
     HDF5 never writes to the disk itself, so a full disk is a clean ``OSError`` from Python's own write (HDF5 2.0
     crashed on closing a file after ENOSPC), and the previous file at ``path`` stays intact whatever happens.
     """
+    try:
+        image = h5_image(fill)
+    except BaseException as exc:
+        raise _disk_error(exc, path) from exc
+    write_bytes_atomically(path, image)
+
+
+def h5_image(fill: Callable[[h5py.File], None]) -> bytes:
+    """The bytes of an HDF5 file built in memory by ``fill`` (nothing touches the disk)."""
+    name = f"attnviz-{os.getpid()}-{threading.get_ident()}-{next(_IMAGE_IDS)}.mem"
+    with h5py.File(name, "w", driver="core", backing_store=False) as f:
+        fill(f)
+        f.flush()
+        return f.id.get_file_image()
+
+
+def write_bytes_atomically(path: Path, image: bytes) -> None:
+    """Write ``image`` to ``path.tmp-…``, fsync and rename it to ``path``: ``path`` is either the old file or
+    the complete new one, whatever happens (a full disk is a StoreError that says so)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        with h5py.File(f"{tmp}.mem", "w", driver="core", backing_store=False) as f:
-            fill(f)
-            f.flush()
-            image = f.id.get_file_image()
         with open(tmp, "wb") as out:
             out.write(image)
             out.flush()
@@ -270,21 +292,28 @@ class _FlatWriter:
 
 
 def write_shard_file(path: str | os.PathLike, run: str, start: int, results: Sequence[ExampleResult],
-                     *, dtype: str = "float16", codec_name: str = "zstd") -> Path:
+                     *, dtype: str = "float16", codec_name: str = DEFAULT_CODEC) -> Path:
     """Write one shard of examples (sorted into input order) to ``path`` atomically; return the final path.
 
     The file is first written as ``<path>.tmp-<pid>`` and fsynced, then renamed: readers and resumers only
     ever see complete shards.
     """
     path = Path(path)
+    image = shard_image(run, start, results, dtype=dtype, codec_name=codec_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(path, image)
+    return path
+
+
+def shard_image(run: str, start: int, results: Sequence[ExampleResult], *, dtype: str = "float16",
+                codec_name: str = DEFAULT_CODEC) -> bytes:
+    """The bytes of the shard file of ``results`` (sorted into input order), built in memory."""
     results = sorted(results, key=lambda r: r.input_index)
     if not results:
         raise StoreError("refusing to write an empty shard")
     float_dtype = np.dtype(dtype)
     comp = codec(codec_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_h5_atomically(path, lambda f: _fill_shard(f, run, start, results, float_dtype, comp))
-    return path
+    return h5_image(lambda f: _fill_shard(f, run, start, results, float_dtype, comp))
 
 
 def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleResult],
@@ -320,8 +349,10 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
         layers, heads = results[0].attention[kind].shape[:2]
         g.attrs["layers"], g.attrs["heads"] = layers, heads
         m = f.create_group(f"metrics/{kind}")
-        for name in results[0].metrics[kind]:
-            m.create_dataset(name, data=np.stack([r.metrics[kind][name] for r in results]).astype(np.float32))
+        names = list(results[0].metrics[kind])
+        table = np.array([[r.metrics[kind][name] for name in names] for r in results], dtype=np.float32)
+        for k, name in enumerate(names):  # [n, L, H] per metric
+            m.create_dataset(name, data=table[:, k])
 
     for kind in results[0].qkv:
         g = f.create_group(f"qkv/{kind}")
@@ -454,7 +485,7 @@ class StoreWriter:
             return info
 
     def write_shard(self, run: str, start: int, results: Sequence[ExampleResult], *, dtype: str = "float16",
-                    codec_name: str = "zstd") -> RunInfo:
+                    codec_name: str = DEFAULT_CODEC) -> RunInfo:
         """Write ``results`` as the shard starting at ``start`` and commit it to the index."""
         path = shard_dir(self.path, run) / shard_file_name(start, len(results))
         write_shard_file(path, run, start, results, dtype=dtype, codec_name=codec_name)
