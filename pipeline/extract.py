@@ -57,13 +57,14 @@ class TokenClassifier:
     lm: LoadedModel
     _flags: dict[int, int] = field(default_factory=dict)
     _strings: dict[int, str] = field(default_factory=dict)
+    _specials: tuple[set[int], set[int], set[int]] | None = None
 
     def flags(self, ids: Sequence[int]) -> np.ndarray:
         """``[len(ids)]`` uint8 flags of the tokens."""
         cache = self._flags
-        for i in ids:
-            if i not in cache:
-                self._flag(i)
+        missing = sorted({i for i in ids if i not in cache})
+        if missing:
+            self._classify(missing)
         return np.array([cache[i] for i in ids], dtype=np.uint8)
 
     def strings(self, ids: Sequence[int]) -> list[str]:
@@ -74,23 +75,35 @@ class TokenClassifier:
             cache.update(zip(missing, self.lm.tokenizer.convert_ids_to_tokens(missing), strict=True))
         return [cache[i] for i in ids]
 
-    def _flag(self, token_id: int) -> int:
+    def _classify(self, token_ids: list[int]) -> None:
+        """Flags of new token ids: special / CLS-BOS / SEP-EOS from the tokenizer's ids, punctuation when the
+        token's own text (decoded alone, spaces stripped) is all Unicode punctuation."""
         tok = self.lm.tokenizer
-        special = token_id in set(tok.all_special_ids)
-        f = tc.SPECIAL if special else 0
-        if token_id in (tok.cls_token_id, tok.bos_token_id):
-            f |= tc.CLS_OR_BOS
-        if token_id in (tok.sep_token_id, tok.eos_token_id):
-            f |= tc.SEP_OR_EOS
-        if not special and self._is_punct(token_id):
-            f |= tc.PUNCTUATION
-        self._flags[token_id] = f
-        return f
+        special, cls_bos, sep_eos = self._special_ids()
+        tokens = tok.convert_ids_to_tokens(token_ids)
+        for token_id, token in zip(token_ids, tokens, strict=True):
+            f = tc.SPECIAL if token_id in special else 0
+            if token_id in cls_bos:
+                f |= tc.CLS_OR_BOS
+            if token_id in sep_eos:
+                f |= tc.SEP_OR_EOS
+            if token_id not in special and _is_punctuation(tok.convert_tokens_to_string([token])):
+                f |= tc.PUNCTUATION
+            self._flags[token_id] = f
 
-    def _is_punct(self, token_id: int) -> bool:
-        text = self.lm.tokenizer.convert_tokens_to_string([self.lm.tokenizer.convert_ids_to_tokens(token_id)])
-        text = text.strip()
-        return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
+
+    def _special_ids(self) -> tuple[set[int], set[int], set[int]]:
+        """(special, CLS/BOS, SEP/EOS) token ids, read from the tokenizer once."""
+        if self._specials is None:
+            tok = self.lm.tokenizer
+            self._specials = (set(tok.all_special_ids), {tok.cls_token_id, tok.bos_token_id} - {None},
+                              {tok.sep_token_id, tok.eos_token_id} - {None})
+        return self._specials
+
+
+def _is_punctuation(text: str) -> bool:
+    text = text.strip()
+    return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
 
 
 def encode(lm: LoadedModel, example: InputExample, max_length: int | None = None) -> EncodedExample:

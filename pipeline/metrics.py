@@ -216,11 +216,11 @@ def _row_statistics(
             np.copyto(a.transpose(0, 2, 3, 4, 1), sel)
             np.add.reduce(a, axis=1, out=out["rowsum"])
         np.maximum.reduce(a, axis=1, out=out["confidence"])
-        # Masses on the indicator columns, summed over keys in key order: linear[.., i, c] = sum_j a_ij cols[j, c]
-        # (einsum's own loops, no BLAS: deterministic whatever the thread count).
+        # Masses on the 0/1 indicator columns: linear[.., i, c] = sum_j a_ij cols[j, c], one small matrix product
+        # per example (the products are exact; only the order of the additions is BLAS's).
         if np.isfinite(out["rowsum"]).all():
-            masses = np.einsum("njx,njc->ncx", a.reshape(n, wk, -1), cols[s:e, k0:k1])
-            out["linear"][...] = masses.reshape(n, n_cols, n_layers, n_heads, wq).transpose(0, 2, 3, 4, 1)
+            masses = np.matmul(a.reshape(n, wk, -1).transpose(0, 2, 1), cols[s:e, k0:k1])  # [n, L*H*wq, C]
+            out["linear"][...] = masses.reshape(n, n_layers, n_heads, wq, n_cols)
         else:  # a non-finite weight inside K_i: only the flagged keys' own weights may reach a mass
             for i in range(n):
                 for c in range(n_cols):

@@ -328,7 +328,7 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
     ex.create_dataset("truncated", data=np.array([r.truncated for r in results], dtype=bool))
     for name, values in (("text", [r.text for r in results]), ("target_text", [r.target_text for r in results]),
                          ("label", [r.label for r in results]),
-                         ("meta_json", [json.dumps(r.meta, sort_keys=True) for r in results])):
+                         ("meta_json", [json.dumps(r.meta, sort_keys=True) if r.meta else "{}" for r in results])):
         ex.create_dataset(name, data=values, dtype=STRING_DTYPE)
 
     sides = ["source"] + (["target"] if results[0].target is not None else [])
