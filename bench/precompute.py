@@ -4,7 +4,8 @@ Prints:
 - pipeline examples/s ÷ a bare batched forward loop with no storage (the floor; target ≥ 0.85),
 - pipeline ÷ a naive one-sentence-at-a-time extraction (forward per sentence, attention converted and written
   per example as float32 datasets; target ≥ 3),
-- bytes per stored attention weight (target ≤ 1.1 for float16).
+- bytes per stored attention weight (target ≤ 1.1 for float16), for the default lossless float16 store and for
+  a compact store with ``--mantissa-bits 5`` (with its measured maximum relative error).
 
 Usage: python bench/precompute.py [--model minilm] [--n 512] [--threads 2] [--batch-size 32] [--repeats 7]
 """
@@ -57,6 +58,15 @@ def naive(lm, sentences: list[str], path: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _attention_bytes(store: Path) -> int:
+    """Bytes on disk of the self-attention datasets of every shard of a store."""
+    total = 0
+    for p in Path(f"{store}.d").rglob("*.h5"):
+        with h5py.File(p, "r") as f:
+            total += f["attention/self/data"].id.get_storage_size()
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
@@ -66,6 +76,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7,
                         help="floor and pipeline run alternately N times; best of N for each")
+    parser.add_argument("--mantissa-bits", type=int, default=5, help="the compact store's --mantissa-bits")
     parser.add_argument("--naive-repeats", type=int, default=2, help="best of N for the (slow) naive extraction")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -99,15 +110,24 @@ def main() -> None:
         # Each pipeline run against the floor run just before it: the spread shows this machine's noise.
         pair_ratios = sorted(f / p for f, p in zip(times["floor"], times["pipeline"], strict=True))
         rate = {k: args.n / v for k, v in best.items() if k != "setup"}
-        with StoreReader(store) as reader:
+        # The same sentences once more with --mantissa-bits (not timed): size and error against the full store.
+        compact = tmp / "compact.h5"
+        t0 = time.perf_counter()
+        precompute(args.model, args.input, compact, limit=args.n, batch_size=args.batch_size, threads=args.threads,
+                   capture="attention", loaded=lm, mantissa_bits=args.mantissa_bits)
+        compact_s = time.perf_counter() - t0
+        weights, worst = 0, 0.0
+        with StoreReader(store) as reader, StoreReader(compact) as reader_c:
             run = reader.runs()[0]
             layers, heads = reader.run_info(run).shape["self"]
             weights = int(sum(layers * heads * t * t for t in reader.examples(run).n_tokens))
+            for i in range(reader.num_examples(run)):
+                a = reader.attention(run, i).astype(np.float64)
+                normal = a >= 2.0**-14  # float16's normal range; below it the error is absolute (docs)
+                err = np.abs(reader_c.attention(run, i).astype(np.float64) - a)[normal] / a[normal]
+                worst = max(worst, float(err.max(initial=0.0)))
+        size = {s: _attention_bytes(s) for s in (store, compact)}
         shard_bytes = sum(p.stat().st_size for p in Path(f"{store}.d").rglob("*.h5"))
-        attn_bytes = 0
-        for p in Path(f"{store}.d").rglob("*.h5"):
-            with h5py.File(p, "r") as f:
-                attn_bytes += f["attention/self/data"].id.get_storage_size()
         print(f"model {args.model}, {args.n} sentences, {tokens} tokens, threads {args.threads}, "
               f"batch {args.batch_size}, best of {args.repeats} (naive: {args.naive_repeats})")
         print(f"{'contender':<44}{'seconds':>10}{'examples/s':>12}")
@@ -120,8 +140,13 @@ def main() -> None:
               f"each; adjacent pairs: median {statistics.median(pair_ratios):.2f}, "
               f"range {pair_ratios[0]:.2f}-{pair_ratios[-1]:.2f})")
         print(f"pipeline / naive  = {rate['pipeline'] / rate['naive']:.2f}   (target >= 3)")
-        print(f"bytes per stored attention weight: {attn_bytes / weights:.3f} (attention dataset only; "
-              f"target <= 1.1), {shard_bytes / weights:.3f} (whole shard files incl. tokens and metrics)")
+        print(f"bytes per stored attention weight (target <= 1.1 for float16):\n"
+              f"  float16, every bit (default, lz4 + bit-shuffle): {size[store] / weights:.3f} "
+              f"({size[store] / weights / 2:.2f} x raw float16; {shard_bytes / weights:.3f} with tokens, metrics, "
+              f"offsets)\n"
+              f"  --mantissa-bits {args.mantissa_bits} (zstd + bit-shuffle): {size[compact] / weights:.3f}, "
+              f"max relative error {worst:.4f} (bound {2.0 ** -(args.mantissa_bits + 1):.4f}), "
+              f"{args.n / compact_s:.0f} examples/s incl. set-up")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -212,10 +212,13 @@ def metric_distribution(reader: StoreReader, run: str, name: str, kind: str) -> 
 
 
 def run_label(reader: StoreReader, run: str) -> str:
-    """Run selector label: run name, model, and "(random weights)" for untrained models."""
+    """Run selector label: run name, model, "(random weights)" for untrained models and "(N-bit attention)"
+    for runs stored with rounded attention weights."""
     meta = reader.run_info(run).meta
     model = meta.get("model", "?")
     label = f"{run} — {model}"
     if meta.get("random_weights"):
         label += " (random weights)"
+    if meta.get("mantissa_bits"):
+        label += f" ({meta['mantissa_bits']}-bit attention)"
     return label

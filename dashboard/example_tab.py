@@ -240,9 +240,10 @@ def register_callbacks(app: dash.Dash) -> None:
             if not 0 <= state.example < len(table):
                 return panels.message(f"example {state.example} is out of range for run {state.run!r} "
                                       f"(0..{len(table) - 1})")
+            meta = reader.run_info(state.run).meta
             return panels.example_summary(
-                table, state.example, random_weights=bool(reader.run_info(state.run).meta.get("random_weights")),
-                n_tokens=int(table.n_tokens[state.example]),
+                table, state.example, random_weights=bool(meta.get("random_weights")),
+                mantissa_bits=meta.get("mantissa_bits"), n_tokens=int(table.n_tokens[state.example]),
                 n_target_tokens=int(table.n_target_tokens[state.example]))
         except StoreError as exc:
             return panels.message(str(exc))

@@ -74,8 +74,8 @@ def metrics_panel(table: MetricsTable, layer: int) -> html.Div:
 
 
 def example_summary(table: ExampleTable, i: int, *, random_weights: bool, n_tokens: int,
-                    n_target_tokens: int) -> html.Div:
-    """The example's text (and target text), its token counts and flags."""
+                    n_target_tokens: int, mantissa_bits: int | None = None) -> html.Div:
+    """The example's text (and target text), its token counts and flags (random weights, rounded storage)."""
     badges = [dbc.Badge(f"{n_tokens} tokens", color="secondary", className="me-1")]
     if n_target_tokens:
         badges.append(dbc.Badge(f"{n_target_tokens} target tokens", color="secondary", className="me-1"))
@@ -85,6 +85,10 @@ def example_summary(table: ExampleTable, i: int, *, random_weights: bool, n_toke
         badges.append(dbc.Badge(f"label: {table.label[i]}", color="info", className="me-1"))
     if random_weights:
         badges.append(dbc.Badge("random weights", color="danger", className="me-1"))
+    if mantissa_bits:
+        badges.append(dbc.Badge(f"attention stored with {mantissa_bits} mantissa bits "
+                                f"(≤ {100 * 2.0 ** -(mantissa_bits + 1):.2g}% error)", color="warning",
+                                className="me-1"))
     scroll = {"maxHeight": "4.6em", "overflowY": "auto"}  # long (512-token) examples scroll in place
     parts = [html.Div(table.text[i], className="fw-semibold", style=scroll)]
     if table.target_text[i]:

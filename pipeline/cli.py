@@ -90,6 +90,9 @@ def precompute(
     max_length: int | None = typer.Option(None, help="truncate inputs to this many tokens (flagged)"),
     capture: str = typer.Option("attention,embeddings", help="comma list of attention,qkv,hidden,embeddings"),
     dtype: str = typer.Option("float16", help="stored tensor dtype: float16 or float32"),
+    mantissa_bits: int | None = typer.Option(
+        None, help="round stored attention weights to N mantissa bits (float16 has 10): smaller files, relative "
+                   "error <= 2^-(N+1), e.g. 5 -> 1.6%; metrics are computed before rounding. Default: every bit"),
     threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)"),
     set_: list[str] = typer.Option([], "--set", help="config override key=value, e.g. --set n_layer=4"),
     shard_size: int = typer.Option(256, help="examples per shard file (unit of commit and resume)"),
@@ -108,11 +111,13 @@ def precompute(
 
             summary = precompute_distributed(
                 model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
-                capture=capture, dtype=dtype, overrides=overrides, shard_size=shard_size, workers=workers,
+                capture=capture, dtype=dtype, mantissa_bits=mantissa_bits, overrides=overrides,
+                shard_size=shard_size, workers=workers,
                 scheduler=scheduler, threads=threads, progress=bar.progress, on_start=bar.start, say=err.print)
         else:
             summary = run_precompute(model, input, store, run=run, limit=limit, batch_size=batch_size,
-                                     max_length=max_length, capture=capture, dtype=dtype, threads=threads,
+                                     max_length=max_length, capture=capture, dtype=dtype,
+                                     mantissa_bits=mantissa_bits, threads=threads,
                                      overrides=overrides, shard_size=shard_size, progress=bar.progress,
                                      on_start=bar.start)
     except _user_errors() as exc:
@@ -122,6 +127,11 @@ def precompute(
         bar.stop()
     out.print(summary.line(), highlight=False, soft_wrap=True)
     out.print(f"inspect it: attnviz inspect --store {store}", highlight=False, soft_wrap=True)
+
+
+def _dtype_label(meta: dict) -> str:
+    bits = meta.get("mantissa_bits")
+    return str(meta.get("dtype", "?")) + (f" ({bits}-bit mantissa)" if bits else "")
 
 
 @app.command()
@@ -163,7 +173,7 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
         planned = m.get("planned_examples")
         count = f"{info.num_examples}" + (f"/{planned}" if planned and planned != info.num_examples else "")
         table.add_row(name, m.get("model", "?"), "random" if m.get("random_weights") else "trained", count,
-                      shapes, ",".join(m.get("capture", [])), m.get("dtype", "?"), m.get("created", "?"))
+                      shapes, ",".join(m.get("capture", [])), _dtype_label(m), m.get("created", "?"))
     out.print(table)
     out.print(f"{store}: {store_size(store) / 1e6:.1f} MB on disk")
 

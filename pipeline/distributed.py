@@ -170,6 +170,7 @@ class ShardTask:
     batch_size: int
     capture: tuple[str, ...]
     dtype: str
+    mantissa_bits: int | None
     threads_by_host: dict[str, int]  #: torch threads per task, by worker host
     threads: int | None = None  #: explicit torch threads per task (overrides ``threads_by_host``)
 
@@ -250,7 +251,8 @@ def run_shard_task(task: ShardTask) -> ShardDone:
         torch.set_num_threads(threads)
     lm, classifier = _model_cache(task.model, task.overrides)
     path = compute_shard(lm, task.encoded, task.start, task.store, task.run, batch_size=task.batch_size,
-                         capture=task.capture, dtype=task.dtype, classifier=classifier)
+                         capture=task.capture, dtype=task.dtype, classifier=classifier,
+                         mantissa_bits=task.mantissa_bits)
     return ShardDone(start=task.start, count=task.count, path=os.fspath(path), seconds=time.perf_counter() - t0,
                      pid=os.getpid(), torch_threads=threads)
 
@@ -263,7 +265,8 @@ def run_shard_task(task: ShardTask) -> ShardDone:
 def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
                            limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
                            capture: str | Sequence[str] = "attention", dtype: str = "float16",
-                           overrides: dict[str, Any] | None = None, shard_size: int | None = None,
+                           mantissa_bits: int | None = None, overrides: dict[str, Any] | None = None,
+                           shard_size: int | None = None,
                            max_shard_elements: int | None = None, workers: int | None = None,
                            scheduler: str | None = None, client: Client | None = None, threads: int | None = None,
                            retries: int = TASK_RETRIES, progress: Callable[[int, int], None] | None = None,
@@ -287,7 +290,8 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
         # An existing cluster is checked first (cheap); a LocalCluster starts only once the input is valid.
         dask_client = None if workers else stack.enter_context(connect(None, scheduler, client=client, say=say))
         prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size,
-                           max_length=max_length, capture=capture, dtype=dtype, overrides=overrides,
+                           max_length=max_length, capture=capture, dtype=dtype, mantissa_bits=mantissa_bits,
+                           overrides=overrides,
                            shard_size=shard_size or DEFAULT_SHARD_SIZE,
                            max_shard_elements=max_shard_elements or DEFAULT_MAX_SHARD_ELEMENTS)
         if not prep.todo:  # a finished run: nothing to start a cluster for
@@ -314,7 +318,7 @@ def _run_tasks(client: Client, prep: PreparedRun, *, threads: int | None, retrie
     tasks = (ShardTask(model=prep.lm.info, overrides=prep.lm.overrides, store=os.fspath(prep.store),
                        run=prep.run, start=start, encoded=prep.encoded[start:start + count],
                        batch_size=prep.batch_size, capture=tuple(prep.captures), dtype=prep.dtype,
-                       threads_by_host=threads_by_host, threads=threads)
+                       mantissa_bits=prep.mantissa_bits, threads_by_host=threads_by_host, threads=threads)
              for start, count in prep.todo)
 
     def submit(task: ShardTask) -> Future:

@@ -27,6 +27,7 @@ from pipeline.model_info import get_model_info
 from pipeline.models import LoadedModel, load_model, versions
 from pipeline.records import ExampleResult
 from pipeline.store import (
+    MANTISSA_BITS,
     SHARD_DIR_SUFFIX,
     StoreError,
     StoreWriter,
@@ -40,6 +41,7 @@ from pipeline.store import (
 
 #: Keys of a run's metadata that must match when a command writes to an existing run.
 FINGERPRINT_KEYS = ("model", "model_info", "overrides", "input_fingerprint", "max_length", "capture", "dtype",
+                    "mantissa_bits",
                     "shard_size", "max_shard_elements")
 DEFAULT_SHARD_SIZE = 256
 #: At most this many stored attention (+Q/K/V/hidden) values in one shard, to bound memory at long T.
@@ -103,6 +105,7 @@ def plan_shards(encoded: Sequence[EncodedExample], values_per_token_pair: int, s
 
 
 def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture: list[str], dtype: str,
+                 mantissa_bits: int | None = None,
                  shard_size: int, max_shard_elements: int, planned: int) -> dict[str, Any]:
     """Everything the store records about a run (see docs/store-format.md)."""
     shape = lm.shape()
@@ -116,6 +119,7 @@ def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture:
         "tokenizer": lm.info.tokenizer,
         "versions": versions(),
         "dtype": dtype,
+        "mantissa_bits": mantissa_bits,
         "max_length": max_length,
         "capture": capture,
         "kinds": list(shape),
@@ -151,6 +155,7 @@ class PreparedRun:
     captures: list[str]
     dtype: str
     batch_size: int
+    mantissa_bits: int | None
     t0: float
 
     @property
@@ -169,7 +174,8 @@ class PreparedRun:
 
 def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
                 limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
-                capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
+                capture: str | Sequence[str] = "attention", dtype: str = "float16", mantissa_bits: int | None = None,
+                threads: int | None = None,
                 overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                 max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS, loaded: LoadedModel | None = None
                 ) -> PreparedRun:
@@ -178,10 +184,18 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
     Everything that can be checked is checked before anything is written: the input, the model name, the
     store (schema, existing run's configuration). ``loaded`` reuses an already loaded ``model`` (a notebook,
     a benchmark) instead of loading it again; it must be that model with the same overrides.
+    ``mantissa_bits`` rounds the stored attention weights to that many mantissa bits
+    (:func:`pipeline.store.round_mantissa`: smaller files, relative error at most ``2**-(bits+1)``); metrics
+    are computed before, from float32. ``None`` stores every bit of ``dtype``.
     """
     t0 = time.perf_counter()
     if dtype not in ("float16", "float32"):
         raise InputError(f"unknown --dtype {dtype!r}: use float16 or float32")
+    if mantissa_bits is not None and not 1 <= mantissa_bits <= MANTISSA_BITS[dtype]:
+        raise InputError(f"--mantissa-bits must be between 1 and {MANTISSA_BITS[dtype]} for {dtype} "
+                         f"(got {mantissa_bits}); leave it out to store every bit")
+    if mantissa_bits == MANTISSA_BITS[dtype]:
+        mantissa_bits = None  # every bit: the same as not rounding
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if limit is not None and limit < 1:
@@ -202,14 +216,15 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
     vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in captures))
     shards = plan_shards(encoded, vals, shard_size, max_shard_elements)
     run = run or default_run_name(model, inputs.spec)
-    meta = run_metadata(lm, inputs, max_length=max_len, capture=captures, dtype=dtype, shard_size=shard_size,
+    meta = run_metadata(lm, inputs, max_length=max_len, capture=captures, dtype=dtype, mantissa_bits=mantissa_bits,
+                        shard_size=shard_size,
                         max_shard_elements=max_shard_elements, planned=len(encoded))
     info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
     done = {(s.start, s.count) for s in info.shards}
     return PreparedRun(
         store=Path(store), run=run, writer=writer, lm=lm, inputs=inputs, encoded=encoded, shards=shards,
         todo=[s for s in shards if s not in done], skipped=sum(c for s, c in shards if (s, c) in done),
-        captures=captures, dtype=dtype, batch_size=batch_size, t0=t0)
+        captures=captures, dtype=dtype, batch_size=batch_size, mantissa_bits=mantissa_bits, t0=t0)
 
 
 def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *, batch_size: int,
@@ -229,7 +244,7 @@ def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *,
 
 def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int, store: str | os.PathLike,
                   run: str, *, batch_size: int, capture: Sequence[str], dtype: str,
-                  classifier: TokenClassifier | None = None) -> Path:
+                  classifier: TokenClassifier | None = None, mantissa_bits: int | None = None) -> Path:
     """Run the model over one shard's examples (input ``start .. start+len-1``) and write its shard file.
 
     The file is written under a temporary name and renamed (``write_shard_file``), so it is either absent or
@@ -239,7 +254,7 @@ def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int
     results = compute_shard_results(lm, encoded, batch_size=batch_size, capture=capture, dtype=dtype,
                                     classifier=classifier)
     path = shard_dir(store, run) / shard_file_name(start, len(encoded))
-    return write_shard_file(path, run, start, results, dtype=dtype)
+    return write_shard_file(path, run, start, results, dtype=dtype, mantissa_bits=mantissa_bits)
 
 
 def _persist_shard(writer: StoreWriter, run: str, path: Path, image: bytes, planned: int) -> None:
@@ -251,7 +266,8 @@ def _persist_shard(writer: StoreWriter, run: str, path: Path, image: bytes, plan
 
 def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
                limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
-               capture: str | Sequence[str] = "attention", dtype: str = "float16", threads: int | None = None,
+               capture: str | Sequence[str] = "attention", dtype: str = "float16", mantissa_bits: int | None = None,
+               threads: int | None = None,
                overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS,
                progress: Callable[[int, int], None] | None = None, on_start: Callable[[int, int], None] | None = None,
@@ -263,7 +279,8 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
     before the first. ``loaded``: an already loaded model to reuse (see :func:`prepare_run`).
     """
     prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
-                       capture=capture, dtype=dtype, threads=threads, overrides=overrides, shard_size=shard_size,
+                       capture=capture, dtype=dtype, mantissa_bits=mantissa_bits, threads=threads,
+                       overrides=overrides, shard_size=shard_size,
                        max_shard_elements=max_shard_elements, loaded=loaded)
     if on_start:
         on_start(prep.skipped, prep.total)
@@ -277,7 +294,7 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
         for start, count in prep.todo:
             results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=batch_size,
                                             capture=prep.captures, dtype=dtype, classifier=classifier)
-            image = shard_image(prep.run, start, results, dtype=dtype)
+            image = shard_image(prep.run, start, results, dtype=dtype, mantissa_bits=prep.mantissa_bits)
             del results
             if pending is not None:
                 new += _wait_committed(pending, prep, progress, new)

@@ -284,40 +284,81 @@ class _FlatWriter:
         self.parts.append(flat)
         self.offsets.append(self.offsets[-1] + flat.size)
 
-    def write(self, group: h5py.Group, name: str, dtype: Any, compression: dict[str, Any]) -> None:
+    def write(self, group: h5py.Group, name: str, dtype: Any, compression: dict[str, Any],
+              mantissa_bits: int | None = None) -> None:
         data = np.concatenate(self.parts).astype(dtype, copy=False) if self.parts else np.zeros(0, dtype)
+        if mantissa_bits is not None:
+            data = round_mantissa(data, mantissa_bits)
         chunks = (max(1, min(CHUNK_ELEMENTS, data.size)),)
         group.create_dataset(name, data=data, chunks=chunks, **compression)
         group.create_dataset(f"{name}_offsets", data=np.asarray(self.offsets, dtype=np.int64))
 
 
 def write_shard_file(path: str | os.PathLike, run: str, start: int, results: Sequence[ExampleResult],
-                     *, dtype: str = "float16", codec_name: str = DEFAULT_CODEC) -> Path:
+                     *, dtype: str = "float16", codec_name: str | None = None,
+                     mantissa_bits: int | None = None) -> Path:
     """Write one shard of examples (sorted into input order) to ``path`` atomically; return the final path.
 
     The file is first written as ``<path>.tmp-<pid>`` and fsynced, then renamed: readers and resumers only
-    ever see complete shards.
+    ever see complete shards. ``codec_name`` and ``mantissa_bits``: see :func:`shard_image`.
     """
     path = Path(path)
-    image = shard_image(run, start, results, dtype=dtype, codec_name=codec_name)
+    image = shard_image(run, start, results, dtype=dtype, codec_name=codec_name, mantissa_bits=mantissa_bits)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomically(path, image)
     return path
 
 
 def shard_image(run: str, start: int, results: Sequence[ExampleResult], *, dtype: str = "float16",
-                codec_name: str = DEFAULT_CODEC) -> bytes:
-    """The bytes of the shard file of ``results`` (sorted into input order), built in memory."""
+                codec_name: str | None = None, mantissa_bits: int | None = None) -> bytes:
+    """The bytes of the shard file of ``results`` (sorted into input order), built in memory.
+
+    ``mantissa_bits``: attention weights are rounded to that many mantissa bits (:func:`round_mantissa`;
+    ``None`` keeps every bit of ``dtype``). ``codec_name`` defaults to zstd for rounded attention (the zeroed
+    low bits compress best with it) and to :data:`DEFAULT_CODEC` otherwise.
+    """
     results = sorted(results, key=lambda r: r.input_index)
     if not results:
         raise StoreError("refusing to write an empty shard")
     float_dtype = np.dtype(dtype)
-    comp = codec(codec_name)
-    return h5_image(lambda f: _fill_shard(f, run, start, results, float_dtype, comp))
+    comp = codec(codec_name or ("zstd" if mantissa_bits is not None else DEFAULT_CODEC))
+    return h5_image(lambda f: _fill_shard(f, run, start, results, float_dtype, comp, mantissa_bits))
+
+
+#: Mantissa bits of each float dtype the store writes.
+MANTISSA_BITS = {"float16": 10, "float32": 23}
+
+
+def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values`` (float16 or float32) rounded to the nearest number with ``bits`` mantissa bits (ties away
+    from zero), as the same dtype; the dropped low bits are zero, so they compress away.
+
+    The relative error of every normal number is at most ``2**-(bits + 1)``; subnormals keep an absolute error
+    below ``2**-(bits + 1)`` times the smallest normal. Zeros, infinities and NaN are unchanged; a value that
+    would round up to infinity is truncated instead.
+    """
+    name = values.dtype.name
+    if name not in MANTISSA_BITS:
+        raise StoreError(f"cannot round {name} mantissas: use float16 or float32")
+    total = MANTISSA_BITS[name]
+    if not 1 <= bits <= total:
+        raise StoreError(f"--mantissa-bits must be between 1 and {total} for {name}, got {bits}")
+    if bits == total:
+        return values
+    uint, wide = (np.uint16, np.uint32) if name == "float16" else (np.uint32, np.uint64)
+    drop = total - bits
+    exponent_mask = wide(((1 << (8 * values.itemsize - 1 - total)) - 1) << total)
+    raw = values.view(uint).astype(wide)
+    keep = ~wide((1 << drop) - 1)
+    rounded = (raw + wide(1 << (drop - 1))) & keep
+    special = (raw & exponent_mask) == exponent_mask  # inf / NaN: unchanged
+    overflow = (rounded & exponent_mask) == exponent_mask  # rounded up to inf: truncate instead
+    out = np.where(special, raw, np.where(overflow, raw & keep, rounded))
+    return out.astype(uint).view(values.dtype)
 
 
 def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleResult],
-                float_dtype: np.dtype, comp: dict[str, Any]) -> None:
+                float_dtype: np.dtype, comp: dict[str, Any], mantissa_bits: int | None = None) -> None:
     f.attrs["format"] = FORMAT_NAME + "-shard"
     f.attrs["schema_version"] = SCHEMA_VERSION
     f.attrs["run"] = run
@@ -345,7 +386,7 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
         flat = _FlatWriter()
         for r in results:
             flat.add(r.attention[kind])
-        flat.write(g, "data", float_dtype, comp)
+        flat.write(g, "data", float_dtype, comp, mantissa_bits)
         layers, heads = results[0].attention[kind].shape[:2]
         g.attrs["layers"], g.attrs["heads"] = layers, heads
         m = f.create_group(f"metrics/{kind}")
@@ -485,7 +526,7 @@ class StoreWriter:
             return info
 
     def write_shard(self, run: str, start: int, results: Sequence[ExampleResult], *, dtype: str = "float16",
-                    codec_name: str = DEFAULT_CODEC) -> RunInfo:
+                    codec_name: str | None = None) -> RunInfo:
         """Write ``results`` as the shard starting at ``start`` and commit it to the index."""
         path = shard_dir(self.path, run) / shard_file_name(start, len(results))
         write_shard_file(path, run, start, results, dtype=dtype, codec_name=codec_name)

@@ -185,3 +185,32 @@ def test_truncation_is_flagged(tmp_path: Path) -> None:
         assert reader.examples(run).truncated.tolist() == [False, True]
         assert len(reader.tokens(run, 1)) == 32
         assert reader.tokens(run, 1)[-1] == "[SEP]"
+
+
+def test_mantissa_bits_round_attention_within_bound_and_keep_exact_metrics(text_file: Path, tmp_path: Path) -> None:
+    from pipeline.inputs import InputError
+    from pipeline.store import RunMismatchError
+
+    full, compact = tmp_path / "full.h5", tmp_path / "compact.h5"
+    precompute("minilm", str(text_file), full, run="r")
+    precompute("minilm", str(text_file), compact, run="r", mantissa_bits=5)
+    with StoreReader(full) as rf, StoreReader(compact) as rc:
+        assert rf.run_info("r").meta["mantissa_bits"] is None
+        assert rc.run_info("r").meta["mantissa_bits"] == 5
+        for i in range(len(SENTENCES)):
+            a, c = rf.attention("r", i).astype(np.float32), rc.attention("r", i).astype(np.float32)
+            normal = a >= 2.0**-14
+            assert (np.abs(c - a)[normal] <= 2.0**-6 * a[normal]).all()  # relative error <= 2^-(5+1)
+            assert (np.abs(c - a)[~normal] <= 2.0**-20).all()
+            assert not np.array_equal(a, c)  # really rounded
+            low = c.astype(np.float16).view(np.uint16) & 0x1F  # the 5 dropped mantissa bits are zero
+            assert not low.any()
+        for name in ("entropy", "mass_prev", "confidence"):  # metrics come from float32, before rounding
+            np.testing.assert_array_equal(rf.metrics("r", name), rc.metrics("r", name))
+    size = {p: sum(f.stat().st_size for f in Path(f"{p}.d").rglob("*.h5")) for p in (full, compact)}
+    assert size[compact] < 0.8 * size[full]
+    with pytest.raises(RunMismatchError, match="mantissa_bits"):
+        precompute("minilm", str(text_file), compact, run="r", mantissa_bits=6)
+    with pytest.raises(InputError, match="--mantissa-bits must be between 1 and 10"):
+        precompute("minilm", str(text_file), tmp_path / "bad.h5", mantissa_bits=11)
+    assert not (tmp_path / "bad.h5").exists()

@@ -146,3 +146,38 @@ def test_delete_run(tmp_path: Path) -> None:
     with StoreReader(tmp_path / "s.h5") as reader:
         assert reader.runs() == []
     assert not (tmp_path / "s.h5.d" / "r").exists()
+
+
+@pytest.mark.parametrize("bits", [1, 5, 9])
+def test_round_mantissa_over_every_float16(bits: int) -> None:
+    from pipeline.store import round_mantissa
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.isfinite(every)
+    got = round_mantissa(every, bits)
+    assert got.dtype == np.float16
+    x, y = every[finite].astype(np.float64), got[finite].astype(np.float64)
+    normal = np.abs(x) >= 2.0**-14
+    assert (np.abs(y - x)[normal] <= 2.0 ** -(bits + 1) * np.abs(x[normal])).all()
+    assert (np.abs(y - x)[~normal] <= 2.0 ** -(bits + 1) * 2.0**-14).all()
+    assert not (got[finite].view(np.uint16) & ((1 << (10 - bits)) - 1)).any()  # dropped bits are zero
+    np.testing.assert_array_equal(round_mantissa(got, bits).view(np.uint16), got.view(np.uint16))  # idempotent
+    positive = np.sort(x[x > 0])
+    assert (np.diff(round_mantissa(positive.astype(np.float16), bits).astype(np.float64)) >= 0).all()  # monotone
+    assert np.isfinite(got[finite]).all()  # 65504 does not round up to inf
+    special = ~finite
+    np.testing.assert_array_equal(np.isnan(got[special]), np.isnan(every[special]))
+    np.testing.assert_array_equal(got[special & ~np.isnan(every)], every[special & ~np.isnan(every)])
+
+
+def test_round_mantissa_float32_and_bad_bits() -> None:
+    from pipeline.store import StoreError, round_mantissa
+
+    x = np.random.default_rng(0).random(10_000).astype(np.float32)
+    np.testing.assert_array_equal(round_mantissa(x, 23), x)
+    y = round_mantissa(x, 7)
+    assert y.dtype == np.float32 and (np.abs(y - x) <= 2.0**-8 * x).all() and not np.array_equal(x, y)
+    with pytest.raises(StoreError, match="between 1 and 10"):
+        round_mantissa(x.astype(np.float16), 0)
+    with pytest.raises(StoreError, match="float16 or float32"):
+        round_mantissa(x.astype(np.float64), 5)
