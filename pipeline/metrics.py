@@ -328,11 +328,13 @@ def attention_metrics(
         rows["mass_next"], weights["mass_next"] = st["next"], w_next
         rows["mean_distance"], weights["mean_distance"] = st["distance"], ok
 
-    # Weighted means over rows, one einsum per distinct row weighting (float64 accumulation).
+    # Weighted means over rows, one float64 matrix product per distinct row weighting (the weights are 0/1).
     means: dict[str, np.ndarray] = {}
     for w in {id(w): w for w in weights.values()}.values():
         names = [name for name in rows if weights[name] is w]
-        num = np.einsum("kblhq,bq->kblh", np.stack([rows[name] for name in names]), w)
+        stacked = np.stack([rows[name] for name in names]).astype(np.float64)  # [K, B, L, H, Tq]
+        num = np.matmul(stacked.reshape(len(names), b, n_layers * n_heads, tq), w[None, :, :, None])
+        num = num.reshape(len(names), b, n_layers, n_heads)
         den = w.sum(axis=1)[:, None, None]
         for name, num_k in zip(names, num, strict=True):
             means[name] = np.divide(num_k, den, out=np.full(num_k.shape, np.nan), where=den > 0)
