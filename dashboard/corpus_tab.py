@@ -25,7 +25,7 @@ from dash.exceptions import PreventUpdate
 
 from dashboard import corpus_figures as cf
 from dashboard import ids
-from dashboard.data import current_reader, current_store_path
+from dashboard.data import current_reader, current_store_path, requested_store
 from dashboard.urlstate import example_href
 from pipeline import analysis as an
 from pipeline.metrics import METRICS
@@ -670,11 +670,12 @@ def _examples_table(run: Run, tag: str, sel: Selection, layer: int, head: int, k
         return html.Div(f"{tag}: no defined value", className="text-muted")
     picked = np.concatenate([top, bottom])
     texts = read_texts(run.store, run.info, keep[picked].tolist())
+    page_store = requested_store() if isinstance(requested_store(), str) else None  # keep ?store= in links
     body = []
     for rank, (pos, text) in enumerate(zip(picked, texts, strict=True)):
         example = int(keep[pos])
         which = "top" if rank < k else "bottom"
-        href = example_href(run.name, example, layer, head, kind=sel.kind)
+        href = example_href(run.name, example, layer, head, kind=sel.kind, store=page_store)
         body.append(html.Tr([
             html.Td(which, className="text-muted"), html.Td(f"{values[pos]:.4g}"),
             html.Td(dcc.Link(f"#{example}", href=href, id={"type": "corpus-example-link", "run": tag,

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import dash
 import dash_bootstrap_components as dbc
@@ -563,9 +562,7 @@ def register_callbacks(app: dash.Dash) -> None:
                           session)
         except (PlaygroundError, StoreError) as exc:
             return message(str(exc), "danger", "pg-add-error"), no_update
-        href = example_href(added["run"], added["index"])
-        if request.get("store_name"):
-            href += "&" + urlencode({"store": request["store_name"]})
+        href = example_href(added["run"], added["index"], store=request.get("store_name") or None)
         return dbc.Alert([f"Added as example {added['index']} of run {added['run']!r} in {store.name} "
                           f"({added['examples']} examples). ", dcc.Link("Open it in the Example tab", href=href)],
                          color="success", className="mb-0 py-2 small", id="pg-add-done"), added

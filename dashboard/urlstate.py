@@ -144,12 +144,14 @@ def format_state(state: ViewState, **changes: object) -> str:
 
 
 def example_href(run: str, example: int, layer: int | None = None, head: int | None = None,
-                 kind: str = "self") -> str:
+                 kind: str = "self", store: str | None = None) -> str:
     """Relative link (``/?tab=example&...``) that opens the Example tab on one example of a run.
 
-    ``layer`` and ``head`` default to 0 (pass both to open a particular head); ``kind`` is the attention kind.
+    ``layer`` and ``head`` default to 0 (pass both to open a particular head); ``kind`` is the attention kind;
+    ``store`` is the page's ``?store=`` name (kept, so the link opens the same store, also in a new tab).
     """
     state = ViewState(tab="example", run=run, example=int(example),
                       layer=int(layer) if layer is not None else 0,
                       head=int(head) if head is not None else 0, kind=kind)
-    return "/" + format_state(state)
+    href = "/" + format_state(state)
+    return href + "&" + urlencode({"store": store}) if store else href

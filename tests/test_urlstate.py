@@ -106,3 +106,13 @@ def test_example_href_links_into_the_example_tab() -> None:
 def test_format_with_changes() -> None:
     base = ViewState(run="r", example=1)
     assert parse_state(format_state(base, example=2, head=None)) == ViewState(run="r", example=2, head=None)
+
+
+def test_example_href_keeps_the_page_store() -> None:
+    href = example_href("r", 5, layer=1, head=2, store="other store.h5")
+    query = parse_qs(urlsplit(href).query)
+    assert query["store"] == ["other store.h5"]
+    state = parse_state(urlsplit(href).query)
+    assert (state.tab, state.run, state.example, state.layer, state.head) == ("example", "r", 5, 1, 2)
+    assert not state.errors  # the app's parser ignores store= (the page reads it)
+    assert "store" not in parse_qs(urlsplit(example_href("r", 5)).query)
