@@ -6,7 +6,7 @@ This is the one code path used by ``attnviz precompute`` and by the dashboard's 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +74,13 @@ class TokenClassifier:
         if missing:
             cache.update(zip(missing, self.lm.tokenizer.convert_ids_to_tokens(missing), strict=True))
         return [cache[i] for i in ids]
+
+    def learn(self, ids: Iterable[int]) -> None:
+        """Read the flags and strings of these token ids now (e.g. every id of an input while it is prepared), so
+        that computing batches later finds them cached."""
+        unique = sorted(set(ids))
+        self.flags(unique)
+        self.strings(unique)
 
     def _classify(self, token_ids: list[int]) -> None:
         """Flags of new token ids: special / CLS-BOS / SEP-EOS from the tokenizer's ids, punctuation when the
