@@ -294,7 +294,7 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
         attention, metrics, qkv_n = {}, {}, {}
         for kind, attn in kinds_attn.items():
             tq, tk = (lengths["target"], lengths["source"]) if kind == "cross" else (lengths[SIDE_OF_KIND[kind]],) * 2
-            attention[kind] = np.ascontiguousarray(attn[n, :, :, :tq, :tk])
+            attention[kind] = attn[n, :, :, :tq, :tk]  # a view of the batch (the shard writer copies it once)
             metrics[kind] = {name: values[n] for name, values in kinds_metrics[kind].items()}
             if kind in qkv:
                 q, k, v = qkv[kind]

@@ -280,13 +280,15 @@ class _FlatWriter:
         self.offsets: list[int] = [0]
 
     def add(self, array: np.ndarray) -> None:
-        flat = np.ascontiguousarray(array).reshape(-1)
-        self.parts.append(flat)
-        self.offsets.append(self.offsets[-1] + flat.size)
+        """Append one example's array (any layout: views are copied once, in :meth:`write`)."""
+        self.parts.append(array)
+        self.offsets.append(self.offsets[-1] + array.size)
 
     def write(self, group: h5py.Group, name: str, dtype: Any, compression: dict[str, Any],
               mantissa_bits: int | None = None) -> None:
-        data = np.concatenate(self.parts).astype(dtype, copy=False) if self.parts else np.zeros(0, dtype)
+        data = np.empty(self.offsets[-1], dtype=dtype)
+        for part, lo, hi in zip(self.parts, self.offsets, self.offsets[1:], strict=False):
+            data[lo:hi].reshape(part.shape)[...] = part  # one copy per example, in C order
         if mantissa_bits is not None:
             data = round_mantissa(data, mantissa_bits)
         chunks = (max(1, min(CHUNK_ELEMENTS, data.size)),)
