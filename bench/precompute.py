@@ -117,16 +117,21 @@ def main() -> None:
                    capture="attention", loaded=lm, mantissa_bits=args.mantissa_bits)
         compact_s = time.perf_counter() - t0
         weights, worst = 0, 0.0
+        counts = np.zeros(1 << 16, dtype=np.int64)  # how often each float16 bit pattern is stored
         with StoreReader(store) as reader, StoreReader(compact) as reader_c:
             run = reader.runs()[0]
             layers, heads = reader.run_info(run).shape["self"]
             weights = int(sum(layers * heads * t * t for t in reader.examples(run).n_tokens))
             for i in range(reader.num_examples(run)):
-                a = reader.attention(run, i).astype(np.float64)
+                a16 = reader.attention(run, i).astype(np.float16)  # exactly the stored values
+                counts += np.bincount(a16.view(np.uint16).ravel(), minlength=1 << 16)
+                a = a16.astype(np.float64)
                 normal = a >= 2.0**-14  # float16's normal range; below it the error is absolute (docs)
                 err = np.abs(reader_c.attention(run, i).astype(np.float64) - a)[normal] / a[normal]
                 worst = max(worst, float(err.max(initial=0.0)))
         size = {s: _attention_bytes(s) for s in (store, compact)}
+        p = counts[counts > 0] / counts.sum()
+        entropy_bytes = float(-(p * np.log2(p)).sum()) / 8  # order-0 entropy of the stored float16 values
         shard_bytes = sum(p.stat().st_size for p in Path(f"{store}.d").rglob("*.h5"))
         print(f"model {args.model}, {args.n} sentences, {tokens} tokens, threads {args.threads}, "
               f"batch {args.batch_size}, best of {args.repeats} (naive: {args.naive_repeats})")
@@ -143,7 +148,8 @@ def main() -> None:
         print(f"bytes per stored attention weight (target <= 1.1 for float16):\n"
               f"  float16, every bit (default, lz4 + bit-shuffle): {size[store] / weights:.3f} "
               f"({size[store] / weights / 2:.2f} x raw float16; {shard_bytes / weights:.3f} with tokens, metrics, "
-              f"offsets)\n"
+              f"offsets); order-0 entropy of these float16 values: {entropy_bytes:.3f} bytes (what a lossless "
+              f"coder of independent values can reach)\n"
               f"  --mantissa-bits {args.mantissa_bits} (zstd + bit-shuffle): {size[compact] / weights:.3f}, "
               f"max relative error {worst:.4f} (bound {2.0 ** -(args.mantissa_bits + 1):.4f}), "
               f"{args.n / compact_s:.0f} examples/s incl. set-up")
