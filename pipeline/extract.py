@@ -87,8 +87,7 @@ class TokenClassifier:
         token's own text (decoded alone, spaces stripped) is all Unicode punctuation."""
         tok = self.lm.tokenizer
         special, cls_bos, sep_eos = self._special_ids()
-        tokens = tok.convert_ids_to_tokens(token_ids)
-        for token_id, token in zip(token_ids, tokens, strict=True):
+        for token_id, token in zip(token_ids, self.strings(token_ids), strict=True):
             f = tc.SPECIAL if token_id in special else 0
             if token_id in cls_bos:
                 f |= tc.CLS_OR_BOS
