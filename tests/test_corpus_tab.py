@@ -17,20 +17,19 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from browser_helpers import TIMEOUT, array, wait_figure
 from dash.testing.wait import until
 from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from dashboard.figjson import decode
 from dashboard.urlstate import parse_state
 from pipeline import analysis as an
 from pipeline.analyze import analyze
 from pipeline.store import StoreReader, StoreWriter
 
 pytestmark = pytest.mark.browser
-TIMEOUT = 30
 PATTERNS_A = [["previous", "broad", "heterogeneous", "first"],
               ["sep", "heterogeneous", "broad", "heterogeneous"]]
 PATTERNS_B = [["previous", "broad", "heterogeneous", "first"],
@@ -78,40 +77,6 @@ def page(dash_duo, store: Path):
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 
-_GRAPH_JS = """
-const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
-if (!gd || !gd.data || !gd.layout) { return null; }
-return JSON.stringify({data: gd.data, layout: {meta: gd.layout.meta || null}},
-                      (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v);
-"""
-
-
-def graph(dash_duo, graph_id: str) -> dict | None:
-    raw = dash_duo.driver.execute_script(_GRAPH_JS, graph_id)
-    return json.loads(raw) if raw else None
-
-
-def array(value: object) -> np.ndarray:
-    if isinstance(value, dict):
-        return decode(value).astype(np.float32)
-    return np.asarray(value, dtype=np.float32)
-
-
-def wait_figure(dash_duo, graph_id: str, check, what: str) -> dict:
-    found: dict = {}
-
-    def ready() -> bool:
-        fig = graph(dash_duo, graph_id)
-        try:
-            ok = fig is not None and bool(check(fig))
-        except (KeyError, IndexError, TypeError, ValueError):
-            ok = False
-        if ok:
-            found["fig"] = fig
-        return ok
-
-    until(ready, timeout=TIMEOUT, msg=f"{graph_id}: {what}")
-    return found["fig"]
 
 
 def z_close(expected: np.ndarray):

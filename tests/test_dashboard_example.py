@@ -7,13 +7,13 @@ process never loads torch.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 import pytest
+from browser_helpers import TIMEOUT, array, message, wait_figure
 from dash.testing.wait import until
 from dashboard_fixtures import (  # noqa: F401 (fixtures)
     BERT_RUN,
@@ -25,12 +25,10 @@ from dashboard_fixtures import (  # noqa: F401 (fixtures)
 )
 from selenium.webdriver.support.select import Select
 
-from dashboard.figjson import decode
 from dashboard.urlstate import parse_state
 from pipeline.store import StoreReader
 
 pytestmark = pytest.mark.browser
-TIMEOUT = 30
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,47 +48,6 @@ def open_page(dash_duo, server: LiveServer, **query: object) -> None:
     dash_duo.wait_for_element("#attn-matrix .js-plotly-plot", timeout=TIMEOUT)
 
 
-_GRAPH_JS = """
-const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
-if (!gd || !gd.data || !gd.layout) { return null; }
-return JSON.stringify({data: gd.data, layout: {meta: gd.layout.meta || null, title: gd.layout.title || null,
-                                               annotations: gd.layout.annotations || []}},
-                      (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v);
-"""
-
-
-def graph(dash_duo, graph_id: str) -> dict | None:
-    """The figure a graph shows right now (data and a few layout fields), as plain JSON."""
-    raw = dash_duo.driver.execute_script(_GRAPH_JS, graph_id)
-    return json.loads(raw) if raw else None
-
-
-def array(value: object) -> np.ndarray:
-    return decode(value).astype(np.float32) if isinstance(value, dict) else np.asarray(value, dtype=np.float32)
-
-
-def message(fig: dict | None) -> str:
-    if not fig or not fig["layout"]["meta"]:
-        return ""
-    return fig["layout"]["meta"].get("message", "") if isinstance(fig["layout"]["meta"], dict) else ""
-
-
-def wait_figure(dash_duo, graph_id: str, check, what: str) -> dict:
-    """Wait until ``check(figure)`` is true for the graph; return that figure."""
-    found: dict = {}
-
-    def ready() -> bool:
-        fig = graph(dash_duo, graph_id)
-        try:
-            ok = fig is not None and bool(check(fig))
-        except (KeyError, IndexError, TypeError, ValueError):
-            ok = False
-        if ok:
-            found["fig"] = fig
-        return ok
-
-    until(ready, timeout=TIMEOUT, msg=f"{graph_id}: {what}; last message: {message(graph(dash_duo, graph_id))!r}")
-    return found["fig"]
 
 
 def z_equals(expected: np.ndarray):

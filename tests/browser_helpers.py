@@ -1,0 +1,57 @@
+"""Reading Plotly figures out of the page in browser tests (dash_duo): shared by the Example and Corpus tab tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+from dash.testing.wait import until
+
+from dashboard.figjson import decode
+
+TIMEOUT = 30
+
+_GRAPH_JS = """
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+if (!gd || !gd.data || !gd.layout) { return null; }
+return JSON.stringify({data: gd.data, layout: {meta: gd.layout.meta || null, title: gd.layout.title || null,
+                                               annotations: gd.layout.annotations || []}},
+                      (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v);
+"""
+
+
+def graph(dash_duo, graph_id: str) -> dict | None:
+    """The figure a graph shows right now (data and a few layout fields), as plain JSON."""
+    raw = dash_duo.driver.execute_script(_GRAPH_JS, graph_id)
+    return json.loads(raw) if raw else None
+
+
+def array(value: object) -> np.ndarray:
+    """A trace array as float32, whether the page holds a base64 typed array (dict) or a plain list."""
+    return decode(value).astype(np.float32) if isinstance(value, dict) else np.asarray(value, dtype=np.float32)
+
+
+def message(fig: dict | None) -> str:
+    """The message a message figure carries in ``layout.meta`` ("" for other figures)."""
+    if not fig or not fig["layout"]["meta"]:
+        return ""
+    return fig["layout"]["meta"].get("message", "") if isinstance(fig["layout"]["meta"], dict) else ""
+
+
+def wait_figure(dash_duo, graph_id: str, check: Callable[[dict], object], what: str) -> dict:
+    """Wait until ``check(figure)`` is true for the graph; return that figure."""
+    found: dict = {}
+
+    def ready() -> bool:
+        fig = graph(dash_duo, graph_id)
+        try:
+            ok = fig is not None and bool(check(fig))
+        except (KeyError, IndexError, TypeError, ValueError):
+            ok = False
+        if ok:
+            found["fig"] = fig
+        return ok
+
+    until(ready, timeout=TIMEOUT, msg=f"{graph_id}: {what}; last message: {message(graph(dash_duo, graph_id))!r}")
+    return found["fig"]
