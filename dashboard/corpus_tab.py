@@ -670,7 +670,8 @@ def _examples_table(run: Run, tag: str, sel: Selection, layer: int, head: int, k
         return html.Div(f"{tag}: no defined value", className="text-muted")
     picked = np.concatenate([top, bottom])
     texts = read_texts(run.store, run.info, keep[picked].tolist())
-    page_store = requested_store() if isinstance(requested_store(), str) else None  # keep ?store= in links
+    page_store = requested_store()  # keep the page's ?store= in the links
+    page_store = page_store if isinstance(page_store, str) else None
     body = []
     for rank, (pos, text) in enumerate(zip(picked, texts, strict=True)):
         example = int(keep[pos])

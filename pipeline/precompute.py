@@ -156,7 +156,6 @@ class PreparedRun:
     dtype: str
     batch_size: int
     mantissa_bits: int | None
-    classifier: TokenClassifier  #: token flags and strings of every id of the input, read while preparing
     t0: float
 
     @property
@@ -214,8 +213,6 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
     examples = inputs.examples[:limit] if limit else inputs.examples
     max_len = min(max_length or lm.max_length, lm.max_length)
     encoded = [encode(lm, ex, max_len) for ex in examples]
-    classifier = TokenClassifier(lm)
-    classifier.learn(i for e in encoded for i in (*e.source_ids, *(e.target_ids or ())))
     vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in captures))
     shards = plan_shards(encoded, vals, shard_size, max_shard_elements)
     run = run or default_run_name(model, inputs.spec)
@@ -227,8 +224,7 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
     return PreparedRun(
         store=Path(store), run=run, writer=writer, lm=lm, inputs=inputs, encoded=encoded, shards=shards,
         todo=[s for s in shards if s not in done], skipped=sum(c for s, c in shards if (s, c) in done),
-        captures=captures, dtype=dtype, batch_size=batch_size, mantissa_bits=mantissa_bits, classifier=classifier,
-        t0=t0)
+        captures=captures, dtype=dtype, batch_size=batch_size, mantissa_bits=mantissa_bits, t0=t0)
 
 
 def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *, batch_size: int,
@@ -286,6 +282,10 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
                        capture=capture, dtype=dtype, mantissa_bits=mantissa_bits, threads=threads,
                        overrides=overrides, shard_size=shard_size,
                        max_shard_elements=max_shard_elements, loaded=loaded)
+    # Token flags and strings of every id still to compute, read now with the preparation, not batch by batch.
+    classifier = TokenClassifier(prep.lm)
+    classifier.learn(i for start, count in prep.todo for e in prep.encoded[start:start + count]
+                     for i in (*e.source_ids, *(e.target_ids or ())))
     if on_start:
         on_start(prep.skipped, prep.total)
     new = 0
@@ -296,7 +296,7 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
         pending: tuple[Future, int] | None = None
         for start, count in prep.todo:
             results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=batch_size,
-                                            capture=prep.captures, dtype=dtype, classifier=prep.classifier)
+                                            capture=prep.captures, dtype=dtype, classifier=classifier)
             image = shard_image(prep.run, start, results, dtype=dtype, mantissa_bits=prep.mantissa_bits)
             del results
             if pending is not None:
