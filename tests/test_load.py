@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.load import run_load, summary  # noqa: E402
 
-LIMIT, SHARD = 64, 8
+LIMIT, SHARD = 240, 8  # 30 shards: the writer must still be committing while the watcher polls
 
 
 @pytest.mark.slow
