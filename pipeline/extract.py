@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline import attention_taps as taps
 from pipeline import token_classes as tc
 from pipeline.inputs import InputExample
 from pipeline.metrics import attention_metrics
@@ -215,37 +216,54 @@ class BatchOutput:
     qkv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  #: kind -> Q, K, V [B, L, H, T, d]
 
 
-def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",)
-                  ) -> BatchOutput:
-    """The eager forward pass of one padded batch (right padding), with attention and the asked captures."""
+def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
+                  full: bool = False) -> BatchOutput:
+    """The eager forward pass of one padded batch (right padding), with attention and the asked captures.
+
+    Unless hidden states or embeddings are captured (or ``full``), the pass stops right after the model's last
+    attention (:mod:`pipeline.attention_taps`): nothing computed later changes an attention weight.
+    """
     tok = lm.tokenizer
     encdec = lm.family == "encoder-decoder"
     want_hidden = "hidden" in capture or "embeddings" in capture
     src_ids, src_mask = _pad([e.source_ids for e in batch], tok.pad_token_id)
     kwargs: dict[str, torch.Tensor] = {"input_ids": src_ids, "attention_mask": src_mask}
+    masks = {"source": src_mask.bool().numpy()}
     if encdec:
         tgt_ids, tgt_mask = _pad([e.target_ids or [] for e in batch], tok.pad_token_id)
         kwargs.update(decoder_input_ids=tgt_ids, decoder_attention_mask=tgt_mask)
+        masks["target"] = tgt_mask.bool().numpy()
     if encdec or lm.family == "decoder":
         kwargs["use_cache"] = False
+    hidden_t: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def run() -> dict[str, tuple[torch.Tensor, ...]]:
+        out = lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden)
+        if encdec:
+            hidden_t.update(source=out.encoder_hidden_states, target=out.decoder_hidden_states)
+            return {"self": out.encoder_attentions, "decoder": out.decoder_attentions,
+                    "cross": out.cross_attentions}
+        hidden_t.update(source=out.hidden_states)
+        return {"self": out.attentions}
+
+    base = lm.model.base_model
     recorder = _QKVRecorder(lm) if "qkv" in capture else None
     try:
         with torch.inference_mode():
-            out = lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden)
+            if want_hidden or full:
+                attn_t = run()
+            elif not taps.is_traced(base):
+                attn_t = taps.discover(base, run)
+            elif (sites := taps.known_sites(base)) is not None:
+                attn_t = taps.forward_until_last_attention(sites, run)
+            else:
+                attn_t = run()
     finally:
         if recorder:
             recorder.remove()
-    if encdec:
-        attn_t = {"self": out.encoder_attentions, "decoder": out.decoder_attentions, "cross": out.cross_attentions}
-        hidden_t = {"source": out.encoder_hidden_states, "target": out.decoder_hidden_states}
-        masks = {"source": src_mask.bool().numpy(), "target": tgt_mask.bool().numpy()}
-    else:
-        attn_t = {"self": out.attentions}
-        hidden_t = {"source": out.hidden_states}
-        masks = {"source": src_mask.bool().numpy()}
     shape = lm.shape()
     qkv = {kind: recorder.stacked(kind, shape[kind][1]) for kind in attn_t} if recorder else {}
-    return BatchOutput(attn_t, hidden_t if want_hidden else {}, masks, qkv)
+    return BatchOutput(dict(attn_t), hidden_t if want_hidden else {}, masks, qkv)
 
 
 def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),

@@ -1,0 +1,94 @@
+"""Stopping the forward pass after the last attention: same tensors as the whole forward, less work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from pipeline import attention_taps as taps
+from pipeline.extract import encode, forward_batch, length_batches
+from pipeline.inputs import InputExample
+from pipeline.models import LoadedModel, load_model
+from tests.test_precompute import PAIRS, SENTENCES, TINY
+
+
+def _batches(lm: LoadedModel) -> list[list]:
+    if lm.family == "encoder-decoder":
+        examples = [InputExample(index=i, text=s, target=t) for i, (s, t) in enumerate(PAIRS)]
+    else:
+        examples = [InputExample(index=i, text=s) for i, s in enumerate(SENTENCES)]
+    return list(length_batches([encode(lm, e) for e in examples], 2))
+
+
+@contextmanager
+def _counting_module_calls(model: torch.nn.Module) -> Iterator[list[int]]:
+    """Counts every module call (forward hook) while the block runs."""
+    count = [0]
+
+    def hook(*_args: object) -> None:
+        count[0] += 1
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        yield count
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("model", ["bert-random", "albert-random", "gpt2-random", "seq2seq-random"])
+def test_stopped_forward_returns_the_whole_forwards_tensors_with_fewer_module_calls(model: str) -> None:
+    lm = load_model(model, TINY[model])
+    base = lm.model.base_model
+    batches = _batches(lm)
+    assert not taps.is_traced(base)
+    forward_batch(lm, batches[0])  # the first forward is whole and traces where each attention comes from
+    sites = taps.known_sites(base)
+    assert sites is not None
+    assert {kind: len(s) for kind, s in sites.items()} == {kind: layers for kind, (layers, _) in lm.shape().items()}
+    for batch in batches:
+        with _counting_module_calls(base) as stopped_calls:
+            stopped = forward_batch(lm, batch)
+        with _counting_module_calls(base) as whole_calls:
+            whole = forward_batch(lm, batch, full=True)
+        assert stopped_calls[0] < whole_calls[0], "the stopped forward must skip what follows the last attention"
+        assert stopped.attentions.keys() == whole.attentions.keys() == lm.shape().keys()
+        for kind, layers in whole.attentions.items():
+            assert len(stopped.attentions[kind]) == len(layers)
+            for got, ref in zip(stopped.attentions[kind], layers, strict=True):
+                assert torch.equal(got, ref), f"{model} {kind}: stopped forward differs from the whole forward"
+
+
+def test_a_model_whose_attention_cannot_be_traced_runs_whole_forwards() -> None:
+    lm = load_model("bert-random", TINY["bert-random"])
+    base = lm.model.base_model
+    batch = _batches(lm)[0]
+
+    def cloned_attention() -> dict[str, tuple[torch.Tensor, ...]]:  # tensors no module returned
+        with torch.inference_mode():
+            out = base(**{"input_ids": torch.tensor([batch[0].source_ids])}, output_attentions=True)
+        return {"self": tuple(a.clone() for a in out.attentions)}
+
+    taps.discover(base, cloned_attention)
+    assert taps.is_traced(base) and taps.known_sites(base) is None
+    with _counting_module_calls(base) as untraced_calls:
+        got = forward_batch(lm, batch)
+    with _counting_module_calls(base) as whole_calls:
+        ref = forward_batch(lm, batch, full=True)
+    assert untraced_calls[0] == whole_calls[0]
+    for a, b in zip(got.attentions["self"], ref.attentions["self"], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_hidden_state_capture_runs_the_whole_forward() -> None:
+    lm = load_model("gpt2-random", TINY["gpt2-random"])
+    batches = _batches(lm)
+    forward_batch(lm, batches[0])
+    assert taps.known_sites(lm.model.base_model) is not None
+    out = forward_batch(lm, batches[1], capture=("attention", "hidden"))
+    ref = forward_batch(lm, batches[1], capture=("attention", "hidden"), full=True)
+    assert len(out.hidden["source"]) == lm.shape()["self"][0] + 1
+    assert torch.equal(out.hidden["source"][-1], ref.hidden["source"][-1])  # the final layer ran
