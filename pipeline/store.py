@@ -392,10 +392,8 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
         layers, heads = results[0].attention[kind].shape[:2]
         g.attrs["layers"], g.attrs["heads"] = layers, heads
         m = f.create_group(f"metrics/{kind}")
-        names = list(results[0].metrics[kind])
-        table = np.array([[r.metrics[kind][name] for name in names] for r in results], dtype=np.float32)
-        for k, name in enumerate(names):  # [n, L, H] per metric
-            m.create_dataset(name, data=table[:, k])
+        for name in results[0].metrics[kind]:  # [n, L, H] per metric
+            m.create_dataset(name, data=np.stack([r.metrics[kind][name] for r in results]).astype(np.float32))
 
     for kind in results[0].qkv:
         g = f.create_group(f"qkv/{kind}")
