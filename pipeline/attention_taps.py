@@ -6,9 +6,11 @@ pipeline records each attention tensor where the model's module returns it and s
 the last one is recorded. On all-MiniLM-L6-v2 this skips about a tenth of the forward.
 
 Which module call returns which attention tensor is not hard-coded per architecture: it is found on a model's
-first full forward pass, by identity of the tensors the model itself returned (:func:`discover`). A model whose
-attention cannot be traced that way (each tensor returned by a module call of its own) always runs the full forward. The
-tensors recorded are the very objects the full forward would return, so stored attention is unchanged.
+first full forward pass, by identity of the tensors the model itself returned (:func:`discover`). The stopped
+forward is then checked once against the full one on the same batch (bitwise equal). A model whose attention
+cannot be traced that way (each tensor returned by a module call of its own), or fails the check, always runs
+the full forward. The tensors recorded are the very objects the full forward returns, so stored attention is
+unchanged.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def is_traced(model: torch.nn.Module) -> bool:
 def discover(model: torch.nn.Module, forward: Callable[[], Mapping[str, tuple[torch.Tensor, ...]]]) -> \
         Mapping[str, tuple[torch.Tensor, ...]]:
     """Run ``forward`` (a full forward pass of ``model`` returning kind -> per-layer attention) with every module's
-    output watched; remember where each returned attention tensor came from; return ``forward``'s result."""
+    output watched; remember where each returned attention tensor came from (if a stopped forward on the same
+    input then returns the same weights); return ``forward``'s result."""
     seen: dict[int, list[tuple[torch.nn.Module, int, int | None, torch.Tensor]]] = {}
     calls: dict[torch.nn.Module, int] = {}
 
@@ -85,6 +88,16 @@ def discover(model: torch.nn.Module, forward: Callable[[], Mapping[str, tuple[to
             sites.setdefault(kind, []).append(AttentionSite(*found[0]))
         if sites is None:
             break
+    if sites:
+        # Verified once on the same input: a model that changed an attention tensor in place after returning it
+        # would give different weights when stopped early; such a model keeps running whole forwards.
+        stopped = forward_until_last_attention(sites, forward)
+        same = stopped.keys() == attentions.keys() and all(
+            len(stopped[kind]) == len(layers)
+            and all(torch.equal(a, b) for a, b in zip(stopped[kind], layers, strict=True))
+            for kind, layers in attentions.items())
+        if not same:
+            sites = None
     _SITES[model] = sites
     return attentions
 

@@ -92,3 +92,29 @@ def test_hidden_state_capture_runs_the_whole_forward() -> None:
     ref = forward_batch(lm, batches[1], capture=("attention", "hidden"), full=True)
     assert len(out.hidden["source"]) == lm.shape()["self"][0] + 1
     assert torch.equal(out.hidden["source"][-1], ref.hidden["source"][-1])  # the final layer ran
+
+
+def test_a_model_that_changes_attention_after_returning_it_is_not_stopped_early() -> None:
+    lm = load_model("bert-random", TINY["bert-random"])
+    base = lm.model.base_model
+    batches = _batches(lm)
+
+    def halve_returned_weights(_module: torch.nn.Module, _inputs: object, output: tuple) -> None:
+        output[1].mul_(0.5)  # the enclosing block changes its self-attention's weights in place, afterwards
+
+    handles = [layer.attention.register_forward_hook(halve_returned_weights) for layer in base.encoder.layer]
+    try:
+        first = forward_batch(lm, batches[0])
+        assert taps.is_traced(base) and taps.known_sites(base) is None, "the check against the whole forward failed"
+        first_rows = first.attentions["self"][-1][:, :, 0].sum(-1)  # every example's first query, every head
+        assert torch.allclose(first_rows, torch.full_like(first_rows, 0.5)), "the in-place halving took effect"
+        with _counting_module_calls(base) as calls:
+            got = forward_batch(lm, batches[1])
+        with _counting_module_calls(base) as whole_calls:
+            ref = forward_batch(lm, batches[1], full=True)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls[0] == whole_calls[0]
+    for a, b in zip(got.attentions["self"], ref.attentions["self"], strict=True):
+        assert torch.equal(a, b)
