@@ -15,6 +15,7 @@ unchanged.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,8 +59,11 @@ def discover(model: torch.nn.Module, forward: Callable[[], Mapping[str, tuple[to
     input then returns the same weights); return ``forward``'s result."""
     seen: dict[int, list[tuple[torch.nn.Module, int, int | None, torch.Tensor]]] = {}
     calls: dict[torch.nn.Module, int] = {}
+    owner = threading.get_ident()
 
     def watch(module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if threading.get_ident() != owner:
+            return  # another thread's forward pass of the same model
         call = calls.get(module, 0)
         calls[module] = call + 1
         items = enumerate(output) if isinstance(output, tuple) else [(None, output)]
@@ -116,7 +120,11 @@ def forward_until_last_attention(sites: Mapping[str, list[AttentionSite]],
     calls: dict[int, int] = {}
     remaining = [len(wanted)]
 
+    owner = threading.get_ident()
+
     def tap(module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if threading.get_ident() != owner:
+            return  # another thread's forward pass of the same model (hooks are per module, not per thread)
         call = calls.get(id(module), 0)
         calls[id(module)] = call + 1
         site = wanted.get((id(module), call))

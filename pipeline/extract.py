@@ -5,6 +5,7 @@ This is the one code path used by ``attnviz precompute`` and by the dashboard's 
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -184,8 +185,11 @@ class _QKVRecorder:
         return "decoder" if name.startswith("decoder.") or ".decoder." in name else "self"
 
     def _hook(self, kind: str, role: str):  # noqa: ANN202 - torch hook signature
+        owner = threading.get_ident()
+
         def hook(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            self.records.setdefault(kind, {}).setdefault(role, []).append(output.detach().float())
+            if threading.get_ident() == owner:  # not another thread's forward pass of the same model
+                self.records.setdefault(kind, {}).setdefault(role, []).append(output.detach().float())
         return hook
 
     def stacked(self, kind: str, heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +121,39 @@ def test_a_model_that_changes_attention_after_returning_it_is_not_stopped_early(
     assert calls[0] == whole_calls[0]
     for a, b in zip(got.attentions["self"], ref.attentions["self"], strict=True):
         assert torch.equal(a, b)
+
+
+def test_two_threads_forwarding_one_model_each_get_their_own_attention_and_qkv() -> None:
+    lm = load_model("bert-random", TINY["bert-random"])
+    batches = _batches(lm)[:2]
+    capture = ("attention", "qkv")
+    forward_batch(lm, batches[0], capture=capture)  # traced
+    refs = [forward_batch(lm, b, capture=capture) for b in batches]
+    failures: list[str] = []
+
+    def work(k: int) -> None:
+        try:
+            compare(k)
+        except Exception as exc:  # noqa: BLE001 - a thread's exception must fail the test, not just warn
+            failures.append(f"thread {k}: {type(exc).__name__}: {exc}")
+
+    def compare(k: int) -> None:
+        for _ in range(15):
+            got = forward_batch(lm, batches[k], capture=capture)
+            same = all(torch.equal(a, b)
+                       for a, b in zip(got.attentions["self"], refs[k].attentions["self"], strict=True))
+            same_qkv = all(np.array_equal(a, b) for a, b in zip(got.qkv["self"], refs[k].qkv["self"], strict=True))
+            if not (same and same_qkv):
+                failures.append(f"thread {k}: attention {same}, qkv {same_qkv}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads between almost every bytecode: the forwards interleave
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:3]
