@@ -251,17 +251,15 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
         return {"self": out.attentions}
 
     base = lm.model.base_model
+    stop_early = not (want_hidden or full)
+    if stop_early and not taps.is_traced(base):
+        with torch.inference_mode():  # once per model, before any capture hook is attached
+            taps.discover(base, run)
+    sites = taps.known_sites(base) if stop_early else None
     recorder = _QKVRecorder(lm) if "qkv" in capture else None
     try:
         with torch.inference_mode():
-            if want_hidden or full:
-                attn_t = run()
-            elif not taps.is_traced(base):
-                attn_t = taps.discover(base, run)
-            elif (sites := taps.known_sites(base)) is not None:
-                attn_t = taps.forward_until_last_attention(sites, run)
-            else:
-                attn_t = run()
+            attn_t = taps.forward_until_last_attention(sites, run) if sites is not None else run()
     finally:
         if recorder:
             recorder.remove()

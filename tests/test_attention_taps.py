@@ -157,3 +157,17 @@ def test_two_threads_forwarding_one_model_each_get_their_own_attention_and_qkv()
     finally:
         sys.setswitchinterval(interval)
     assert not failures, failures[:3]
+
+
+@pytest.mark.parametrize("model", ["bert-random", "seq2seq-random"])
+def test_qkv_of_the_tracing_forward_and_of_stopped_forwards_equal_the_whole_forwards(model: str) -> None:
+    lm = load_model(model, TINY[model])
+    capture = ("attention", "qkv")
+    for batch in _batches(lm)[:2]:  # the first forward traces the model, the second is stopped
+        got = forward_batch(lm, batch, capture=capture)
+        ref = forward_batch(lm, batch, capture=capture, full=True)
+        assert got.qkv.keys() == ref.qkv.keys() == lm.shape().keys()
+        for kind, (layers, heads) in lm.shape().items():
+            for a, b in zip(got.qkv[kind], ref.qkv[kind], strict=True):
+                assert a.shape[1:3] == (layers, heads)
+                assert np.array_equal(a, b)

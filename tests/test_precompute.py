@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -144,6 +145,34 @@ def test_captures_qkv_hidden_embeddings_are_consistent(text_file: Path, tmp_path
         assert hidden.shape == (3, len(reader.tokens(run, 0)), 64)
         np.testing.assert_array_equal(emb_in, hidden[0])
         np.testing.assert_array_equal(emb_out, hidden[-1])
+
+
+def test_qkv_without_hidden_states_equals_qkv_of_the_whole_forward(text_file: Path, tmp_path: Path) -> None:
+    """Attention + Q/K/V only: the forward stops after the last attention (and traces the model on its first
+    batch); the stored Q/K/V must be exactly those of a run whose hidden-state capture needs the whole forward."""
+    stores = {capture: tmp_path / f"{capture.replace(',', '-')}.h5"
+              for capture in ("attention,qkv", "attention,qkv,hidden")}
+    for capture, store in stores.items():
+        precompute("bert-random", str(text_file), store, overrides=TINY["bert-random"], capture=capture,
+                   dtype="float32", batch_size=3)
+    layers, heads = TINY["bert-random"]["num_hidden_layers"], TINY["bert-random"]["num_attention_heads"]
+    head_dim = TINY["bert-random"]["hidden_size"] // heads
+    with StoreReader(stores["attention,qkv"]) as got, StoreReader(stores["attention,qkv,hidden"]) as ref:
+        run = got.runs()[0]
+        for i in range(len(SENTENCES)):
+            for layer in range(layers):
+                for head in range(heads):
+                    for a, b in zip(got.qkv(run, i, layer, head), ref.qkv(run, i, layer, head), strict=True):
+                        np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(got.attention(run, i), ref.attention(run, i))
+    shards = list(Path(f"{stores['attention,qkv']}.d", run).glob("*.h5"))
+    assert shards
+    for shard in shards:  # each example's Q/K/V stored once: L * H * T * d values
+        with h5py.File(shard, "r") as f:
+            n_tokens = np.diff(f["tokens/source/offsets"][:])
+            for letter in "qkv":
+                np.testing.assert_array_equal(np.diff(f[f"qkv/self/{letter}_offsets"][:]),
+                                              layers * heads * n_tokens * head_dim)
 
 
 def test_gpt2_fused_qkv_reproduces_causal_attention(text_file: Path, tmp_path: Path) -> None:
