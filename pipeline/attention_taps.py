@@ -118,11 +118,11 @@ def forward_until_last_attention(sites: Mapping[str, list[AttentionSite]],
             wanted[(id(site.module), site.call)] = (kind, layer, site.index)
     recorded: dict[str, list[torch.Tensor | None]] = {kind: [None] * len(s) for kind, s in sites.items()}
     calls: dict[int, int] = {}
-    remaining = [len(wanted)]
-
+    remaining = len(wanted)
     owner = threading.get_ident()
 
     def tap(module: torch.nn.Module, _inputs: object, output: object) -> None:
+        nonlocal remaining
         if threading.get_ident() != owner:
             return  # another thread's forward pass of the same model (hooks are per module, not per thread)
         call = calls.get(id(module), 0)
@@ -132,8 +132,8 @@ def forward_until_last_attention(sites: Mapping[str, list[AttentionSite]],
             return
         kind, layer, index = site
         recorded[kind][layer] = output if index is None else output[index]
-        remaining[0] -= 1
-        if remaining[0] == 0:
+        remaining -= 1
+        if remaining == 0:
             raise _StopForward
 
     modules = {id(s.module): s.module for layer_sites in sites.values() for s in layer_sites}

@@ -99,7 +99,6 @@ class TokenClassifier:
                 f |= tc.PUNCTUATION
             self._flags[token_id] = f
 
-
     def _special_ids(self) -> tuple[set[int], set[int], set[int]]:
         """(special, CLS/BOS, SEP/EOS) token ids, read from the tokenizer once."""
         if self._specials is None:
