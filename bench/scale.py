@@ -76,7 +76,8 @@ class _Timer:
 
 def bench_precompute(args: argparse.Namespace) -> None:
     """Time distributed precompute with 1 and 2 workers (and one process) on the same input."""
-    from pipeline.precompute import precompute, store_size
+    from pipeline.precompute import precompute
+    from pipeline.store import store_size
 
     cores = usable_cores()
     common = dict(limit=args.n, shard_size=args.shard_size, batch_size=args.batch_size, capture="attention")

@@ -158,8 +158,7 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
     """Summarise a store: runs, models, examples, shapes, captures."""
     from rich.table import Table
 
-    from pipeline.precompute import store_size
-    from pipeline.store import StoreReader
+    from pipeline.store import StoreReader, store_size
 
     try:
         reader = StoreReader(store)
@@ -180,20 +179,25 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
 
 @app.command()
 def verify(store: Path = typer.Option(..., help="store file"),
-           repair: bool = typer.Option(False, help="drop damaged shards so a rerun recomputes them")) -> None:
-    """Read every shard of a store and report damaged or missing ones."""
+           repair: bool = typer.Option(False, help="drop damaged and overlapping shards (a rerun recomputes them) "
+                                                   "and runs without any shard")) -> None:
+    """Read every shard of a store; report damaged shards, examples listed twice and runs without a shard."""
     from pipeline.store import verify_store
 
     try:
-        problems = verify_store(store, repair=repair)
+        check = verify_store(store, repair=repair)
     except _user_errors() as exc:
         fail(str(exc))
-    for line in problems:
+    for line in check.problems:
         err.print(f"[red]damaged:[/] {line}", highlight=False, soft_wrap=True)
-    if problems and not repair:
-        fail(f"{len(problems)} damaged shard(s): run 'attnviz verify --store {store} --repair', then rerun the "
-             "precompute to recompute them", code=1)
-    out.print(f"{store}: {'repaired, rerun the precompute to recompute' if problems else 'all shards readable'}")
+    for line in check.incomplete:
+        err.print(f"[yellow]incomplete:[/] {line}", highlight=False, soft_wrap=True)
+    if check.problems and not repair:
+        fail(f"{len(check.problems)} problem(s): run 'attnviz verify --store {store} --repair', then rerun the "
+             "precompute to recompute what was dropped", code=1)
+    verdict = ("repaired, rerun the precompute to recompute what was dropped" if check.problems
+               else "all shards readable, every example listed once")
+    out.print(f"{store}: {verdict}", highlight=False, soft_wrap=True)
 
 
 @app.command()

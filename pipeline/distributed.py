@@ -173,6 +173,7 @@ class ShardTask:
     mantissa_bits: int | None
     threads_by_host: dict[str, int]  #: torch threads per task, by worker host
     threads: int | None = None  #: explicit torch threads per task (overrides ``threads_by_host``)
+    fingerprint: str | None = None  #: the run's configuration fingerprint, recorded in the shard file
 
     @property
     def count(self) -> int:
@@ -252,7 +253,7 @@ def run_shard_task(task: ShardTask) -> ShardDone:
     lm, classifier = _model_cache(task.model, task.overrides)
     path = compute_shard(lm, task.encoded, task.start, task.store, task.run, batch_size=task.batch_size,
                          capture=task.capture, dtype=task.dtype, classifier=classifier,
-                         mantissa_bits=task.mantissa_bits)
+                         mantissa_bits=task.mantissa_bits, fingerprint=task.fingerprint)
     return ShardDone(start=task.start, count=task.count, path=os.fspath(path), seconds=time.perf_counter() - t0,
                      pid=os.getpid(), torch_threads=threads)
 
@@ -280,7 +281,7 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
     cores // worker threads on each host). ``progress``/``on_start`` as in ``precompute``; ``say`` gets
     one-line messages (cluster, dashboard link).
     """
-    from pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, prepare_run
+    from pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, forget_if_empty, prepare_run
 
     if workers is not None and workers < 1:
         raise ClusterError(f"--workers must be at least 1 (got {workers})")
@@ -303,7 +304,11 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
             dask_client = stack.enter_context(connect(workers, say=say))
         if on_start:
             on_start(prep.skipped, prep.total)
-        new = _run_tasks(dask_client, prep, threads=threads, retries=retries, progress=progress)
+        try:
+            new = _run_tasks(dask_client, prep, threads=threads, retries=retries, progress=progress)
+        except BaseException:
+            forget_if_empty(prep)
+            raise
     _remove_stale_temps(prep)
     return prep.summary(new)
 
@@ -318,7 +323,8 @@ def _run_tasks(client: Client, prep: PreparedRun, *, threads: int | None, retrie
     tasks = (ShardTask(model=prep.lm.info, overrides=prep.lm.overrides, store=os.fspath(prep.store),
                        run=prep.run, start=start, encoded=prep.encoded[start:start + count],
                        batch_size=prep.batch_size, capture=tuple(prep.captures), dtype=prep.dtype,
-                       mantissa_bits=prep.mantissa_bits, threads_by_host=threads_by_host, threads=threads)
+                       mantissa_bits=prep.mantissa_bits, threads_by_host=threads_by_host, threads=threads,
+                       fingerprint=prep.fingerprint)
              for start, count in prep.todo)
 
     def submit(task: ShardTask) -> Future:
@@ -336,7 +342,7 @@ def _run_tasks(client: Client, prep: PreparedRun, *, threads: int | None, retrie
             if expected.get(done.start) != done.count or Path(done.path).name != shard_file_name(done.start,
                                                                                                    done.count):
                 raise ClusterError(f"a worker returned an unexpected shard {done.path}: mixed attnviz versions?")
-            prep.writer.commit_shard(prep.run, done.path, meta_update={"planned_examples": prep.total})
+            prep.writer.commit_shard(prep.run, done.path, meta_update={"planned_examples": prep.planned})
             new += done.count
             if progress:
                 progress(prep.skipped + new, prep.total)

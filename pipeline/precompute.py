@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,13 +29,15 @@ from pipeline.models import LoadedModel, load_model, versions
 from pipeline.records import ExampleResult
 from pipeline.store import (
     MANTISSA_BITS,
-    SHARD_DIR_SUFFIX,
+    ShardEntry,
     StoreError,
     StoreWriter,
+    missing_ranges,
     now_iso,
     shard_dir,
     shard_file_name,
     shard_image,
+    store_size,
     write_bytes_atomically,
     write_shard_file,
 )
@@ -86,22 +89,34 @@ def parse_capture(spec: str | Sequence[str]) -> list[str]:
 
 
 def plan_shards(encoded: Sequence[EncodedExample], values_per_token_pair: int, shard_size: int,
-                max_elements: int) -> list[tuple[int, int]]:
-    """Split the input into (start, count) shards: at most ``shard_size`` examples and about ``max_elements``
-    stored attention values each. Depends only on the input and the configuration, so a resumed run makes
-    exactly the same shards."""
+                max_elements: int, *, offset: int = 0) -> list[tuple[int, int]]:
+    """Split examples ``offset ..`` (``encoded`` holds them in order) into (start, count) shards: at most
+    ``shard_size`` examples and about ``max_elements`` stored attention values each. Greedy from ``offset``
+    and dependent only on the input and the configuration, so a resumed run makes exactly the same shards."""
     shards: list[tuple[int, int]] = []
     start, size = 0, 0
     for k, enc in enumerate(encoded):
         t = enc.size
         cost = values_per_token_pair * t * t
         if k > start and (k - start >= shard_size or size + cost > max_elements):
-            shards.append((start, k - start))
+            shards.append((offset + start, k - start))
             start, size = k, 0
         size += cost
     if len(encoded) > start:
-        shards.append((start, len(encoded) - start))
+        shards.append((offset + start, len(encoded) - start))
     return shards
+
+
+def plan_missing(encoded: Sequence[EncodedExample], committed: Sequence[ShardEntry], values_per_token_pair: int,
+                 shard_size: int, max_elements: int) -> list[tuple[int, int]]:
+    """The shards still to compute: each range of ``encoded`` that no committed shard covers, planned on its own.
+
+    Whatever an earlier command's ``--limit`` was, new shards never overlap committed ones; for a run whose
+    committed shards came from the same plan (a resume), the ranges start and end at that plan's boundaries,
+    so the same shards are made again.
+    """
+    return [shard for lo, hi in missing_ranges(committed, len(encoded))
+            for shard in plan_shards(encoded[lo:hi], values_per_token_pair, shard_size, max_elements, offset=lo)]
 
 
 def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture: list[str], dtype: str,
@@ -149,9 +164,12 @@ class PreparedRun:
     lm: LoadedModel
     inputs: InputSet
     encoded: list[EncodedExample]
-    shards: list[tuple[int, int]]  #: every planned (start, count), in input order
+    shards: list[tuple[int, int]]  #: every (start, count) of the run up to ``total``, committed or not, in order
     todo: list[tuple[int, int]]  #: the shards not committed yet
     skipped: int  #: examples already committed (resume)
+    planned: int  #: the run's planned example count after this command (never lowered by a smaller --limit)
+    fingerprint: str  #: the run's configuration fingerprint, recorded in every shard file
+    created: bool  #: whether this command created the run (it is removed again if no shard commits)
     captures: list[str]
     dtype: str
     batch_size: int
@@ -214,16 +232,19 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
     max_len = min(max_length or lm.max_length, lm.max_length)
     encoded = [encode(lm, ex, max_len) for ex in examples]
     vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in captures))
-    shards = plan_shards(encoded, vals, shard_size, max_shard_elements)
     run = run or default_run_name(model, inputs.spec)
     meta = run_metadata(lm, inputs, max_length=max_len, capture=captures, dtype=dtype, mantissa_bits=mantissa_bits,
                         shard_size=shard_size,
                         max_shard_elements=max_shard_elements, planned=len(encoded))
     info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
-    done = {(s.start, s.count) for s in info.shards}
+    todo = plan_missing(encoded, info.shards, vals, shard_size, max_shard_elements)
+    committed = [(s.start, s.count) for s in info.shards if s.start < len(encoded)]
     return PreparedRun(
-        store=Path(store), run=run, writer=writer, lm=lm, inputs=inputs, encoded=encoded, shards=shards,
-        todo=[s for s in shards if s not in done], skipped=sum(c for s, c in shards if (s, c) in done),
+        store=Path(store), run=run, writer=writer, lm=lm, inputs=inputs, encoded=encoded,
+        shards=sorted([*committed, *todo]), todo=todo,
+        skipped=sum(min(c, len(encoded) - s) for s, c in committed),
+        planned=max(len(encoded), int(info.meta.get("planned_examples") or 0)),
+        fingerprint=str(info.meta["fingerprint"]), created=not info.shards,
         captures=captures, dtype=dtype, batch_size=batch_size, mantissa_bits=mantissa_bits, t0=t0)
 
 
@@ -244,17 +265,20 @@ def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *,
 
 def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int, store: str | os.PathLike,
                   run: str, *, batch_size: int, capture: Sequence[str], dtype: str,
-                  classifier: TokenClassifier | None = None, mantissa_bits: int | None = None) -> Path:
+                  classifier: TokenClassifier | None = None, mantissa_bits: int | None = None,
+                  fingerprint: str | None = None) -> Path:
     """Run the model over one shard's examples (input ``start .. start+len-1``) and write its shard file.
 
     The file is written under a temporary name and renamed (``write_shard_file``), so it is either absent or
     complete; it is not registered in the index (the caller commits it). Returns the shard file's path. This is
-    the one per-shard computation, shared by the single-process and the distributed precompute.
+    the one per-shard computation, shared by the single-process and the distributed precompute. ``fingerprint``:
+    the run's configuration fingerprint (:attr:`PreparedRun.fingerprint`), recorded in the file.
     """
     results = compute_shard_results(lm, encoded, batch_size=batch_size, capture=capture, dtype=dtype,
                                     classifier=classifier)
     path = shard_dir(store, run) / shard_file_name(start, len(encoded))
-    return write_shard_file(path, run, start, results, dtype=dtype, mantissa_bits=mantissa_bits)
+    return write_shard_file(path, run, start, results, dtype=dtype, mantissa_bits=mantissa_bits,
+                            fingerprint=fingerprint)
 
 
 def _persist_shard(writer: StoreWriter, run: str, path: Path, image: bytes, planned: int) -> None:
@@ -286,8 +310,27 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
     classifier = TokenClassifier(prep.lm)
     classifier.learn(i for start, count in prep.todo for e in prep.encoded[start:start + count]
                      for i in (*e.source_ids, *(e.target_ids or ())))
-    if on_start:
-        on_start(prep.skipped, prep.total)
+    try:
+        if on_start:
+            on_start(prep.skipped, prep.total)
+        new = _compute_and_commit(prep, classifier, progress)
+    except BaseException:
+        forget_if_empty(prep)
+        raise
+    return prep.summary(new)
+
+
+def forget_if_empty(prep: PreparedRun) -> None:
+    """Remove the run a failed command created if it still has no shard, so that it blocks no later command."""
+    if prep.created:
+        with contextlib.suppress(StoreError, OSError):
+            if not prep.writer.runs()[prep.run].shards:
+                prep.writer.delete_run(prep.run)
+
+
+def _compute_and_commit(prep: PreparedRun, classifier: TokenClassifier,
+                        progress: Callable[[int, int], None] | None) -> int:
+    """Compute and commit every shard still to do, in order; return the number of examples committed."""
     new = 0
     # Shard k's file is written, fsynced and committed by an I/O thread (which mostly waits on the disk) while
     # shard k+1 is computed; a shard is committed only once its file is durable, and the next shard's bytes
@@ -295,17 +338,18 @@ def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: st
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnviz-io") as io:
         pending: tuple[Future, int] | None = None
         for start, count in prep.todo:
-            results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=batch_size,
-                                            capture=prep.captures, dtype=dtype, classifier=classifier)
-            image = shard_image(prep.run, start, results, dtype=dtype, mantissa_bits=prep.mantissa_bits)
+            results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=prep.batch_size,
+                                            capture=prep.captures, dtype=prep.dtype, classifier=classifier)
+            image = shard_image(prep.run, start, results, dtype=prep.dtype, mantissa_bits=prep.mantissa_bits,
+                                fingerprint=prep.fingerprint)
             del results
             if pending is not None:
                 new += _wait_committed(pending, prep, progress, new)
-            path = shard_dir(store, prep.run) / shard_file_name(start, count)
-            pending = (io.submit(_persist_shard, prep.writer, prep.run, path, image, prep.total), count)
+            path = shard_dir(prep.store, prep.run) / shard_file_name(start, count)
+            pending = (io.submit(_persist_shard, prep.writer, prep.run, path, image, prep.planned), count)
         if pending is not None:
             new += _wait_committed(pending, prep, progress, new)
-    return prep.summary(new)
+    return new
 
 
 def _wait_committed(pending: tuple[Future, int], prep: PreparedRun,
@@ -316,15 +360,6 @@ def _wait_committed(pending: tuple[Future, int], prep: PreparedRun,
     if progress:
         progress(prep.skipped + new + count, prep.total)
     return count
-
-
-def store_size(store: str | os.PathLike) -> int:
-    """Bytes on disk of the index file and all shard files."""
-    total = Path(store).stat().st_size if Path(store).exists() else 0
-    folder = Path(f"{os.fspath(store)}{SHARD_DIR_SUFFIX}")
-    if folder.exists():
-        total += sum(p.stat().st_size for p in folder.rglob("*.h5"))
-    return total
 
 
 __all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "compute_shard_results",

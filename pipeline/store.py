@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -104,6 +105,48 @@ def shard_dir(store_path: str | os.PathLike, run: str) -> Path:
 def shard_file_name(start: int, count: int) -> str:
     """File name of the shard holding input examples ``start .. start+count-1``."""
     return f"shard-{start:010d}-{count:08d}.h5"
+
+
+def store_size(store: str | os.PathLike) -> int:
+    """Bytes on disk of the index file and all shard files."""
+    total = Path(store).stat().st_size if Path(store).exists() else 0
+    folder = Path(f"{os.fspath(store)}{SHARD_DIR_SUFFIX}")
+    if folder.exists():
+        total += sum(p.stat().st_size for p in folder.rglob("*.h5"))
+    return total
+
+
+def config_fingerprint(meta: dict[str, Any], keys: Sequence[str]) -> str:
+    """A short hash of the ``keys`` entries of a run's metadata: what a shard file and its run must share."""
+    chosen = json.dumps({k: meta.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(chosen.encode()).hexdigest()[:16]
+
+
+def overlapping_shards(shards: Sequence[ShardEntry]) -> list[tuple[ShardEntry, ShardEntry]]:
+    """Pairs of shards whose example ranges ``[start, start+count)`` intersect (each pair once)."""
+    ordered = sorted(shards, key=lambda e: (e.start, e.count))
+    pairs: list[tuple[ShardEntry, ShardEntry]] = []
+    for k, a in enumerate(ordered):
+        for b in ordered[k + 1:]:
+            if b.start >= a.start + a.count:
+                break
+            pairs.append((a, b))
+    return pairs
+
+
+def missing_ranges(shards: Sequence[ShardEntry], total: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of ``[0, total)`` that no shard covers, in order."""
+    gaps: list[tuple[int, int]] = []
+    pos = 0
+    for entry in sorted(shards, key=lambda e: e.start):
+        if entry.start > pos:
+            gaps.append((pos, min(entry.start, total)))
+        pos = max(pos, entry.start + entry.count)
+        if pos >= total:
+            break
+    if pos < total:
+        gaps.append((pos, total))
+    return [(a, b) for a, b in gaps if a < b]
 
 
 def check_run_name(run: str) -> str:
@@ -298,33 +341,36 @@ class _FlatWriter:
 
 def write_shard_file(path: str | os.PathLike, run: str, start: int, results: Sequence[ExampleResult],
                      *, dtype: str = "float16", codec_name: str | None = None,
-                     mantissa_bits: int | None = None) -> Path:
+                     mantissa_bits: int | None = None, fingerprint: str | None = None) -> Path:
     """Write one shard of examples (sorted into input order) to ``path`` atomically; return the final path.
 
     The file is first written as ``<path>.tmp-<pid>`` and fsynced, then renamed: readers and resumers only
-    ever see complete shards. ``codec_name`` and ``mantissa_bits``: see :func:`shard_image`.
+    ever see complete shards. ``codec_name``, ``mantissa_bits`` and ``fingerprint``: see :func:`shard_image`.
     """
     path = Path(path)
-    image = shard_image(run, start, results, dtype=dtype, codec_name=codec_name, mantissa_bits=mantissa_bits)
+    image = shard_image(run, start, results, dtype=dtype, codec_name=codec_name, mantissa_bits=mantissa_bits,
+                        fingerprint=fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomically(path, image)
     return path
 
 
 def shard_image(run: str, start: int, results: Sequence[ExampleResult], *, dtype: str = "float16",
-                codec_name: str | None = None, mantissa_bits: int | None = None) -> bytes:
+                codec_name: str | None = None, mantissa_bits: int | None = None,
+                fingerprint: str | None = None) -> bytes:
     """The bytes of the shard file of ``results`` (sorted into input order), built in memory.
 
     ``mantissa_bits``: attention weights are rounded to that many mantissa bits (:func:`round_mantissa`;
     ``None`` keeps every bit of ``dtype``). ``codec_name`` defaults to zstd for rounded attention (the zeroed
-    low bits compress best with it) and to :data:`DEFAULT_CODEC` otherwise.
+    low bits compress best with it) and to :data:`DEFAULT_CODEC` otherwise. ``fingerprint`` is the run's
+    :func:`config_fingerprint`, recorded so that the index only ever adopts shards of the run's configuration.
     """
     results = sorted(results, key=lambda r: r.input_index)
     if not results:
         raise StoreError("refusing to write an empty shard")
     float_dtype = np.dtype(dtype)
     comp = codec(codec_name or ("zstd" if mantissa_bits is not None else DEFAULT_CODEC))
-    return h5_image(lambda f: _fill_shard(f, run, start, results, float_dtype, comp, mantissa_bits))
+    return h5_image(lambda f: _fill_shard(f, run, start, results, float_dtype, comp, mantissa_bits, fingerprint))
 
 
 #: Mantissa bits of each float dtype the store writes.
@@ -360,8 +406,11 @@ def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleResult],
-                float_dtype: np.dtype, comp: dict[str, Any], mantissa_bits: int | None = None) -> None:
+                float_dtype: np.dtype, comp: dict[str, Any], mantissa_bits: int | None = None,
+                fingerprint: str | None = None) -> None:
     f.attrs["format"] = FORMAT_NAME + "-shard"
+    if fingerprint:
+        f.attrs["fingerprint"] = fingerprint
     f.attrs["schema_version"] = SCHEMA_VERSION
     f.attrs["run"] = run
     f.attrs["start"] = start
@@ -422,15 +471,34 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
         g.attrs["hidden_size"] = results[0].embeddings[side][0].shape[-1]
 
 
-def _check_shard_file(path: Path, run: str) -> tuple[int, int]:
-    """Open a shard, check that it is complete and belongs to ``run``; return (start, count)."""
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FORMAT_NAME + "-shard" or f.attrs.get("run") != run:
-            raise StoreError(f"{path} is not a shard of run {run!r}")
-        start, count = int(f.attrs["start"]), int(f.attrs["count"])
-        if f["example/input_index"].shape[0] != count:
-            raise StoreError(f"{path} is incomplete")
-        return start, count
+@dataclass(frozen=True)
+class ShardHeader:
+    """What a shard file says about itself: its run, its example range and its run's configuration."""
+
+    start: int
+    count: int
+    fingerprint: str | None  #: None in shards written before fingerprints were recorded
+
+
+def _check_shard_file(path: Path, run: str) -> ShardHeader:
+    """Open a shard, check that it is complete and belongs to ``run``; return its header."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME + "-shard" or f.attrs.get("run") != run:
+                raise StoreError(f"{path} is not a shard of run {run!r}")
+            start, count = int(f.attrs["start"]), int(f.attrs["count"])
+            if f["example/input_index"].shape[0] != count:
+                raise StoreError(f"{path} is incomplete")
+            fingerprint = f.attrs.get("fingerprint")
+            return ShardHeader(start, count, None if fingerprint is None else str(fingerprint))
+    except (OSError, KeyError) as exc:
+        raise StoreError(f"shard {path.name} of run {run!r} cannot be read ({_short(exc)})") from exc
+
+
+def _fits_run(header: ShardHeader, info: RunInfo) -> bool:
+    """Whether a shard was written with the run's configuration (old shards and runs record none)."""
+    expected = info.meta.get("fingerprint")
+    return header.fingerprint is None or expected is None or header.fingerprint == expected
 
 
 class StoreWriter:
@@ -442,17 +510,42 @@ class StoreWriter:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"--store {self.path} is a folder: give a file name such as {self.path / 'store.h5'}")
         if self.path.exists():
             _read_index(self.path)  # refuse a non-store or a newer schema before writing anything
+        self.check_writable()
+
+    def check_writable(self) -> None:
+        """Raise a one-line StoreError unless the store's folder, lock file and shard folder can be written
+        (checked before any model loads, so that a read-only store costs nothing)."""
+        with self._lock_file():
+            pass
+        probe = self.path.parent / f".{self.path.name}.probe-{os.getpid()}-{threading.get_ident()}"
+        try:
+            probe.touch()
+            probe.unlink()
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                raise PermissionError(errno.EACCES, "the index file is read-only")
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path} ({exc.strerror or _short(exc)}): give a --store in "
+                             "a writable folder") from exc
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, RunInfo]]:
+    def _lock_file(self) -> Iterator[Any]:
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(lock_path, "a+")  # noqa: SIM115 - closed below, after the lock is released
         except OSError as exc:
-            raise StoreError(f"cannot create folder {self.path.parent} for the store: {exc.strerror}") from exc
-        with open(lock_path, "a+") as lock:
+            raise StoreError(f"cannot create the lock file {lock_path} for the store ({exc.strerror or _short(exc)}): "
+                             "give a --store in a writable folder") from exc
+        with lock:
+            yield lock
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, RunInfo]]:
+        with self._lock_file() as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield _read_index(self.path) if self.path.exists() else {}
@@ -467,21 +560,28 @@ class StoreWriter:
         """Create ``run`` with ``meta``, or resume it if it exists with the same fingerprint.
 
         ``fingerprint_keys`` name the ``meta`` entries that must match an existing run (model, config, input,
-        dtype, ...); a mismatch raises :class:`RunMismatchError`. Finished shards found on disk but missing from
-        the index (a kill between the shard's rename and the index update) are adopted; temp files are removed.
+        dtype, ...); their :func:`config_fingerprint` is recorded as ``meta["fingerprint"]`` and in every shard
+        file. A mismatch with a run that holds examples raises :class:`RunMismatchError`; a run without any
+        shard (a command that failed before its first shard) holds nothing, so it takes the new configuration.
+        Finished shards found on disk but missing from the index (a kill between the shard's rename and the
+        index update) are adopted if they were written with the run's configuration and overlap no committed
+        shard; temp files and shards that can never be adopted are removed.
         """
         check_run_name(run)
+        meta = {**meta, "fingerprint": config_fingerprint(meta, fingerprint_keys)}
         with self._locked() as runs:
-            if run in runs:
-                old = runs[run].meta
-                diffs = [k for k in fingerprint_keys if old.get(k) != meta.get(k)]
+            old = runs.get(run)
+            if old is not None and old.shards:
+                diffs = [k for k in fingerprint_keys if old.meta.get(k) != meta.get(k)]
                 if diffs:
-                    shown = ", ".join(f"{k}: stored {old.get(k)!r} vs asked {meta.get(k)!r}" for k in diffs[:3])
+                    shown = ", ".join(f"{k}: stored {old.meta.get(k)!r} vs asked {meta.get(k)!r}"
+                                      for k in diffs[:3])
                     raise RunMismatchError(
                         f"run {run!r} in {self.path} was made with a different configuration ({shown}): "
                         "choose another --run name or another --store"
                     )
-                info = runs[run]
+                old.meta.setdefault("fingerprint", meta["fingerprint"])
+                info = old
             else:
                 info = RunInfo(name=run, meta=dict(meta), shards=[])
                 runs[run] = info
@@ -494,31 +594,47 @@ class StoreWriter:
         if not folder.exists():
             return
         known = {s.file for s in info.shards}
-        for entry in folder.iterdir():
-            if ".tmp-" in entry.name:
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
-                continue
-            if entry.name in known or not _SHARD_NAME.match(entry.name):
+        for entry in sorted(folder.iterdir()):
+            if entry.name in known or not (".tmp-" in entry.name or _SHARD_NAME.match(entry.name)):
                 continue
             try:
-                start, count = _check_shard_file(entry, info.name)
-            except (OSError, StoreError):
+                header = None if ".tmp-" in entry.name else _check_shard_file(entry, info.name)
+            except StoreError:
+                continue  # unreadable: left for 'attnviz verify' to report
+            candidate = None if header is None else ShardEntry(entry.name, header.start, header.count)
+            if candidate is None or not _fits_run(header, info) or overlapping_shards([*info.shards, candidate]):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()  # a temp file, or a shard of another configuration or plan: never adoptable
                 continue
-            info.shards.append(ShardEntry(entry.name, start, count))
+            info.shards.append(candidate)
         info.shards.sort(key=lambda s: s.start)
 
     def commit_shard(self, run: str, shard_path: str | os.PathLike, meta_update: dict[str, Any] | None = None
                      ) -> RunInfo:
-        """Register a finished shard file (already in the run's folder) in the index; return the run."""
+        """Register a finished shard file (already in the run's folder) in the index; return the run.
+
+        Refuses (StoreError) a shard written with another configuration than the run's, and one whose examples
+        overlap a committed shard: the index never lists an example twice. Committing the same file again is a
+        no-op.
+        """
         shard_path = Path(shard_path)
-        start, count = _check_shard_file(shard_path, run)
+        header = _check_shard_file(shard_path, run)
         with self._locked() as runs:
             if run not in runs:
                 raise UnknownRunError(f"run {run!r} is not in {self.path}: call begin_run first")
             info = runs[run]
             if all(s.file != shard_path.name for s in info.shards):
-                info.shards.append(ShardEntry(shard_path.name, start, count))
+                if not _fits_run(header, info):
+                    raise RunMismatchError(f"shard {shard_path.name} was written with another configuration than "
+                                           f"run {run!r} in {self.path}: rerun the precompute")
+                entry = ShardEntry(shard_path.name, header.start, header.count)
+                clash = overlapping_shards([*info.shards, entry])
+                if clash:
+                    a, b = clash[0]
+                    raise StoreError(f"shard {entry.file} overlaps committed shard "
+                                     f"{(b if a is entry else a).file} of run {run!r}: refusing to list an example "
+                                     "twice (run 'attnviz verify' on the store)")
+                info.shards.append(entry)
                 info.shards.sort(key=lambda s: s.start)
             if meta_update:
                 info.meta.update(meta_update)
@@ -937,31 +1053,83 @@ def _read_dataset(_name: str, obj: h5py.HLObject) -> None:
         obj[()]
 
 
-def verify_store(path: str | os.PathLike, *, repair: bool = False) -> list[str]:
-    """Read every dataset of every shard; return one line per problem found.
+@dataclass
+class StoreCheck:
+    """What :func:`verify_store` found: ``problems`` (damage: the store's content would be wrong or unreadable)
+    and ``incomplete`` (examples a run planned but has not committed yet: rerun its precompute)."""
 
-    With ``repair``, damaged or missing shards are dropped from the index and damaged files renamed
-    ``*.damaged``, so that rerunning the same precompute command recomputes exactly those examples.
+    problems: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+
+
+def _check_shard_content(file: Path, run: str, entry: ShardEntry, info: RunInfo) -> np.ndarray:
+    """Read every dataset of one shard and check it against its index entry; return its input indices."""
+    with h5py.File(file, "r") as f:
+        f.visititems(_read_dataset)
+        if int(f.attrs["count"]) != entry.count or int(f.attrs["start"]) != entry.start:
+            raise StoreError(f"example range {int(f.attrs['start'])}+{int(f.attrs['count'])} differs from the "
+                             f"index ({entry.start}+{entry.count})")
+        fingerprint = f.attrs.get("fingerprint")
+        header = ShardHeader(entry.start, entry.count, None if fingerprint is None else str(fingerprint))
+        if not _fits_run(header, info):
+            raise StoreError("written with another configuration than the run")
+        indices = f["example/input_index"][()].astype(np.int64)
+    if not np.array_equal(indices, np.arange(entry.start, entry.start + entry.count)):
+        raise StoreError(f"duplicated or misplaced example indices (expected {entry.start}..."
+                         f"{entry.start + entry.count - 1})")
+    return indices
+
+
+def _keep_disjoint(shards: Sequence[ShardEntry]) -> list[ShardEntry]:
+    """A largest-first set of shards that do not overlap (the shards an overlap repair keeps)."""
+    kept: list[ShardEntry] = []
+    for entry in sorted(shards, key=lambda e: (e.start, -e.count)):
+        if not kept or entry.start >= kept[-1].start + kept[-1].count:
+            kept.append(entry)
+    return kept
+
+
+def verify_store(path: str | os.PathLike, *, repair: bool = False) -> StoreCheck:
+    """Read every dataset of every shard and check that each run lists every example once.
+
+    Problems: an unreadable or damaged shard, a shard whose range, configuration or example indices differ
+    from the index, shards that overlap (an example listed twice), and a run with no shard. With ``repair``:
+    damaged shards are dropped from the index and renamed ``*.damaged`` (the same precompute command then
+    recomputes exactly them), of overlapping shards the largest are kept and the rest dropped and renamed
+    ``*.dropped``, and runs without any shard are removed.
     """
     path = Path(path)
-    problems: list[str] = []
+    check = StoreCheck()
     runs = _read_index(path)
     for run, info in runs.items():
-        bad: list[str] = []
+        if not info.shards:
+            check.problems.append(f"run {run!r} has no shard (a precompute that failed before its first shard): "
+                                  "rerun it, or --repair removes the run")
+            if repair:
+                StoreWriter(path).delete_run(run)
+            continue
+        damaged: list[str] = []
         for entry in info.shards:
-            file = shard_dir(path, run) / entry.file
             try:
-                with h5py.File(file, "r") as f:
-                    f.visititems(_read_dataset)
-                    if int(f.attrs["count"]) != entry.count:
-                        raise StoreError("example count differs from the index")
+                _check_shard_content(shard_dir(path, run) / entry.file, run, entry, info)
             except (OSError, KeyError, RuntimeError, StoreError) as exc:
-                problems.append(f"run {run!r}: shard {entry.file}: {_short(exc)}")
-                bad.append(entry.file)
-        if bad and repair:
-            StoreWriter(path).drop_shards(run, bad)
-            for name in bad:
-                file = shard_dir(path, run) / name
-                if file.exists():
-                    os.replace(file, file.with_name(name + ".damaged"))
-    return problems
+                check.problems.append(f"run {run!r}: shard {entry.file}: {_short(exc)}")
+                damaged.append(entry.file)
+        healthy = [e for e in info.shards if e.file not in damaged]
+        kept = _keep_disjoint(healthy)
+        redundant = [e.file for e in healthy if e not in kept]
+        for a, b in overlapping_shards(healthy):
+            check.problems.append(f"run {run!r}: shards {a.file} and {b.file} overlap (examples "
+                                  f"{max(a.start, b.start)}..{min(a.start + a.count, b.start + b.count) - 1} "
+                                  "listed twice)")
+        planned = int(info.meta.get("planned_examples") or 0)
+        for lo, hi in missing_ranges(kept, max(planned, max(e.start + e.count for e in kept) if kept else 0)):
+            check.incomplete.append(f"run {run!r}: examples {lo}..{hi - 1} not computed yet: rerun its precompute")
+        if repair and (damaged or redundant):
+            StoreWriter(path).drop_shards(run, [*damaged, *redundant])
+            for names, suffix in ((damaged, ".damaged"), (redundant, ".dropped")):
+                for name in names:
+                    file = shard_dir(path, run) / name
+                    if file.exists():
+                        os.replace(file, file.with_name(name + suffix))
+    return check

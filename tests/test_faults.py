@@ -38,7 +38,7 @@ def small_disk(tmp_path: Path):
 
 
 def test_full_disk_is_one_line_and_resumable(small_disk: Path, tmp_path: Path) -> None:
-    from pipeline.precompute import store_size
+    from pipeline.store import store_size
 
     reference = tmp_path / "ref.h5"
     assert _precompute(reference, "--capture", "attention,hidden")[0] == 0
@@ -104,7 +104,7 @@ def test_corrupted_shard_middle_then_verify_repair_and_resume(tmp_path: Path) ->
             reader.metrics(run, "entropy")
         assert "\n" not in str(info.value) and "verify" in str(info.value)
 
-    problems = verify_store(store)
+    problems = verify_store(store).problems
     assert len(problems) == 1 and shard.name in problems[0]
     result = CliRunner().invoke(app, ["verify", "--store", str(store), "--repair"])
     assert result.exit_code == 0, result.output
@@ -116,7 +116,7 @@ def test_corrupted_shard_middle_then_verify_repair_and_resume(tmp_path: Path) ->
     with StoreReader(store) as reader:
         for i in range(60):
             np.testing.assert_array_equal(reader.attention(run, i), expected[i])
-    assert verify_store(store) == []
+    assert verify_store(store).problems == []
 
 
 def test_missing_shard_is_reported(tmp_path: Path) -> None:
@@ -126,4 +126,37 @@ def test_missing_shard_is_reported(tmp_path: Path) -> None:
     with StoreReader(store) as reader, pytest.raises(StoreError, match="is missing"):
         reader.attention(reader.runs()[0], 0)
     result = CliRunner().invoke(app, ["verify", "--store", str(store)])
-    assert result.exit_code == 1 and "damaged shard" in result.stderr
+    assert result.exit_code == 1 and "damaged:" in result.stderr
+
+
+def _one_line_error(code: int, err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("store", ["/proc/attnviz-test.h5", "/sys/attnviz-test.h5"])
+def test_an_unwritable_store_folder_is_one_line(store: str) -> None:
+    code, _out, err = _precompute(Path(store))
+    _one_line_error(code, err, "writable folder")
+
+
+def test_a_folder_given_as_store_is_one_line(tmp_path: Path) -> None:
+    code, _out, err = _precompute(tmp_path)
+    _one_line_error(code, err, "is a folder")
+
+
+def test_a_read_only_store_given_a_new_run_is_one_line_and_unchanged(small_disk: Path) -> None:
+    store = small_disk / "s.h5"
+    assert _precompute(store, "--limit", "10")[0] == 0
+    before = {p: p.read_bytes() for p in small_disk.rglob("*") if p.is_file()}
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        code, _out, err = _precompute(store, "--run", "another")
+        _one_line_error(code, err, "cannot", "writable folder")
+        assert {p: p.read_bytes() for p in small_disk.rglob("*") if p.is_file()} == before
+        with StoreReader(store) as reader:  # a read-only store still reads
+            assert reader.num_examples(reader.runs()[0]) == 10
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
