@@ -106,7 +106,7 @@ def precompute(
     bar = _ProgressBar(f"precompute {model}")
     try:
         overrides = parse_overrides(set_)
-        if workers or scheduler:
+        if workers is not None or scheduler:
             from pipeline.distributed import precompute_distributed
 
             summary = precompute_distributed(

@@ -129,8 +129,8 @@ def encode(lm: LoadedModel, example: InputExample, max_length: int | None = None
         truncated = True
         if example.token_ids is None:
             ids = tok(text, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
-        else:
-            ids = ids[:limit]
+        # The tokenizer keeps its special tokens even past max_length; the limit holds whatever it returns.
+        ids = ids[:limit]
     target_ids = None
     if lm.family == "encoder-decoder":
         start = lm.config.decoder_start_token_id

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,10 @@ import numpy as np
 
 RANDOM_SPEC = re.compile(r"^random(?::(.*))?$")
 JSONL_RESERVED = ("text", "target", "label")
+UTF8_BOM = b"\xef\xbb\xbf"
+#: Bounds of a random spec: longer sequences than any model accepts, or more examples than a store holds, are typos.
+MAX_RANDOM_LENGTH = 1_000_000
+MAX_RANDOM_COUNT = 10**12
 
 
 class InputError(ValueError):
@@ -35,7 +41,7 @@ class InputExample:
 class InputSet:
     """A whole input: its examples in order and what identifies it."""
 
-    examples: list[InputExample]
+    examples: Sequence[InputExample]  #: a list, or a lazy sequence for random inputs (built on access)
     spec: str  #: the path or random spec as given
     fingerprint: str  #: sha256 of the file bytes, or of the random spec
     kind: str  #: "text", "pairs", "jsonl" or "random"
@@ -43,7 +49,8 @@ class InputSet:
 
     @property
     def has_targets(self) -> bool:
-        return any(e.target for e in self.examples)
+        """Whether any example has a target (random inputs never do; they are not built to find out)."""
+        return self.kind != "random" and any(e.target for e in self.examples)
 
 
 def _decode_lines(path: Path) -> tuple[list[str], bytes]:
@@ -57,7 +64,8 @@ def _decode_lines(path: Path) -> tuple[list[str], bytes]:
         raise InputError(f"cannot read input file {path}: {exc.strerror}") from None
     if b"\x00" in raw[:65536]:
         raise InputError(f"input file {path} looks binary (NUL bytes): give UTF-8 text")
-    lines = raw.split(b"\n")
+    # A UTF-8 byte-order mark (Windows editors write one) is not part of the first sentence.
+    lines = raw.removeprefix(UTF8_BOM).split(b"\n")
     out = []
     for number, line in enumerate(lines, start=1):
         try:
@@ -137,14 +145,12 @@ def parse_random_spec(spec: str) -> dict[str, int] | None:
         params[key] = int(value)
     if params["length"] < 1 or params["count"] < 1:
         raise InputError(f"bad random input {spec!r}: length and count must be at least 1")
+    if params["length"] > MAX_RANDOM_LENGTH:
+        raise InputError(f"bad random input {spec!r}: length {params['length']} is longer than any model accepts; "
+                         "use the model's max length or less")
+    if params["count"] > MAX_RANDOM_COUNT:
+        raise InputError(f"bad random input {spec!r}: count must be at most {MAX_RANDOM_COUNT:,}")
     return params
-
-
-def random_token_ids(vocab_size: int, excluded: set[int], length: int, seed: int) -> list[int]:
-    """``length`` token ids drawn uniformly from the vocabulary minus ``excluded`` (special tokens), seeded."""
-    rng = np.random.default_rng(seed)
-    allowed = np.setdiff1d(np.arange(vocab_size), np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
-    return [int(x) for x in rng.choice(allowed, size=length, replace=True)]
 
 
 def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -158,22 +164,49 @@ def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [], []
 
 
+class RandomExamples(Sequence[InputExample]):
+    """Reproducible random token sequences, built only when accessed: example k uses seed ``seed + k``.
+
+    ``random:count=100000000`` with ``--limit 2`` builds two examples, not 10⁸.
+    """
+
+    def __init__(self, tokenizer: Any, length: int, count: int, seed: int) -> None:
+        self.tokenizer, self.length, self.count, self.seed = tokenizer, length, count, seed
+        self.prefix, self.suffix = special_token_frame(tokenizer)
+
+    @cached_property
+    def _allowed(self) -> np.ndarray:
+        excluded = np.fromiter(self.tokenizer.all_special_ids, dtype=np.int64)
+        return np.setdiff1d(np.arange(len(self.tokenizer)), excluded)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _example(self, k: int) -> InputExample:
+        rng = np.random.default_rng(self.seed + k)
+        content = [int(x) for x in rng.choice(self._allowed, size=self.length, replace=True)]
+        return InputExample(k, self.tokenizer.decode(content), meta={"random_seed": self.seed + k},
+                            token_ids=[*self.prefix, *content, *self.suffix])
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._example(k) for k in range(*index.indices(self.count))]
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self._example(index)
+
+
 def random_inputs(tokenizer: Any, spec: str) -> InputSet:
-    """Reproducible random token sequences for a tokenizer: example k uses seed ``seed + k``.
+    """Reproducible random token sequences for a tokenizer (see :class:`RandomExamples`; built lazily).
 
     The content tokens are random; the tokenizer's own special tokens ([CLS] ... [SEP] for BERT) are added.
     """
     params = parse_random_spec(spec)
     if params is None:
         raise InputError(f"{spec!r} is not a random input spec")
-    excluded = set(tokenizer.all_special_ids)
-    prefix, suffix = special_token_frame(tokenizer)
-    examples = []
-    for k in range(params["count"]):
-        content = random_token_ids(len(tokenizer), excluded, params["length"], params["seed"] + k)
-        ids = [*prefix, *content, *suffix]
-        text = tokenizer.decode(content)
-        examples.append(InputExample(k, text, meta={"random_seed": params["seed"] + k}, token_ids=ids))
+    examples = RandomExamples(tokenizer, params["length"], params["count"], params["seed"])
     canon = f"random:length={params['length']},count={params['count']},seed={params['seed']}"
     return InputSet(examples, canon, hashlib.sha256(canon.encode()).hexdigest(), "random")
 

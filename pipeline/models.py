@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 import transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
@@ -103,10 +105,97 @@ def load_tokenizer(info: ModelInfo, model_path: str | None) -> PreTrainedTokeniz
     return tok
 
 
+#: Config keys that count something (layers, heads, widths, positions, vocabulary): zero or less builds no model.
+COUNT_KEY = re.compile(r"(^|_)(n_)?(layers?|heads?|hidden_size|intermediate_size|embd|inner|positions|vocab_size|"
+                       r"d_model|ffn_dim|d_ff|d_kv|embedding_size|num_layers|n_ctx)$")
+#: Refuse a configuration whose float32 weights need more than this share of the memory available now.
+MEMORY_SHARE = 0.8
+
+
+def check_overrides(model: str, config: Any, overrides: dict[str, Any]) -> None:
+    """Refuse ``--set`` values the model's config does not have, of the wrong type, or counts below 1.
+
+    ``config`` is the model's config without the overrides; an unknown key's message lists the keys it has.
+    """
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    for key, value in overrides.items():
+        if key not in known:
+            generic = set(transformers.PretrainedConfig().to_dict())
+            keys = sorted(k for k, v in config.to_dict().items() if k not in generic and _is_setting(v))
+            raise ModelLoadError(f"--set {key}: model {model!r} has no such config key; it has {', '.join(keys)}")
+        default = getattr(config, key, None)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ModelLoadError(f"--set {key}={value!r}: {key} is true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ModelLoadError(f"--set {key}={value!r}: {key} takes a whole number (it is {default})")
+        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ModelLoadError(f"--set {key}={value!r}: {key} takes a number (it is {default})")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1 and _counts(config, key):
+            raise ModelLoadError(f"--set {key}={value}: {key} counts {_what(key)}, so it must be at least 1")
+
+
+def _is_setting(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool)
+
+
+def _counts(config: Any, key: str) -> bool:
+    names = {key, getattr(config, "attribute_map", {}).get(key, key)}
+    return any(COUNT_KEY.search(name) for name in names)
+
+
+def _what(key: str) -> str:
+    for word in ("layer", "head", "position", "vocab"):
+        if word in key:
+            return word + "s"
+    return "units"
+
+
+def estimate_parameters(config: Any) -> int:
+    """About how many weights a Transformer config builds (embeddings + per-layer attention and MLP), from the
+    config alone (nothing is allocated): used to refuse a configuration that cannot fit in memory."""
+    def get(*names: str, default: int = 0) -> int:
+        for name in names:
+            value = getattr(config, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return default
+
+    hidden = get("hidden_size", "d_model", "n_embd", default=1)
+    ffn = get("intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff", default=4 * hidden)
+    per_layer = 4 * hidden * hidden + 2 * hidden * ffn
+    encoder, decoder = get("encoder_layers"), get("decoder_layers")
+    if encoder or decoder:
+        layers = encoder * per_layer + decoder * (per_layer + 4 * hidden * hidden)
+    else:
+        layers = get("num_hidden_layers", "n_layer", "num_layers") * per_layer
+    embeddings = (get("vocab_size") + get("max_position_embeddings", "n_positions")) * hidden
+    return layers + embeddings
+
+
+def check_fits_memory(model: str, config: Any, available: int | None = None) -> None:
+    """Refuse a config whose float32 weights alone need more memory than is available, with the estimate."""
+    available = psutil.virtual_memory().available if available is None else available
+    needed = 4 * estimate_parameters(config)
+    if needed > MEMORY_SHARE * available:
+        raise ModelLoadError(f"model {model!r} with this config needs about {_bytes(needed)} for its weights "
+                             f"({needed // 4:.3g} parameters) but {_bytes(available)} of memory is available: "
+                             "use smaller --set values")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"
+
+
 def _random_model(info: ModelInfo, overrides: dict[str, Any], tok: PreTrainedTokenizerBase
                   ) -> tuple[torch.nn.Module, bool]:
     arch = info.source.architecture or ""
-    settings = {**info.config, **overrides}
+    settings = {**info.config}
     settings.setdefault("vocab_size", len(tok))
     if info.family == "encoder-decoder":
         special = tok.eos_token_id
@@ -119,10 +208,12 @@ def _random_model(info: ModelInfo, overrides: dict[str, Any], tok: PreTrainedTok
         settings.setdefault("bos_token_id", tok.bos_token_id)
         settings.setdefault("eos_token_id", tok.eos_token_id)
     try:
-        config = AutoConfig.for_model(arch, **settings)
+        check_overrides(info.name, AutoConfig.for_model(arch, **settings), overrides)
+        config = AutoConfig.for_model(arch, **{**settings, **overrides})
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"cannot build a random {arch!r} config for {info.name!r}: "
                              f"{str(exc).splitlines()[0][:160]}") from exc
+    check_fits_memory(info.name, config)
     config._attn_implementation = "eager"
     torch.manual_seed(info.seed)
     # Always the class with the LM/MLM head, so that the same seed gives the same weights everywhere.
@@ -140,10 +231,13 @@ def _pretrained(info: ModelInfo, path: str, overrides: dict[str, Any]) -> tuple[
                                   use_safetensors=None, **{**info.config, **overrides})
     if info.source.revision:
         kwargs["revision"] = info.source.revision
+    config = AutoConfig.from_pretrained(path, trust_remote_code=info.trust_remote_code)
+    check_overrides(info.name, config, overrides)
+    check_fits_memory(info.name, AutoConfig.from_pretrained(path, trust_remote_code=info.trust_remote_code,
+                                                            **{**info.config, **overrides}))
     if info.family != "encoder":
         return _head_class(info.family).from_pretrained(path, **kwargs), True
     # Use the MLM head only if the checkpoint really has one (else it would be random and misleading).
-    config = AutoConfig.from_pretrained(path, trust_remote_code=info.trust_remote_code)
     archs = getattr(config, "architectures", None) or []
     if any("MaskedLM" in a or "ForPreTraining" in a for a in archs):
         return transformers.AutoModelForMaskedLM.from_pretrained(path, **kwargs), True
@@ -159,7 +253,9 @@ def load_model(name_or_info: str | ModelInfo, overrides: dict[str, Any] | None =
     """
     info = get_model_info(name_or_info) if isinstance(name_or_info, str) else name_or_info
     overrides = dict(overrides or {})
-    if threads:
+    if threads is not None:
+        if threads < 1:
+            raise ModelLoadError(f"--threads must be at least 1 (got {threads}); leave it out for torch's choice")
         torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -211,4 +307,5 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__}
 
 
-__all__ = ["LoadedModel", "ModelInfoError", "ModelLoadError", "load_model", "load_tokenizer", "versions"]
+__all__ = ["LoadedModel", "ModelInfoError", "ModelLoadError", "check_fits_memory", "check_overrides",
+           "estimate_parameters", "load_model", "load_tokenizer", "versions"]

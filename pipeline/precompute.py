@@ -22,7 +22,14 @@ from pipeline.extract import (
     forward_batch,
     length_batches,
 )
-from pipeline.inputs import InputError, InputSet, load_input, random_inputs
+from pipeline.inputs import (
+    InputError,
+    InputSet,
+    load_input,
+    parse_random_spec,
+    random_inputs,
+    special_token_frame,
+)
 from pipeline.metrics import METRICS
 from pipeline.model_info import get_model_info
 from pipeline.models import LoadedModel, load_model, versions
@@ -216,8 +223,15 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
         mantissa_bits = None  # every bit: the same as not rounding
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if shard_size < 1 or max_shard_elements < 1:
+        raise InputError(f"--shard-size must be at least 1 (got {shard_size}); the default is {DEFAULT_SHARD_SIZE}")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
+    if max_length is not None and max_length < 1:
+        raise InputError(f"--max-length must be at least 1 token (got {max_length}); leave it out for the model's "
+                         "own limit")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1 (got {threads}); leave it out for torch's choice")
     captures = parse_capture(capture)
     get_model_info(model)  # unknown model / bad file: fail before reading a large input
     inputs = load_input(input_spec)
@@ -226,10 +240,11 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
         raise InputError(f"the loaded model is {loaded.info.name!r} with overrides {loaded.overrides}, not "
                          f"{model!r} with {dict(overrides or {})}: pass the matching model name and --set values")
     lm = loaded or load_model(model, overrides, threads=threads)
+    max_len = checked_max_length(lm, max_length)
     if inputs is None:
         inputs = random_inputs(lm.tokenizer, input_spec)
+        check_random_length(lm, input_spec)
     examples = inputs.examples[:limit] if limit else inputs.examples
-    max_len = min(max_length or lm.max_length, lm.max_length)
     encoded = [encode(lm, ex, max_len) for ex in examples]
     vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in captures))
     run = run or default_run_name(model, inputs.spec)
@@ -246,6 +261,27 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
         planned=max(len(encoded), int(info.meta.get("planned_examples") or 0)),
         fingerprint=str(info.meta["fingerprint"]), created=not info.shards,
         captures=captures, dtype=dtype, batch_size=batch_size, mantissa_bits=mantissa_bits, t0=t0)
+
+
+def checked_max_length(lm: LoadedModel, max_length: int | None) -> int:
+    """The token limit a run uses: ``--max-length`` capped at the model's own; refused if it leaves no room for
+    one content token beside the tokenizer's special tokens ([CLS] and [SEP] for BERT)."""
+    prefix, suffix = special_token_frame(lm.tokenizer)
+    smallest = len(prefix) + len(suffix) + 1
+    if max_length is not None and max_length < smallest:
+        raise InputError(f"--max-length {max_length} leaves no room for a token: {lm.info.name} adds "
+                         f"{smallest - 1} special tokens, so use at least {smallest}")
+    return min(max_length or lm.max_length, lm.max_length)
+
+
+def check_random_length(lm: LoadedModel, input_spec: str) -> None:
+    """Refuse random sequences longer than the model accepts (with its special tokens), before building any."""
+    params = parse_random_spec(input_spec) or {}
+    prefix, suffix = special_token_frame(lm.tokenizer)
+    room = lm.max_length - len(prefix) - len(suffix)
+    if params.get("length", 0) > room:
+        raise InputError(f"random length {params['length']} is longer than {lm.info.name} accepts: use "
+                         f"random:length={room} or less")
 
 
 def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *, batch_size: int,
