@@ -135,7 +135,7 @@ class Caller:
         key = self.key(first_output)
         spec = self.app.callback_map[key]
         outs = [p.strip(".").rsplit(".", 1) for p in key.split("...")]
-        outputs = [{"id": i, "property": p} for i, p in outs]
+        outputs = [{"id": json.loads(i) if i.startswith("{") else i, "property": p} for i, p in outs]
 
         def entry(item: dict) -> Any:
             cid, prop = item["id"], item["property"]

@@ -4,6 +4,11 @@ Run A is the header's run (``run-select``); run B is picked here. Every view rea
 ``[N, L, H]`` (through ``pipeline.scan``), per-group sums of them, or the cached aggregates of ``attnviz
 analyze`` (``analysis.h5``); no view reads raw attention. Derived data is cached per process, keyed by the
 run's shard list, so a growing run is re-read; the raw metric arrays share a byte budget.
+
+A store that cannot be read (a missing or damaged shard, a vanished index: :class:`pipeline.store.StoreError`)
+never fails a callback: each view shows the message in its place and puts it in its own error slot, and the
+tab's alert shows the slots' messages as one line (the rest of the page keeps working; nothing failed is
+cached, so the next interaction after a repair reads the store again).
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ SIMILARITY_B = "corpus-similarity-b"
 RELPOS = "corpus-relpos"
 TABLE = "corpus-head-table"
 EXPORT = "corpus-export"
+ALERT = "corpus-alert"  #: the tab's one-line message when the store cannot be read
+ERROR = "corpus-error"  #: pattern-matching type of each view's error slot: {"type": ERROR, "view": name}
+#: The views that read the store, each with its own error slot (``""`` while it reads fine).
+VIEWS = ("runs", "filters", "heatmaps", "difference", "profile", "table", "patterns", "drill", "analysis")
 
 #: Byte budget of the per-process cache of raw ``[L*H, N]`` metric arrays (env ``ATTNVIZ_CORPUS_CACHE_MB``).
 ROWS_CACHE_BYTES = int(float(os.environ.get("ATTNVIZ_CORPUS_CACHE_MB", "160")) * (1 << 20))
@@ -171,8 +180,13 @@ def _run(name: str | None) -> Run | None:
 
 
 def _fresh_analysis(run: Run) -> Analysis | None:
-    """The run's ``attnviz analyze`` cache when it was computed from the run's current shards."""
-    cached = analysis(run)
+    """The run's ``attnviz analyze`` cache when it was computed from the run's current shards and reads (an
+    unreadable one is left to the views that need it, which say so: the others read the shards instead)."""
+    try:
+        cached = analysis(run)
+    except StoreError as exc:
+        log.warning("corpus: ignoring the analysis cache: %s", exc)
+        return None
     return cached if cached is not None and not cached.is_stale(run.info) else None
 
 
@@ -434,7 +448,9 @@ def layout() -> html.Div:
     ], className="mt-2")
     return html.Div([
         dcc.Store(id=HEAD),
+        *[dcc.Store(id=_error_slot(view), data="") for view in VIEWS],
         dbc.Card(dbc.CardBody([controls, filters]), className="mb-2"),
+        dbc.Alert(id=ALERT, is_open=False, color="warning", className="py-2 small mb-1"),
         html.Div(id=STATUS, className="small text-muted mb-1"),
         heatmaps, drill, patterns, similarity, table,
     ])
@@ -723,79 +739,112 @@ def _head(data: Any) -> tuple[int, int] | None:
     return None
 
 
+def _error_slot(view: str) -> dict[str, str]:
+    return {"type": ERROR, "view": view}
+
+
+def _error_output(view: str) -> Output:
+    return Output(_error_slot(view), "data")
+
+
+def _guard(view: str, build: Callable[[], Sequence[Any]], fallback: Callable[[str], Sequence[Any]]
+           ) -> tuple[Any, ...]:
+    """``build()``'s outputs plus ``""`` for the view's error slot; when the store cannot be read
+    (:class:`StoreError`), ``fallback(message)``'s outputs plus the one-line message. ``PreventUpdate`` and
+    unexpected errors pass (the app's error handler reports those)."""
+    try:
+        return (*build(), "")
+    except StoreError as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("corpus %s: %s", view, text)
+        return (*fallback(text), text)
+
+
+def _figures(n: int, title: str = "") -> Callable[[str], list[dict]]:
+    """A fallback of ``n`` message figures."""
+    return lambda text: [cf.message_figure(text, title=title)] * n
+
+
+#: Shows the first distinct message of the views' error slots (and how many others) in the tab's alert.
+_ALERT_JS = """
+function(messages) {
+    const seen = [];
+    for (const m of messages || []) { if (m && !seen.includes(m)) { seen.push(m); } }
+    if (!seen.length) { return ["", false]; }
+    const more = seen.length > 1 ? " (and " + (seen.length - 1) + " more)" : "";
+    return [seen[0] + more, true];
+}
+"""
+
+
 def register_callbacks(app: dash.Dash) -> None:
     """Attach the tab's callbacks to ``app``."""
 
+    app.clientside_callback(_ALERT_JS, Output(ALERT, "children"), Output(ALERT, "is_open"),
+                            Input({"type": ERROR, "view": ALL}, "data"))
+
     @app.callback(
         Output(RUN_B, "options"), Output(RUN_B, "value"), Output(KIND, "options"), Output(KIND, "value"),
-        Output(METRIC, "options"), Output(METRIC, "value"),
+        Output(METRIC, "options"), Output(METRIC, "value"), _error_output("runs"),
         Input(ids.RUN_SELECT, "value"), State(RUN_B, "value"), State(KIND, "value"), State(METRIC, "value"),
     )
     def corpus_runs(run_a, run_b, kind, metric):
-        reader = current_reader()
-        if run_a not in reader.runs():
-            raise PreventUpdate
-        info = reader.run_info(run_a)
-        others = [{"label": r, "value": r} for r in reader.runs() if r != run_a]
-        kind = kind if kind in info.kinds else info.kinds[0]
-        names = info.meta.get("metrics", {}).get(kind, [])
-        metric = metric if metric in names else (DEFAULT_METRIC if DEFAULT_METRIC in names else names[0])
-        metric_options = [{"label": f"{METRICS[m].label} ({METRICS[m].unit})" if m in METRICS else m,
-                           "value": m} for m in names]
-        kind_options = [{"label": k, "value": k} for k in info.kinds]
-        return others, (run_b if run_b != run_a else None), kind_options, kind, metric_options, metric
+        def build() -> tuple:
+            reader = current_reader()
+            if run_a not in reader.runs():
+                raise PreventUpdate
+            info = reader.run_info(run_a)
+            others = [{"label": r, "value": r} for r in reader.runs() if r != run_a]
+            kind_ = kind if kind in info.kinds else info.kinds[0]
+            names = info.meta.get("metrics", {}).get(kind_, [])
+            metric_ = metric if metric in names else (DEFAULT_METRIC if DEFAULT_METRIC in names else names[0])
+            metric_options = [{"label": f"{METRICS[m].label} ({METRICS[m].unit})" if m in METRICS else m,
+                               "value": m} for m in names]
+            kind_options = [{"label": k, "value": k} for k in info.kinds]
+            return others, (run_b if run_b != run_a else None), kind_options, kind_, metric_options, metric_
+
+        return _guard("runs", build, lambda _: [dash.no_update] * 6)
 
     @app.callback(
         Output(LENGTH, "min"), Output(LENGTH, "max"), Output(LENGTH, "value"), Output(LENGTH, "marks"),
-        Output(FIELDS, "children"),
+        Output(FIELDS, "children"), _error_output("filters"),
         Input(ids.TABS, "value"), Input(ids.RUN_SELECT, "value"), Input(RUN_B, "value"),
         State({"type": FIELD, "field": ALL}, "value"), State({"type": FIELD, "field": ALL}, "id"),
     )
     def corpus_filters(tab, run_a, run_b, values, field_ids):
         if tab != "corpus":
             raise PreventUpdate
-        try:
-            return filter_controls(run_a, run_b, values or [], field_ids or [])
-        except StoreError as exc:
-            log.warning("corpus filters: %s", exc)
-            raise PreventUpdate from exc
+        return _guard("filters", lambda: filter_controls(run_a, run_b, values or [], field_ids or []),
+                      lambda _: [dash.no_update] * 5)
 
     @app.callback(output=[Output(HEATMAP_A, "figure"), Output(HEATMAP_B, "figure"),
-                          Output(STATUS, "children")],
+                          Output(STATUS, "children"), _error_output("heatmaps")],
                   inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
     def corpus_heatmaps(**kw):
-        sel = _sel(**kw)
-        try:
-            return heatmap_views(sel, _head(kw["head"]))
-        except StoreError as exc:
-            fig = cf.message_figure(str(exc))
-            return fig, fig, str(exc)
+        return _guard("heatmaps", lambda: heatmap_views(_sel(**kw), _head(kw["head"])),
+                      lambda text: [*_figures(2)(text), dash.no_update])
 
-    @app.callback(output=Output(DIFF, "figure"), inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
+    @app.callback(output=[Output(DIFF, "figure"), _error_output("difference")],
+                  inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
     def corpus_difference(**kw):
-        sel = _sel(**kw)
-        return _guarded(lambda: difference_view(sel, _head(kw["head"])), 1, "A − B")
+        return _guard("difference", lambda: [difference_view(_sel(**kw), _head(kw["head"]))],
+                      _figures(1, "A − B"))
 
-    @app.callback(output=Output(PROFILE, "figure"), inputs=_VIEW_INPUTS, state=_VIEW_STATES)
-    def corpus_profile(**kw):
-        sel = _sel(**kw)
-        return _guarded(lambda: profile_view(sel), 1, "Per layer")
-
-    @app.callback(output=[Output(TABLE, "rowData"), Output(TABLE, "columnDefs")], inputs=_VIEW_INPUTS,
+    @app.callback(output=[Output(PROFILE, "figure"), _error_output("profile")], inputs=_VIEW_INPUTS,
                   state=_VIEW_STATES)
-    def corpus_table(**kw):
-        sel = _sel(**kw)
-        try:
-            return table_view(sel)
-        except StoreError as exc:
-            log.warning("corpus table: %s", exc)
-            return [], []
+    def corpus_profile(**kw):
+        return _guard("profile", lambda: [profile_view(_sel(**kw))], _figures(1, "Per layer"))
 
-    @app.callback(output=[Output(PATTERNS_A, "figure"), Output(PATTERNS_B, "figure")],
+    @app.callback(output=[Output(TABLE, "rowData"), Output(TABLE, "columnDefs"), _error_output("table")],
+                  inputs=_VIEW_INPUTS, state=_VIEW_STATES)
+    def corpus_table(**kw):
+        return _guard("table", lambda: table_view(_sel(**kw)), lambda _: ([], []))
+
+    @app.callback(output=[Output(PATTERNS_A, "figure"), Output(PATTERNS_B, "figure"), _error_output("patterns")],
                   inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
     def corpus_patterns(**kw):
-        sel = _sel(**kw)
-        return _guarded(lambda: pattern_views(sel, _head(kw["head"])), 2, "Head patterns")
+        return _guard("patterns", lambda: pattern_views(_sel(**kw), _head(kw["head"])),
+                      _figures(2, "Head patterns"))
 
     @app.callback(Output(HEAD, "data"),
                   Input(HEATMAP_A, "clickData"), Input(HEATMAP_B, "clickData"), Input(DIFF, "clickData"),
@@ -811,43 +860,31 @@ def register_callbacks(app: dash.Dash) -> None:
         return {"layer": picked[0], "head": picked[1]}
 
     @app.callback(output=[Output(HEAD_TITLE, "children"), Output(HEAD_DIST, "figure"),
-                          Output(HEAD_EXAMPLES, "children")],
+                          Output(HEAD_EXAMPLES, "children"), _error_output("drill")],
                   inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
     def corpus_drill(**kw):
-        sel = _sel(**kw)
-        try:
-            return drill_views(sel, _head(kw["head"]))
-        except StoreError as exc:
-            return str(exc), cf.message_figure(str(exc)), ""
+        return _guard("drill", lambda: drill_views(_sel(**kw), _head(kw["head"])),
+                      lambda text: ("", cf.message_figure(text), ""))
 
     @app.callback(Output(SIMILARITY_A, "figure"), Output(SIMILARITY_B, "figure"), Output(RELPOS, "figure"),
+                  _error_output("analysis"),
                   Input(ids.TABS, "value"), Input(ids.RUN_SELECT, "value"), Input(RUN_B, "value"),
                   Input(KIND, "value"), Input(HEAD, "data"))
     def corpus_analysis(tab, run_a, run_b, kind, head_data):
         if tab != "corpus":
             raise PreventUpdate
-        sel = _selection(run_a, run_b, kind, DEFAULT_METRIC, "mean", None, None, None, [], [])
         head = _head(head_data)
 
         def views() -> tuple[dict, dict, dict]:
+            sel = _selection(run_a, run_b, kind, DEFAULT_METRIC, "mean", None, None, None, [], [])
             sim_a, sim_b = similarity_views(sel, head)
             return sim_a, sim_b, relpos_view(sel, head)
 
-        return _guarded(views, 3, "Head similarity")
+        return _guard("analysis", views, _figures(3, "Head similarity"))
 
     @app.callback(Output(TABLE, "exportDataAsCsv"), Input(EXPORT, "n_clicks"), prevent_initial_call=True)
     def corpus_export(n_clicks):
         return bool(n_clicks)
-
-
-def _guarded(build: Callable[[], T], n_figures: int, title: str) -> T | Any:
-    """``build()``, or a message figure in each of ``n_figures`` outputs when the store cannot be read."""
-    try:
-        return build()
-    except StoreError as exc:
-        log.warning("corpus view: %s", exc)
-        fig = cf.message_figure(str(exc), title=title)
-        return fig if n_figures == 1 else tuple([fig] * n_figures)
 
 
 def filter_controls(run_a: str | None, run_b: str | None, values: Sequence[Any], field_ids: Sequence[dict]

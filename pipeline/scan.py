@@ -4,6 +4,8 @@
   (:func:`read_metric_rows`, :func:`read_group_sums`), never raw attention.
 * :func:`scan_run` scans the raw attention of a run once, one task per shard file (the task opens the file
   itself: h5py objects cannot be pickled), and returns relative-position sums and head-similarity sums.
+* Every shard is opened through :func:`pipeline.store.open_shard`: a missing or damaged shard, or one that
+  lacks a dataset, is a one-line :class:`~pipeline.store.StoreError` naming the shard and the repair.
 * :func:`write_analysis` / :func:`load_analysis` store those cached aggregates beside the run's shards as
   ``STORE.h5.d/<run>/analysis.h5`` (written to a temporary name, then ``os.replace``).
 
@@ -37,7 +39,7 @@ from pipeline.analysis import (
     value_text,
 )
 from pipeline.records import KIND_SIDES
-from pipeline.store import RunInfo, StoreError, now_iso, shard_dir
+from pipeline.store import RunInfo, ShardEntry, StoreError, now_iso, open_shard, shard_dir
 
 ANALYSIS_FILE = "analysis.h5"
 ANALYSIS_FORMAT = "attnviz-analysis"
@@ -73,8 +75,8 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
     codes: dict[str, list[np.ndarray]] = {}
     dropped: set[str] = set()
     seen = 0
-    for path in shard_paths(store, info):
-        with h5py.File(path, "r") as f:
+    for entry in info.shards:
+        with open_shard(store, info.name, entry) as f:
             ex = f["example"]
             count = int(ex["input_index"].shape[0])
             parts["input_index"].append(ex["input_index"][()].astype(np.int64))
@@ -131,10 +133,11 @@ def read_metric_rows(store: str | os.PathLike, info: RunInfo, kind: str, name: s
 def _fill_rows(out: np.ndarray, store: str | os.PathLike, info: RunInfo, kind: str, name: str) -> np.ndarray:
     """Read one metric of every example into ``out`` ``[L*H, N]`` (transposed shard by shard)."""
     pos = 0
-    for path, entry in zip(shard_paths(store, info), info.shards, strict=True):
-        with h5py.File(path, "r") as f:
+    for entry in info.shards:
+        with open_shard(store, info.name, entry) as f:
             block = f[f"metrics/{kind}/{name}"][()]
-        out[:, pos:pos + entry.count] = block.reshape(entry.count, -1).T
+            rows = block.reshape(entry.count, -1).T  # a block of another shape is damage too
+        out[:, pos:pos + entry.count] = rows
         pos += entry.count
     return out
 
@@ -151,11 +154,10 @@ def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: S
 def read_texts(store: str | os.PathLike, info: RunInfo, indices: Sequence[int]) -> list[str]:
     """The texts of a few examples (positions in the run), opening each shard involved once."""
     starts = np.cumsum([0] + [s.count for s in info.shards])
-    paths = shard_paths(store, info)
     shard_of = {int(i): int(np.searchsorted(starts, int(i), side="right")) - 1 for i in indices}
     texts: dict[int, str] = {}
     for k in sorted(set(shard_of.values())):
-        with h5py.File(paths[k], "r") as f:
+        with open_shard(store, info.name, info.shards[k]) as f:
             ds = f["example/text"]
             for i in (i for i, s in shard_of.items() if s == k):
                 value = ds[i - int(starts[k])]
@@ -191,17 +193,17 @@ class ScanPartial:
                            plus(self.js_sum, other.js_sum), self.js_examples + other.js_examples)
 
 
-def scan_shard(path: str, kinds: Sequence[str], max_offset: int, similarity_limit: int
-               ) -> dict[str, ScanPartial]:
-    """Scan one shard file (opened here, so the task pickles as plain arguments).
+def scan_shard(store: str, run: str, entry: ShardEntry, kinds: Sequence[str], max_offset: int,
+               similarity_limit: int) -> dict[str, ScanPartial]:
+    """Scan one shard file of ``run`` (opened here, so the task pickles as plain arguments).
 
     For every example and every kind: relative-position sums (:func:`pipeline.analysis.relpos_sums`, self
     and decoder attention) and, for the first ``similarity_limit`` examples of the shard, the per-example
     head-similarity matrix (:func:`pipeline.analysis.js_distance`).
     """
     out: dict[str, ScanPartial] = {}
-    with h5py.File(path, "r") as f:
-        count = int(f.attrs["count"])
+    with open_shard(store, run, entry) as f:
+        count = entry.count
         for kind in kinds:
             g = f[f"attention/{kind}"]
             n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
@@ -237,13 +239,13 @@ def scan_run(store: str | os.PathLike, info: RunInfo, *, kinds: Sequence[str] | 
     ``progress(done, total)`` is called as shards finish.
     """
     kinds = list(kinds or info.kinds)
-    paths = [str(p) for p in shard_paths(store, info)]
+    store = os.fspath(store)
     limit = info.num_examples if similarity_examples is None else int(similarity_examples)
     limits, seen = [], 0
     for entry in info.shards:
         limits.append(max(0, min(entry.count, limit - seen)))
         seen += entry.count
-    total = len(paths)
+    total = len(info.shards)
     results: dict[str, ScanPartial] = {k: ScanPartial(k) for k in kinds}
 
     def merge(partials: dict[str, ScanPartial]) -> None:
@@ -253,8 +255,8 @@ def scan_run(store: str | os.PathLike, info: RunInfo, *, kinds: Sequence[str] | 
     if progress:
         progress(0, total)
     if workers == 0 and client is None and scheduler is None:
-        for done, (path, lim) in enumerate(zip(paths, limits, strict=True), start=1):
-            merge(scan_shard(path, kinds, max_offset, lim))
+        for done, (entry, lim) in enumerate(zip(info.shards, limits, strict=True), start=1):
+            merge(scan_shard(store, info.name, entry, kinds, max_offset, lim))
             if progress:
                 progress(done, total)
         return results
@@ -271,7 +273,8 @@ def scan_run(store: str | os.PathLike, info: RunInfo, *, kinds: Sequence[str] | 
                                        processes=True, dashboard_address=None)
             own_client = client = Client(own_cluster)
     try:
-        futures = client.map(scan_shard, paths, [kinds] * total, [max_offset] * total, limits, pure=False)
+        futures = client.map(scan_shard, [store] * total, [info.name] * total, info.shards, [kinds] * total,
+                             [max_offset] * total, limits, pure=False)
         for done, future in enumerate(as_completed(futures), start=1):
             merge(future.result())
             if progress:
@@ -367,32 +370,46 @@ def write_analysis(store: str | os.PathLike, analysis: Analysis) -> Path:
 
 
 def load_analysis(store: str | os.PathLike, run: str) -> Analysis | None:
-    """A run's cached aggregates, or None when ``attnviz analyze`` has not been run for it."""
+    """A run's cached aggregates, or None when ``attnviz analyze`` has not been run for it.
+
+    An unreadable or damaged file (not HDF5, a missing dataset or attribute) is a one-line :class:`StoreError`.
+    """
     path = analysis_path(store, run)
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StoreError(f"{path} is unreadable ({exc}): rerun 'attnviz analyze'") from exc
-    with f:
-        if f.attrs.get("format") != ANALYSIS_FORMAT:
-            raise StoreError(f"{path} is not an attnviz analysis file: remove it and rerun 'attnviz analyze'")
-        out = Analysis(run=str(f.attrs["run"]), shards=json.loads(f.attrs["shards_json"]),
-                       n_examples=int(f.attrs["n_examples"]), created=str(f.attrs["created"]))
-        for kind, g in f.get("kinds", {}).items():
-            ka = KindAnalysis(kind=kind, layers=int(g.attrs["layers"]), heads=int(g.attrs["heads"]),
-                              similarity_examples=int(g.attrs["similarity_examples"]),
-                              max_offset=int(g.attrs["max_offset"]))
-            for name in ("similarity", "order", "relpos", "relpos_counts"):
-                if name in g:
-                    setattr(ka, name, g[name][()])
-            for metric, m in g.get("group_sums", {}).items():
-                ka.group_sums[metric] = (m["sums"][()], m["counts"][()])
-            out.kinds[kind] = ka
-        if "columns" in f:
-            out.columns = _read_columns_group(f["columns"])
-        return out
+        raise StoreError(f"{path} is unreadable ({_first_line(exc)}): rerun 'attnviz analyze'") from exc
+    try:
+        with f:
+            return _read_analysis(f, path)
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise StoreError(f"{path} is damaged ({_first_line(exc)}): rerun 'attnviz analyze'") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _read_analysis(f: h5py.File, path: Path) -> Analysis:
+    if f.attrs.get("format") != ANALYSIS_FORMAT:
+        raise StoreError(f"{path} is not an attnviz analysis file: remove it and rerun 'attnviz analyze'")
+    out = Analysis(run=str(f.attrs["run"]), shards=json.loads(f.attrs["shards_json"]),
+                   n_examples=int(f.attrs["n_examples"]), created=str(f.attrs["created"]))
+    for kind, g in f.get("kinds", {}).items():
+        ka = KindAnalysis(kind=kind, layers=int(g.attrs["layers"]), heads=int(g.attrs["heads"]),
+                          similarity_examples=int(g.attrs["similarity_examples"]),
+                          max_offset=int(g.attrs["max_offset"]))
+        for name in ("similarity", "order", "relpos", "relpos_counts"):
+            if name in g:
+                setattr(ka, name, g[name][()])
+        for metric, m in g.get("group_sums", {}).items():
+            ka.group_sums[metric] = (m["sums"][()], m["counts"][()])
+        out.kinds[kind] = ka
+    if "columns" in f:
+        out.columns = _read_columns_group(f["columns"])
+    return out
 
 
 def _write_columns(g: h5py.Group, cols: ExampleColumns) -> None:

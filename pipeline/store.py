@@ -480,19 +480,61 @@ class ShardHeader:
     fingerprint: str | None  #: None in shards written before fingerprints were recorded
 
 
+def _shard_header(f: h5py.File, path: Path, run: str) -> ShardHeader:
+    """The header of an open shard file, after checking that it is complete and belongs to ``run``."""
+    if f.attrs.get("format") != FORMAT_NAME + "-shard" or f.attrs.get("run") != run:
+        raise StoreError(f"{path} is not a shard of run {run!r}")
+    start, count = int(f.attrs["start"]), int(f.attrs["count"])
+    if f["example/input_index"].shape[0] != count:
+        raise StoreError(f"{path} is incomplete")
+    fingerprint = f.attrs.get("fingerprint")
+    return ShardHeader(start, count, None if fingerprint is None else str(fingerprint))
+
+
 def _check_shard_file(path: Path, run: str) -> ShardHeader:
     """Open a shard, check that it is complete and belongs to ``run``; return its header."""
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT_NAME + "-shard" or f.attrs.get("run") != run:
-                raise StoreError(f"{path} is not a shard of run {run!r}")
-            start, count = int(f.attrs["start"]), int(f.attrs["count"])
-            if f["example/input_index"].shape[0] != count:
-                raise StoreError(f"{path} is incomplete")
-            fingerprint = f.attrs.get("fingerprint")
-            return ShardHeader(start, count, None if fingerprint is None else str(fingerprint))
+            return _shard_header(f, path, run)
     except (OSError, KeyError) as exc:
         raise StoreError(f"shard {path.name} of run {run!r} cannot be read ({_short(exc)})") from exc
+
+
+#: What a read of a shard raises when the file is missing, not HDF5, damaged, or lacks a dataset.
+_SHARD_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError)
+
+
+def shard_problem(store: str | os.PathLike, run: str, file: str, exc: BaseException) -> StoreError:
+    """The one-line error for a committed shard that is missing or cannot be read, with the repair to run."""
+    what = "is missing (store altered?)" if isinstance(exc, FileNotFoundError) else f"is damaged ({_short(exc)})"
+    return StoreError(f"shard {file} of run {run!r} {what}: run 'attnviz verify --store {os.fspath(store)} "
+                      "--repair', then rerun the precompute")
+
+
+@contextlib.contextmanager
+def open_shard(store: str | os.PathLike, run: str, entry: ShardEntry) -> Iterator[h5py.File]:
+    """Open one committed shard of ``run`` for reading, closed when the ``with`` block ends.
+
+    The file must be the shard the index lists (its run and example range). A missing file, a file that is not
+    HDF5 or is damaged, another shard in its place, and any read inside the block that fails (a missing
+    dataset, a damaged chunk) raise :class:`StoreError` with one line that names the shard and the repair.
+    """
+    path = shard_dir(store, run) / entry.file
+    try:
+        with h5py.File(path, "r") as f:
+            try:
+                header = _shard_header(f, path, run)
+            except StoreError:
+                raise shard_problem(store, run, entry.file, StoreError(f"not a complete shard of run {run!r}")
+                                    ) from None
+            if (header.start, header.count) != (entry.start, entry.count):
+                raise shard_problem(store, run, entry.file, StoreError(
+                    f"it holds examples {header.start}+{header.count}, the index {entry.start}+{entry.count}"))
+            yield f
+    except StoreError:
+        raise
+    except _SHARD_READ_ERRORS as exc:
+        raise shard_problem(store, run, entry.file, exc) from exc
 
 
 def _fits_run(header: ShardHeader, info: RunInfo) -> bool:
@@ -800,12 +842,8 @@ class StoreReader:
                 return f
             try:
                 f = h5py.File(path, "r")
-            except FileNotFoundError as exc:
-                raise StoreError(f"shard {path.name} of run {run!r} is missing (store altered?): run "
-                                 f"'attnviz verify --store {self.path} --repair', then rerun the precompute") from exc
             except OSError as exc:
-                raise StoreError(f"shard {path.name} of run {run!r} is damaged ({_short(exc)}): run "
-                                 f"'attnviz verify --store {self.path} --repair', then rerun the precompute") from exc
+                raise shard_problem(self.path, run, entry.file, exc) from exc
             self._files[path] = f
             while len(self._files) > self._max_open:
                 _, old = self._files.popitem(last=False)

@@ -14,8 +14,16 @@ from pipeline import analysis as an
 from pipeline.analyze import analyze
 from pipeline.cli import app
 from pipeline.precompute import precompute
-from pipeline.scan import analysis_path, load_analysis, read_columns, read_group_sums, read_texts, scan_run
-from pipeline.store import StoreError, StoreReader, StoreWriter
+from pipeline.scan import (
+    analysis_path,
+    load_analysis,
+    read_columns,
+    read_group_sums,
+    read_metric_rows,
+    read_texts,
+    scan_run,
+)
+from pipeline.store import RunInfo, StoreError, StoreReader, StoreWriter, shard_dir
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TINY = {
@@ -197,3 +205,99 @@ def test_analyze_command(store: Path) -> None:
     assert bad.exit_code == 2 and "not in" in bad.output
     with pytest.raises(StoreError, match="max-offset"):
         analyze(store, "gpt2", max_offset=0, workers=0)
+
+
+# ---- a missing or damaged shard: one line that names the shard and the repair -------------------------------
+
+
+def _missing(path: Path, _dataset: str) -> None:
+    path.unlink()
+
+
+def _truncated(path: Path, _dataset: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garbage(path: Path, _dataset: str) -> None:
+    path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+
+
+def _without_dataset(path: Path, dataset: str) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        del f[dataset]
+
+
+FAULTS = {"missing": _missing, "truncated": _truncated, "garbage": _garbage, "without-dataset": _without_dataset}
+#: each reader of pipeline.scan -> a dataset it needs (the one the "without-dataset" fault deletes)
+READS = {"columns": "example/meta_json", "metric-rows": "metrics/self/entropy",
+         "group-sums": "metrics/self/entropy", "texts": "example/text", "scan": "attention/self/data"}
+
+
+def _read(name: str, store: Path, info: RunInfo, groups: an.Groups) -> object:
+    if name == "columns":
+        return read_columns(store, info)
+    if name == "metric-rows":
+        return read_metric_rows(store, info, "self", "entropy")
+    if name == "group-sums":
+        return read_group_sums(store, info, "self", ["entropy"], groups)
+    if name == "texts":
+        return read_texts(store, info, [0, 15])
+    return scan_run(store, info, max_offset=K, workers=0)
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Path:
+    """A private store with one synthetic run of two shards (examples 0..9 and 10..19)."""
+    path = tmp_path / "small.h5"
+    writer = StoreWriter(path)
+    writer.begin_run("pat", an.synthetic_meta(1, 2, 20), fingerprint_keys=[])
+    for start in (0, 10):
+        writer.write_shard("pat", start, an.synthetic_examples([["previous", "next"]], 10, start=start))
+    return path
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("read", list(READS))
+def test_damaged_shard_is_one_line_naming_the_shard_and_the_repair(small_store: Path, fault: str,
+                                                                  read: str) -> None:
+    info = StoreReader(small_store).run_info("pat")
+    groups = an.make_groups(read_columns(small_store, info))
+    _read(read, small_store, info, groups)  # healthy: reads
+    shard = info.shards[1].file
+    FAULTS[fault](shard_dir(small_store, "pat") / shard, READS[read])
+    with pytest.raises(StoreError) as caught:
+        _read(read, small_store, info, groups)
+    text = str(caught.value)
+    assert "\n" not in text and len(text) < 400, text
+    assert f"shard {shard} of run 'pat'" in text, text
+    assert ("is missing" if fault == "missing" else "is damaged") in text, text
+    assert f"attnviz verify --store {small_store} --repair" in text and "precompute" in text, text
+
+
+def test_shard_swapped_for_another_shard_is_damaged(small_store: Path) -> None:
+    """A shard file replaced by another of the run's shards (other example range) is refused, not misread."""
+    info = StoreReader(small_store).run_info("pat")
+    folder = shard_dir(small_store, "pat")
+    (folder / info.shards[0].file).write_bytes((folder / info.shards[1].file).read_bytes())
+    with pytest.raises(StoreError, match=f"shard {info.shards[0].file} of run 'pat' is damaged"):
+        read_metric_rows(small_store, info, "self", "entropy")
+
+
+def test_damaged_shard_on_a_dask_worker_is_the_same_one_line(small_store: Path) -> None:
+    info = StoreReader(small_store).run_info("pat")
+    (shard_dir(small_store, "pat") / info.shards[0].file).unlink()
+    with pytest.raises(StoreError, match=f"shard {info.shards[0].file} of run 'pat' is missing"):
+        scan_run(small_store, info, max_offset=K, workers=1)
+
+
+def test_damaged_analysis_file_is_one_line(small_store: Path) -> None:
+    analyze(small_store, "pat", max_offset=K, workers=0)
+    import h5py
+
+    with h5py.File(analysis_path(small_store, "pat"), "r+") as f:
+        del f["columns/key"]
+    with pytest.raises(StoreError, match="rerun 'attnviz analyze'"):
+        load_analysis(small_store, "pat")
