@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.store import StoreError
+from attnviz.pipeline.store import StoreError
 
 CALLBACK_PATH = "/_dash-update-component"
 LOG_FILE_ENV = "ATTNVIZ_LOG_FILE"

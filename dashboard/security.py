@@ -3,7 +3,8 @@
 * **Users** come from the environment, never from the command line (it shows up in ``ps`` and shell history):
   ``ATTNVIZ_AUTH_FILE`` names a file of ``user:password`` lines (``#`` comments and blank lines ignored; a
   password may also be a werkzeug hash such as ``scrypt:32768:8:1$…``, made by
-  ``python -m dashboard.security hash``), or ``ATTNVIZ_USERS`` holds ``user:password`` pairs separated by commas.
+  ``python -m attnviz.dashboard.security hash``), or ``ATTNVIZ_USERS`` holds ``user:password`` pairs separated by
+  commas.
 * **Auth** is a Flask ``before_request`` check (HTTP basic auth, constant-time comparison) on every route but
   :data:`PUBLIC_PATHS` (``/healthz``), so it covers the page, the assets and every callback of every tab.
 * **Bind policy** (:func:`check_bind`): a loopback address needs nothing; any other address needs users, or an
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.store import StoreError
+from attnviz.pipeline.store import StoreError
 
 AUTH_FILE_ENV = "ATTNVIZ_AUTH_FILE"
 USERS_ENV = "ATTNVIZ_USERS"
@@ -339,13 +340,13 @@ def is_within(data_dir: str | os.PathLike, path: str | os.PathLike) -> bool:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m dashboard.security hash``: print a werkzeug hash of a password read from the terminal."""
+    """``python -m attnviz.dashboard.security hash``: print a werkzeug hash of a password read from the terminal."""
     import getpass
 
     from werkzeug.security import generate_password_hash
 
     if argv[1:] != ["hash"]:
-        print("usage: python -m dashboard.security hash   (prompts for a password, prints user-file hash)")
+        print("usage: python -m attnviz.dashboard.security hash   (prompts for a password, prints user-file hash)")
         return 2
     password = getpass.getpass("password: ")
     if password != getpass.getpass("again: "):

@@ -6,6 +6,7 @@ bad file gives one line naming the file and the field.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -115,10 +116,19 @@ class ModelInfo(BaseModel):
         return f"{self.name} (random weights)" if self.random_weights else self.name
 
 
-def model_info_dir() -> Path:
-    """Folder of model_info files: ``$ATTNVIZ_MODEL_INFO`` or the repository's ``model_info/``."""
-    env = os.environ.get("ATTNVIZ_MODEL_INFO")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "model_info"
+def shipped_model_info_dir() -> Path:
+    """The folder of the model_info files attnviz ships (package data of ``attnviz.model_info``)."""
+    return Path(str(importlib.resources.files("attnviz.model_info")))
+
+
+def user_model_info_dirs() -> list[Path]:
+    """The user's own model_info folders: ``$ATTNVIZ_MODEL_INFO``, several separated by ``os.pathsep``."""
+    return [Path(p).expanduser() for p in os.environ.get("ATTNVIZ_MODEL_INFO", "").split(os.pathsep) if p]
+
+
+def model_info_dirs() -> list[Path]:
+    """Every folder models are found in, shipped first: a user's file of the same name replaces a shipped one."""
+    return [shipped_model_info_dir(), *user_model_info_dirs()]
 
 
 def load_model_info_file(path: str | os.PathLike) -> ModelInfo:
@@ -140,17 +150,19 @@ def load_model_info_file(path: str | os.PathLike) -> ModelInfo:
 
 
 def known_models(folder: Path | None = None) -> dict[str, Path]:
-    """Model name -> file, for every ``*.yaml`` in the model_info folder (names from the file stems)."""
-    folder = folder or model_info_dir()
-    return {p.stem: p for p in sorted(folder.glob("*.y*ml"))}
+    """Model name -> file, for every ``*.yaml`` in ``folder``, or by default in the shipped folder and the user's
+    folders (:func:`model_info_dirs`; names from the file stems, later folders win)."""
+    folders = [folder] if folder is not None else model_info_dirs()
+    return {p.stem: p for f in folders for p in sorted(f.glob("*.y*ml"))}
 
 
 def get_model_info(name: str, folder: Path | None = None) -> ModelInfo:
     """The validated model_info of ``name``; an unknown name lists the known ones."""
     files = known_models(folder)
     if name not in files:
+        where = folder or "a folder named by ATTNVIZ_MODEL_INFO"
         raise ModelInfoError(f"unknown model {name!r}: known models are {', '.join(files) or 'none'} "
-                             f"(add a file to {folder or model_info_dir()} for another)")
+                             f"(add a YAML file to {where} for another)")
     info = load_model_info_file(files[name])
     if info.name != name:
         raise ModelInfoError(f"model_info file {files[name]}: field 'name' is {info.name!r} but the file is "

@@ -4,8 +4,8 @@
   (:func:`read_metric_rows`, :func:`read_group_sums`), never raw attention.
 * :func:`scan_run` scans the raw attention of a run once, one task per shard file (the task opens the file
   itself: h5py objects cannot be pickled), and returns relative-position sums and head-similarity sums.
-* Every shard is opened through :func:`pipeline.store.open_shard`: a missing or damaged shard, or one that
-  lacks a dataset, is a one-line :class:`~pipeline.store.StoreError` naming the shard and the repair.
+* Every shard is opened through :func:`attnviz.pipeline.store.open_shard`: a missing or damaged shard, or one that
+  lacks a dataset, is a one-line :class:`~attnviz.pipeline.store.StoreError` naming the shard and the repair.
 * :func:`write_analysis` / :func:`load_analysis` store those cached aggregates beside the run's shards as
   ``STORE.h5.d/<run>/analysis.h5`` (written to a temporary name, then ``os.replace``).
 
@@ -26,7 +26,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the codecs the attention data is compressed with)
 import numpy as np
 
-from pipeline.analysis import (
+from attnviz.pipeline.analysis import (
     MAX_FIELD_VALUES,
     MISSING,
     Categorical,
@@ -38,8 +38,8 @@ from pipeline.analysis import (
     text_key,
     value_text,
 )
-from pipeline.records import KIND_SIDES
-from pipeline.store import RunInfo, ShardEntry, StoreError, now_iso, open_shard, shard_dir
+from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.store import RunInfo, ShardEntry, StoreError, now_iso, open_shard, shard_dir
 
 ANALYSIS_FILE = "analysis.h5"
 ANALYSIS_FORMAT = "attnviz-analysis"
@@ -68,7 +68,7 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
 
     Texts are reduced to 64-bit keys and metadata to small integer codes as each shard is read, so memory
     stays proportional to a few numbers per example (never all texts or metadata dicts at once). A field
-    is dropped as soon as it has more than :data:`pipeline.analysis.MAX_FIELD_VALUES` distinct values.
+    is dropped as soon as it has more than :data:`attnviz.pipeline.analysis.MAX_FIELD_VALUES` distinct values.
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("input_index", "n_tokens", "truncated", "key")}
     coders: dict[str, dict[str, int]] = {}
@@ -144,7 +144,7 @@ def _fill_rows(out: np.ndarray, store: str | os.PathLike, info: RunInfo, kind: s
 
 def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: Sequence[str], groups: Groups
                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-group sums and counts (:func:`pipeline.analysis.group_sums`) of several metrics, reading one metric
+    """Per-group sums and counts (:func:`attnviz.pipeline.analysis.group_sums`) of several metrics, reading one metric
     at a time into one reused buffer."""
     n_layers, n_heads = info.shape[kind]
     buf = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
@@ -197,9 +197,9 @@ def scan_shard(store: str, run: str, entry: ShardEntry, kinds: Sequence[str], ma
                similarity_limit: int) -> dict[str, ScanPartial]:
     """Scan one shard file of ``run`` (opened here, so the task pickles as plain arguments).
 
-    For every example and every kind: relative-position sums (:func:`pipeline.analysis.relpos_sums`, self
+    For every example and every kind: relative-position sums (:func:`attnviz.pipeline.analysis.relpos_sums`, self
     and decoder attention) and, for the first ``similarity_limit`` examples of the shard, the per-example
-    head-similarity matrix (:func:`pipeline.analysis.js_distance`).
+    head-similarity matrix (:func:`attnviz.pipeline.analysis.js_distance`).
     """
     out: dict[str, ScanPartial] = {}
     with open_shard(store, run, entry) as f:

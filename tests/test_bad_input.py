@@ -9,8 +9,8 @@ import h5py
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.store import SCHEMA_VERSION, StoreReader
+from attnviz.pipeline.cli import app
+from attnviz.pipeline.store import SCHEMA_VERSION, StoreReader
 
 TINY = ["--set", "layers=1", "--set", "heads=2", "--set", "hidden=32", "--set", "intermediate_size=64"]
 
@@ -329,7 +329,7 @@ def test_random_inputs_are_built_only_when_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["gpt2-random", "bert-random", "seq2seq-random"])
 def test_the_weight_estimate_is_close_to_the_built_model(model: str) -> None:
     """The estimate that refuses configurations too large to build is within 10% of a real model's size."""
-    from pipeline.models import estimate_parameters, load_model
+    from attnviz.pipeline.models import estimate_parameters, load_model
 
     lm = load_model(model)
     actual = sum(p.numel() for p in lm.model.base_model.parameters())

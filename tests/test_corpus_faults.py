@@ -26,14 +26,14 @@ from dash.testing.wait import until
 from dashboard_fixtures import LiveServer, start_live_server
 from selenium.webdriver.common.by import By
 
-from dashboard import corpus_tab
-from dashboard.app import create_app
-from dashboard.observability import APP_ALERT
-from pipeline import analysis as an
-from pipeline.analyze import analyze
-from pipeline.metrics import METRICS
-from pipeline.scan import analysis_path
-from pipeline.store import StoreReader, StoreWriter, shard_dir
+from attnviz.dashboard import corpus_tab
+from attnviz.dashboard.app import create_app
+from attnviz.dashboard.observability import APP_ALERT
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.analyze import analyze
+from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.scan import analysis_path
+from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir
 
 RUN = "pat"
 RUN_B = "other"  #: the same inputs in one shard, never damaged (run B of the comparison views)

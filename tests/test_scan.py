@@ -1,4 +1,4 @@
-"""Scans of raw attention (pipeline.scan) and ``attnviz analyze``: equal to a plain numpy loop, cached in
+"""Scans of raw attention (attnviz.pipeline.scan) and ``attnviz analyze``: equal to a plain numpy loop, cached in
 ``STORE.h5.d/<run>/analysis.h5`` without disturbing the store."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from typer.testing import CliRunner
 
-from pipeline import analysis as an
-from pipeline.analyze import analyze
-from pipeline.cli import app
-from pipeline.precompute import precompute
-from pipeline.scan import (
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.analyze import analyze
+from attnviz.pipeline.cli import app
+from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.scan import (
     analysis_path,
     load_analysis,
     read_columns,
@@ -23,7 +23,7 @@ from pipeline.scan import (
     read_texts,
     scan_run,
 )
-from pipeline.store import RunInfo, StoreError, StoreReader, StoreWriter, shard_dir
+from attnviz.pipeline.store import RunInfo, StoreError, StoreReader, StoreWriter, shard_dir
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TINY = {
@@ -231,7 +231,7 @@ def _without_dataset(path: Path, dataset: str) -> None:
 
 
 FAULTS = {"missing": _missing, "truncated": _truncated, "garbage": _garbage, "without-dataset": _without_dataset}
-#: each reader of pipeline.scan -> a dataset it needs (the one the "without-dataset" fault deletes)
+#: each reader of attnviz.pipeline.scan -> a dataset it needs (the one the "without-dataset" fault deletes)
 READS = {"columns": "example/meta_json", "metric-rows": "metrics/self/entropy",
          "group-sums": "metrics/self/entropy", "texts": "example/text", "scan": "attention/self/data"}
 
