@@ -4,7 +4,7 @@ For each size, builds (once, cached in ``--dir``) a store with two runs A and B 
 the same synthetic inputs (4-8 tokens, uniform attention, so shards stay small; per-head metrics random but
 plausible: each head has its own level, examples vary around it, B differs from A in a few heads), runs
 ``attnviz analyze`` on both, then measures in a fresh subprocess per size: the app of
-``dashboard.app.create_app`` served in-process, every corpus callback called through the Flask test client
+``attnviz.dashboard.app.create_app`` served in-process, every corpus callback called through the Flask test client
 (``POST /_dash-update-component``, JSON encoding included) over a grid of metric x aggregate x run B x
 filter x head, p50/p95 latency per callback, and the process's peak RSS (``resource.getrusage``).
 
@@ -33,11 +33,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # before bench/ itself (bench/dashboard.py would shadow the package)
 
-from pipeline.analysis import synthetic_meta  # noqa: E402
-from pipeline.metrics import METRICS  # noqa: E402
-from pipeline.records import ExampleResult, TokenSequence  # noqa: E402
-from pipeline.store import StoreWriter  # noqa: E402
-from pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL  # noqa: E402
+from attnviz.pipeline.analysis import synthetic_meta  # noqa: E402
+from attnviz.pipeline.metrics import METRICS  # noqa: E402
+from attnviz.pipeline.records import ExampleResult, TokenSequence  # noqa: E402
+from attnviz.pipeline.store import StoreWriter  # noqa: E402
+from attnviz.pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL  # noqa: E402
 
 LAYERS, HEADS = 6, 12
 SHARD = 5000
@@ -103,7 +103,7 @@ def build_store(path: Path, n: int) -> float:
         writer.begin_run(run, synthetic_meta(LAYERS, HEADS, n, model=f"bench-{run}"), fingerprint_keys=[])
         for start in range(0, n, SHARD):
             writer.write_shard(run, start, _examples(start, min(SHARD, n - start), levels, changed))
-    from pipeline.analyze import analyze
+    from attnviz.pipeline.analyze import analyze
 
     for run in ("A", "B"):
         summary = analyze(path, run, max_offset=4, similarity_examples=1000, workers=2)
@@ -188,7 +188,7 @@ def _grid(lo: int, hi: int) -> Iterator[dict[str, Any]]:
 
 def measure(store: Path) -> dict[str, Any]:
     """Time every corpus callback over the grid; return latencies, cold times and peak RSS."""
-    from dashboard.app import create_app
+    from attnviz.dashboard.app import create_app
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     caller = Caller(create_app(store))
@@ -227,7 +227,7 @@ def measure(store: Path) -> dict[str, Any]:
 
 
 def _examples_in(store: Path) -> int:
-    from pipeline.store import StoreReader
+    from attnviz.pipeline.store import StoreReader
 
     with StoreReader(store) as reader:
         return reader.num_examples("A")

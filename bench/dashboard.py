@@ -4,7 +4,7 @@
 
 1. Builds (or reuses) a store with the real pipeline: ``bert-random`` (6 layers x 12 heads) over
    ``random:length=T-2`` inputs, so examples have exactly T tokens with [CLS]/[SEP]; one run per T.
-2. Starts the real server (``python -m pipeline.cli serve``) on 127.0.0.1 and reads its callback list from
+2. Starts the real server (``python -m attnviz.pipeline.cli serve``) on 127.0.0.1 and reads its callback list from
    ``/_dash-dependencies``; then POSTs the same ``/_dash-update-component`` bodies the browser sends for the
    matrix and head-view callbacks, cycling over examples, layers and heads; reports p50/p95 round-trip latency
    and response bytes.
@@ -45,7 +45,7 @@ def run_name(t: int) -> str:
 def build_store(store: Path, lengths: list[int], count: int) -> None:
     """One run per length with the real pipeline (skips runs that are already complete)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from pipeline.precompute import precompute
+    from attnviz.pipeline.precompute import precompute
 
     store.parent.mkdir(parents=True, exist_ok=True)
     for t in lengths:
@@ -158,7 +158,7 @@ def bertviz_head_view(store: Path, t: int) -> tuple[float, int]:
     import torch
     from bertviz import head_view
 
-    from pipeline.store import StoreReader
+    from attnviz.pipeline.store import StoreReader
 
     reader = StoreReader(store)
     attn = reader.attention(run_name(t), 0)  # [L, H, T, T] float32
@@ -183,7 +183,7 @@ def main() -> None:
 
     existing: list[str] = []
     if args.store.exists():
-        from pipeline.store import StoreReader
+        from attnviz.pipeline.store import StoreReader
 
         existing = StoreReader(args.store).runs()
     missing = [t for t in lengths if run_name(t) not in existing]

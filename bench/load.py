@@ -52,10 +52,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from callback_client import Callback, callbacks, find, message_of, response_props  # noqa: E402
 
-from dashboard import ids  # noqa: E402
-from dashboard.figjson import decode  # noqa: E402
-from dashboard.observability import APP_ALERT  # noqa: E402
-from pipeline.store import StoreReader  # noqa: E402
+from attnviz.dashboard import ids  # noqa: E402
+from attnviz.dashboard.figjson import decode  # noqa: E402
+from attnviz.dashboard.observability import APP_ALERT  # noqa: E402
+from attnviz.pipeline.store import StoreReader  # noqa: E402
 
 NEW_RUN = "load-new"
 TINY_BERT = ["--set", "num_hidden_layers=2", "--set", "num_attention_heads=4", "--set", "hidden_size=64",
@@ -79,7 +79,7 @@ def build_store(path: Path) -> Path:
     if path.exists():
         return path
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from pipeline.precompute import precompute
+    from attnviz.pipeline.precompute import precompute
 
     path.parent.mkdir(parents=True, exist_ok=True)
     precompute("bert-random", str(REPO / "data/demo.jsonl"), path, limit=64, threads=1,
@@ -122,7 +122,7 @@ class Gunicorn:
                "ATTNVIZ_BIND": f"127.0.0.1:{self.port}", "HF_HUB_OFFLINE": "1", **self.env}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
-                                          "dashboard.app:server"], cwd=REPO, env=env, stdout=out,
+                                          "attnviz.dashboard.app:server"], cwd=REPO, env=env, stdout=out,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -402,7 +402,7 @@ def _watch(url: str, sync: Callback, result: Result, stop: threading.Event, fron
 
 def _wait_for_run(store: Path, writer: subprocess.Popen, timeout: float = 180.0) -> int:
     """Wait until the writer has created the new run; the examples it had committed by then."""
-    from pipeline.store import StoreWriter
+    from attnviz.pipeline.store import StoreWriter
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and writer.poll() is None:
@@ -437,7 +437,7 @@ def run_load(store: Path, *, clients: int = 20, duration: float = 60.0, workers:
             # the writer starts first; the load begins once it has created the run (model loaded, no shard yet),
             # so that its shards are committed while the clients read
             frontier["shape"] = {"n": 0, "kinds": {"self": (2, 4)}}
-            args = [sys.executable, "-m", "pipeline.cli", "precompute", "--model", "bert-random", "--input",
+            args = [sys.executable, "-m", "attnviz.pipeline.cli", "precompute", "--model", "bert-random", "--input",
                     str(REPO / "data/demo.jsonl"), "--store", str(store), "--run", NEW_RUN, "--limit",
                     str(precompute["limit"]), "--shard-size", str(precompute["shard_size"]), "--threads", "1",
                     "--batch-size", "4", "--capture", "attention", *TINY_BERT]

@@ -6,7 +6,7 @@ precompute  Starts a 1-worker and a 2-worker LocalCluster, warms each (workers l
             Throughput is examples / (first task submitted -> last shard committed); prints the paired 2-worker
             ratios (target >= 1.6x one worker) and per-example time and bytes.
 scan        Writes a synthetic store (float16 softmax attention, T=128, 12 layers x 12 heads) larger than --gb
-            with write_shard_file/commit_shard, scans it with pipeline.scan.scan_run (relative-position profile
+            with write_shard_file/commit_shard, scans it with attnviz.pipeline.scan.scan_run (relative-position profile
             and head similarity) on a LocalCluster while sampling the RSS of the client and its worker processes
             (psutil), checks the result against a numpy loop over the written examples, prints GB/s and peak
             memory (target < 1 GB), and deletes the store.
@@ -40,9 +40,9 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from distributed import Client  # noqa: E402
 
-from pipeline.distributed import local_cluster, precompute_distributed, usable_cores  # noqa: E402
-from pipeline.records import ExampleResult, TokenSequence  # noqa: E402
-from pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file  # noqa: E402
+from attnviz.pipeline.distributed import local_cluster, precompute_distributed, usable_cores  # noqa: E402
+from attnviz.pipeline.records import ExampleResult, TokenSequence  # noqa: E402
+from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file  # noqa: E402
 
 RUN = "synthetic"
 
@@ -76,8 +76,8 @@ class _Timer:
 
 def bench_precompute(args: argparse.Namespace) -> None:
     """Time distributed precompute with 1 and 2 workers (and one process) on the same input."""
-    from pipeline.precompute import precompute
-    from pipeline.store import store_size
+    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.store import store_size
 
     cores = usable_cores()
     common = dict(limit=args.n, shard_size=args.shard_size, batch_size=args.batch_size, capture="attention")
@@ -219,9 +219,9 @@ def expected_relpos(pool: np.ndarray, n: int, max_offset: int) -> tuple[np.ndarr
 
 
 def bench_scan(args: argparse.Namespace) -> None:
-    """Build a > ``args.gb`` GB store, scan it with ``pipeline.scan.scan_run`` on a LocalCluster, delete it."""
-    from pipeline.analysis import js_distance
-    from pipeline.scan import scan_run
+    """Build a > ``args.gb`` GB store, scan it with ``attnviz.pipeline.scan.scan_run`` on a LocalCluster, delete it."""
+    from attnviz.pipeline.analysis import js_distance
+    from attnviz.pipeline.scan import scan_run
 
     assert "torch" not in sys.modules, "the scan client must not import torch"
     free = shutil.disk_usage(args.dir).free
@@ -243,7 +243,7 @@ def bench_scan(args: argparse.Namespace) -> None:
         client = Client(cluster)
         try:
             client.wait_for_workers(args.scan_workers)
-            client.run(importlib.import_module, "pipeline.scan")
+            client.run(importlib.import_module, "attnviz.pipeline.scan")
             sampler = _RssSampler()
             idle = sampler.sample()
             sampler.start()
@@ -263,7 +263,7 @@ def bench_scan(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         js_distance(pool[0].astype(np.float32).reshape(-1, 128, 128))
         js_s = time.perf_counter() - t0
-        print(f"  pipeline.scan.scan_run (relative-position profile, +-{args.max_offset}; head similarity on the "
+        print(f"  attnviz.pipeline.scan.scan_run (relative-position profile, +-{args.max_offset}; head similarity on the "
               f"first {args.similarity} examples) on {args.scan_workers} workers: {seconds:.1f} s, "
               f"{raw / seconds / 1e9:.2f} GB/s of float16 attention, {n / seconds:.1f} examples/s, "
               f"{seconds * args.scan_workers / n * 1e3:.0f} ms per example per worker")

@@ -32,7 +32,7 @@ def free_port() -> int:
 def build_store(path: Path) -> None:
     """A demo-like store: MiniLM over the demo corpus with every capture (real pipeline, subprocess)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pipeline.cli", "precompute", "--model", "minilm", "--input",
+    cmd = [sys.executable, "-m", "attnviz.pipeline.cli", "precompute", "--model", "minilm", "--input",
            str(REPO / "data/demo.jsonl"), "--store", str(path), "--limit", "60",
            "--capture", "attention,qkv,hidden,embeddings"]
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -42,7 +42,7 @@ def start_server(store: Path, port: int) -> subprocess.Popen:
     """``attnviz serve`` in a subprocess; returns once it answers."""
     log_path = Path(f"/tmp/attnviz-screenshot-serve-{port}.log")
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server's request log
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "attnviz.pipeline.cli", "serve", "--store", str(store), "--port",
                                  str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -1,1 +1,1 @@
-"""attnviz dashboard: a Dash app that reads attnviz stores through :mod:`pipeline.store` (never torch)."""
+"""attnviz dashboard: a Dash app that reads attnviz stores through :mod:`attnviz.pipeline.store` (never torch)."""

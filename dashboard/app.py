@@ -2,17 +2,17 @@
 
 ``create_app(store_path)`` builds an app for one store; other stores of its data directory (default: the
 store's folder) open with ``?store=NAME`` or the Store menu. ``server`` is the WSGI entry for gunicorn with
-process workers (``gunicorn -c deploy/gunicorn.conf.py 'dashboard.app:server'`` with ``ATTNVIZ_STORE`` set,
-optionally ``ATTNVIZ_DATA_DIR`` and users, see :mod:`dashboard.security`): it builds the app on the first request
+process workers (``gunicorn -c deploy/gunicorn.conf.py 'attnviz.dashboard.app:server'`` with ``ATTNVIZ_STORE`` set,
+optionally ``ATTNVIZ_DATA_DIR`` and users, see :mod:`attnviz.dashboard.security`): it builds the app on the first request
 in each process, so no HDF5 file is opened before the fork. Importing this module opens no file and imports no
 torch.
 
-Every app has ``/healthz``, a JSON log line per callback (:mod:`dashboard.observability`), basic auth when users
+Every app has ``/healthz``, a JSON log line per callback (:mod:`attnviz.dashboard.observability`), basic auth when users
 are configured, and an app-wide alert for errors no tab handled.
 
 How the page's store reaches the server: the Store menu reloads the page with ``?store=NAME``; the renderer
 hook :data:`REQUEST_PRE` reads that name once per page load and adds it to the body of every callback request
-(``attnviz_store``), where :func:`dashboard.data.current_store_path` resolves it inside the data directory. The
+(``attnviz_store``), where :func:`attnviz.dashboard.data.current_store_path` resolves it inside the data directory. The
 hook :data:`REQUEST_POST` keeps ``store=`` in the address bar when a callback rewrites the query string, so a
 shared URL opens the same store.
 """
@@ -31,8 +31,8 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
-from dashboard import callback_inputs, corpus_tab, example_tab, ids, observability, playground_tab, security, sync
-from dashboard.data import (
+from attnviz.dashboard import callback_inputs, corpus_tab, example_tab, ids, observability, playground_tab, security, sync
+from attnviz.dashboard.data import (
     CONFIG_DATA_DIR_KEY,
     CONFIG_STORE_KEY,
     STORE_PAYLOAD_KEY,
@@ -240,5 +240,5 @@ class LazyServer:
         return app(environ, start_response)
 
 
-#: WSGI entry for gunicorn: ``ATTNVIZ_STORE=path gunicorn -c deploy/gunicorn.conf.py 'dashboard.app:server'``.
+#: WSGI entry for gunicorn: ``ATTNVIZ_STORE=path gunicorn -c deploy/gunicorn.conf.py 'attnviz.dashboard.app:server'``.
 server = LazyServer()

@@ -11,7 +11,7 @@ hold. Anything else was crafted, and the server refuses it on purpose (400, one 
   anything: only what is known to be wrong is refused.
 * :class:`InputRefusedError` is what a tab's own validators raise for a value of the right JSON type but the wrong
   shape (a ``dcc.Store`` the server wrote, sent back as a number); the app's error handler turns it into the
-  same 400 (see :mod:`dashboard.observability` and :func:`dashboard.security.install_request_checks`).
+  same 400 (see :mod:`attnviz.dashboard.observability` and :func:`attnviz.dashboard.security.install_request_checks`).
 
 Pure: no Flask, no store.
 """

@@ -1,6 +1,6 @@
 """Figures of the Corpus tab: pure functions from numpy arrays to plotly figure dicts (no store, no Dash).
 
-Numeric arrays go out as float32 typed arrays (``dashboard.figjson.typed``); only short label lists (head
+Numeric arrays go out as float32 typed arrays (``attnviz.dashboard.figjson.typed``); only short label lists (head
 names, hover lines, pattern names) are sent as text.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from dashboard.figjson import Figure, figure, typed
-from dashboard.figures import message_figure
-from pipeline.analysis import PATTERN_LABELS
+from attnviz.dashboard.figjson import Figure, figure, typed
+from attnviz.dashboard.figures import message_figure
+from attnviz.pipeline.analysis import PATTERN_LABELS
 
 COLOUR_A = "#1f77b4"
 COLOUR_B = "#d62728"
@@ -186,7 +186,7 @@ def distribution_figure(samples: Sequence[tuple[str, np.ndarray, str]], *, title
 
 
 def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] | None = None) -> Figure:
-    """Layer × head map of pattern labels (``pipeline.analysis.classify_heads`` keys), a colour each."""
+    """Layer × head map of pattern labels (``attnviz.pipeline.analysis.classify_heads`` keys), a colour each."""
     keys = list(PATTERN_LABELS)
     labels = np.asarray(labels, dtype=object)
     n_layers, n_heads = labels.shape

@@ -1,7 +1,7 @@
 """Corpus tab: per-head statistics of a whole run, head-by-head comparison with a second run, drill-down.
 
 Run A is the header's run (``run-select``); run B is picked here. Every view reads per-head metric arrays
-``[N, L, H]`` (through ``pipeline.scan``), per-group sums of them, or the cached aggregates of ``attnviz
+``[N, L, H]`` (through ``attnviz.pipeline.scan``), per-group sums of them, or the cached aggregates of ``attnviz
 analyze`` (``analysis.h5``); no view reads raw attention. Derived data is cached per process, keyed by the
 run's shard list, so a growing run is re-read; the raw metric arrays share a byte budget.
 """
@@ -23,14 +23,14 @@ import numpy as np
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from dashboard import corpus_figures as cf
-from dashboard import ids
-from dashboard.data import current_reader, current_store_path, requested_store
-from dashboard.urlstate import example_href
-from pipeline import analysis as an
-from pipeline.metrics import METRICS
-from pipeline.scan import Analysis, load_analysis, read_columns, read_group_sums, read_metric_rows, read_texts
-from pipeline.store import RunInfo, StoreError
+from attnviz.dashboard import corpus_figures as cf
+from attnviz.dashboard import ids
+from attnviz.dashboard.data import current_reader, current_store_path, requested_store
+from attnviz.dashboard.urlstate import example_href
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.scan import Analysis, load_analysis, read_columns, read_group_sums, read_metric_rows, read_texts
+from attnviz.pipeline.store import RunInfo, StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -301,7 +301,7 @@ def profile(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[st
 
 def analysis(run: Run) -> Analysis | None:
     """The run's cached ``attnviz analyze`` aggregates (re-read when the file changes)."""
-    from pipeline.scan import analysis_path
+    from attnviz.pipeline.scan import analysis_path
 
     path = analysis_path(run.store, run.name)
     try:

@@ -10,8 +10,8 @@ read is forgotten, and the next request opens the store again (it recovers when 
 
 Callbacks of any tab get the page's reader with :func:`current_reader`. The page's store is the app's store
 (Flask config ``ATTNVIZ_STORE``) unless the page was opened with ``?store=NAME``: the browser then sends that
-name with every callback (``attnviz_store`` in the request body, see :mod:`dashboard.app`), and it is resolved
-inside the data directory (``ATTNVIZ_DATA_DIR``) by :func:`dashboard.security.resolve_store`.
+name with every callback (``attnviz_store`` in the request body, see :mod:`attnviz.dashboard.app`), and it is resolved
+inside the data directory (``ATTNVIZ_DATA_DIR``) by :func:`attnviz.dashboard.security.resolve_store`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from dashboard.security import StoreAccessError, is_within, resolve_store
-from pipeline.store import StoreError, StoreReader
+from attnviz.dashboard.security import StoreAccessError, is_within, resolve_store
+from attnviz.pipeline.store import StoreError, StoreReader
 
 REFRESH_SECONDS = float(os.environ.get("ATTNVIZ_REFRESH_SECONDS", "0") or 0)
 CONFIG_STORE_KEY = "ATTNVIZ_STORE"
@@ -90,7 +90,7 @@ def _check_allowed(path: Path) -> None:
 def get_reader(path: str | os.PathLike, *, fresh: bool = False) -> StoreReader:
     """The reader of ``path`` for this process, opened on first use and kept current (see the module doc).
 
-    ``fresh`` checks the index now whatever ``REFRESH_SECONDS`` says. Raises ``pipeline.store.StoreError``
+    ``fresh`` checks the index now whatever ``REFRESH_SECONDS`` says. Raises ``attnviz.pipeline.store.StoreError``
     (one line) when the store is missing or unreadable, or, inside a request, outside the data directory.
     """
     resolved = Path(path).resolve()

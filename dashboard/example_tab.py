@@ -1,7 +1,7 @@
 """The Example tab: one example of one run, head by head and layer by layer.
 
 Layout and callbacks only; each callback reads the resolved selection from the ``view-state`` store (see
-:mod:`dashboard.sync`), calls one function of :mod:`dashboard.views` and shows a message in place of the figure
+:mod:`attnviz.dashboard.sync`), calls one function of :mod:`attnviz.dashboard.views` and shows a message in place of the figure
 when the selection cannot be drawn (never a traceback).
 """
 
@@ -15,11 +15,11 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
-from dashboard import ids, panels, views
-from dashboard.data import current_reader
-from dashboard.figures import image_config, message_figure
-from dashboard.urlstate import ViewState
-from pipeline.store import StoreError
+from attnviz.dashboard import ids, panels, views
+from attnviz.dashboard.data import current_reader
+from attnviz.dashboard.figures import image_config, message_figure
+from attnviz.dashboard.urlstate import ViewState
+from attnviz.pipeline.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _controls() -> dbc.Card:
 
 
 def layout() -> html.Div:
-    """The tab's content (ids in :mod:`dashboard.ids`)."""
+    """The tab's content (ids in :mod:`attnviz.dashboard.ids`)."""
     return html.Div([
         _picker(),
         _controls(),

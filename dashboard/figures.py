@@ -1,6 +1,6 @@
 """Pure figure builders of the Example tab: numpy arrays and token labels in, plotly figure dicts out.
 
-Numeric data is float32 encoded as base64 typed arrays (:mod:`dashboard.figjson`): never lists, never
+Numeric data is float32 encoded as base64 typed arrays (:mod:`attnviz.dashboard.figjson`): never lists, never
 float16. Token labels are made unique with their position (``"3 the"``) because plotly merges equal category
 labels. Every builder's output is a valid ``plotly.graph_objects.Figure`` argument (the tests check it).
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from dashboard.analysis import HEAD_VIEW_EDGES, Histogram, head_view_bins, pool_matrix
-from dashboard.figjson import Figure, figure, grid_domains, typed
-from dashboard.tokens import axis_labels
+from attnviz.dashboard.analysis import HEAD_VIEW_EDGES, Histogram, head_view_bins, pool_matrix
+from attnviz.dashboard.figjson import Figure, figure, grid_domains, typed
+from attnviz.dashboard.tokens import axis_labels
 
 #: One colour per head in multi-head views (cycled beyond 20 heads).
 HEAD_COLOURS: tuple[str, ...] = (

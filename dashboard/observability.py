@@ -13,7 +13,7 @@
   with the reason when the store cannot be read (missing, replaced by garbage, newer schema).
 * :func:`callback_error` is the app's Dash ``on_error`` handler: an exception no tab caught becomes a message in
   the page's alert and a logged error, never a 500 and never a traceback in the browser; an
-  :class:`~dashboard.callback_inputs.InputRefusedError` (a crafted input a tab's validator refused) becomes a 400
+  :class:`~attnviz.dashboard.callback_inputs.InputRefusedError` (a crafted input a tab's validator refused) becomes a 400
   instead, logged as a refusal.
 """
 
@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dashboard.callback_inputs import InputRefusedError
-from pipeline.store import StoreError
+from attnviz.dashboard.callback_inputs import InputRefusedError
+from attnviz.pipeline.store import StoreError
 
 CALLBACK_PATH = "/_dash-update-component"
 LOG_FILE_ENV = "ATTNVIZ_LOG_FILE"
@@ -192,8 +192,8 @@ def install_callback_log(server: Any, refusals: RateLimit | None = None) -> None
 def callback_error(exc: Exception) -> None:
     """Dash ``on_error`` handler: show ``exc`` as one line in the app alert, log it; outputs stay unchanged.
 
-    :class:`~dashboard.callback_inputs.InputRefusedError` is re-raised, for the app's 400 handler
-    (:func:`dashboard.security.install_request_checks`)."""
+    :class:`~attnviz.dashboard.callback_inputs.InputRefusedError` is re-raised, for the app's 400 handler
+    (:func:`attnviz.dashboard.security.install_request_checks`)."""
     import dash
     import flask
 

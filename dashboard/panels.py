@@ -7,9 +7,9 @@ import math
 import dash_bootstrap_components as dbc
 from dash import html
 
-from dashboard.views import MetricsTable, head_label
-from pipeline.metrics import METRICS
-from pipeline.store import ExampleTable
+from attnviz.dashboard.views import MetricsTable, head_label
+from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.store import ExampleTable
 
 
 def fmt_value(value: float, unit: str = "") -> str:

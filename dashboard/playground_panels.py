@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import dash_bootstrap_components as dbc
 from dash import html
 
-from dashboard.tokens import display_token, display_tokens, is_byte_level
-from pipeline.playground_records import Generation, MaskedPrediction, PlaygroundResult, TokenProb
+from attnviz.dashboard.tokens import display_token, display_tokens, is_byte_level
+from attnviz.pipeline.playground_records import Generation, MaskedPrediction, PlaygroundResult, TokenProb
 
 RANDOM_NOTE = "random weights: these predictions are meaningless (the model was never trained)"
 

@@ -1,9 +1,9 @@
 """Playground tab: run a model now on typed or random input, predict output words, add the result to a store.
 
 The dashboard process never imports torch: every model job is a Dash background callback whose process asks
-the playground's model worker (:mod:`pipeline.playground_worker`) to run it; the worker keeps models loaded.
+the playground's model worker (:mod:`attnviz.pipeline.playground_worker`) to run it; the worker keeps models loaded.
 A result comes back as a small summary; its arrays stay in a one-example store in the playground folder that
-the Example tab's own views (:mod:`dashboard.views`, over :mod:`dashboard.figures`) draw from.
+the Example tab's own views (:mod:`attnviz.dashboard.views`, over :mod:`attnviz.dashboard.figures`) draw from.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard import figures, views
-from dashboard.callback_inputs import InputRefusedError
-from dashboard.data import data_dir_of, get_reader, requested_store
-from dashboard.playground_panels import generation_panel, masked_panel, message, result_summary, token_options
-from dashboard.security import resolve_store
-from dashboard.urlstate import ViewState, example_href
-from pipeline import playground_worker
-from pipeline.model_info import ModelInfo, ModelInfoError, get_model_info, known_models
-from pipeline.playground_records import (
+from attnviz.dashboard import figures, views
+from attnviz.dashboard.callback_inputs import InputRefusedError
+from attnviz.dashboard.data import data_dir_of, get_reader, requested_store
+from attnviz.dashboard.playground_panels import generation_panel, masked_panel, message, result_summary, token_options
+from attnviz.dashboard.security import resolve_store
+from attnviz.dashboard.urlstate import ViewState, example_href
+from attnviz.pipeline import playground_worker
+from attnviz.pipeline.model_info import ModelInfo, ModelInfoError, get_model_info, known_models
+from attnviz.pipeline.playground_records import (
     DEFAULT_TIMEOUT_S,
     MAX_GENERATION_TOKENS,
     RESULT_RUN,
@@ -39,9 +39,9 @@ from pipeline.playground_records import (
     model_defaults,
     result_store_path,
 )
-from pipeline.records import KIND_SIDES
-from pipeline.store import StoreError, StoreReader
-from pipeline.token_classes import SPECIAL
+from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.store import StoreError, StoreReader
+from attnviz.pipeline.token_classes import SPECIAL
 
 #: Flask config keys the app may set (else the environment, else defaults).
 CONFIG_DIR_KEY = "ATTNVIZ_PLAYGROUND_DIR"

@@ -3,7 +3,7 @@
 * **Users** come from the environment, never from the command line (it shows up in ``ps`` and shell history):
   ``ATTNVIZ_AUTH_FILE`` names a file of ``user:password`` lines (``#`` comments and blank lines ignored; a
   password may also be a werkzeug hash such as ``scrypt:32768:8:1$…``, made by
-  ``python -m dashboard.security hash``), or ``ATTNVIZ_USERS`` holds ``user:password`` pairs separated by commas.
+  ``python -m attnviz.dashboard.security hash``), or ``ATTNVIZ_USERS`` holds ``user:password`` pairs separated by commas.
 * **Auth** is a Flask ``before_request`` check (HTTP basic auth, constant-time comparison) on every route but
   :data:`PUBLIC_PATHS` (``/healthz``), so it covers the page, the assets and every callback of every tab.
 * **Bind policy** (:func:`check_bind`): a loopback address needs nothing; any other address needs users, or an
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.store import StoreError
+from attnviz.pipeline.store import StoreError
 
 AUTH_FILE_ENV = "ATTNVIZ_AUTH_FILE"
 USERS_ENV = "ATTNVIZ_USERS"
@@ -264,16 +264,16 @@ def install_request_checks(server: Any,
     * a body that is not a JSON object with ``output`` (text) and ``inputs``/``state`` (lists);
     * an ``output`` that is not a server-side callback of ``callbacks_of()`` (unknown, or client-side);
     * inputs, state or outputs that do not match that callback, or values its components cannot hold
-      (``types_of()``, see :func:`dashboard.callback_inputs.body_problem`);
-    * and, from inside a callback, :class:`dashboard.callback_inputs.InputRefusedError` raised by a tab's validator
-      (re-raised by the app's ``on_error`` handler, see :func:`dashboard.observability.callback_error`).
+      (``types_of()``, see :func:`attnviz.dashboard.callback_inputs.body_problem`);
+    * and, from inside a callback, :class:`attnviz.dashboard.callback_inputs.InputRefusedError` raised by a tab's validator
+      (re-raised by the app's ``on_error`` handler, see :func:`attnviz.dashboard.observability.callback_error`).
 
     The reason is kept in ``flask.g.attnviz_refused`` for the callback log's one line (no traceback).
     The body size is limited by Flask's ``MAX_CONTENT_LENGTH`` (413).
     """
     import flask
 
-    from dashboard.callback_inputs import InputRefusedError, body_problem
+    from attnviz.dashboard.callback_inputs import InputRefusedError, body_problem
 
     def refuse(message: str) -> Any:
         flask.g.attnviz_refused = message
@@ -394,13 +394,13 @@ def is_within(data_dir: str | os.PathLike, path: str | os.PathLike) -> bool:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m dashboard.security hash``: print a werkzeug hash of a password read from the terminal."""
+    """``python -m attnviz.dashboard.security hash``: print a werkzeug hash of a password read from the terminal."""
     import getpass
 
     from werkzeug.security import generate_password_hash
 
     if argv[1:] != ["hash"]:
-        print("usage: python -m dashboard.security hash   (prompts for a password, prints user-file hash)")
+        print("usage: python -m attnviz.dashboard.security hash   (prompts for a password, prints user-file hash)")
         return 2
     password = getpass.getpass("password: ")
     if password != getpass.getpass("again: "):

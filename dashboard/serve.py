@@ -1,7 +1,7 @@
 """``attnviz serve``: check the store and the access policy, then run the dashboard on Flask's server.
 
-For a team, prefer gunicorn (``docs/deploy.md``): ``dashboard.app:server`` with ``deploy/gunicorn.conf.py``.
-The policy (:mod:`dashboard.security`) is the same for both: a loopback address needs nothing; any other
+For a team, prefer gunicorn (``docs/deploy.md``): ``attnviz.dashboard.app:server`` with ``deploy/gunicorn.conf.py``.
+The policy (:mod:`attnviz.dashboard.security`) is the same for both: a loopback address needs nothing; any other
 address needs users (``ATTNVIZ_AUTH_FILE`` or ``ATTNVIZ_USERS``) or an explicit ``--no-auth``, which prints a
 warning; ``ATTNVIZ_REQUIRE_AUTH=1`` refuses to serve without users; ``--debug`` (Werkzeug's debugger runs code
 for whoever opens it) is refused on any address but loopback.
@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dashboard.security import (
+from attnviz.dashboard.security import (
     AuthConfig,
     SecurityError,
     auth_file_warning,
@@ -22,7 +22,7 @@ from dashboard.security import (
     load_auth,
     require_auth,
 )
-from pipeline.store import StoreError, StoreReader
+from attnviz.pipeline.store import StoreError, StoreReader
 
 __all__ = ["bind_warning", "is_loopback", "plan_access", "serve"]
 
@@ -64,8 +64,8 @@ def serve(store: str | os.PathLike, host: str = "127.0.0.1", port: int = 8050, d
           data_dir: str | os.PathLike | None = None) -> None:
     """Serve the dashboard for ``store`` until interrupted.
 
-    The store is opened once first so a wrong path fails with one line (``pipeline.store.StoreError``)
-    before any server starts; the access policy fails the same way (``dashboard.security.SecurityError``).
+    The store is opened once first so a wrong path fails with one line (``attnviz.pipeline.store.StoreError``)
+    before any server starts; the access policy fails the same way (``attnviz.dashboard.security.SecurityError``).
     ``data_dir`` (default: the store's folder) holds the other stores a page may open with ``?store=NAME``.
     """
     path = Path(store)
@@ -79,7 +79,7 @@ def serve(store: str | os.PathLike, host: str = "127.0.0.1", port: int = 8050, d
         say(note)
     if not runs:
         say(f"note: {path} has no runs yet; they appear when 'attnviz precompute' commits them")
-    from dashboard.app import create_app
+    from attnviz.dashboard.app import create_app
 
     app = create_app(path, data_dir=folder, auth=auth)
     shown = f"[{host}]" if ":" in host else host

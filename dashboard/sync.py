@@ -15,13 +15,13 @@ import dash
 from dash import Input, Output, State, ctx
 from dash.exceptions import PreventUpdate
 
-from dashboard import ids
-from dashboard.data import current_reader, run_label
-from dashboard.figures import parse_model_view_click
-from dashboard.urlstate import MEAN_HEAD, ViewState, format_state, parse_state
-from dashboard.views import is_causal, kind_label
-from pipeline.records import ATTENTION_KINDS, KIND_SIDES
-from pipeline.store import StoreError, StoreReader
+from attnviz.dashboard import ids
+from attnviz.dashboard.data import current_reader, run_label
+from attnviz.dashboard.figures import parse_model_view_click
+from attnviz.dashboard.urlstate import MEAN_HEAD, ViewState, format_state, parse_state
+from attnviz.dashboard.views import is_causal, kind_label
+from attnviz.pipeline.records import ATTENTION_KINDS, KIND_SIDES
+from attnviz.pipeline.store import StoreError, StoreReader
 
 log = logging.getLogger(__name__)
 

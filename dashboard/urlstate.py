@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlencode
 
-from dashboard.callback_inputs import InputRefusedError
+from attnviz.dashboard.callback_inputs import InputRefusedError
 
 TABS: tuple[str, ...] = ("example", "corpus", "playground")
 KINDS: tuple[str, ...] = ("self", "decoder", "cross")
@@ -61,7 +61,7 @@ class ViewState:
         """Inverse of :meth:`to_dict`; unknown or missing keys fall back to defaults (via the URL parser).
 
         ``data`` that is neither empty nor an object (the server only ever stores objects, so a client crafted
-        it) raises :class:`~dashboard.callback_inputs.InputRefusedError` (the app answers 400).
+        it) raises :class:`~attnviz.dashboard.callback_inputs.InputRefusedError` (the app answers 400).
         """
         if not data:
             return cls()

@@ -2,7 +2,7 @@
 figure builders. This is the I/O edge; every function takes a reader and a resolved :class:`ViewState`.
 
 Errors a user can cause (missing capture, example out of range, a kind the run lacks) raise
-``pipeline.store.StoreError`` or :class:`ViewError` with a one-line message; the callbacks show it in place of
+``attnviz.pipeline.store.StoreError`` or :class:`ViewError` with a one-line message; the callbacks show it in place of
 the figure.
 """
 
@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dashboard import analysis, figures
-from dashboard.data import LRU, metric_distribution, run_stamp
-from dashboard.figjson import Figure
-from dashboard.tokens import display_tokens
-from dashboard.urlstate import ViewState
-from pipeline.metrics import METRICS, attention_rollout
-from pipeline.records import KIND_SIDES, SIDE_OF_KIND
-from pipeline.store import StoreReader
+from attnviz.dashboard import analysis, figures
+from attnviz.dashboard.data import LRU, metric_distribution, run_stamp
+from attnviz.dashboard.figjson import Figure
+from attnviz.dashboard.tokens import display_tokens
+from attnviz.dashboard.urlstate import ViewState
+from attnviz.pipeline.metrics import METRICS, attention_rollout
+from attnviz.pipeline.records import KIND_SIDES, SIDE_OF_KIND
+from attnviz.pipeline.store import StoreReader
 
 _rollouts = LRU(8)
 _pooled = LRU(16)

@@ -1,7 +1,7 @@
 """gunicorn settings for serving attnviz to a team (see docs/deploy.md).
 
     ATTNVIZ_STORE=/srv/attnviz/stores/main.h5 ATTNVIZ_AUTH_FILE=/etc/attnviz/users \\
-        gunicorn -c deploy/gunicorn.conf.py 'dashboard.app:server'
+        gunicorn -c deploy/gunicorn.conf.py 'attnviz.dashboard.app:server'
 
 Why these settings:
 
@@ -62,7 +62,7 @@ def _bind_hosts(addresses: list[str]) -> list[str]:
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
     """Refuse to start (one line, exit 1) on a configuration that cannot serve or would expose the store."""
-    from dashboard.security import NO_AUTH_ENV, SecurityError, check_bind, env_flag, load_auth, require_auth
+    from attnviz.dashboard.security import NO_AUTH_ENV, SecurityError, check_bind, env_flag, load_auth, require_auth
 
     try:
         store = os.environ.get("ATTNVIZ_STORE", "")

@@ -1,7 +1,7 @@
 """attnviz pipeline: run Transformer models over sentence sets and store attention and metrics in HDF5.
 
-The store format (writer and reader) lives in :mod:`pipeline.store`; importing :mod:`pipeline` or
-:mod:`pipeline.store` never imports torch.
+The store format (writer and reader) lives in :mod:`attnviz.pipeline.store`; importing :mod:`pipeline` or
+:mod:`attnviz.pipeline.store` never imports torch.
 """
 
 __version__ = "0.1.0"

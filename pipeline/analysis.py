@@ -22,9 +22,9 @@ from scipy import special
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from pipeline.metrics import METRICS, example_metrics
-from pipeline.records import ExampleResult, TokenSequence
-from pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
+from attnviz.pipeline.metrics import METRICS, example_metrics
+from attnviz.pipeline.records import ExampleResult, TokenSequence
+from attnviz.pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
 
 # --------------------------------------------------------------------------------------------------------
 # Aggregates
@@ -796,7 +796,7 @@ def pattern_attention(key: str, flags: np.ndarray, *, strength: float = 0.85,
 
     Each row puts ``strength`` on the pattern's key (previous / next / same token, the first token, the
     [SEP] token, the last punctuation token) and spreads the rest uniformly; "broad" rows are uniform and
-    "heterogeneous" rows are random Dirichlet(0.3) draws. ``flags`` are the tokens' ``pipeline.token_classes``
+    "heterogeneous" rows are random Dirichlet(0.3) draws. ``flags`` are the tokens' ``attnviz.pipeline.token_classes``
     bits (used to find [SEP] and punctuation).
     """
     t = len(flags)
@@ -829,11 +829,11 @@ def pattern_attention(key: str, flags: np.ndarray, *, strength: float = 0.85,
 def synthetic_examples(patterns: Sequence[Sequence[str]], n: int, *, start: int = 0, seed: int = 0,
                        min_tokens: int = 6, max_tokens: int = 12, strength: float = 0.85,
                        text_prefix: str = "sentence") -> list[ExampleResult]:
-    """``n`` examples (``pipeline.records.ExampleResult``) whose head ``(l, h)`` shows ``patterns[l][h]``.
+    """``n`` examples (``attnviz.pipeline.records.ExampleResult``) whose head ``(l, h)`` shows ``patterns[l][h]``.
 
     Tokens are ``[CLS] w1 .. wk . [SEP]`` with their class flags; texts are ``"<text_prefix> <index> ..."``;
     metadata ``corpus``/``source``/``length_bucket``, a ``label``, and every 7th example truncated. Metrics
-    are computed from the float32 attention with ``pipeline.metrics.example_metrics``. Deterministic in
+    are computed from the float32 attention with ``attnviz.pipeline.metrics.example_metrics``. Deterministic in
     ``seed`` and the example index; each head draws its own random numbers, so changing one head's pattern
     leaves every other head unchanged.
     """

@@ -1,5 +1,5 @@
 """``attnviz analyze``: scan a run's raw attention once and cache head similarity and relative-position
-profiles in ``STORE.h5.d/<run>/analysis.h5`` (read back with :func:`pipeline.scan.load_analysis`)."""
+profiles in ``STORE.h5.d/<run>/analysis.h5`` (read back with :func:`attnviz.pipeline.scan.load_analysis`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis import cluster_order, make_groups, relpos_profile
-from pipeline.scan import Analysis, KindAnalysis, read_columns, read_group_sums, scan_run, write_analysis
-from pipeline.store import StoreError, StoreReader, now_iso
+from attnviz.pipeline.analysis import cluster_order, make_groups, relpos_profile
+from attnviz.pipeline.scan import Analysis, KindAnalysis, read_columns, read_group_sums, scan_run, write_analysis
+from attnviz.pipeline.store import StoreError, StoreReader, now_iso
 
 DEFAULT_MAX_OFFSET = 16
 DEFAULT_SIMILARITY_EXAMPLES = 1000
@@ -44,7 +44,7 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
     plus its filter columns and per-group metric sums (so the dashboard's first view reads no metadata).
 
     ``similarity_examples``: average head similarity over the run's first N examples (None or 0: all).
-    ``workers``/``scheduler``: as :func:`pipeline.scan.scan_run` (``workers=0``: in this process).
+    ``workers``/``scheduler``: as :func:`attnviz.pipeline.scan.scan_run` (``workers=0``: in this process).
     """
     t0 = time.perf_counter()
     if max_offset < 1:

@@ -16,13 +16,13 @@ out = Console()
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed as one line, exit code 2, no traceback."""
-    from pipeline.inputs import InputError
-    from pipeline.model_info import ModelInfoError
-    from pipeline.store import StoreError
+    from attnviz.pipeline.inputs import InputError
+    from attnviz.pipeline.model_info import ModelInfoError
+    from attnviz.pipeline.store import StoreError
 
     errors: list[type[BaseException]] = [InputError, ModelInfoError, StoreError]
-    if "pipeline.models" in sys.modules:
-        from pipeline.models import ModelLoadError
+    if "attnviz.pipeline.models" in sys.modules:
+        from attnviz.pipeline.models import ModelLoadError
 
         errors.append(ModelLoadError)
     return tuple(errors)
@@ -100,14 +100,14 @@ def precompute(
     scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
 ) -> None:
     """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
-    from pipeline.model_info import parse_overrides
-    from pipeline.precompute import precompute as run_precompute
+    from attnviz.pipeline.model_info import parse_overrides
+    from attnviz.pipeline.precompute import precompute as run_precompute
 
     bar = _ProgressBar(f"precompute {model}")
     try:
         overrides = parse_overrides(set_)
         if workers or scheduler:
-            from pipeline.distributed import precompute_distributed
+            from attnviz.pipeline.distributed import precompute_distributed
 
             summary = precompute_distributed(
                 model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
@@ -139,7 +139,7 @@ def models() -> None:
     """List the models described in model_info/."""
     from rich.table import Table
 
-    from pipeline.model_info import known_models, load_model_info_file
+    from attnviz.pipeline.model_info import known_models, load_model_info_file
 
     table = Table("name", "family", "weights", "tasks", "description")
     for name, path in known_models().items():
@@ -158,7 +158,7 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
     """Summarise a store: runs, models, examples, shapes, captures."""
     from rich.table import Table
 
-    from pipeline.store import StoreReader, store_size
+    from attnviz.pipeline.store import StoreReader, store_size
 
     try:
         reader = StoreReader(store)
@@ -182,7 +182,7 @@ def verify(store: Path = typer.Option(..., help="store file"),
            repair: bool = typer.Option(False, help="drop damaged and overlapping shards (a rerun recomputes them) "
                                                    "and runs without any shard")) -> None:
     """Read every shard of a store; report damaged shards, examples listed twice and runs without a shard."""
-    from pipeline.store import verify_store
+    from attnviz.pipeline.store import verify_store
 
     try:
         check = verify_store(store, repair=repair)
@@ -214,8 +214,8 @@ def serve(
                                                           "(prints a warning)"),
 ) -> None:
     """Serve the dashboard for a store (http://HOST:PORT/). Users come from the environment, never from here."""
-    from dashboard.security import SecurityError
-    from dashboard.serve import serve as run_server
+    from attnviz.dashboard.security import SecurityError
+    from attnviz.dashboard.serve import serve as run_server
 
     try:
         run_server(store, host=host, port=port, debug=debug, no_auth=no_auth, say=err.print, data_dir=data_dir)
@@ -236,7 +236,7 @@ def analyze(
     """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pipeline.analyze import analyze as run_analyze
+    from attnviz.pipeline.analyze import analyze as run_analyze
 
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -254,7 +254,7 @@ def analyze(
 
 
 def main() -> None:
-    """Entry point for ``python -m pipeline.cli``."""
+    """Entry point for ``python -m attnviz.pipeline.cli``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline import attention_taps as taps
-from pipeline import token_classes as tc
-from pipeline.inputs import InputExample
-from pipeline.metrics import attention_metrics
-from pipeline.models import LoadedModel
-from pipeline.records import SIDE_OF_KIND, ExampleResult, TokenSequence
+from attnviz.pipeline import attention_taps as taps
+from attnviz.pipeline import token_classes as tc
+from attnviz.pipeline.inputs import InputExample
+from attnviz.pipeline.metrics import attention_metrics
+from attnviz.pipeline.models import LoadedModel
+from attnviz.pipeline.records import SIDE_OF_KIND, ExampleResult, TokenSequence
 
 #: Characters of a line kept before tokenizing: a guard against pathological lines (flagged as truncated).
 CHARS_PER_TOKEN_LIMIT = 40
@@ -54,7 +54,7 @@ class EncodedExample:
 
 @dataclass
 class TokenClassifier:
-    """Token strings and ``pipeline.token_classes`` flags from the tokenizer, cached per token id."""
+    """Token strings and ``attnviz.pipeline.token_classes`` flags from the tokenizer, cached per token id."""
 
     lm: LoadedModel
     _flags: dict[int, int] = field(default_factory=dict)
@@ -224,7 +224,7 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
     """The eager forward pass of one padded batch (right padding), with attention and the asked captures.
 
     Unless hidden states or embeddings are captured (or ``full``), the pass stops right after the model's last
-    attention (:mod:`pipeline.attention_taps`): nothing computed later changes an attention weight.
+    attention (:mod:`attnviz.pipeline.attention_taps`): nothing computed later changes an attention weight.
     """
     tok = lm.tokenizer
     encdec = lm.family == "encoder-decoder"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
+from attnviz.pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
 
 _TINY = np.float32(np.finfo(np.float32).tiny)  # smallest normal float32; ln of it is finite
 _CHUNK_ELEMENTS = 1 << 18  # attention weights per chunk in _row_statistics (keeps temporaries in cache)
@@ -263,7 +263,7 @@ def attention_metrics(
         attn: ``[B, L, H, Tq, Tk]`` attention weights (float32; other float dtypes are cast to float32).
         query_mask: ``[B, Tq]`` bool, True at valid (unpadded) queries.
         key_mask: ``[B, Tk]`` bool, True at valid (unpadded) keys.
-        key_flags: ``[B, Tk]`` uint8 flags from ``pipeline.token_classes``.
+        key_flags: ``[B, Tk]`` uint8 flags from ``attnviz.pipeline.token_classes``.
         causal: decoder self-attention: the valid keys of query ``i`` are the valid keys ``j <= i``.
         self_attention: queries and keys index the same sequence (needs ``Tq == Tk``); False for
             cross-attention, where the self-only metrics are NaN.

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.model_info import ModelInfo
-from pipeline.records import ExampleResult
+from attnviz.pipeline.model_info import ModelInfo
+from attnviz.pipeline.records import ExampleResult
 
 #: Longest generation the playground runs (tokens).
 MAX_GENERATION_TOKENS = 64

@@ -5,7 +5,7 @@ Why a separate process: Dash's DiskcacheManager runs every background callback i
 the server (which never imports torch), so a model cache there would die with each job, and every run would pay
 for importing torch and building the model again. The worker is started on first use (detached, so that Dash
 killing a finished or cancelled job does not kill it), listens on a Unix socket guarded by a random key in the
-playground folder, keeps models in :mod:`pipeline.playground`'s LRU cache, and exits when the process that owns
+playground folder, keeps models in :mod:`attnviz.pipeline.playground`'s LRU cache, and exits when the process that owns
 it (the dashboard server) is gone or after ``idle_timeout`` seconds without jobs.
 
 Protocol (pickled messages over ``multiprocessing.connection``): the client sends one request
@@ -14,7 +14,7 @@ then one ``("result", value)`` or ``("error", kind, message)``. A client that di
 killed the job) stops its job at the next step. One job runs at a time; a second job of the same browser
 session is refused while the first one's client is connected.
 
-Importing this module never imports torch: the worker imports :mod:`pipeline.playground` when it serves.
+Importing this module never imports torch: the worker imports :mod:`attnviz.pipeline.playground` when it serves.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
-from pipeline.playground_records import (
+from attnviz.pipeline.playground_records import (
     DEFAULT_TIMEOUT_S,
     GenerateRequest,
     InputRequest,
@@ -141,7 +141,7 @@ def ensure_worker(folder: str | os.PathLike | None = None, *, owner_pid: int | N
                                                                           os.environ.get("PYTHONPATH")]))}
         with open(folder / "worker.log", "ab") as log:
             launcher = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.playground_worker", "--folder", str(folder),
+                [sys.executable, "-m", "attnviz.pipeline.playground_worker", "--folder", str(folder),
                  "--owner-pid", str(owner_pid or os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=_REPO_ROOT, env=env, start_new_session=True)
         launcher.wait(30)  # the launcher forks the worker and exits at once
@@ -216,7 +216,7 @@ def _alive(pid: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Worker (its own process; imports torch through pipeline.playground)
+# Worker (its own process; imports torch through attnviz.pipeline.playground)
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -290,7 +290,7 @@ class Worker:
             import torch
             import transformers.modeling_utils  # noqa: F401
 
-            from pipeline import playground  # noqa: F401
+            from attnviz.pipeline import playground  # noqa: F401
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.warm.set()
@@ -364,7 +364,7 @@ class Worker:
                 job.progress(0.5, "sleeping")
                 time.sleep(0.05)
             return {"slept": True}
-        from pipeline import playground  # torch is imported here (already, by the warm-up), in the worker only
+        from attnviz.pipeline import playground  # torch is imported here (already, by the warm-up), in the worker only
 
         if op == "add":
             result = load_result(self.folder, args["result_id"])
@@ -387,7 +387,7 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m pipeline.playground_worker``: fork a detached worker and return at once."""
+    """Entry point of ``python -m attnviz.pipeline.playground_worker``: fork a detached worker and return at once."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", required=True)
     parser.add_argument("--owner-pid", type=int, required=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.extract import (
+from attnviz.pipeline.extract import (
     CAPTURES,
     EncodedExample,
     TokenClassifier,
@@ -22,12 +22,12 @@ from pipeline.extract import (
     forward_batch,
     length_batches,
 )
-from pipeline.inputs import InputError, InputSet, load_input, random_inputs
-from pipeline.metrics import METRICS
-from pipeline.model_info import get_model_info
-from pipeline.models import LoadedModel, load_model, versions
-from pipeline.records import ExampleResult
-from pipeline.store import (
+from attnviz.pipeline.inputs import InputError, InputSet, load_input, random_inputs
+from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.model_info import get_model_info
+from attnviz.pipeline.models import LoadedModel, load_model, versions
+from attnviz.pipeline.records import ExampleResult
+from attnviz.pipeline.store import (
     MANTISSA_BITS,
     ShardEntry,
     StoreError,
@@ -203,7 +203,7 @@ def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: s
     store (schema, existing run's configuration). ``loaded`` reuses an already loaded ``model`` (a notebook,
     a benchmark) instead of loading it again; it must be that model with the same overrides.
     ``mantissa_bits`` rounds the stored attention weights to that many mantissa bits
-    (:func:`pipeline.store.round_mantissa`: smaller files, relative error at most ``2**-(bits+1)``); metrics
+    (:func:`attnviz.pipeline.store.round_mantissa`: smaller files, relative error at most ``2**-(bits+1)``); metrics
     are computed before, from float32. ``None`` stores every bit of ``dtype``.
     """
     t0 = time.perf_counter()

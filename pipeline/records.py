@@ -28,7 +28,7 @@ class TokenSequence:
 
     ids: np.ndarray  #: [T] int32 token ids
     strings: list[str]  #: [T] tokenizer token strings (e.g. "##ing", "Ġworld")
-    flags: np.ndarray  #: [T] uint8 bit flags from ``pipeline.token_classes``
+    flags: np.ndarray  #: [T] uint8 bit flags from ``attnviz.pipeline.token_classes``
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

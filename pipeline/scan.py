@@ -24,7 +24,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the codecs the attention data is compressed with)
 import numpy as np
 
-from pipeline.analysis import (
+from attnviz.pipeline.analysis import (
     MAX_FIELD_VALUES,
     MISSING,
     Categorical,
@@ -36,8 +36,8 @@ from pipeline.analysis import (
     text_key,
     value_text,
 )
-from pipeline.records import KIND_SIDES
-from pipeline.store import RunInfo, StoreError, now_iso, shard_dir
+from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.store import RunInfo, StoreError, now_iso, shard_dir
 
 ANALYSIS_FILE = "analysis.h5"
 ANALYSIS_FORMAT = "attnviz-analysis"
@@ -66,7 +66,7 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
 
     Texts are reduced to 64-bit keys and metadata to small integer codes as each shard is read, so memory
     stays proportional to a few numbers per example (never all texts or metadata dicts at once). A field
-    is dropped as soon as it has more than :data:`pipeline.analysis.MAX_FIELD_VALUES` distinct values.
+    is dropped as soon as it has more than :data:`attnviz.pipeline.analysis.MAX_FIELD_VALUES` distinct values.
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("input_index", "n_tokens", "truncated", "key")}
     coders: dict[str, dict[str, int]] = {}
@@ -141,7 +141,7 @@ def _fill_rows(out: np.ndarray, store: str | os.PathLike, info: RunInfo, kind: s
 
 def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: Sequence[str], groups: Groups
                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-group sums and counts (:func:`pipeline.analysis.group_sums`) of several metrics, reading one metric
+    """Per-group sums and counts (:func:`attnviz.pipeline.analysis.group_sums`) of several metrics, reading one metric
     at a time into one reused buffer."""
     n_layers, n_heads = info.shape[kind]
     buf = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
@@ -195,9 +195,9 @@ def scan_shard(path: str, kinds: Sequence[str], max_offset: int, similarity_limi
                ) -> dict[str, ScanPartial]:
     """Scan one shard file (opened here, so the task pickles as plain arguments).
 
-    For every example and every kind: relative-position sums (:func:`pipeline.analysis.relpos_sums`, self
+    For every example and every kind: relative-position sums (:func:`attnviz.pipeline.analysis.relpos_sums`, self
     and decoder attention) and, for the first ``similarity_limit`` examples of the shard, the per-example
-    head-similarity matrix (:func:`pipeline.analysis.js_distance`).
+    head-similarity matrix (:func:`attnviz.pipeline.analysis.js_distance`).
     """
     out: dict[str, ScanPartial] = {}
     with h5py.File(path, "r") as f:

@@ -38,7 +38,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from pipeline.records import ATTENTION_KINDS, KIND_SIDES, SIDE_OF_KIND, ExampleResult
+from attnviz.pipeline.records import ATTENTION_KINDS, KIND_SIDES, SIDE_OF_KIND, ExampleResult
 
 FORMAT_NAME = "attnviz-store"
 SCHEMA_VERSION = 1
@@ -847,7 +847,7 @@ class StoreReader:
 
     @_read_guard
     def token_flags(self, run: str, i: int, side: str = "source") -> np.ndarray:
-        """Token class bit flags (``pipeline.token_classes``) of example ``i``."""
+        """Token class bit flags (``attnviz.pipeline.token_classes``) of example ``i``."""
         f, j = self._locate(run, i)
         g = self._token_group(run, f, side)
         lo, hi = g["offsets"][j:j + 2]

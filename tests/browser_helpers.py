@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from dash.testing.wait import until
 
-from dashboard.figjson import decode
+from attnviz.dashboard.figjson import decode
 
 TIMEOUT = 30
 

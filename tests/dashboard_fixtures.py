@@ -30,10 +30,10 @@ ALL_CAPTURES = "attention,qkv,hidden,embeddings"
 
 
 def build_dashboard_store(path: Path) -> Path:
-    """Write the three tiny runs into a new store at ``path`` with ``pipeline.precompute``."""
+    """Write the three tiny runs into a new store at ``path`` with ``attnviz.pipeline.precompute``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pipeline.precompute import precompute
+    from attnviz.pipeline.precompute import precompute
 
     path.parent.mkdir(parents=True, exist_ok=True)
     precompute("bert-random", str(REPO / "data/demo.jsonl"), path, limit=12, threads=1, capture=ALL_CAPTURES,
@@ -73,12 +73,12 @@ class LiveServer:
 
 
 def start_live_server(store: Path, timeout: float = 60.0) -> LiveServer:
-    """Start ``python -m pipeline.cli serve --store STORE`` on a free port and wait until it answers."""
+    """Start ``python -m attnviz.pipeline.cli serve --store STORE`` on a free port and wait until it answers."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     log_path = store.with_name(f"serve-{port}.log")
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server's request log
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "attnviz.pipeline.cli", "serve", "--store", str(store), "--port",
                                  str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""Corpus aggregates, filters, A/B significance and head pattern labels (pipeline.analysis, pipeline.scan).
+"""Corpus aggregates, filters, A/B significance and head pattern labels (attnviz.pipeline.analysis, attnviz.pipeline.scan).
 
 Every corpus number is checked against a direct numpy computation on what ``StoreReader`` returns.
 """
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline import analysis as an
-from pipeline.precompute import precompute
-from pipeline.scan import read_columns, read_group_sums, read_metric_rows
-from pipeline.store import StoreReader, StoreWriter
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.scan import read_columns, read_group_sums, read_metric_rows
+from attnviz.pipeline.store import StoreReader, StoreWriter
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.jsonl"
 TINY_BERT = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64, "intermediate_size": 128}
@@ -30,7 +30,7 @@ REFERENCE = {"mean": np.nanmean, "median": np.nanmedian, "std": np.nanstd,
 
 
 def write_synthetic(store: Path, run: str, patterns: list[list[str]], n: int, **kw: object) -> None:
-    """A run of :func:`pipeline.analysis.synthetic_examples` written in shards of 40."""
+    """A run of :func:`attnviz.pipeline.analysis.synthetic_examples` written in shards of 40."""
     writer = StoreWriter(store)
     writer.begin_run(run, an.synthetic_meta(len(patterns), len(patterns[0]), n), fingerprint_keys=[])
     for start in range(0, n, 40):

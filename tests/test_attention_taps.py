@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import attention_taps as taps
-from pipeline.extract import encode, forward_batch, length_batches
-from pipeline.inputs import InputExample
-from pipeline.models import LoadedModel, load_model
+from attnviz.pipeline import attention_taps as taps
+from attnviz.pipeline.extract import encode, forward_batch, length_batches
+from attnviz.pipeline.inputs import InputExample
+from attnviz.pipeline.models import LoadedModel, load_model
 from tests.test_precompute import PAIRS, SENTENCES, TINY
 
 

@@ -8,8 +8,8 @@ import h5py
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.store import SCHEMA_VERSION, StoreReader
+from attnviz.pipeline.cli import app
+from attnviz.pipeline.store import SCHEMA_VERSION, StoreReader
 
 TINY = ["--set", "layers=1", "--set", "heads=2", "--set", "hidden=32", "--set", "intermediate_size=64"]
 

@@ -1,7 +1,7 @@
-"""The Corpus tab in headless Chromium (dash_duo) inside the app of ``dashboard.app.create_app``.
+"""The Corpus tab in headless Chromium (dash_duo) inside the app of ``attnviz.dashboard.app.create_app``.
 
 Run with ``pytest --headless`` (this module also forces it). The store holds constructed runs written with
-``pipeline.analysis.synthetic_examples``: pair-a and pair-b share their inputs and differ in one head
+``attnviz.pipeline.analysis.synthetic_examples``: pair-a and pair-b share their inputs and differ in one head
 (layer 1, head 2); narrow has the same inputs with 3 heads per layer. Every number on screen is checked
 against numpy on what ``StoreReader`` returns.
 """
@@ -24,10 +24,10 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from dashboard.urlstate import parse_state
-from pipeline import analysis as an
-from pipeline.analyze import analyze
-from pipeline.store import StoreReader, StoreWriter
+from attnviz.dashboard.urlstate import parse_state
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.analyze import analyze
+from attnviz.pipeline.store import StoreReader, StoreWriter
 
 pytestmark = pytest.mark.browser
 PATTERNS_A = [["previous", "broad", "heterogeneous", "first"],
@@ -64,8 +64,8 @@ def reader(store: Path) -> StoreReader:
 
 @pytest.fixture
 def page(dash_duo, store: Path):
-    from dashboard import corpus_tab
-    from dashboard.app import create_app
+    from attnviz.dashboard import corpus_tab
+    from attnviz.dashboard.app import create_app
 
     corpus_tab.clear_caches()
     dash_duo.start_server(create_app(store))

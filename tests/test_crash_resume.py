@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.store import StoreReader
+from attnviz.pipeline.store import StoreReader
 
 TINY = ["--set", "num_hidden_layers=2", "--set", "num_attention_heads=4", "--set", "hidden_size=64",
         "--set", "intermediate_size=128"]
 
 
 def _cmd(store: Path, limit: int = 96) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "precompute", "--model", "bert-random", "--input",
+    return [sys.executable, "-m", "attnviz.pipeline.cli", "precompute", "--model", "bert-random", "--input",
             "data/demo.jsonl", "--store", str(store), "--limit", str(limit), "--shard-size", "8",
             "--batch-size", "4", "--threads", "1", "--capture", "attention,embeddings", *TINY]
 

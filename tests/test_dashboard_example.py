@@ -1,7 +1,7 @@
 """The Example tab in headless Chromium (dash_duo) against ``attnviz serve`` on a store made by the real pipeline.
 
 Run with ``pytest --headless`` (``make test`` passes it; this module also forces it so it runs alone). The
-server is a separate process (``python -m pipeline.cli serve``), so the test can check that the dashboard
+server is a separate process (``python -m attnviz.pipeline.cli serve``), so the test can check that the dashboard
 process never loads torch.
 """
 
@@ -25,8 +25,8 @@ from dashboard_fixtures import (  # noqa: F401 (fixtures)
 )
 from selenium.webdriver.support.select import Select
 
-from dashboard.urlstate import parse_state
-from pipeline.store import StoreReader
+from attnviz.dashboard.urlstate import parse_state
+from attnviz.pipeline.store import StoreReader
 
 pytestmark = pytest.mark.browser
 

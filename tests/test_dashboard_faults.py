@@ -23,11 +23,11 @@ from dashboard_fixtures import (  # noqa: F401 (fixtures)
     start_live_server,
 )
 
-from dashboard import data
-from dashboard.app import create_app
-from dashboard.figjson import decode
-from dashboard.observability import APP_ALERT
-from pipeline.store import StoreReader, StoreWriter
+from attnviz.dashboard import data
+from attnviz.dashboard.app import create_app
+from attnviz.dashboard.figjson import decode
+from attnviz.dashboard.observability import APP_ALERT
+from attnviz.pipeline.store import StoreReader, StoreWriter
 
 TIMEOUT = 30
 
@@ -284,7 +284,7 @@ def test_store_replaced_by_garbage_then_restored(own_page: Page) -> None:
 def other_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A different store holding a run named like the dashboard store's BERT run, with the same shard names
     (12 examples, one shard) but other sentences."""
-    from pipeline.precompute import precompute
+    from attnviz.pipeline.precompute import precompute
 
     path = tmp_path_factory.mktemp("other") / "demo.h5"
     precompute("bert-random", "random:length=9,count=12,seed=7", path, run=BERT_RUN, threads=1,

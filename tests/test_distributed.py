@@ -1,5 +1,5 @@
 """Distributed precompute on a real 2-worker dask LocalCluster: same store as one process, worker and client
-kills, readers during the run, one model load per worker; and a cluster scan (pipeline.scan) of a store much
+kills, readers during the run, one model load per worker; and a cluster scan (attnviz.pipeline.scan) of a store much
 larger than one task's memory."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import psutil
 import pytest
 from distributed import Client, LocalCluster
 
-from pipeline.distributed import (
+from attnviz.pipeline.distributed import (
     ClusterError,
     connect,
     local_cluster,
@@ -30,10 +30,10 @@ from pipeline.distributed import (
     torch_threads_by_host,
     usable_cores,
 )
-from pipeline.inputs import InputError
-from pipeline.precompute import PrecomputeSummary, precompute
-from pipeline.records import ExampleResult, TokenSequence
-from pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file
+from attnviz.pipeline.inputs import InputError
+from attnviz.pipeline.precompute import PrecomputeSummary, precompute
+from attnviz.pipeline.records import ExampleResult, TokenSequence
+from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file
 
 TINY = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64, "intermediate_size": 128}
 TINY_CLI = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}")]
@@ -228,14 +228,14 @@ def _tree_rss() -> int:
 @pytest.mark.slow
 def test_scan_run_on_a_store_much_larger_than_a_task_keeps_memory_bounded_and_equals_a_numpy_loop(
         cluster: tuple[LocalCluster, Client], tmp_path: Path) -> None:
-    from pipeline.scan import scan_run
+    from attnviz.pipeline.scan import scan_run
 
     layers, heads, t, per_shard, shards, k = 4, 8, 96, 16, 40, 8
     store = tmp_path / "synthetic.h5"
     run, pool = _synthetic_store(store, shards=shards, per_shard=per_shard, layers=layers, heads=heads, t=t)
     raw = shards * per_shard * layers * heads * t * t * 2  # bytes of float16 attention: ~380 MB
     _, client = cluster
-    client.run(importlib.import_module, "pipeline.scan")  # module imports are baseline, not scan memory
+    client.run(importlib.import_module, "attnviz.pipeline.scan")  # module imports are baseline, not scan memory
     with StoreReader(store) as reader:
         info = reader.run_info(run)
     peak, stop = [0], threading.Event()
@@ -272,7 +272,7 @@ def test_scan_run_on_a_store_much_larger_than_a_task_keeps_memory_bounded_and_eq
 
 
 def _cli(store: Path, *cluster_args: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "precompute", "--model", "bert-random", "--input", "data/demo.jsonl",
+    return [sys.executable, "-m", "attnviz.pipeline.cli", "precompute", "--model", "bert-random", "--input", "data/demo.jsonl",
             "--store", str(store), "--limit", str(N), "--shard-size", str(SHARD), "--batch-size", "4",
             "--capture", CAPTURE, *TINY_CLI, *cluster_args]
 

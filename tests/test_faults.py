@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.store import StoreError, StoreReader, verify_store
+from attnviz.pipeline.cli import app
+from attnviz.pipeline.store import StoreError, StoreReader, verify_store
 
 TINY = ["--set", "layers=2", "--set", "heads=2", "--set", "hidden=32", "--set", "intermediate_size=64"]
 
@@ -38,7 +38,7 @@ def small_disk(tmp_path: Path):
 
 
 def test_full_disk_is_one_line_and_resumable(small_disk: Path, tmp_path: Path) -> None:
-    from pipeline.store import store_size
+    from attnviz.pipeline.store import store_size
 
     reference = tmp_path / "ref.h5"
     assert _precompute(reference, "--capture", "attention,hidden")[0] == 0

@@ -11,10 +11,10 @@ import plotly.graph_objects as go
 import pytest
 from dash._utils import to_json
 
-from dashboard import analysis, figures
-from dashboard.figjson import decode, is_typed, typed
-from dashboard.tokens import axis_labels, display_tokens
-from pipeline.metrics import attention_rollout
+from attnviz.dashboard import analysis, figures
+from attnviz.dashboard.figjson import decode, is_typed, typed
+from attnviz.dashboard.tokens import axis_labels, display_tokens
+from attnviz.pipeline.metrics import attention_rollout
 
 RNG = np.random.default_rng(7)
 
@@ -309,7 +309,7 @@ def test_display_tokens() -> None:
 
 
 def test_importing_the_app_does_not_import_torch() -> None:
-    code = ("import sys, dashboard.app, dashboard.serve, dashboard.views; "
+    code = ("import sys, attnviz.dashboard.app, attnviz.dashboard.serve, attnviz.dashboard.views; "
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                          check=True)

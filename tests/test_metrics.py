@@ -1,4 +1,4 @@
-"""Tests of pipeline.metrics against an independent reference and the metrics' invariants.
+"""Tests of attnviz.pipeline.metrics against an independent reference and the metrics' invariants.
 
 The reference below is deliberately naive: plain Python loops over rows and keys in float64 (``math.log``),
 reading only the valid entries and sharing no code with the module. Attention is generated row-stochastic
@@ -18,14 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.metrics import (
+from attnviz.pipeline.metrics import (
     METRICS,
     SPARSITY_THRESHOLD,
     attention_metrics,
     attention_rollout,
     example_metrics,
 )
-from pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
+from attnviz.pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
 
 FLAG_MASSES = {"mass_cls": CLS_OR_BOS, "mass_sep": SEP_OR_EOS, "mass_special": SPECIAL, "mass_punct": PUNCTUATION}
 SELF_ONLY = {"mass_self", "mass_prev", "mass_next", "mean_distance"}
@@ -515,7 +515,7 @@ def test_input_validation() -> None:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, pipeline.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, attnviz.pipeline.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.model_info import ModelInfoError, get_model_info, known_models, load_model_info_file, parse_overrides
+from attnviz.pipeline.model_info import ModelInfoError, get_model_info, known_models, load_model_info_file, parse_overrides
 
 VALID = {"name": "custom", "family": "encoder", "source": {"kind": "random", "architecture": "bert"},
          "tokenizer": "minilm-wordpiece", "tasks": ["classification"],
@@ -71,8 +71,8 @@ def test_name_must_match_file(tmp_path: Path) -> None:
 
 
 def test_adding_a_file_adds_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.precompute import precompute
-    from pipeline.store import StoreReader
+    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.store import StoreReader
 
     folder = tmp_path / "model_info"
     folder.mkdir()
@@ -88,7 +88,7 @@ def test_adding_a_file_adds_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_hub_failure_suggests_offline_alternative() -> None:
-    from pipeline.models import ModelLoadError, load_model
+    from attnviz.pipeline.models import ModelLoadError, load_model
 
     for name, alternative in (("gpt2", "gpt2-random"), ("opus-mt-en-es", "seq2seq-random"),
                               ("bert-base-uncased", "minilm")):

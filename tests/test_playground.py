@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import playground
-from pipeline.model_info import get_model_info
-from pipeline.playground_records import (
+from attnviz.pipeline import playground
+from attnviz.pipeline.model_info import get_model_info
+from attnviz.pipeline.playground_records import (
     MAX_GENERATION_TOKENS,
     GenerateRequest,
     InputRequest,
@@ -30,9 +30,9 @@ from pipeline.playground_records import (
     result_store_path,
     validate_choice,
 )
-from pipeline.playground_worker import call, shutdown_worker
-from pipeline.precompute import precompute
-from pipeline.store import StoreReader
+from attnviz.pipeline.playground_worker import call, shutdown_worker
+from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.store import StoreReader
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 GPT2 = ModelChoice("gpt2-random", layers=2, heads=4, hidden=64)
@@ -335,7 +335,7 @@ def test_one_running_job_per_browser_session(worker_dir: Path) -> None:
 
 
 def test_cancelled_client_frees_the_worker(worker_dir: Path) -> None:
-    script = (f"from pipeline.playground_worker import call; call('sleep', {{'seconds': 30}}, "
+    script = (f"from attnviz.pipeline.playground_worker import call; call('sleep', {{'seconds': 30}}, "
               f"folder={str(worker_dir)!r}, session='s3')")
     proc = subprocess.Popen([sys.executable, "-c", script])
     time.sleep(1.5)
@@ -349,7 +349,7 @@ def test_cancelled_client_frees_the_worker(worker_dir: Path) -> None:
 def test_dashboard_side_never_imports_torch(tmp_path: Path) -> None:
     code = ("import sys; from dashboard import playground_tab, playground_panels; "
             "from pipeline import playground_worker, playground_records; "
-            "from dashboard.app import create_app; create_app('/nonexistent.h5'); "
+            "from attnviz.dashboard.app import create_app; create_app('/nonexistent.h5'); "
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     env = {**os.environ, "ATTNVIZ_PLAYGROUND_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
@@ -362,7 +362,7 @@ def test_dashboard_side_never_imports_torch(tmp_path: Path) -> None:
 
 
 def test_language_selectors_pick_a_matching_translation_model() -> None:
-    from dashboard.playground_tab import model_infos, select_model, translation_model
+    from attnviz.dashboard.playground_tab import model_infos, select_model, translation_model
 
     infos = model_infos()
     assert translation_model(infos, "en", "es", "gpt2-random", offline=True) == "seq2seq-random"
@@ -378,7 +378,7 @@ def test_language_selectors_pick_a_matching_translation_model() -> None:
 
 
 def test_time_step_slider_covers_the_generation_steps() -> None:
-    from dashboard.playground_tab import step_range
+    from attnviz.dashboard.playground_tab import step_range
 
     summary = {"n_source": 12, "n_target": 0, "generation": {"side": "source", "prompt_length": 7, "steps": 5}}
     lo, hi, marks, value = step_range(summary, "self")
@@ -387,8 +387,8 @@ def test_time_step_slider_covers_the_generation_steps() -> None:
 
 
 def test_add_goes_to_the_pages_store_inside_the_data_directory(tmp_path: Path) -> None:
-    from dashboard.playground_tab import target_store
-    from dashboard.security import StoreAccessError
+    from attnviz.dashboard.playground_tab import target_store
+    from attnviz.dashboard.security import StoreAccessError
 
     config = {"ATTNVIZ_STORE": str(tmp_path / "main.h5"), "ATTNVIZ_DATA_DIR": str(tmp_path)}
     (tmp_path / "other.h5").write_bytes(b"")

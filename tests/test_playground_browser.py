@@ -26,8 +26,8 @@ JOB_TIMEOUT = 120  # the first job starts the worker and imports torch
 @pytest.fixture(scope="module")
 def playground_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store with one small run, and a playground folder for the worker and Dash's job cache."""
-    from pipeline.playground_worker import shutdown_worker
-    from pipeline.precompute import precompute
+    from attnviz.pipeline.playground_worker import shutdown_worker
+    from attnviz.pipeline.precompute import precompute
 
     root = tmp_path_factory.mktemp("pg-browser")
     store = root / "store.h5"
@@ -46,7 +46,7 @@ def playground_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def pg(dash_duo, playground_env: Path):  # the dash_duo composite, on the Playground tab
-    from dashboard.app import create_app
+    from attnviz.dashboard.app import create_app
 
     app = create_app(playground_env)
     dash_duo.start_server(app)
@@ -207,8 +207,8 @@ def test_translation_input_shows_cross_attention(pg) -> None:
 def test_predicted_words_are_reproducible_and_match_a_direct_forward(pg) -> None:
     import torch
 
-    from pipeline import playground
-    from pipeline.playground_records import ModelChoice
+    from attnviz.pipeline import playground
+    from attnviz.pipeline.playground_records import ModelChoice
 
     _tiny(pg, layers=2)
     _set(pg, "#pg-text", "Once upon a time")

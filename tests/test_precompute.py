@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models import load_model
-from pipeline.precompute import precompute
-from pipeline.store import StoreReader
+from attnviz.pipeline.models import load_model
+from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.store import StoreReader
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -104,7 +104,7 @@ def test_encoder_decoder_stores_self_decoder_and_cross(pairs_file: Path, tmp_pat
 
 
 def test_metrics_stored_match_recomputation_from_float32(text_file: Path, tmp_path: Path) -> None:
-    from pipeline.metrics import example_metrics
+    from attnviz.pipeline.metrics import example_metrics
 
     store = tmp_path / "s.h5"
     precompute("minilm", str(text_file), store, dtype="float32")
@@ -217,8 +217,8 @@ def test_truncation_is_flagged(tmp_path: Path) -> None:
 
 
 def test_mantissa_bits_round_attention_within_bound_and_keep_exact_metrics(text_file: Path, tmp_path: Path) -> None:
-    from pipeline.inputs import InputError
-    from pipeline.store import RunMismatchError
+    from attnviz.pipeline.inputs import InputError
+    from attnviz.pipeline.store import RunMismatchError
 
     full, compact = tmp_path / "full.h5", tmp_path / "compact.h5"
     precompute("minilm", str(text_file), full, run="r")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import analysis as an
-from pipeline.cli import app
-from pipeline.precompute import precompute
-from pipeline.store import (
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.cli import app
+from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.store import (
     StoreError,
     StoreReader,
     StoreWriter,
@@ -156,7 +156,7 @@ def test_an_empty_run_left_by_a_kill_takes_the_next_configuration(sentences: Pat
 
 def _corrupt_index(store: Path, extra: list[tuple[str, int, int]]) -> None:
     """Write index entries directly, as attnviz before this fix could (commit_shard now refuses them)."""
-    from pipeline.store import ShardEntry
+    from attnviz.pipeline.store import ShardEntry
 
     runs = _read_index(store)
     runs["r"].shards.extend(ShardEntry(f, s, c) for f, s, c in extra)

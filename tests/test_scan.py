@@ -1,4 +1,4 @@
-"""Scans of raw attention (pipeline.scan) and ``attnviz analyze``: equal to a plain numpy loop, cached in
+"""Scans of raw attention (attnviz.pipeline.scan) and ``attnviz analyze``: equal to a plain numpy loop, cached in
 ``STORE.h5.d/<run>/analysis.h5`` without disturbing the store."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from typer.testing import CliRunner
 
-from pipeline import analysis as an
-from pipeline.analyze import analyze
-from pipeline.cli import app
-from pipeline.precompute import precompute
-from pipeline.scan import analysis_path, load_analysis, read_columns, read_group_sums, read_texts, scan_run
-from pipeline.store import StoreError, StoreReader, StoreWriter
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.analyze import analyze
+from attnviz.pipeline.cli import app
+from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.scan import analysis_path, load_analysis, read_columns, read_group_sums, read_texts, scan_run
+from attnviz.pipeline.store import StoreError, StoreReader, StoreWriter
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TINY = {

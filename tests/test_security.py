@@ -35,11 +35,11 @@ from dashboard_fixtures import (  # noqa: F401 (fixtures)
 )
 from typer.testing import CliRunner
 
-from dashboard import data
-from dashboard.app import LazyServer, create_app
-from dashboard.figjson import decode
-from dashboard.observability import APP_ALERT
-from dashboard.security import (
+from attnviz.dashboard import data
+from attnviz.dashboard.app import LazyServer, create_app
+from attnviz.dashboard.figjson import decode
+from attnviz.dashboard.observability import APP_ALERT
+from attnviz.dashboard.security import (
     AuthConfig,
     SecurityError,
     StoreAccessError,
@@ -49,9 +49,9 @@ from dashboard.security import (
     load_auth,
     resolve_store,
 )
-from dashboard.serve import plan_access
-from pipeline.cli import app as cli
-from pipeline.store import StoreReader, StoreWriter
+from attnviz.dashboard.serve import plan_access
+from attnviz.pipeline.cli import app as cli
+from attnviz.pipeline.store import StoreReader, StoreWriter
 
 TIMEOUT = 30
 
@@ -163,7 +163,7 @@ def _serve(store: Path, *args: str, env: dict[str, str]) -> tuple[subprocess.Pop
     log = store.with_name(f"serve-{port}.log")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ATTNVIZ_")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--store", str(store), "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "attnviz.pipeline.cli", "serve", "--store", str(store), "--port",
                                  str(port), *args], cwd=REPO, env={**clean, **env}, stdout=out,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -530,7 +530,7 @@ def test_a_flood_of_refused_requests_writes_a_bounded_number_of_lines(refusals: 
 
 
 def test_rate_limit_counts_what_it_suppressed() -> None:
-    from dashboard.observability import RateLimit
+    from attnviz.dashboard.observability import RateLimit
 
     now = [0.0]
     limit = RateLimit(3, clock=lambda: now[0])
@@ -571,7 +571,7 @@ def test_no_pickle_in_the_serving_path() -> None:
 
 
 def test_remote_code_only_where_a_model_info_file_asks() -> None:
-    from pipeline.model_info import ModelInfo, known_models, load_model_info_file
+    from attnviz.pipeline.model_info import ModelInfo, known_models, load_model_info_file
 
     tree = ast.parse((REPO / "pipeline" / "models.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
@@ -602,7 +602,7 @@ def _gunicorn(store: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ATTNVIZ_")}
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
-                                 "dashboard.app:server"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                 "attnviz.dashboard.app:server"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 env={**clean, "ATTNVIZ_STORE": str(store), "ATTNVIZ_WORKERS": "2", **env})
 
 

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.records import ExampleResult, TokenSequence
-from pipeline.store import (
+from attnviz.pipeline.records import ExampleResult, TokenSequence
+from attnviz.pipeline.store import (
     ExampleOutOfRangeError,
     MissingCaptureError,
     StoreError,
@@ -124,7 +124,7 @@ def test_reader_sees_new_shards_after_refresh(tmp_path: Path) -> None:
 
 
 def test_orphan_shard_is_adopted_and_temp_files_removed(tmp_path: Path) -> None:
-    from pipeline.store import shard_dir, shard_file_name, write_shard_file
+    from attnviz.pipeline.store import shard_dir, shard_file_name, write_shard_file
 
     rng = np.random.default_rng(2)
     store = tmp_path / "s.h5"
@@ -150,7 +150,7 @@ def test_delete_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bits", [1, 5, 9])
 def test_round_mantissa_over_every_float16(bits: int) -> None:
-    from pipeline.store import round_mantissa
+    from attnviz.pipeline.store import round_mantissa
 
     every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     finite = np.isfinite(every)
@@ -171,7 +171,7 @@ def test_round_mantissa_over_every_float16(bits: int) -> None:
 
 
 def test_round_mantissa_float32_and_bad_bits() -> None:
-    from pipeline.store import StoreError, round_mantissa
+    from attnviz.pipeline.store import StoreError, round_mantissa
 
     x = np.random.default_rng(0).random(10_000).astype(np.float32)
     np.testing.assert_array_equal(round_mantissa(x, 23), x)

@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.records import ExampleResult, TokenSequence
-from pipeline.store import StoreReader, StoreWriter
+from attnviz.pipeline.records import ExampleResult, TokenSequence
+from attnviz.pipeline.store import StoreReader, StoreWriter
 
 
 def _example(i: int, t: int, t_tgt: int, layers: int, heads: int, rng: np.random.Generator) -> ExampleResult:

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from dashboard.urlstate import ViewState, example_href, format_state, parse_state
+from attnviz.dashboard.urlstate import ViewState, example_href, format_state, parse_state
 
 STATES = [
     ViewState(),

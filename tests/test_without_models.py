@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import analysis as an
-from pipeline.store import StoreWriter
+from attnviz.pipeline import analysis as an
+from attnviz.pipeline.store import StoreWriter
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = textwrap.dedent("""
@@ -56,7 +56,7 @@ def test_cli_without_torch(store: Path, command: list[str]) -> None:
     done = _python(f"""
         import sys
         from typer.testing import CliRunner
-        from pipeline.cli import app
+        from attnviz.pipeline.cli import app
         result = CliRunner().invoke(app, {args!r})
         print(result.output)
         assert result.exit_code == 0, result.output
@@ -68,8 +68,8 @@ def test_cli_without_torch(store: Path, command: list[str]) -> None:
 
 def test_reader_and_app_without_torch(store: Path) -> None:
     done = _python(f"""
-        from pipeline.store import StoreReader
-        from dashboard.app import create_app
+        from attnviz.pipeline.store import StoreReader
+        from attnviz.dashboard.app import create_app
         with StoreReader({str(store)!r}) as reader:
             assert reader.attention("syn", 3, 1, 1).shape[0] == reader.attention("syn", 3).shape[2]
             assert reader.metrics("syn", "entropy").shape == (12, 2, 2)
