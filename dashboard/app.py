@@ -31,7 +31,16 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
-from attnviz.dashboard import corpus_tab, example_tab, ids, observability, playground_tab, security, sync
+from attnviz.dashboard import (
+    callback_inputs,
+    corpus_tab,
+    example_tab,
+    ids,
+    observability,
+    playground_tab,
+    security,
+    sync,
+)
 from attnviz.dashboard.data import (
     CONFIG_DATA_DIR_KEY,
     CONFIG_STORE_KEY,
@@ -141,13 +150,15 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     server.config[CONFIG_STORE_KEY] = store
     server.config[CONFIG_DATA_DIR_KEY] = folder
     server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.layout = build_layout(store, folder)
+    prop_types = callback_inputs.declared_types(app.layout)
     observability.install_callback_log(server)  # first: refused callbacks are logged too
     if auth is not None:
         security.install_auth(server, auth)
-    security.install_request_checks(server, lambda: app.callback_map)
+    security.install_request_checks(server, lambda: security.server_callbacks(app.callback_map),
+                                    lambda: prop_types)
     security.install_headers(server)
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
-    app.layout = build_layout(store, folder)
     sync.register_callbacks(app)
     example_tab.register_callbacks(app)
     corpus_tab.register_callbacks(app)

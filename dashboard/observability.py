@@ -5,11 +5,16 @@
 * :func:`install_callback_log` hooks Flask's ``before_request``/``after_request`` on ``/_dash-update-component``,
   so every callback of every tab is timed without touching the tabs: one line per callback with its output id,
   milliseconds, status (``ok``, ``no_update``, ``error``, ``unauthorized``, ``bad_request``), HTTP code and pid.
-  The same duration goes back in a ``Server-Timing`` header.
+  The same duration goes back in a ``Server-Timing`` header. A refused request (4xx) is one WARNING line with
+  the reason and never a traceback; those lines are rate-limited (:class:`RateLimit`, at most
+  ``ATTNVIZ_REFUSAL_LOG_PER_S`` a second per process, default 5), the next line written says how many were
+  ``suppressed`` meanwhile, so a flood of crafted requests cannot fill the disk.
 * :func:`install_health` adds ``GET /healthz``: 200 with the store, its runs and examples and the pid, or 503
   with the reason when the store cannot be read (missing, replaced by garbage, newer schema).
 * :func:`callback_error` is the app's Dash ``on_error`` handler: an exception no tab caught becomes a message in
-  the page's alert and a logged error, never a 500 and never a traceback in the browser.
+  the page's alert and a logged error, never a 500 and never a traceback in the browser; an
+  :class:`~attnviz.dashboard.callback_inputs.InputRefusedError` (a crafted input a tab's validator refused) becomes a
+  400 instead, logged as a refusal.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.pipeline.store import StoreError
 
 CALLBACK_PATH = "/_dash-update-component"
 LOG_FILE_ENV = "ATTNVIZ_LOG_FILE"
 #: Id of the app-wide alert that shows errors no tab handled (see :func:`callback_error`).
 APP_ALERT = "app-alert"
+REFUSAL_RATE_ENV = "ATTNVIZ_REFUSAL_LOG_PER_S"
 _LOGGERS = ("attnviz", "dashboard", "pipeline")
 
 log = logging.getLogger("attnviz.callbacks")
@@ -94,12 +102,49 @@ def _short_output(key: Any) -> str | None:
     return first if len(parts) == 1 else f"{first} +{len(parts) - 1}"
 
 
-def install_callback_log(server: Any) -> None:
+class RateLimit:
+    """At most ``per_second`` events a second (a window that starts at the first event after the last one
+    closed); :meth:`admit` says whether this event may be logged and how many were suppressed before it."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = max(1, per_second)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window = float("-inf")
+        self._count = 0
+        self._suppressed = 0
+
+    def admit(self) -> tuple[bool, int]:
+        """(log this one?, how many were suppressed since the last one logged; reset when reported)."""
+        with self._lock:
+            now = self._clock()
+            if now - self._window >= 1.0:
+                self._window, self._count = now, 0
+            if self._count >= self.per_second:
+                self._suppressed += 1
+                return False, 0
+            self._count += 1
+            suppressed, self._suppressed = self._suppressed, 0
+            return True, suppressed
+
+
+def _refusal_rate() -> int:
+    try:
+        return int(os.environ.get(REFUSAL_RATE_ENV, "5"))
+    except ValueError:
+        return 5
+
+
+def install_callback_log(server: Any, refusals: RateLimit | None = None) -> None:
     """Time every ``/_dash-update-component`` request of the Flask ``server`` and log it as a JSON line.
 
-    Install it before any auth check so refused callbacks are logged too.
+    Install it before any auth check so refused callbacks are logged too. Refused requests (4xx) are logged
+    at WARNING with their reason (``flask.g.attnviz_refused``), at most as often as ``refusals`` admits
+    (default: ``ATTNVIZ_REFUSAL_LOG_PER_S`` a second).
     """
     import flask
+
+    limit = refusals or RateLimit(_refusal_rate())
 
     @server.before_request
     def _start_timer() -> None:
@@ -112,10 +157,12 @@ def install_callback_log(server: Any) -> None:
         if t0 is None:
             return response
         ms = (time.perf_counter() - t0) * 1000.0
-        try:  # the body may be the reason of the error response (too large): never fail the response here
-            body = flask.request.get_json(silent=True) if flask.request.is_json else None
-        except Exception:  # noqa: BLE001
-            body = None
+        body = None
+        if flask.request.is_json and not flask.g.get("attnviz_unparsed"):
+            try:  # the body may be the reason of the error response (too large): never fail the response here
+                body = flask.request.get_json(silent=True)
+            except Exception:  # noqa: BLE001
+                body = None
         output = _short_output(body.get("output")) if isinstance(body, dict) else None
         error = flask.g.pop("attnviz_error", None)
         fields: dict[str, Any] = {
@@ -128,16 +175,30 @@ def install_callback_log(server: Any) -> None:
         user = flask.g.get("attnviz_user")
         if user:
             fields["user"] = user
-        log.info("callback", extra={"fields": fields})
         response.headers["Server-Timing"] = f"app;dur={ms:.1f}"
+        if 400 <= response.status_code < 500:
+            admitted, suppressed = limit.admit()
+            if not admitted:
+                return response
+            fields["reason"] = flask.g.pop("attnviz_refused", None) or response.status
+            if suppressed:
+                fields["suppressed"] = suppressed
+            log.warning("callback refused", extra={"fields": fields})
+            return response
+        log.info("callback", extra={"fields": fields})
         return response
 
 
 def callback_error(exc: Exception) -> None:
-    """Dash ``on_error`` handler: show ``exc`` as one line in the app alert, log it; outputs stay unchanged."""
+    """Dash ``on_error`` handler: show ``exc`` as one line in the app alert, log it; outputs stay unchanged.
+
+    :class:`~attnviz.dashboard.callback_inputs.InputRefusedError` is re-raised, for the app's 400 handler
+    (:func:`attnviz.dashboard.security.install_request_checks`)."""
     import dash
     import flask
 
+    if isinstance(exc, InputRefusedError):  # refused on purpose: the 400 handler answers, no traceback
+        raise exc
     if isinstance(exc, StoreError):
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         logging.getLogger("attnviz.errors").warning("callback failed: %s", text)

@@ -21,6 +21,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from attnviz.dashboard import figures, views
+from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.dashboard.data import data_dir_of, get_reader, requested_store
 from attnviz.dashboard.playground_panels import generation_panel, masked_panel, message, result_summary, token_options
 from attnviz.dashboard.security import resolve_store
@@ -319,6 +320,37 @@ def result_reader(result_id: str) -> StoreReader:
     return reader
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def result_summary_of(data: Any) -> dict[str, Any] | None:
+    """The ``pg-result`` store's summary (see ``PlaygroundResult.summary``) as a callback received it: None when
+    empty; InputRefusedError (the app answers 400) when it lacks what the callbacks read (the server wrote it,
+    so a client crafted it)."""
+    if not data:
+        return None
+    gen = data.get("generation") if isinstance(data, dict) else None
+    ok = (isinstance(data, dict) and isinstance(data.get("id"), str) and isinstance(data.get("kinds"), list)
+          and bool(data["kinds"]) and all(isinstance(k, str) for k in data["kinds"])
+          and _is_int(data.get("n_source")) and _is_int(data.get("n_target"))
+          and (gen is None or (isinstance(gen, dict) and isinstance(gen.get("side"), str)
+                               and _is_int(gen.get("prompt_length")) and _is_int(gen.get("steps")))))
+    if not ok:
+        raise InputRefusedError("the playground result is not a result summary")
+    return data
+
+
+def added_of(data: Any) -> dict[str, Any] | None:
+    """The ``pg-added`` store (what the add job returned) as a callback received it: None when empty, else an
+    object (InputRefusedError otherwise)."""
+    if not data:
+        return None
+    if not isinstance(data, dict):
+        raise InputRefusedError("the added-example note must be an object")
+    return data
+
+
 def step_range(summary: dict, kind: str) -> tuple[int, int, dict[int, str], int]:
     """(min, max, marks, default) of the time-step slider: every query position of ``kind``, or for a generated
     result the query positions that predicted each generated token (marked with the step number)."""
@@ -335,8 +367,8 @@ def step_range(summary: dict, kind: str) -> tuple[int, int, dict[int, str], int]
 
 def view_state(kind: str, layer: Any, head: Any, step: Any) -> ViewState:
     """The Example tab's selection for a playground result (run ``playground``, example 0)."""
-    return ViewState(tab="playground", run=RESULT_RUN, example=0, layer=int(layer or 0),
-                     head=None if head in (None, "mean") else int(head), step=int(step or 0), kind=kind)
+    return ViewState(tab="playground", run=RESULT_RUN, example=0, layer=_int(layer, 0) or 0,
+                     head=None if head in (None, "mean") else _int(head, 0), step=_int(step, 0) or 0, kind=kind)
 
 
 def draw(summary: dict, state: ViewState) -> list[Any]:
@@ -543,6 +575,7 @@ def register_callbacks(app: dash.Dash) -> None:
                   State("pg-run-name", "value"), prevent_initial_call=True)
     def on_add_click(clicks: int | None, summary: dict | None, run_name: str | None) -> dict:
         """Note which store the page shows (its ``?store=`` name travels with this request only)."""
+        summary = result_summary_of(summary)
         return {"clicks": clicks, "result_id": (summary or {}).get("id"), "run": (run_name or "").strip(),
                 "store_name": requested_store()}
 
@@ -570,7 +603,8 @@ def register_callbacks(app: dash.Dash) -> None:
     @app.callback(Input("pg-added", "data"), prevent_initial_call=True)
     def on_added(added: dict | None) -> None:
         """Re-read the store index now, so that the Example tab lists the new example at once."""
-        if added and added.get("store"):
+        added = added_of(added)
+        if added and isinstance(added.get("store"), str):
             with contextlib.suppress(StoreError):
                 get_reader(added["store"]).refresh()
 
@@ -586,6 +620,7 @@ def register_callbacks(app: dash.Dash) -> None:
         Output("pg-mask-pos", "options"),
         Input("pg-result", "data"), prevent_initial_call=True)
     def on_result(summary: dict | None) -> tuple:
+        summary = result_summary_of(summary)
         if not summary:
             return ([], "self", [], 0, [], 0, None, None, None, [])
         try:
@@ -612,6 +647,7 @@ def register_callbacks(app: dash.Dash) -> None:
                   Output("pg-step", "value"), Output("pg-step-label", "children"),
                   Input("pg-kind", "value"), Input("pg-result", "data"), prevent_initial_call=True)
     def on_kind(kind: str | None, summary: dict | None) -> tuple:
+        summary = result_summary_of(summary)
         if not summary or not kind:
             return 0, 0, {}, 0, "time step"
         lo, hi, marks, value = step_range(summary, kind)
@@ -629,6 +665,7 @@ def register_callbacks(app: dash.Dash) -> None:
                   Input("pg-result", "data"), Input("pg-kind", "value"), Input("pg-layer", "value"),
                   Input("pg-head", "value"), Input("pg-step", "value"), prevent_initial_call=True)
     def on_view(summary: dict | None, kind: str | None, layer: Any, head: Any, step: Any) -> list:
+        summary = result_summary_of(summary)
         if not summary:
             return [figures.message_figure("Run a model to see its attention.", height=200)] * len(GRAPH_IDS)
         if kind not in summary.get("kinds", []):

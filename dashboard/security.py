@@ -21,8 +21,9 @@ import binascii
 import hmac
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,30 +230,84 @@ def install_auth(server: Any, auth: AuthConfig, public: Iterable[str] = PUBLIC_P
                               headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
 
 
-def install_request_checks(server: Any, known_outputs: Callable[[], Container[str]] | None = None,
+#: Deepest JSON nesting accepted in a callback body (the browser's are under 20 levels; a figure's relayout data
+#: and the app's stores stay well inside). Checked on the raw bytes, before any parser recurses into them.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest ``[``/``{`` nesting of the JSON text ``raw``, without parsing it (no recursion: brackets
+    inside strings are skipped, the rest counted with a running sum). Malformed text gets a depth too; the
+    parser refuses it afterwards."""
+    import numpy as np
+
+    codes = np.frombuffer(_JSON_STRING.sub(b"", raw), dtype=np.uint8)
+    steps = ((codes == ord("[")) | (codes == ord("{"))).astype(np.int32)
+    steps -= ((codes == ord("]")) | (codes == ord("}"))).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def server_callbacks(callback_map: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The callbacks of a Dash app's ``callback_map`` that run on the server, by output key (client-side
+    callbacks are listed there too, without a ``callback`` function: a POST naming one is refused)."""
+    return {key: spec for key, spec in callback_map.items() if "callback" in spec}
+
+
+def install_request_checks(server: Any,
+                           callbacks_of: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+                           types_of: Callable[[], Mapping[tuple[str, str], Any]] | None = None,
                            callback_path: str = "/_dash-update-component") -> None:
-    """Answer 400 (one line, JSON) to a callback request that is not a Dash callback body, or names a callback
-    the app does not have, before Dash parses it (Dash would fail with a 500 on a missing key)."""
+    """Answer 400 (one line, JSON ``{"error": …}``) to a callback request the server refuses on purpose, before
+    Dash parses it (Dash would fail with a 500 and a traceback):
+
+    * a body nested deeper than :data:`MAX_JSON_DEPTH` (checked on the raw bytes, before parsing);
+    * a body that is not a JSON object with ``output`` (text) and ``inputs``/``state`` (lists);
+    * an ``output`` that is not a server-side callback of ``callbacks_of()`` (unknown, or client-side);
+    * inputs, state or outputs that do not match that callback, or values its components cannot hold
+      (``types_of()``, see :func:`attnviz.dashboard.callback_inputs.body_problem`);
+    * and, from inside a callback, :class:`attnviz.dashboard.callback_inputs.InputRefusedError` raised by a tab's
+      validator (re-raised by the app's ``on_error`` handler: :func:`attnviz.dashboard.observability.callback_error`).
+
+    The reason is kept in ``flask.g.attnviz_refused`` for the callback log's one line (no traceback).
+    The body size is limited by Flask's ``MAX_CONTENT_LENGTH`` (413).
+    """
     import flask
 
+    from attnviz.dashboard.callback_inputs import InputRefusedError, body_problem
+
     def refuse(message: str) -> Any:
+        flask.g.attnviz_refused = message
         response = flask.jsonify(error=message)
         response.status_code = 400
         return response
+
+    @server.errorhandler(InputRefusedError)
+    def _refused_in_callback(exc: InputRefusedError) -> Any:
+        return refuse(str(exc).splitlines()[0][:300] if str(exc) else "input refused")
 
     @server.before_request
     def _check_callback_body() -> Any:
         request = flask.request
         if request.method != "POST" or not request.path.endswith(callback_path):
             return None
+        if request.is_json and json_depth(request.get_data(cache=True)) > MAX_JSON_DEPTH:
+            flask.g.attnviz_unparsed = True  # nobody parses it after this (the callback log neither)
+            return refuse(f"not a Dash callback request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         body = request.get_json(silent=True)
         ok = (isinstance(body, dict) and isinstance(body.get("output"), str) and isinstance(body.get("inputs"), list)
               and isinstance(body.get("state", []), list))
         if not ok:
             return refuse("not a Dash callback request: expected a JSON object with 'output' (text) and 'inputs' "
                           "(list)")
-        if known_outputs is not None and body["output"] not in known_outputs():
+        if callbacks_of is None:
+            return None
+        spec = callbacks_of().get(body["output"])
+        if spec is None:
             return refuse(f"unknown callback {body['output'][:80]!r}: reload the page (the app may have changed)")
+        problem = body_problem(body, spec, types_of() if types_of is not None else {})
+        if problem:
+            return refuse(f"bad callback request: {problem}")
         return None
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlencode
 
+from attnviz.dashboard.callback_inputs import InputRefusedError
+
 TABS: tuple[str, ...] = ("example", "corpus", "playground")
 KINDS: tuple[str, ...] = ("self", "decoder", "cross")
 ATTN_MODES: tuple[str, ...] = ("raw", "rollout")
@@ -56,9 +58,15 @@ class ViewState:
 
     @classmethod
     def from_dict(cls, data: dict[str, object] | None) -> ViewState:
-        """Inverse of :meth:`to_dict`; unknown or missing keys fall back to defaults (via the URL parser)."""
+        """Inverse of :meth:`to_dict`; unknown or missing keys fall back to defaults (via the URL parser).
+
+        ``data`` that is neither empty nor an object (the server only ever stores objects, so a client crafted
+        it) raises :class:`~attnviz.dashboard.callback_inputs.InputRefusedError` (the app answers 400).
+        """
         if not data:
             return cls()
+        if not isinstance(data, dict):
+            raise InputRefusedError(f"the view state must be an object, not {type(data).__name__}")
         return parse_state(format_state(cls(), **{k: data.get(k) for k in _KEYS if k in data}))
 
 

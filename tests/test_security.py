@@ -9,6 +9,7 @@ import ast
 import base64
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from callback_client import callbacks, find, message_of, response_props, sync_values
+from dash import Input, Output
 from dashboard_fixtures import (  # noqa: F401 (fixtures)
     BERT_RUN,
     GPT2_RUN,
@@ -329,9 +331,13 @@ def test_store_traversal_through_the_callbacks_is_refused(data_dir: Path, name: 
     shown = response_props(client.post("/_dash-update-component", json=body).data)
     assert message in shown["store-path"]["children"] and shown["store-select"]["value"] is None
     body = find(cbs, "store-nav.href").payload({"store-select.value": store})
-    props = response_props(client.post("/_dash-update-component", json=body).data)
-    assert "store-nav" not in props  # no navigation; a name that is not empty is explained in the app alert
-    assert not store or props[APP_ALERT]["is_open"] is True
+    resp = client.post("/_dash-update-component", json=body)
+    if isinstance(store, list):  # a select sends one value: a list is refused before the callback runs
+        assert resp.status_code == 400 and "store-select.value" in resp.json["error"]
+    else:
+        props = response_props(resp.data)
+        assert "store-nav" not in props  # no navigation; a name that is not empty is explained in the app alert
+        assert not store or props[APP_ALERT]["is_open"] is True
     assert all(key[1] != str(secret) for key in data._readers), "a store outside the data dir was opened"
 
 
@@ -367,6 +373,189 @@ def test_no_file_outside_the_app_is_served_through_a_url(data_dir: Path, path: s
     assert resp.status_code in (200, 400, 404)
     if resp.status_code == 200:  # the page itself: static, it names no store
         assert b"_dash-renderer" in resp.data and b"secret" not in resp.data
+
+
+# ---- requests the server refuses on purpose: a 400, one rate-limited log line, never a traceback ----------------
+
+
+class Refusals:
+    """An app on the demo store, its test client, and every log record it writes (caplog, all loggers)."""
+
+    def __init__(self, store: Path, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO)
+        self.caplog = caplog
+        self.app = create_app(store)
+        self.client = self.app.server.test_client()
+        self.deps = self.client.get("/_dash-dependencies").json
+        self.cbs = callbacks(self.deps)
+        caplog.clear()
+
+    def post(self, body: object) -> object:
+        if isinstance(body, bytes):
+            return self.client.post("/_dash-update-component", data=body, content_type="application/json")
+        return self.client.post("/_dash-update-component", json=body)
+
+    def refused(self, body: object, reason: str = "") -> None:
+        """``body`` gets a 400 with a one-line reason, and the log has no traceback."""
+        self.caplog.clear()
+        resp = self.post(body)
+        assert resp.status_code == 400, (resp.status_code, resp.data[:300])
+        assert reason in resp.json["error"] and "\n" not in resp.json["error"], resp.json
+        assert "Traceback" not in self.caplog.text, self.caplog.text[-3000:]
+        assert not [r for r in self.caplog.records if r.exc_info], self.caplog.text[-3000:]
+        lines = [r for r in self.caplog.records if getattr(r, "fields", {}).get("event") == "callback"]
+        assert len(lines) == 1 and lines[0].fields["http"] == 400 and lines[0].fields["reason"], lines
+
+    def matrix_body(self, view_state: object = None) -> dict:
+        return find(self.cbs, "attn-matrix.figure").payload({"view-state.data": view_state})
+
+
+@pytest.fixture
+def refusals(dashboard_store: Path, caplog: pytest.LogCaptureFixture) -> Refusals:  # noqa: F811
+    return Refusals(dashboard_store, caplog)
+
+
+def test_deeply_nested_json_is_a_400_not_a_recursion_error(refusals: Refusals) -> None:
+    refusals.refused(b"[" * 100_000 + b"]" * 100_000, "nested deeper than")
+    body = json.dumps(refusals.matrix_body({"run": "__DEEP__"})).replace('"__DEEP__"', "[" * 5000 + "]" * 5000)
+    refusals.refused(body.encode(), "nested deeper than")
+    refusals.refused(b'{"output": "x", "inputs": [' + b"{" * 3000, "nested deeper than")  # unterminated too
+    assert refusals.post(refusals.matrix_body({"run": BERT_RUN})).status_code == 200
+
+
+@pytest.mark.parametrize("entries", [
+    {"inputs": [{"id": "view-state", "value": None}]},  # no property
+    {"inputs": [{"property": "data", "value": None}]},  # no id
+    {"inputs": ["view-state.data"]},
+    {"inputs": [[1, 2]]},
+    {"inputs": []},  # fewer entries than the callback has
+    {"inputs": [{"id": "view-state", "property": "data"}] * 2},
+    {"inputs": [{"id": "url", "property": "search", "value": "?run=x"}]},  # another callback's input
+    {"state": [{"id": "view-state", "value": None}]},
+    {"changedPropIds": [["view-state.data"]]},
+    {"outputs": [{"id": "attn-matrix"}, {"id": "attn-matrix", "property": "config"}]},
+    {"outputs": 7},
+], ids=lambda e: json.dumps(e)[:40])
+def test_inputs_that_are_not_the_callbacks_are_a_400(refusals: Refusals, entries: dict) -> None:
+    refusals.refused({**refusals.matrix_body({"run": BERT_RUN}), **entries}, "bad callback request")
+
+
+def test_pattern_matching_entries_are_checked_not_refused(refusals: Refusals) -> None:
+    """``ALL`` inputs arrive as a list of ``{"id": {…}, "property", "value"}`` entries (the corpus filters)."""
+    cb = find(refusals.cbs, "corpus-diff.figure")
+    body = cb.payload({"tabs.value": "corpus", "run-select.value": BERT_RUN})
+    fields = [i for i, d in enumerate(cb.inputs) if isinstance(d["id"], (dict, str)) and "corpus-field" in str(d["id"])]
+    assert fields
+    body["inputs"][fields[0]] = [{"id": {"type": "corpus-field", "field": "label"}, "property": "value",
+                                  "value": ["a"]}]
+    assert refusals.post(body).status_code in (200, 204)
+    body["inputs"][fields[0]] = [{"id": "corpus-field", "property": "value", "value": ["a"]}]
+    refusals.refused(body, "bad callback request")
+
+
+def test_client_side_and_unknown_callbacks_are_a_400(refusals: Refusals) -> None:
+    from callback_client import Callback
+
+    clientside = [Callback(d) for d in refusals.deps if d.get("clientside_function") is not None]
+    assert len(clientside) >= 2  # Save PNG/SVG and the playground session
+    for cb in clientside:
+        refusals.refused(cb.payload({}), "unknown callback")
+    refusals.refused({**refusals.matrix_body(), "output": "no-such-graph.figure"}, "unknown callback")
+
+
+GARBAGE_VALUES = [
+    ("attn-matrix.figure", "view-state.data", 12345),  # a store the server wrote, sent back as a number
+    ("attn-matrix.figure", "view-state.data", "a string"),
+    ("view-state.data", "url.search", ["?run=x"]),  # a location's search is text
+    ("view-state.data", "example-next.n_clicks", "many"),  # clicks are a number
+    ("view-state.data", "model-view.clickData", {"points": [5]}),  # a click is a list of point objects
+    ("view-state.data", "layer-select.value", {"$gt": 1}),
+    ("corpus-head.data", "corpus-heatmap-a.clickData", {"points": "x"}),
+    ("store-nav.href", "store-select.value", [1, 2]),
+    ("example-search-results.options", "example-search.value", 5),  # a text field sends text
+    ("pg-add-request.data", "pg-result.data", {"id": 3}),  # not a playground result summary
+    ("pg-summary.children", "pg-result.data", 12345),
+    ("pg-layer.value@", "pg-modelview.clickData", {"points": [None]}),
+]
+
+
+@pytest.mark.parametrize(("output", "dep", "value"), GARBAGE_VALUES, ids=lambda v: json.dumps(v)[:30])
+def test_garbage_values_are_a_400_without_a_traceback(refusals: Refusals, output: str, dep: str,
+                                                      value: object) -> None:
+    body = find(refusals.cbs, output).payload({dep: value}, [dep])
+    refusals.refused(body)
+
+
+def test_every_callback_refuses_garbage_in_every_input_without_a_traceback(refusals: Refusals) -> None:
+    """Each input and state of each server-side callback (background ones excepted: they start a job) set to
+    values of the wrong type or shape: a 400, a figure message or no update, never a 500 or a traceback."""
+    background = {key for key, spec in refusals.app.callback_map.items() if spec.get("background")}
+    garbage = [12345, "a string", [1, [2]], {"points": [5], "run": [1]}, True]
+    seen = 0
+    for cb in refusals.cbs:
+        if cb.key in background:
+            continue
+        for dep in [d for d in cb.inputs + cb.state if isinstance(d["id"], str)]:
+            name = f"{dep['id']}.{dep['property']}"
+            for value in garbage:
+                resp = refusals.post(cb.payload({name: value}, [name]))
+                assert resp.status_code in (200, 204, 400), (cb.key, name, value, resp.data[:300])
+                seen += 1
+    assert seen > 300
+    assert "Traceback" not in refusals.caplog.text, refusals.caplog.text[-3000:]
+    assert not [r for r in refusals.caplog.records if r.exc_info]
+
+
+def test_a_flood_of_refused_requests_writes_a_bounded_number_of_lines(refusals: Refusals) -> None:
+    """500 crafted requests in a burst: every one a 400; at most 5 log lines a second (the rest counted as
+    ``suppressed`` in the next line written), no traceback; the server then serves real data."""
+    bodies: list[object] = [b"[" * 10_000, refusals.matrix_body(12345), {**refusals.matrix_body(), "inputs": [{}]},
+                            {**refusals.matrix_body(), "output": "save-status.data"}]
+    start = time.monotonic()
+    for i in range(500):
+        assert refusals.post(bodies[i % len(bodies)]).status_code == 400
+    elapsed = time.monotonic() - start
+    records = refusals.caplog.records
+    assert "Traceback" not in refusals.caplog.text and not [r for r in records if r.exc_info]
+    assert len(records) <= 5 * (int(elapsed) + 2), (len(records), elapsed)
+    lines = [r.fields for r in records if getattr(r, "fields", {}).get("event") == "callback"]
+    assert lines and all(f["http"] == 400 and f["reason"] for f in lines)
+    assert len(lines) + sum(f.get("suppressed", 0) for f in lines) <= 500
+    if elapsed > 1.0:  # a later window reports what the first one suppressed
+        assert any(f.get("suppressed") for f in lines)
+    ok = refusals.post(refusals.matrix_body({"run": BERT_RUN, "example": 1, "layer": 1, "head": 2}))
+    fig = response_props(ok.data)["attn-matrix"]["figure"]
+    np.testing.assert_array_equal(decode(fig["data"][0]["z"]),
+                                  StoreReader(refusals.app.server.config["ATTNVIZ_STORE"]).attention(BERT_RUN, 1, 1, 2))
+
+
+def test_rate_limit_counts_what_it_suppressed() -> None:
+    from attnviz.dashboard.observability import RateLimit
+
+    now = [0.0]
+    limit = RateLimit(3, clock=lambda: now[0])
+    assert [limit.admit() for _ in range(5)] == [(True, 0)] * 3 + [(False, 0)] * 2
+    now[0] = 1.5
+    assert limit.admit() == (True, 2) and limit.admit() == (True, 0)
+
+
+def test_a_real_bug_in_a_callback_still_logs_its_traceback(dashboard_store: Path,  # noqa: F811
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Only input refused on purpose goes without a traceback: an unexpected exception on valid input is logged
+    with it (and shown in the app alert, as before)."""
+    app = create_app(dashboard_store)
+
+    @app.callback(Output("save-status", "data", allow_duplicate=True), Input("reset-view", "n_clicks"),
+                  prevent_initial_call=True)
+    def _broken(_clicks: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    client = app.server.test_client()
+    cb = find(callbacks(client.get("/_dash-dependencies").json), "save-status.data@")
+    caplog.set_level(logging.INFO)
+    resp = client.post("/_dash-update-component", json=cb.payload({"reset-view.n_clicks": 1}))
+    assert resp.status_code == 200 and response_props(resp.data)[APP_ALERT]["is_open"] is True
+    assert "ZeroDivisionError: a bug" in caplog.text and "Traceback" in caplog.text
 
 
 # ---- the serving path's code ----------------------------------------------------------------------------------
