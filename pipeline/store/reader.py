@@ -94,7 +94,7 @@ def _read_guard(method):  # noqa: ANN001, ANN202 - decorator
             return method(self, *args, **kwargs)
         except StoreError:
             raise
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        except SHARD_READ_ERRORS as exc:
             raise StoreError(f"cannot read {method.__name__} from {self.path.name} ({one_line(exc)}): the store may "
                              f"be damaged; run 'attnviz verify --store {self.path}'") from exc
 
