@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))  # before bench/ itself (bench/dashboard.py would 
 from attnviz.pipeline.analysis import synthetic_meta  # noqa: E402
 from attnviz.pipeline.metrics import METRICS  # noqa: E402
 from attnviz.pipeline.records import ExampleResult, TokenSequence  # noqa: E402
-from attnviz.pipeline.store import StoreWriter  # noqa: E402
+from attnviz.pipeline.store import StoreWriter, shard_dir, shard_file_name, write_shard_file  # noqa: E402
 from attnviz.pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL  # noqa: E402
 
 LAYERS, HEADS = 6, 12
@@ -102,7 +102,10 @@ def build_store(path: Path, n: int) -> float:
     for run, changed in (("A", False), ("B", True)):
         writer.begin_run(run, synthetic_meta(LAYERS, HEADS, n, model=f"bench-{run}"), fingerprint_keys=[])
         for start in range(0, n, SHARD):
-            writer.write_shard(run, start, _examples(start, min(SHARD, n - start), levels, changed))
+            examples = _examples(start, min(SHARD, n - start), levels, changed)
+            shard = shard_dir(path, run) / shard_file_name(start, len(examples))
+            write_shard_file(shard, run, start, examples)
+            writer.commit_shard(run, shard)
     from attnviz.pipeline.analyze import analyze
 
     for run in ("A", "B"):

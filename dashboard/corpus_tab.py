@@ -1,7 +1,7 @@
 """Corpus tab: per-head statistics of a whole run, head-by-head comparison with a second run, drill-down.
 
 Run A is the header's run (``run-select``); run B is picked here. Every view reads per-head metric arrays
-``[N, L, H]`` (through ``attnviz.pipeline.scan``), per-group sums of them, or the cached aggregates of ``attnviz
+``[N, L, H]`` (through ``attnviz.pipeline.store``), per-group sums of them, or the cached aggregates of ``attnviz
 analyze`` (``analysis.h5``); no view reads raw attention. Derived data is cached per process, keyed by the
 run's shard list, so a growing run is re-read; the raw metric arrays share a byte budget.
 
@@ -34,8 +34,17 @@ from attnviz.dashboard.data import current_reader, current_store_path, requested
 from attnviz.dashboard.urlstate import example_href
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.metrics import METRICS
-from attnviz.pipeline.scan import Analysis, load_analysis, read_columns, read_group_sums, read_metric_rows, read_texts
-from attnviz.pipeline.store import RunInfo, StoreError
+from attnviz.pipeline.store import (
+    Analysis,
+    RunInfo,
+    StoreError,
+    analysis_path,
+    load_analysis,
+    read_columns,
+    read_group_sums,
+    read_metric_rows,
+    read_texts,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -315,8 +324,6 @@ def profile(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[st
 
 def analysis(run: Run) -> Analysis | None:
     """The run's cached ``attnviz analyze`` aggregates (re-read when the file changes)."""
-    from attnviz.pipeline.scan import analysis_path
-
     path = analysis_path(run.store, run.name)
     try:
         stamp = path.stat().st_mtime_ns

@@ -1,5 +1,5 @@
 """``attnviz analyze``: scan a run's raw attention once and cache head similarity and relative-position
-profiles in ``STORE.h5.d/<run>/analysis.h5`` (read back with :func:`attnviz.pipeline.scan.load_analysis`)."""
+profiles in ``STORE.h5.d/<run>/analysis.h5`` (read back with :func:`attnviz.pipeline.store.load_analysis`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from attnviz.pipeline.analysis import cluster_order, make_groups, relpos_profile
-from attnviz.pipeline.scan import Analysis, KindAnalysis, read_columns, read_group_sums, scan_run, write_analysis
-from attnviz.pipeline.store import StoreError, StoreReader, now_iso
+from attnviz.pipeline.scan import scan_run
+from attnviz.pipeline.store import (
+    Analysis,
+    KindAnalysis,
+    StoreError,
+    StoreReader,
+    now_iso,
+    read_columns,
+    read_group_sums,
+    write_analysis,
+)
 
 DEFAULT_MAX_OFFSET = 16
 DEFAULT_SIMILARITY_EXAMPLES = 1000

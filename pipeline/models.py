@@ -300,10 +300,11 @@ def _offline_alternative(info: ModelInfo) -> str:
 
 def versions() -> dict[str, str]:
     """Library versions recorded in every run's metadata."""
-    import h5py
     import numpy
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "h5py": h5py.__version__,
+    from attnviz.pipeline.store import H5PY_VERSION
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "h5py": H5PY_VERSION,
             "numpy": numpy.__version__}
 
 

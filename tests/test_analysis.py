@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
+from store_helpers import write_shard
 
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.precompute import precompute
-from attnviz.pipeline.scan import read_columns, read_group_sums, read_metric_rows
-from attnviz.pipeline.store import StoreReader, StoreWriter
+from attnviz.pipeline.store import StoreReader, StoreWriter, read_columns, read_group_sums, read_metric_rows
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.jsonl"
 TINY_BERT = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64, "intermediate_size": 128}
@@ -34,7 +34,7 @@ def write_synthetic(store: Path, run: str, patterns: list[list[str]], n: int, **
     writer = StoreWriter(store)
     writer.begin_run(run, an.synthetic_meta(len(patterns), len(patterns[0]), n), fingerprint_keys=[])
     for start in range(0, n, 40):
-        writer.write_shard(run, start, an.synthetic_examples(patterns, min(40, n - start), start=start, **kw))
+        write_shard(writer, run, start, an.synthetic_examples(patterns, min(40, n - start), start=start, **kw))
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from callback_client import callbacks, find, message_of, response_props
 from dash.testing.wait import until
 from dashboard_fixtures import LiveServer, start_live_server
 from selenium.webdriver.common.by import By
+from store_helpers import write_shard
 
 from attnviz.dashboard import corpus_tab
 from attnviz.dashboard.app import create_app
@@ -32,8 +33,7 @@ from attnviz.dashboard.observability import APP_ALERT
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.analyze import analyze
 from attnviz.pipeline.metrics import METRICS
-from attnviz.pipeline.scan import analysis_path
-from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir
+from attnviz.pipeline.store import StoreReader, StoreWriter, analysis_path, shard_dir
 
 RUN = "pat"
 RUN_B = "other"  #: the same inputs in one shard, never damaged (run B of the comparison views)
@@ -55,9 +55,9 @@ def store(tmp_path: Path) -> Path:
     writer = StoreWriter(path)
     writer.begin_run(RUN, an.synthetic_meta(2, 3, N), fingerprint_keys=[])
     for start in (0, N // 2):
-        writer.write_shard(RUN, start, an.synthetic_examples(PATTERNS, N // 2, start=start, seed=3))
+        write_shard(writer, RUN, start, an.synthetic_examples(PATTERNS, N // 2, start=start, seed=3))
     writer.begin_run(RUN_B, an.synthetic_meta(2, 3, N), fingerprint_keys=[])
-    writer.write_shard(RUN_B, 0, an.synthetic_examples(PATTERNS, N, seed=3))
+    write_shard(writer, RUN_B, 0, an.synthetic_examples(PATTERNS, N, seed=3))
     return path
 
 

@@ -23,6 +23,7 @@ from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from store_helpers import write_shard
 
 from attnviz.dashboard.urlstate import parse_state
 from attnviz.pipeline import analysis as an
@@ -51,7 +52,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for run, patterns in (("pair-a", PATTERNS_A), ("pair-b", PATTERNS_B), ("narrow", NARROW)):
         writer.begin_run(run, an.synthetic_meta(2, len(patterns[0]), N), fingerprint_keys=[])
         for start in (0, N // 2):
-            writer.write_shard(run, start, an.synthetic_examples(patterns, N // 2, start=start, seed=1))
+            write_shard(writer, run, start, an.synthetic_examples(patterns, N // 2, start=start, seed=1))
     for run in ("pair-a", "pair-b", "narrow"):
         analyze(path, run, max_offset=4, workers=0)
     return path

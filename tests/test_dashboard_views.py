@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dashboard_fixtures import BERT_RUN, GPT2_RUN, SEQ2SEQ_RUN, dashboard_store  # noqa: F401 (fixture)
+from store_helpers import update_meta
 
 from attnviz.dashboard import analysis, data, views
 from attnviz.dashboard.app import LazyServer, create_app
@@ -24,7 +25,7 @@ from attnviz.dashboard.serve import bind_warning, is_loopback, serve
 from attnviz.dashboard.sync import control_values, resolve_state, run_options
 from attnviz.dashboard.urlstate import ViewState, format_state
 from attnviz.pipeline.metrics import attention_rollout
-from attnviz.pipeline.store import MissingCaptureError, NotAStoreError, StoreReader, StoreWriter
+from attnviz.pipeline.store import MissingCaptureError, NotAStoreError, StoreReader
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,7 @@ def test_get_reader_is_cached_per_process_and_refreshes(dashboard_store: Path, t
     monkeypatch.setattr(data, "REFRESH_SECONDS", 0.5)
     first = data.get_reader(store)
     assert data.get_reader(store) is first
-    StoreWriter(store).update_meta(BERT_RUN, note="changed")
+    update_meta(store, BERT_RUN, note="changed")
     assert "note" not in data.get_reader(store).run_info(BERT_RUN).meta  # throttled
     time.sleep(0.6)
     assert data.get_reader(store).run_info(BERT_RUN).meta["note"] == "changed"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_helpers import write_shard
 from typer.testing import CliRunner
 
 from attnviz.pipeline import analysis as an
@@ -20,14 +21,13 @@ from attnviz.pipeline.store import (
     StoreError,
     StoreReader,
     StoreWriter,
-    _read_index,
-    _write_index,
     config_fingerprint,
     shard_dir,
     shard_file_name,
     verify_store,
     write_shard_file,
 )
+from attnviz.pipeline.store.index import read_index, write_index
 
 TINY = {"num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 32, "intermediate_size": 64}
 SENTENCES = [f"Sentence number {i} says something about {'the cat ' * (i % 5)}and stops." for i in range(50)]
@@ -52,7 +52,7 @@ def _texts(store: Path) -> list[str]:
 
 
 def _shards(store: Path) -> list[tuple[int, int]]:
-    return [(s.start, s.count) for s in _read_index(store)["r"].shards]
+    return [(s.start, s.count) for s in read_index(store)["r"].shards]
 
 
 def test_a_larger_limit_extends_the_run_and_a_smaller_one_is_done(sentences: Path, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def _synthetic_store(tmp_path: Path, ranges: list[tuple[int, int]]) -> Path:
     writer = StoreWriter(store)
     writer.begin_run("r", an.synthetic_meta(2, 2, 40), fingerprint_keys=KEYS)
     for start, count in ranges:
-        writer.write_shard("r", start, an.synthetic_examples(PATTERNS, count, start=start))
+        write_shard(writer, "r", start, an.synthetic_examples(PATTERNS, count, start=start))
     return store
 
 
@@ -100,9 +100,9 @@ def test_commit_refuses_a_shard_that_overlaps(tmp_path: Path) -> None:
     store = _synthetic_store(tmp_path, [(0, 8)])
     writer = StoreWriter(store)
     with pytest.raises(StoreError, match="overlaps committed shard"):
-        writer.write_shard("r", 4, an.synthetic_examples(PATTERNS, 8, start=4))
+        write_shard(writer, "r", 4, an.synthetic_examples(PATTERNS, 8, start=4))
     assert _shards(store) == [(0, 8)]
-    writer.write_shard("r", 8, an.synthetic_examples(PATTERNS, 4, start=8))
+    write_shard(writer, "r", 8, an.synthetic_examples(PATTERNS, 4, start=8))
     assert _shards(store) == [(0, 8), (8, 4)]
 
 
@@ -136,7 +136,7 @@ def test_a_command_that_fails_before_its_first_shard_leaves_no_run(sentences: Pa
 
     with pytest.raises(KeyboardInterrupt):
         _run(sentences, store, limit=4, on_start=interrupted)
-    assert "r" not in _read_index(store)
+    assert "r" not in read_index(store)
     assert not shard_dir(store, "r").exists()
 
 
@@ -147,7 +147,7 @@ def test_an_empty_run_left_by_a_kill_takes_the_next_configuration(sentences: Pat
                                  fingerprint_keys=("model", "overrides"))
     summary = _run(sentences, store, limit=4)
     assert summary.examples == 4
-    meta = _read_index(store)["r"].meta
+    meta = read_index(store)["r"].meta
     assert meta["overrides"] == TINY
     with pytest.raises(StoreError, match="different configuration"):
         precompute("bert-random", str(sentences), store, run="r", shard_size=16, limit=4,
@@ -158,10 +158,10 @@ def _corrupt_index(store: Path, extra: list[tuple[str, int, int]]) -> None:
     """Write index entries directly, as attnviz before this fix could (commit_shard now refuses them)."""
     from attnviz.pipeline.store import ShardEntry
 
-    runs = _read_index(store)
+    runs = read_index(store)
     runs["r"].shards.extend(ShardEntry(f, s, c) for f, s, c in extra)
     runs["r"].shards.sort(key=lambda e: e.start)
-    _write_index(store, runs)
+    write_index(store, runs)
 
 
 def test_verify_reports_and_repairs_overlapping_shards(tmp_path: Path) -> None:
@@ -200,5 +200,5 @@ def test_verify_reports_and_removes_a_run_without_shards(tmp_path: Path) -> None
     check = verify_store(store)
     assert len(check.problems) == 1 and "'empty' has no shard" in check.problems[0]
     verify_store(store, repair=True)
-    assert sorted(_read_index(store)) == ["r"]
+    assert sorted(read_index(store)) == ["r"]
     assert verify_store(store).problems == []

@@ -1,5 +1,5 @@
-"""Scans of raw attention (attnviz.pipeline.scan) and ``attnviz analyze``: equal to a plain numpy loop, cached in
-``STORE.h5.d/<run>/analysis.h5`` without disturbing the store."""
+"""Scans of raw attention (attnviz.pipeline.scan), the corpus reads of attnviz.pipeline.store and ``attnviz
+analyze``: equal to a plain numpy loop, cached in ``STORE.h5.d/<run>/analysis.h5`` without disturbing the store."""
 
 from __future__ import annotations
 
@@ -8,22 +8,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
+from store_helpers import write_shard
 from typer.testing import CliRunner
 
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.analyze import analyze
 from attnviz.pipeline.cli import app
 from attnviz.pipeline.precompute import precompute
-from attnviz.pipeline.scan import (
+from attnviz.pipeline.scan import scan_run
+from attnviz.pipeline.store import (
+    RunInfo,
+    StoreError,
+    StoreReader,
+    StoreWriter,
     analysis_path,
     load_analysis,
     read_columns,
     read_group_sums,
     read_metric_rows,
     read_texts,
-    scan_run,
+    shard_dir,
 )
-from attnviz.pipeline.store import RunInfo, StoreError, StoreReader, StoreWriter, shard_dir
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TINY = {
@@ -51,7 +56,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     patterns = [["previous", "next", "self", "first"], ["sep", "punct", "broad", "heterogeneous"]]
     writer.begin_run("pat", an.synthetic_meta(2, 4, 40), fingerprint_keys=[])
     for start in (0, 20):
-        writer.write_shard("pat", start, an.synthetic_examples(patterns, 20, start=start))
+        write_shard(writer, "pat", start, an.synthetic_examples(patterns, 20, start=start))
     return path
 
 
@@ -182,9 +187,9 @@ def test_analysis_goes_stale_when_shards_change_and_is_removed_with_the_run(stor
     writer = StoreWriter(store)
     patterns = [["previous", "next"]]
     writer.begin_run("grow", an.synthetic_meta(1, 2, 20), fingerprint_keys=[])
-    writer.write_shard("grow", 0, an.synthetic_examples(patterns, 10))
+    write_shard(writer, "grow", 0, an.synthetic_examples(patterns, 10))
     analyze(store, "grow", max_offset=K, workers=0)
-    writer.write_shard("grow", 10, an.synthetic_examples(patterns, 10, start=10))
+    write_shard(writer, "grow", 10, an.synthetic_examples(patterns, 10, start=10))
     cached = load_analysis(store, "grow")
     assert cached is not None and cached.n_examples == 10
     assert cached.is_stale(StoreReader(store).run_info("grow"))
@@ -231,7 +236,8 @@ def _without_dataset(path: Path, dataset: str) -> None:
 
 
 FAULTS = {"missing": _missing, "truncated": _truncated, "garbage": _garbage, "without-dataset": _without_dataset}
-#: each reader of attnviz.pipeline.scan -> a dataset it needs (the one the "without-dataset" fault deletes)
+#: each corpus read (attnviz.pipeline.store.corpus, and the scan) -> a dataset it needs (the one the
+#: "without-dataset" fault deletes)
 READS = {"columns": "example/meta_json", "metric-rows": "metrics/self/entropy",
          "group-sums": "metrics/self/entropy", "texts": "example/text", "scan": "attention/self/data"}
 
@@ -255,7 +261,7 @@ def small_store(tmp_path: Path) -> Path:
     writer = StoreWriter(path)
     writer.begin_run("pat", an.synthetic_meta(1, 2, 20), fingerprint_keys=[])
     for start in (0, 10):
-        writer.write_shard("pat", start, an.synthetic_examples([["previous", "next"]], 10, start=start))
+        write_shard(writer, "pat", start, an.synthetic_examples([["previous", "next"]], 10, start=start))
     return path
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from store_helpers import write_shard
 
 from attnviz.pipeline.records import ExampleResult, TokenSequence
 from attnviz.pipeline.store import (
@@ -38,8 +40,8 @@ def _fill(store: Path, dtype: str = "float32") -> list[ExampleResult]:
     results = [_example(i, t, rng) for i, t in enumerate([3, 7, 1, 12, 5, 2])]
     writer = StoreWriter(store)
     writer.begin_run("r", META, fingerprint_keys=["model"])
-    writer.write_shard("r", 3, results[3:], dtype=dtype)  # shards may arrive out of order
-    writer.write_shard("r", 0, results[:3], dtype=dtype)
+    write_shard(writer, "r", 3, results[3:], dtype=dtype)  # shards may arrive out of order
+    write_shard(writer, "r", 0, results[:3], dtype=dtype)
     return results
 
 
@@ -110,11 +112,11 @@ def test_reader_sees_new_shards_after_refresh(tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
     writer = StoreWriter(store)
     writer.begin_run("r", META, fingerprint_keys=[])
-    writer.write_shard("r", 0, [_example(0, 4, rng)])
+    write_shard(writer, "r", 0, [_example(0, 4, rng)])
     reader = StoreReader(store)
     assert reader.num_examples("r") == 1
     assert reader.metrics("r", "entropy").shape == (1, 2, 3)
-    writer.write_shard("r", 1, [_example(1, 5, rng), _example(2, 6, rng)])
+    write_shard(writer, "r", 1, [_example(1, 5, rng), _example(2, 6, rng)])
     assert reader.num_examples("r") == 1  # until refreshed
     assert reader.refresh() is True
     assert reader.num_examples("r") == 3
@@ -181,3 +183,32 @@ def test_round_mantissa_float32_and_bad_bits() -> None:
         round_mantissa(x.astype(np.float16), 0)
     with pytest.raises(StoreError, match="float16 or float32"):
         round_mantissa(x.astype(np.float64), 5)
+
+
+def _imports_h5py(source: str, filename: str) -> list[int]:
+    """Line numbers of ``import h5py`` / ``from h5py… import`` statements (anywhere, also inside functions)."""
+    lines = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name.split(".")[0] == "h5py" for name in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_store_package_imports_h5py() -> None:
+    """pipeline/store/ is the only code that knows the file layout: no other module of pipeline/ or dashboard/
+    imports h5py (bench/ and tests/ may, to build or damage files)."""
+    repo = Path(__file__).resolve().parents[1]
+    store = repo / "pipeline" / "store"
+    files = [p for folder in ("pipeline", "dashboard") for p in sorted((repo / folder).rglob("*.py"))]
+    assert len(files) > 20 and any(p.parent == store for p in files)
+    offenders = [f"{p.relative_to(repo)}:{line}" for p in files if store not in p.parents
+                 for line in _imports_h5py(p.read_text(), str(p))]
+    assert offenders == [], f"h5py imported outside pipeline/store/: {offenders}"
+    assert _imports_h5py("def f():\n    import h5py as h\n", "x") == [2]  # the check sees nested imports
+    assert _imports_h5py("from h5py import File\n", "x") == [1]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from store_helpers import write_shard
 
 from attnviz.pipeline.records import ExampleResult, TokenSequence
 from attnviz.pipeline.store import StoreReader, StoreWriter
@@ -54,7 +55,7 @@ def test_round_trip(lengths: list[tuple[int, int]], layers: int, heads: int, dty
         writer.begin_run("fuzz", meta, fingerprint_keys=[])
         for start, part in ((cut, results[cut:]), (0, results[:cut])):
             if part:
-                writer.write_shard("fuzz", start, part, dtype=dtype)
+                write_shard(writer, "fuzz", start, part, dtype=dtype)
         tol = {"float16": dict(atol=1e-3, rtol=1e-3), "float32": dict(atol=0, rtol=0)}[dtype]
         with StoreReader(store) as reader:
             assert reader.num_examples("fuzz") == len(results)

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from store_helpers import write_shard
 
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.store import StoreWriter
@@ -35,7 +36,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("no-models") / "s.h5"
     writer = StoreWriter(path)
     writer.begin_run("syn", an.synthetic_meta(2, 2, 12), fingerprint_keys=("model",))
-    writer.write_shard("syn", 0, an.synthetic_examples([["previous", "first"], ["broad", "next"]], 12))
+    write_shard(writer, "syn", 0, an.synthetic_examples([["previous", "first"], ["broad", "next"]], 12))
     return path
 
 
