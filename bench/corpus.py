@@ -103,7 +103,7 @@ def build_store(path: Path, n: int) -> float:
         writer.begin_run(run, synthetic_meta(LAYERS, HEADS, n, model=f"bench-{run}"), fingerprint_keys=[])
         for start in range(0, n, SHARD):
             writer.write_shard(run, start, _examples(start, min(SHARD, n - start), levels, changed))
-    from attnviz.pipeline.analyze import analyze
+    from attnviz.pipeline.precompute.analyze import analyze
 
     for run in ("A", "B"):
         summary = analyze(path, run, max_offset=4, similarity_examples=1000, workers=2)

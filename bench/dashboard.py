@@ -45,7 +45,7 @@ def run_name(t: int) -> str:
 def build_store(store: Path, lengths: list[int], count: int) -> None:
     """One run per length with the real pipeline (skips runs that are already complete)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
 
     store.parent.mkdir(parents=True, exist_ok=True)
     for t in lengths:

@@ -79,7 +79,7 @@ def build_store(path: Path) -> Path:
     if path.exists():
         return path
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
 
     path.parent.mkdir(parents=True, exist_ok=True)
     precompute("bert-random", str(REPO / "data/demo.jsonl"), path, limit=64, threads=1,

@@ -28,10 +28,10 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from attnviz.pipeline.extract import encode, forward_batch, length_batches  # noqa: E402
-from attnviz.pipeline.inputs import read_inputs  # noqa: E402
-from attnviz.pipeline.models import load_model  # noqa: E402
-from attnviz.pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, plan_shards, precompute  # noqa: E402
+from attnviz.pipeline.models.extract import encode, forward_batch, length_batches  # noqa: E402
+from attnviz.pipeline.models.loading import load_model  # noqa: E402
+from attnviz.pipeline.precompute.inputs import read_inputs  # noqa: E402
+from attnviz.pipeline.precompute.local import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, plan_shards, precompute  # noqa: E402
 from attnviz.pipeline.store import StoreReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def bare_forward(lm, encoded, batch_size: int, *, full: bool = True) -> float:
     """The floor: the pipeline's own batches (length-sorted within each shard) through the model's whole eager
     forward with attention output; no metrics, no copies, nothing stored. ``full=False``: the forward the
-    pipeline runs, which stops after the last attention (``attnviz.pipeline.attention_taps``)."""
+    pipeline runs, which stops after the last attention (``attnviz.pipeline.models.taps``)."""
     t0 = time.perf_counter()
     for start, count in plan_shards(encoded, 1, DEFAULT_SHARD_SIZE, DEFAULT_MAX_SHARD_ELEMENTS):
         for batch in length_batches(encoded[start:start + count], batch_size):

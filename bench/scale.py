@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from distributed import Client  # noqa: E402
 
-from attnviz.pipeline.distributed import local_cluster, precompute_distributed, usable_cores  # noqa: E402
+from attnviz.pipeline.precompute.distributed import local_cluster, precompute_distributed, usable_cores  # noqa: E402
 from attnviz.pipeline.records import ExampleResult, TokenSequence  # noqa: E402
 from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file  # noqa: E402
 
@@ -76,7 +76,7 @@ class _Timer:
 
 def bench_precompute(args: argparse.Namespace) -> None:
     """Time distributed precompute with 1 and 2 workers (and one process) on the same input."""
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
     from attnviz.pipeline.store import store_size
 
     cores = usable_cores()

@@ -16,13 +16,13 @@ out = Console()
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed as one line, exit code 2, no traceback."""
-    from attnviz.pipeline.inputs import InputError
-    from attnviz.pipeline.model_info import ModelInfoError
+    from attnviz.pipeline.models.info import ModelInfoError
+    from attnviz.pipeline.precompute.inputs import InputError
     from attnviz.pipeline.store import StoreError
 
     errors: list[type[BaseException]] = [InputError, ModelInfoError, StoreError]
-    if "attnviz.pipeline.models" in sys.modules:
-        from attnviz.pipeline.models import ModelLoadError
+    if "attnviz.pipeline.models.loading" in sys.modules:
+        from attnviz.pipeline.models.loading import ModelLoadError
 
         errors.append(ModelLoadError)
     return tuple(errors)
@@ -100,14 +100,14 @@ def precompute(
     scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
 ) -> None:
     """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
-    from attnviz.pipeline.model_info import parse_overrides
-    from attnviz.pipeline.precompute import precompute as run_precompute
+    from attnviz.pipeline.models.info import parse_overrides
+    from attnviz.pipeline.precompute.local import precompute as run_precompute
 
     bar = _ProgressBar(f"precompute {model}")
     try:
         overrides = parse_overrides(set_)
         if workers is not None or scheduler:
-            from attnviz.pipeline.distributed import precompute_distributed
+            from attnviz.pipeline.precompute.distributed import precompute_distributed
 
             summary = precompute_distributed(
                 model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
@@ -139,7 +139,7 @@ def models() -> None:
     """List the models described in model_info/."""
     from rich.table import Table
 
-    from attnviz.pipeline.model_info import known_models, load_model_info_file
+    from attnviz.pipeline.models.info import known_models, load_model_info_file
 
     table = Table("name", "family", "weights", "tasks", "description")
     for name, path in known_models().items():
@@ -236,7 +236,7 @@ def analyze(
     """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from attnviz.pipeline.analyze import analyze as run_analyze
+    from attnviz.pipeline.precompute.analyze import analyze as run_analyze
 
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

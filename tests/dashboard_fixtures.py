@@ -30,10 +30,10 @@ ALL_CAPTURES = "attention,qkv,hidden,embeddings"
 
 
 def build_dashboard_store(path: Path) -> Path:
-    """Write the three tiny runs into a new store at ``path`` with ``attnviz.pipeline.precompute``."""
+    """Write the three tiny runs into a new store at ``path`` with ``attnviz.pipeline.precompute.local``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
 
     path.parent.mkdir(parents=True, exist_ok=True)
     precompute("bert-random", str(REPO / "data/demo.jsonl"), path, limit=12, threads=1, capture=ALL_CAPTURES,

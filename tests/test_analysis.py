@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.local import precompute
 from attnviz.pipeline.scan import read_columns, read_group_sums, read_metric_rows
 from attnviz.pipeline.store import StoreReader, StoreWriter
 

@@ -30,8 +30,8 @@ from attnviz.dashboard import corpus_tab
 from attnviz.dashboard.app import create_app
 from attnviz.dashboard.observability import APP_ALERT
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.analyze import analyze
 from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.scan import analysis_path
 from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir
 

@@ -26,7 +26,7 @@ from selenium.webdriver.common.keys import Keys
 
 from attnviz.dashboard.urlstate import parse_state
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.analyze import analyze
+from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.store import StoreReader, StoreWriter
 
 pytestmark = pytest.mark.browser

@@ -284,7 +284,7 @@ def test_store_replaced_by_garbage_then_restored(own_page: Page) -> None:
 def other_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A different store holding a run named like the dashboard store's BERT run, with the same shard names
     (12 examples, one shard) but other sentences."""
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
 
     path = tmp_path_factory.mktemp("other") / "demo.h5"
     precompute("bert-random", "random:length=9,count=12,seed=7", path, run=BERT_RUN, threads=1,

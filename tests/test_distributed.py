@@ -21,7 +21,7 @@ import psutil
 import pytest
 from distributed import Client, LocalCluster
 
-from attnviz.pipeline.distributed import (
+from attnviz.pipeline.precompute.distributed import (
     ClusterError,
     connect,
     local_cluster,
@@ -30,8 +30,8 @@ from attnviz.pipeline.distributed import (
     torch_threads_by_host,
     usable_cores,
 )
-from attnviz.pipeline.inputs import InputError
-from attnviz.pipeline.precompute import PrecomputeSummary, precompute
+from attnviz.pipeline.precompute.inputs import InputError
+from attnviz.pipeline.precompute.local import PrecomputeSummary, precompute
 from attnviz.pipeline.records import ExampleResult, TokenSequence
 from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attnviz.pipeline.model_info import (
+from attnviz.pipeline.models.info import (
     ModelInfoError,
     get_model_info,
     known_models,
@@ -77,7 +77,7 @@ def test_name_must_match_file(tmp_path: Path) -> None:
 
 
 def test_adding_a_file_adds_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
     from attnviz.pipeline.store import StoreReader
 
     folder = tmp_path / "model_info"
@@ -94,7 +94,7 @@ def test_adding_a_file_adds_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_hub_failure_suggests_offline_alternative() -> None:
-    from attnviz.pipeline.models import ModelLoadError, load_model
+    from attnviz.pipeline.models.loading import ModelLoadError, load_model
 
     for name, alternative in (("gpt2", "gpt2-random"), ("opus-mt-en-es", "seq2seq-random"),
                               ("bert-base-uncased", "minilm")):

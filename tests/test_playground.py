@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from attnviz.pipeline import playground
-from attnviz.pipeline.model_info import get_model_info
+from attnviz.pipeline.models.info import get_model_info
 from attnviz.pipeline.playground_records import (
     MAX_GENERATION_TOKENS,
     GenerateRequest,
@@ -31,7 +31,7 @@ from attnviz.pipeline.playground_records import (
     validate_choice,
 )
 from attnviz.pipeline.playground_worker import call, shutdown_worker
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.local import precompute
 from attnviz.pipeline.store import StoreReader
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."

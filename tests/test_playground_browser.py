@@ -27,7 +27,7 @@ JOB_TIMEOUT = 120  # the first job starts the worker and imports torch
 def playground_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store with one small run, and a playground folder for the worker and Dash's job cache."""
     from attnviz.pipeline.playground_worker import shutdown_worker
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
 
     root = tmp_path_factory.mktemp("pg-browser")
     store = root / "store.h5"

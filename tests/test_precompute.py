@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from attnviz.pipeline.models import load_model
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.models.loading import load_model
+from attnviz.pipeline.precompute.local import precompute
 from attnviz.pipeline.store import StoreReader
 
 SENTENCES = [
@@ -217,7 +217,7 @@ def test_truncation_is_flagged(tmp_path: Path) -> None:
 
 
 def test_mantissa_bits_round_attention_within_bound_and_keep_exact_metrics(text_file: Path, tmp_path: Path) -> None:
-    from attnviz.pipeline.inputs import InputError
+    from attnviz.pipeline.precompute.inputs import InputError
     from attnviz.pipeline.store import RunMismatchError
 
     full, compact = tmp_path / "full.h5", tmp_path / "compact.h5"

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.cli import app
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.local import precompute
 from attnviz.pipeline.store import (
     StoreError,
     StoreReader,

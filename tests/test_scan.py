@@ -11,9 +11,9 @@ from scipy.spatial.distance import jensenshannon
 from typer.testing import CliRunner
 
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.analyze import analyze
 from attnviz.pipeline.cli import app
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.analyze import analyze
+from attnviz.pipeline.precompute.local import precompute
 from attnviz.pipeline.scan import (
     analysis_path,
     load_analysis,

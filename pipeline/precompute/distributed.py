@@ -34,14 +34,14 @@ import dask
 from distributed import Client, Future, KilledWorker, LocalCluster, as_completed, get_worker
 from distributed.comm import get_address_host
 
-from attnviz.pipeline.inputs import InputError
-from attnviz.pipeline.model_info import ModelInfo
+from attnviz.pipeline.models.info import ModelInfo
+from attnviz.pipeline.precompute.inputs import InputError
 from attnviz.pipeline.store import shard_dir, shard_file_name
 
 if TYPE_CHECKING:
-    from attnviz.pipeline.extract import EncodedExample, TokenClassifier
-    from attnviz.pipeline.models import LoadedModel
-    from attnviz.pipeline.precompute import PrecomputeSummary, PreparedRun
+    from attnviz.pipeline.models.extract import EncodedExample, TokenClassifier
+    from attnviz.pipeline.models.loading import LoadedModel
+    from attnviz.pipeline.precompute.local import PrecomputeSummary, PreparedRun
 
 #: How many times the scheduler may lose a worker while it runs one task before giving up on the task
 #: (``distributed.scheduler.allowed-failures``, set on clusters this module starts; dask's default is 3).
@@ -202,8 +202,8 @@ def _model_cache(model: ModelInfo, overrides: dict[str, Any]) -> tuple[LoadedMod
 
     Keyed by the model_info entry and the config overrides.
     """
-    from attnviz.pipeline.extract import TokenClassifier
-    from attnviz.pipeline.models import load_model
+    from attnviz.pipeline.models.extract import TokenClassifier
+    from attnviz.pipeline.models.loading import load_model
 
     key = json.dumps([model.name, json.loads(model.model_dump_json()), overrides], sort_keys=True)
     with _MODEL_LOCK:
@@ -244,7 +244,7 @@ def run_shard_task(task: ShardTask) -> ShardDone:
     """Worker task: compute one shard and write its file (temp name, then atomic rename); do not touch the index."""
     import torch
 
-    from attnviz.pipeline.precompute import compute_shard
+    from attnviz.pipeline.precompute.local import compute_shard
 
     t0 = time.perf_counter()
     threads = _task_threads(task)
@@ -281,7 +281,12 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
     cores // worker threads on each host). ``progress``/``on_start`` as in ``precompute``; ``say`` gets
     one-line messages (cluster, dashboard link).
     """
-    from attnviz.pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, forget_if_empty, prepare_run
+    from attnviz.pipeline.precompute.local import (
+        DEFAULT_MAX_SHARD_ELEMENTS,
+        DEFAULT_SHARD_SIZE,
+        forget_if_empty,
+        prepare_run,
+    )
 
     if workers is not None and workers < 1:
         raise ClusterError(f"--workers must be at least 1 (got {workers})")

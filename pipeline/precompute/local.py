@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnviz.pipeline.extract import (
+from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.models.extract import (
     CAPTURES,
     EncodedExample,
     TokenClassifier,
@@ -22,7 +23,9 @@ from attnviz.pipeline.extract import (
     forward_batch,
     length_batches,
 )
-from attnviz.pipeline.inputs import (
+from attnviz.pipeline.models.info import get_model_info
+from attnviz.pipeline.models.loading import LoadedModel, load_model, versions
+from attnviz.pipeline.precompute.inputs import (
     InputError,
     InputSet,
     load_input,
@@ -30,9 +33,6 @@ from attnviz.pipeline.inputs import (
     random_inputs,
     special_token_frame,
 )
-from attnviz.pipeline.metrics import METRICS
-from attnviz.pipeline.model_info import get_model_info
-from attnviz.pipeline.models import LoadedModel, load_model, versions
 from attnviz.pipeline.records import ExampleResult
 from attnviz.pipeline.store import (
     MANTISSA_BITS,
