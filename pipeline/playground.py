@@ -49,8 +49,10 @@ from attnviz.pipeline.playground_records import (
     validate_mask,
 )
 from attnviz.pipeline.precompute.inputs import InputExample, InputSet, random_inputs
-from attnviz.pipeline.precompute.local import DEFAULT_MAX_SHARD_ELEMENTS, FINGERPRINT_KEYS, run_metadata
+from attnviz.pipeline.precompute.local import run_metadata
+from attnviz.pipeline.precompute.options import DEFAULT_MAX_SHARD_ELEMENTS
 from attnviz.pipeline.records import ExampleResult
+from attnviz.pipeline.run_meta import FINGERPRINT_KEYS
 from attnviz.pipeline.store import StoreError, StoreWriter, check_run_name, shard_dir, shard_file_name, write_shard_file
 
 Progress = Callable[[float, str], None]

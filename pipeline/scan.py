@@ -39,6 +39,7 @@ from attnviz.pipeline.analysis import (
     value_text,
 )
 from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.run_meta import run_meta
 from attnviz.pipeline.store import RunInfo, ShardEntry, StoreError, now_iso, open_shard, shard_dir
 
 ANALYSIS_FILE = "analysis.h5"
@@ -123,7 +124,7 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
 
 def read_metric_rows(store: str | os.PathLike, info: RunInfo, kind: str, name: str) -> np.ndarray:
     """One metric of every committed example in head-major layout: ``[L*H, N]`` float32 (row ``l*H + h``)."""
-    if name not in info.meta.get("metrics", {}).get(kind, []):
+    if name not in run_meta(info.meta).metrics_of(kind):
         raise StoreError(f"run {info.name!r} has no {kind!r} metric {name!r}")
     n_layers, n_heads = info.shape[kind]
     return _fill_rows(np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32), store, info, kind,

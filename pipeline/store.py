@@ -39,6 +39,7 @@ import hdf5plugin
 import numpy as np
 
 from attnviz.pipeline.records import ATTENTION_KINDS, KIND_SIDES, SIDE_OF_KIND, ExampleResult
+from attnviz.pipeline.run_meta import run_meta
 
 FORMAT_NAME = "attnviz-store"
 SCHEMA_VERSION = 1
@@ -995,7 +996,7 @@ class StoreReader:
     def metric_names(self, run: str, kind: str = "self") -> list[str]:
         """Metric names stored for a kind of attention."""
         self._require_kind(run, kind)
-        return list(self.run_info(run).meta.get("metrics", {}).get(kind, []))
+        return run_meta(self.run_info(run).meta).metrics_of(kind)
 
     @_read_guard
     def metrics(self, run: str, name: str, kind: str = "self") -> np.ndarray:

@@ -22,7 +22,6 @@ from attnviz.pipeline.records import SIDE_OF_KIND, ExampleResult, TokenSequence
 
 #: Characters of a line kept before tokenizing: a guard against pathological lines (flagged as truncated).
 CHARS_PER_TOKEN_LIMIT = 40
-CAPTURES = ("attention", "qkv", "hidden", "embeddings")
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 #: Default module-name suffixes (inside one layer) of the Q/K/V projections, by transformers model_type.
