@@ -287,6 +287,9 @@ def precompute(options: PrecomputeOptions, *, progress: Callable[[int, int], Non
                loaded: LoadedModel | None = None) -> PrecomputeSummary:
     """Compute and store attention as ``options`` asks, in this process; resume if the run exists.
 
+    The defaults are those of :class:`~attnviz.pipeline.precompute.options.PrecomputeOptions`, the same as the
+    command line's: attention and embeddings are captured unless ``capture`` says otherwise.
+
     Everything that can be checked is checked before anything is written (see :func:`prepare_run`).
     ``progress(done, total)`` is called after each committed shard and ``on_start(already_done, total)`` once
     before the first. ``loaded``: an already loaded model to reuse (see :func:`prepare_run`). Options asking
