@@ -106,7 +106,7 @@ def build_store(path: Path, n: int) -> float:
             shard = shard_dir(path, run) / shard_file_name(start, len(examples))
             write_shard_file(shard, run, start, examples)
             writer.commit_shard(run, shard)
-    from attnviz.pipeline.analyze import analyze
+    from attnviz.pipeline.precompute.analyze import analyze
 
     for run in ("A", "B"):
         summary = analyze(path, run, max_offset=4, similarity_examples=1000, workers=2)

@@ -45,12 +45,14 @@ def run_name(t: int) -> str:
 def build_store(store: Path, lengths: list[int], count: int) -> None:
     """One run per length with the real pipeline (skips runs that are already complete)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
+    from attnviz.pipeline.precompute.options import PrecomputeOptions
 
     store.parent.mkdir(parents=True, exist_ok=True)
     for t in lengths:
-        summary = precompute(MODEL, f"random:length={t - 2},count={count},seed=0", store, run=run_name(t),
-                             max_length=max(lengths), capture="attention", batch_size=4)
+        summary = precompute(PrecomputeOptions(model=MODEL, input=f"random:length={t - 2},count={count},seed=0",
+                                               store=store, run=run_name(t), max_length=max(lengths),
+                                               capture="attention", batch_size=4))
         print(summary.line(), file=sys.stderr)
 
 

@@ -79,20 +79,21 @@ def build_store(path: Path) -> Path:
     if path.exists():
         return path
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
+    from attnviz.pipeline.precompute.options import PrecomputeOptions
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    precompute("bert-random", str(REPO / "data/demo.jsonl"), path, limit=64, threads=1,
-               capture="attention,qkv,hidden,embeddings",
-               overrides={"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
-                          "intermediate_size": 128})
-    precompute("gpt2-random", str(REPO / "data/demo.jsonl"), path, limit=32, threads=1, capture="attention",
-               overrides={"n_layer": 2, "n_head": 4, "n_embd": 64})
-    precompute("seq2seq-random", str(REPO / "data/demo_pairs.jsonl"), path, limit=16, threads=1,
-               capture="attention,embeddings",
-               overrides={"encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
-                          "decoder_attention_heads": 4, "d_model": 64, "encoder_ffn_dim": 128,
-                          "decoder_ffn_dim": 128})
+    precompute(PrecomputeOptions(model="bert-random", input=str(REPO / "data/demo.jsonl"), store=path, limit=64,
+                                 threads=1, capture="attention,qkv,hidden,embeddings",
+                                 overrides={"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
+                                            "intermediate_size": 128}))
+    precompute(PrecomputeOptions(model="gpt2-random", input=str(REPO / "data/demo.jsonl"), store=path, limit=32,
+                                 threads=1, capture="attention", overrides={"n_layer": 2, "n_head": 4, "n_embd": 64}))
+    precompute(PrecomputeOptions(model="seq2seq-random", input=str(REPO / "data/demo_pairs.jsonl"), store=path,
+                                 limit=16, threads=1, capture="attention,embeddings",
+                                 overrides={"encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+                                            "decoder_attention_heads": 4, "d_model": 64, "encoder_ffn_dim": 128,
+                                            "decoder_ffn_dim": 128}))
     return path
 
 

@@ -28,10 +28,15 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from attnviz.pipeline.extract import encode, forward_batch, length_batches  # noqa: E402
-from attnviz.pipeline.inputs import read_inputs  # noqa: E402
-from attnviz.pipeline.models import load_model  # noqa: E402
-from attnviz.pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, plan_shards, precompute  # noqa: E402
+from attnviz.pipeline.models.extract import encode, forward_batch, length_batches  # noqa: E402
+from attnviz.pipeline.models.loading import load_model  # noqa: E402
+from attnviz.pipeline.precompute.inputs import read_inputs  # noqa: E402
+from attnviz.pipeline.precompute.local import plan_shards, precompute  # noqa: E402
+from attnviz.pipeline.precompute.options import (  # noqa: E402
+    DEFAULT_MAX_SHARD_ELEMENTS,
+    DEFAULT_SHARD_SIZE,
+    PrecomputeOptions,  # noqa: E402
+)
 from attnviz.pipeline.store import StoreReader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def bare_forward(lm, encoded, batch_size: int, *, full: bool = True) -> float:
     """The floor: the pipeline's own batches (length-sorted within each shard) through the model's whole eager
     forward with attention output; no metrics, no copies, nothing stored. ``full=False``: the forward the
-    pipeline runs, which stops after the last attention (``attnviz.pipeline.attention_taps``)."""
+    pipeline runs, which stops after the last attention (``attnviz.pipeline.models.taps``)."""
     t0 = time.perf_counter()
     for start, count in plan_shards(encoded, 1, DEFAULT_SHARD_SIZE, DEFAULT_MAX_SHARD_ELEMENTS):
         for batch in length_batches(encoded[start:start + count], batch_size):
@@ -101,9 +106,9 @@ def main() -> None:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
             marks: dict[str, float] = {}
             t0 = time.perf_counter()
-            precompute(args.model, args.input, store, limit=args.n, batch_size=args.batch_size,
-                       threads=args.threads, capture="attention", loaded=lm,
-                       on_start=lambda *_, m=marks: m.setdefault("start", time.perf_counter()))
+            precompute(PrecomputeOptions(model=args.model, input=args.input, store=store, limit=args.n,
+                                         batch_size=args.batch_size, threads=args.threads, capture="attention"),
+                       loaded=lm, on_start=lambda *_, m=marks: m.setdefault("start", time.perf_counter()))
             end = time.perf_counter()
             # Steady state: from the first batch to the last commit (model load + tokenizing reported apart).
             times["pipeline"].append(end - marks["start"])
@@ -120,8 +125,9 @@ def main() -> None:
         # The same sentences once more with --mantissa-bits (not timed): size and error against the full store.
         compact = tmp / "compact.h5"
         t0 = time.perf_counter()
-        precompute(args.model, args.input, compact, limit=args.n, batch_size=args.batch_size, threads=args.threads,
-                   capture="attention", loaded=lm, mantissa_bits=args.mantissa_bits)
+        precompute(PrecomputeOptions(model=args.model, input=args.input, store=compact, limit=args.n,
+                                     batch_size=args.batch_size, threads=args.threads, capture="attention",
+                                     mantissa_bits=args.mantissa_bits), loaded=lm)
         compact_s = time.perf_counter() - t0
         weights, worst = 0, 0.0
         counts = np.zeros(1 << 16, dtype=np.int64)  # how often each float16 bit pattern is stored

@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from distributed import Client  # noqa: E402
 
-from attnviz.pipeline.distributed import local_cluster, precompute_distributed, usable_cores  # noqa: E402
+from attnviz.pipeline.precompute.distributed import local_cluster, precompute_distributed, usable_cores  # noqa: E402
+from attnviz.pipeline.precompute.options import PrecomputeOptions  # noqa: E402
 from attnviz.pipeline.records import ExampleResult, TokenSequence  # noqa: E402
 from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file  # noqa: E402
 
@@ -76,7 +77,7 @@ class _Timer:
 
 def bench_precompute(args: argparse.Namespace) -> None:
     """Time distributed precompute with 1 and 2 workers (and one process) on the same input."""
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
     from attnviz.pipeline.store import store_size
 
     cores = usable_cores()
@@ -90,8 +91,8 @@ def bench_precompute(args: argparse.Namespace) -> None:
         for w, client in clients.items():  # warm: every worker loads the model (once per process)
             client.wait_for_workers(w)
             t0 = time.perf_counter()
-            precompute_distributed(args.model, args.input, tmp / f"warm-{w}.h5", client=client,
-                                   **{**common, "limit": args.shard_size * w})
+            precompute_distributed(PrecomputeOptions(model=args.model, input=args.input, store=tmp / f"warm-{w}.h5",
+                                                     **{**common, "limit": args.shard_size * w}), client=client)
             print(f"  {w} worker(s): cluster up, model loaded in {time.perf_counter() - t0:.1f} s")
         configs = {  # name -> callable(store, timer) -> summary
             "1 worker x 1 thread": (clients[1], 1),
@@ -103,15 +104,16 @@ def bench_precompute(args: argparse.Namespace) -> None:
         for rep in range(args.repeats):
             for name, (client, threads) in configs.items():
                 timer, store = _Timer(), tmp / f"{rep}-{len(rates[name])}-{name.replace(' ', '_')}.h5"
-                summary = precompute_distributed(args.model, args.input, store, client=client, threads=threads,
-                                                 on_start=timer.on_start, progress=timer.progress, **common)
+                summary = precompute_distributed(PrecomputeOptions(model=args.model, input=args.input, store=store,
+                                                                   threads=threads, **common), client=client,
+                                                 on_start=timer.on_start, progress=timer.progress)
                 rates[name].append(summary.new_examples / timer.seconds)
                 last[name] = (summary, store_size(store))
                 print(f"  rep {rep}: {name:<26} {rates[name][-1]:6.1f} ex/s  ({_load()})", flush=True)
             name = f"single process x {cores} threads"
             timer, store = _Timer(), tmp / f"{rep}-single.h5"
-            summary = precompute(args.model, args.input, store, threads=cores, on_start=timer.on_start,
-                                 progress=timer.progress, **common)
+            summary = precompute(PrecomputeOptions(model=args.model, input=args.input, store=store, threads=cores,
+                                                   **common), on_start=timer.on_start, progress=timer.progress)
             rates[name].append(summary.new_examples / timer.seconds)
             print(f"  rep {rep}: {name:<26} {rates[name][-1]:6.1f} ex/s", flush=True)
     finally:

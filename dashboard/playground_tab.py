@@ -27,7 +27,7 @@ from attnviz.dashboard.playground_panels import generation_panel, masked_panel, 
 from attnviz.dashboard.security import resolve_store
 from attnviz.dashboard.urlstate import ViewState, example_href
 from attnviz.pipeline import playground_worker
-from attnviz.pipeline.model_info import ModelInfo, ModelInfoError, get_model_info, known_models
+from attnviz.pipeline.models.info import ModelInfo, ModelInfoError, get_model_info, known_models
 from attnviz.pipeline.playground_records import (
     DEFAULT_TIMEOUT_S,
     MAX_GENERATION_TOKENS,

@@ -1,5 +1,5 @@
 """The model descriptions attnviz ships (``*.yaml``, package data of ``attnviz.model_info``).
 
 A user's own folders add more: ``ATTNVIZ_MODEL_INFO=folder[:folder...]`` (see
-:func:`attnviz.pipeline.model_info.known_models`).
+:func:`attnviz.pipeline.models.info.known_models`).
 """

@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from attnviz.pipeline.store.meta import RunMeta
+
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="attnviz: precompute, store, compare and explore Transformer attention.")
@@ -16,13 +22,13 @@ out = Console()
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed as one line, exit code 2, no traceback."""
-    from attnviz.pipeline.inputs import InputError
-    from attnviz.pipeline.model_info import ModelInfoError
+    from attnviz.pipeline.models.info import ModelInfoError
+    from attnviz.pipeline.precompute.inputs import InputError
     from attnviz.pipeline.store import StoreError
 
     errors: list[type[BaseException]] = [InputError, ModelInfoError, StoreError]
-    if "attnviz.pipeline.models" in sys.modules:
-        from attnviz.pipeline.models import ModelLoadError
+    if "attnviz.pipeline.models.loading" in sys.modules:
+        from attnviz.pipeline.models.loading import ModelLoadError
 
         errors.append(ModelLoadError)
     return tuple(errors)
@@ -78,48 +84,47 @@ class _ProgressBar:
             self.bar = None
 
 
+#: Defaults of the precompute flags: those of the options object (one set for the command line and the API).
+_D = PrecomputeOptions.default
+
+
 @app.command()
 def precompute(
-    model: str = typer.Option("minilm", help="model_info name (see 'attnviz models')"),
+    model: str = typer.Option(_D("model"), help="model_info name (see 'attnviz models')"),
     input: str = typer.Option(..., "--input", "-i",
                               help="sentence file (.txt, .tsv pairs, .jsonl) or random:length=N,count=N,seed=N"),
     store: Path = typer.Option(..., help="store file, e.g. data/stores/demo.h5 (created if missing)"),
-    run: str | None = typer.Option(None, help="run name (default: <model>--<input name>)"),
-    limit: int | None = typer.Option(None, help="only the first N examples"),
-    batch_size: int = typer.Option(16, help="examples per forward pass"),
-    max_length: int | None = typer.Option(None, help="truncate inputs to this many tokens (flagged)"),
-    capture: str = typer.Option("attention,embeddings", help="comma list of attention,qkv,hidden,embeddings"),
-    dtype: str = typer.Option("float16", help="stored tensor dtype: float16 or float32"),
+    run: str | None = typer.Option(_D("run"), help="run name (default: <model>--<input name>)"),
+    limit: int | None = typer.Option(_D("limit"), help="only the first N examples"),
+    batch_size: int = typer.Option(_D("batch_size"), help="examples per forward pass"),
+    max_length: int | None = typer.Option(_D("max_length"), help="truncate inputs to this many tokens (flagged)"),
+    capture: str = typer.Option(",".join(_D("capture")), help="comma list of attention,qkv,hidden,embeddings"),
+    dtype: str = typer.Option(_D("dtype"), help="stored tensor dtype: float16 or float32"),
     mantissa_bits: int | None = typer.Option(
-        None, help="round stored attention weights to N mantissa bits (float16 has 10): smaller files, relative "
-                   "error <= 2^-(N+1), e.g. 5 -> 1.6%; metrics are computed before rounding. Default: every bit"),
-    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)"),
+        _D("mantissa_bits"),
+        help="round stored attention weights to N mantissa bits (float16 has 10): smaller files, relative "
+             "error <= 2^-(N+1), e.g. 5 -> 1.6%; metrics are computed before rounding. Default: every bit"),
+    threads: int | None = typer.Option(_D("threads"), help="torch threads (default: torch's choice)"),
     set_: list[str] = typer.Option([], "--set", help="config override key=value, e.g. --set n_layer=4"),
-    shard_size: int = typer.Option(256, help="examples per shard file (unit of commit and resume)"),
-    workers: int | None = typer.Option(None, help="run on a dask LocalCluster with N worker processes"),
-    scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
+    shard_size: int = typer.Option(_D("shard_size"), help="examples per shard file (unit of commit and resume)"),
+    workers: int | None = typer.Option(_D("workers"), help="run on a dask LocalCluster with N worker processes"),
+    scheduler: str | None = typer.Option(_D("scheduler"), help="address of an existing dask scheduler"),
 ) -> None:
     """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
-    from attnviz.pipeline.model_info import parse_overrides
-    from attnviz.pipeline.precompute import precompute as run_precompute
-
     bar = _ProgressBar(f"precompute {model}")
     try:
-        overrides = parse_overrides(set_)
-        if workers is not None or scheduler:
-            from attnviz.pipeline.distributed import precompute_distributed
+        options = PrecomputeOptions(
+            model=model, input=input, store=store, run=run, limit=limit, batch_size=batch_size,
+            max_length=max_length, capture=capture, dtype=dtype, mantissa_bits=mantissa_bits, threads=threads,
+            overrides=set_, shard_size=shard_size, workers=workers, scheduler=scheduler)
+        if options.distributed:
+            from attnviz.pipeline.precompute.distributed import precompute_distributed
 
-            summary = precompute_distributed(
-                model, input, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
-                capture=capture, dtype=dtype, mantissa_bits=mantissa_bits, overrides=overrides,
-                shard_size=shard_size, workers=workers,
-                scheduler=scheduler, threads=threads, progress=bar.progress, on_start=bar.start, say=err.print)
+            summary = precompute_distributed(options, progress=bar.progress, on_start=bar.start, say=err.print)
         else:
-            summary = run_precompute(model, input, store, run=run, limit=limit, batch_size=batch_size,
-                                     max_length=max_length, capture=capture, dtype=dtype,
-                                     mantissa_bits=mantissa_bits, threads=threads,
-                                     overrides=overrides, shard_size=shard_size, progress=bar.progress,
-                                     on_start=bar.start)
+            from attnviz.pipeline.precompute.local import precompute as run_precompute
+
+            summary = run_precompute(options, progress=bar.progress, on_start=bar.start)
     except _user_errors() as exc:
         bar.stop()
         fail(str(exc))
@@ -129,9 +134,9 @@ def precompute(
     out.print(f"inspect it: attnviz inspect --store {store}", highlight=False, soft_wrap=True)
 
 
-def _dtype_label(meta: dict) -> str:
-    bits = meta.get("mantissa_bits")
-    return str(meta.get("dtype", "?")) + (f" ({bits}-bit mantissa)" if bits else "")
+def _dtype_label(meta: RunMeta) -> str:
+    bits = meta.mantissa_bits
+    return meta.dtype + (f" ({bits}-bit mantissa)" if bits else "")
 
 
 @app.command()
@@ -139,7 +144,7 @@ def models() -> None:
     """List the models described in model_info/."""
     from rich.table import Table
 
-    from attnviz.pipeline.model_info import known_models, load_model_info_file
+    from attnviz.pipeline.models.info import known_models, load_model_info_file
 
     table = Table("name", "family", "weights", "tasks", "description")
     for name, path in known_models().items():
@@ -159,6 +164,7 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
     from rich.table import Table
 
     from attnviz.pipeline.store import StoreReader, store_size
+    from attnviz.pipeline.store.meta import run_meta
 
     try:
         reader = StoreReader(store)
@@ -167,12 +173,15 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
     table = Table("run", "model", "weights", "examples", "kinds (layers x heads)", "capture", "dtype", "created")
     for name in reader.runs():
         info = reader.run_info(name)
-        m = info.meta
-        shapes = ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in m.get("shape", {}).items())
-        planned = m.get("planned_examples")
+        try:
+            m = run_meta(info.meta)
+        except _user_errors() as exc:
+            fail(str(exc))
+        shapes = ", ".join(f"{k} {layers}x{heads}" for k, (layers, heads) in m.shape.items())
+        planned = m.planned_examples
         count = f"{info.num_examples}" + (f"/{planned}" if planned and planned != info.num_examples else "")
-        table.add_row(name, m.get("model", "?"), "random" if m.get("random_weights") else "trained", count,
-                      shapes, ",".join(m.get("capture", [])), _dtype_label(m), m.get("created", "?"))
+        table.add_row(name, m.model or "?", "random" if m.random_weights else "trained", count,
+                      shapes, ",".join(m.capture), _dtype_label(m), m.created or "?")
     out.print(table)
     out.print(f"{store}: {store_size(store) / 1e6:.1f} MB on disk")
 
@@ -236,7 +245,7 @@ def analyze(
     """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from attnviz.pipeline.analyze import analyze as run_analyze
+    from attnviz.pipeline.precompute.analyze import analyze as run_analyze
 
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

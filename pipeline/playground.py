@@ -1,7 +1,7 @@
 """The playground's model side (torch): cached models, a run on typed or random input, generation with
 per-step probabilities, masked-token predictions, and adding a result to a store.
 
-Attention always comes from :mod:`attnviz.pipeline.extract` (``extract`` / ``run_batch``: the code path of
+Attention always comes from :mod:`attnviz.pipeline.models.extract` (``extract`` / ``run_batch``: the code path of
 ``attnviz precompute``). Results are the numpy-only records of :mod:`attnviz.pipeline.playground_records`. Models are
 loaded once per process and kept in a small LRU cache. Every function takes ``progress(fraction, text)``, called
 between steps; it may raise to stop the job (cancel, time limit).
@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
-from attnviz.pipeline.extract import EncodedExample, encode, extract, run_batch
-from attnviz.pipeline.inputs import InputExample, InputSet, random_inputs
-from attnviz.pipeline.model_info import ModelInfoError, get_model_info
-from attnviz.pipeline.models import LoadedModel, ModelLoadError, load_model
+from attnviz.pipeline.models.extract import EncodedExample, encode, extract, run_batch
+from attnviz.pipeline.models.info import ModelInfoError, get_model_info
+from attnviz.pipeline.models.loading import LoadedModel, ModelLoadError, load_model
 from attnviz.pipeline.playground_records import (
     RESULT_RUN,
     GenerateRequest,
@@ -49,9 +48,12 @@ from attnviz.pipeline.playground_records import (
     validate_input,
     validate_mask,
 )
-from attnviz.pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, FINGERPRINT_KEYS, run_metadata
+from attnviz.pipeline.precompute.inputs import InputExample, InputSet, random_inputs
+from attnviz.pipeline.precompute.local import run_metadata
+from attnviz.pipeline.precompute.options import DEFAULT_MAX_SHARD_ELEMENTS
 from attnviz.pipeline.records import ExampleResult
 from attnviz.pipeline.store import StoreError, StoreWriter, check_run_name, shard_dir, shard_file_name, write_shard_file
+from attnviz.pipeline.store.meta import FINGERPRINT_KEYS
 
 Progress = Callable[[float, str], None]
 #: Captured for every playground result (and recorded for playground runs in a store).
@@ -126,7 +128,8 @@ def build_example(lm: LoadedModel, req: InputRequest) -> InputExample:
     """The pipeline input for a request, refusing inputs longer than the model's maximum length.
 
     A pair is encoded by the tokenizer as a pair (``[CLS] a [SEP] b [SEP]``); a random sequence comes from
-    :func:`attnviz.pipeline.inputs.random_inputs` (the precompute's random input) with the request's length and seed.
+    :func:`attnviz.pipeline.precompute.inputs.random_inputs` (the precompute's random input) with the request's
+    length and seed.
     """
     validate_input(req)
     tok = lm.tokenizer
@@ -174,7 +177,8 @@ def _with_meta(example: ExampleResult, lm: LoadedModel, **meta: Any) -> ExampleR
 
 
 def run_input(choice: ModelChoice, req: InputRequest, progress: Progress = _quiet) -> PlaygroundResult:
-    """Run the model once on a typed or random input: attention and embeddings via ``attnviz.pipeline.extract``."""
+    """Run the model once on a typed or random input: attention and embeddings via
+    ``attnviz.pipeline.models.extract``."""
     t0 = time.perf_counter()
     validate_input(req)
     lm = get_model(choice, progress)
@@ -216,8 +220,8 @@ def generate(choice: ModelChoice, req: InputRequest, gen: GenerateRequest,
 
     Each step records the model's probability of the chosen token (softmax of the logits), the probability it
     was drawn with, and the top-k alternatives. The attention of the whole sequence (input + generated tokens)
-    then comes from ``attnviz.pipeline.extract.run_batch``: in a causal model the row of step k's query is exactly the
-    attention the model computed at that step.
+    then comes from ``attnviz.pipeline.models.extract.run_batch``: in a causal model the row of step k's query is
+    exactly the attention the model computed at that step.
     """
     t0 = time.perf_counter()
     validate_input(req)
@@ -351,8 +355,8 @@ def default_run_name(choice: ModelChoice) -> str:
 
 
 def playground_run_metadata(lm: LoadedModel) -> dict[str, Any]:
-    """Run metadata of a playground run: :func:`attnviz.pipeline.precompute.run_metadata` (model, model_info with its
-    seed, overrides, versions, shape, metrics) for an input that grows one example at a time."""
+    """Run metadata of a playground run: :func:`attnviz.pipeline.precompute.local.run_metadata` (model, model_info
+    with its seed, overrides, versions, shape, metrics) for an input that grows one example at a time."""
     inputs = InputSet(examples=[], spec=PLAYGROUND_INPUT, fingerprint=PLAYGROUND_INPUT, kind=PLAYGROUND_INPUT)
     meta = run_metadata(lm, inputs, max_length=lm.max_length, capture=list(CAPTURE), dtype="float16",
                         shard_size=1, max_shard_elements=DEFAULT_MAX_SHARD_ELEMENTS, planned=0)

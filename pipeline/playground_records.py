@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnviz.pipeline.model_info import ModelInfo
+from attnviz.pipeline.models.info import ModelInfo
 from attnviz.pipeline.records import ExampleResult
 
 #: Longest generation the playground runs (tokens).

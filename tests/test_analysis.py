@@ -14,7 +14,8 @@ from scipy import stats
 from store_helpers import write_shard
 
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.local import precompute
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.store import StoreReader, StoreWriter, read_columns, read_group_sums, read_metric_rows
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.jsonl"
@@ -41,9 +42,10 @@ def write_synthetic(store: Path, run: str, patterns: list[list[str]], n: int, **
 def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MiniLM (trained) over 120 demo sentences; a tiny random BERT over 60, truncated at 10 tokens."""
     store = tmp_path_factory.mktemp("real") / "demo.h5"
-    precompute("minilm", str(DEMO), store, run="minilm", limit=120, threads=1)
-    precompute("bert-random", str(DEMO), store, run="tiny-bert", limit=60, max_length=10, overrides=TINY_BERT,
-               threads=1, shard_size=16)
+    precompute(PrecomputeOptions(model="minilm", input=str(DEMO), store=store, run="minilm", limit=120, threads=1,
+                                 capture="attention"))
+    precompute(PrecomputeOptions(model="bert-random", input=str(DEMO), store=store, run="tiny-bert", limit=60,
+                                 max_length=10, overrides=TINY_BERT, threads=1, shard_size=16, capture="attention"))
     return store
 
 

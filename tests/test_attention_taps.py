@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnviz.pipeline import attention_taps as taps
-from attnviz.pipeline.extract import encode, forward_batch, length_batches
-from attnviz.pipeline.inputs import InputExample
-from attnviz.pipeline.models import LoadedModel, load_model
+from attnviz.pipeline.models import taps
+from attnviz.pipeline.models.extract import encode, forward_batch, length_batches
+from attnviz.pipeline.models.loading import LoadedModel, load_model
+from attnviz.pipeline.precompute.inputs import InputExample
 from tests.test_precompute import PAIRS, SENTENCES, TINY
 
 

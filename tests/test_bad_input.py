@@ -329,7 +329,7 @@ def test_random_inputs_are_built_only_when_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["gpt2-random", "bert-random", "seq2seq-random"])
 def test_the_weight_estimate_is_close_to_the_built_model(model: str) -> None:
     """The estimate that refuses configurations too large to build is within 10% of a real model's size."""
-    from attnviz.pipeline.models import estimate_parameters, load_model
+    from attnviz.pipeline.models.loading import estimate_parameters, load_model
 
     lm = load_model(model)
     actual = sum(p.numel() for p in lm.model.base_model.parameters())

@@ -31,8 +31,8 @@ from attnviz.dashboard import corpus_tab
 from attnviz.dashboard.app import create_app
 from attnviz.dashboard.observability import APP_ALERT
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.analyze import analyze
 from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.store import StoreReader, StoreWriter, analysis_path, shard_dir
 
 RUN = "pat"

@@ -27,7 +27,7 @@ from store_helpers import write_shard
 
 from attnviz.dashboard.urlstate import parse_state
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.analyze import analyze
+from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.store import StoreReader, StoreWriter
 
 pytestmark = pytest.mark.browser

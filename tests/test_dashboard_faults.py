@@ -284,13 +284,14 @@ def test_store_replaced_by_garbage_then_restored(own_page: Page) -> None:
 def other_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A different store holding a run named like the dashboard store's BERT run, with the same shard names
     (12 examples, one shard) but other sentences."""
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
+    from attnviz.pipeline.precompute.options import PrecomputeOptions
 
     path = tmp_path_factory.mktemp("other") / "demo.h5"
-    precompute("bert-random", "random:length=9,count=12,seed=7", path, run=BERT_RUN, threads=1,
-               capture="attention,qkv,hidden,embeddings",
-               overrides={"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
-                          "intermediate_size": 128})
+    precompute(PrecomputeOptions(model="bert-random", input="random:length=9,count=12,seed=7", store=path, run=BERT_RUN,
+                                 threads=1, capture="attention,qkv,hidden,embeddings",
+                                 overrides={"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
+                                            "intermediate_size": 128}))
     return path
 
 

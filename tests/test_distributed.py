@@ -21,7 +21,7 @@ import psutil
 import pytest
 from distributed import Client, LocalCluster
 
-from attnviz.pipeline.distributed import (
+from attnviz.pipeline.precompute.distributed import (
     ClusterError,
     connect,
     local_cluster,
@@ -30,8 +30,9 @@ from attnviz.pipeline.distributed import (
     torch_threads_by_host,
     usable_cores,
 )
-from attnviz.pipeline.inputs import InputError
-from attnviz.pipeline.precompute import PrecomputeSummary, precompute
+from attnviz.pipeline.precompute.inputs import InputError
+from attnviz.pipeline.precompute.local import PrecomputeSummary, precompute
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.records import ExampleResult, TokenSequence
 from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file
 
@@ -59,7 +60,7 @@ def cluster() -> Iterator[tuple[LocalCluster, Client]]:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The single-process store for the same input and configuration."""
     store = tmp_path_factory.mktemp("reference") / "store.h5"
-    precompute("bert-random", "data/demo.jsonl", store, threads=1, **COMMON)
+    precompute(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store, threads=1, **COMMON))
     return store
 
 
@@ -103,8 +104,9 @@ def polled_run(cluster: tuple[LocalCluster, Client], tmp_path_factory: pytest.Te
     poller, said = _Poller(store), []
     poller.start()
     try:
-        summary = precompute_distributed("bert-random", "data/demo.jsonl", store,
-                                         scheduler=cluster[0].scheduler_address, say=said.append, **COMMON)
+        summary = precompute_distributed(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store,
+                                                           scheduler=cluster[0].scheduler_address, **COMMON),
+                                         say=said.append)
     finally:
         poller.stop.set()
         poller.join(60)
@@ -135,14 +137,18 @@ def _temp_files(store: Path) -> list[str]:
 
 def test_bad_arguments_fail_before_any_cluster_starts(tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
-    with pytest.raises(ClusterError, match="at least 1"):
-        precompute_distributed("bert-random", "data/demo.jsonl", store, workers=0)
-    with pytest.raises(ClusterError, match="exactly one"):
-        precompute_distributed("bert-random", "data/demo.jsonl", store, workers=2, scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(InputError, match="--workers must be at least 1"):
+        precompute_distributed(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store, workers=0))
+    with pytest.raises(InputError, match="exactly one"):
+        precompute_distributed(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store, workers=2,
+                                                 scheduler="tcp://127.0.0.1:1"))
     t0 = time.perf_counter()
     with pytest.raises(InputError, match="does not exist"):
-        precompute_distributed("bert-random", str(tmp_path / "missing.txt"), store, workers=2)
+        precompute_distributed(PrecomputeOptions(model="bert-random", input=str(tmp_path / "missing.txt"), store=store,
+                                                 workers=2))
     assert time.perf_counter() - t0 < 10, "input errors must be raised before a cluster is started"
+    with pytest.raises(ClusterError, match="exactly one"):
+        precompute_distributed(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store))
     assert not store.exists()
 
 
@@ -158,7 +164,8 @@ def test_sharded_store_equals_single_process_store(reference: Path, polled_run: 
     assert _temp_files(store) == []
     # A rerun of a finished run computes nothing and starts no cluster.
     again: list[str] = []
-    summary = precompute_distributed("bert-random", "data/demo.jsonl", store, workers=2, say=again.append, **COMMON)
+    summary = precompute_distributed(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store,
+                                                       workers=2, **COMMON), say=again.append)
     assert (summary.examples, summary.new_examples, summary.skipped_examples) == (N, 0, N)
     assert again == ["run 'bert-random--demo' is complete in " + str(store) + ": nothing to compute"]
 
@@ -305,8 +312,8 @@ def test_client_killed_then_rerun_resumes_to_the_same_store(cluster: tuple[Local
     committed = _committed(store)
     assert 2 * SHARD <= committed < N
     # Rerun the same command (in-process here): it adopts what the dead run's tasks finished, computes the rest.
-    summary = precompute_distributed("bert-random", "data/demo.jsonl", store, scheduler=cluster[0].scheduler_address,
-                                     **COMMON)
+    summary = precompute_distributed(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store,
+                                                       scheduler=cluster[0].scheduler_address, **COMMON))
     assert summary.skipped_examples >= committed and summary.skipped_examples + summary.new_examples == N
     _assert_same_store(reference, store)
     assert _temp_files(store) == []
@@ -331,8 +338,9 @@ def test_worker_killed_mid_task_still_gives_a_complete_store(cluster: tuple[Loca
                 return
 
     store = tmp_path / "store.h5"
-    summary = precompute_distributed("bert-random", "data/demo.jsonl", store, scheduler=cluster[0].scheduler_address,
-                                     progress=kill_a_busy_worker, **COMMON)
+    summary = precompute_distributed(PrecomputeOptions(model="bert-random", input="data/demo.jsonl", store=store,
+                                                       scheduler=cluster[0].scheduler_address, **COMMON),
+                                     progress=kill_a_busy_worker)
     assert killed, "no worker was busy when the first shard was committed"
     assert killed[0][1] in pids_before
     assert summary.examples == N

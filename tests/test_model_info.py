@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attnviz.pipeline.model_info import (
+from attnviz.pipeline.models.info import (
     ModelInfoError,
     get_model_info,
     known_models,
@@ -77,7 +77,8 @@ def test_name_must_match_file(tmp_path: Path) -> None:
 
 
 def test_adding_a_file_adds_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
+    from attnviz.pipeline.precompute.options import PrecomputeOptions
     from attnviz.pipeline.store import StoreReader
 
     folder = tmp_path / "model_info"
@@ -86,7 +87,7 @@ def test_adding_a_file_adds_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ATTNVIZ_MODEL_INFO", str(folder))
     inp = tmp_path / "in.txt"
     inp.write_text("a new model, just by adding a file\n")
-    precompute("custom", str(inp), tmp_path / "s.h5")
+    precompute(PrecomputeOptions(model="custom", input=str(inp), store=tmp_path / "s.h5", capture="attention"))
     with StoreReader(tmp_path / "s.h5") as reader:
         info = reader.run_info(reader.runs()[0])
         assert info.shape == {"self": (1, 2)}
@@ -94,7 +95,7 @@ def test_adding_a_file_adds_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_hub_failure_suggests_offline_alternative() -> None:
-    from attnviz.pipeline.models import ModelLoadError, load_model
+    from attnviz.pipeline.models.loading import ModelLoadError, load_model
 
     for name, alternative in (("gpt2", "gpt2-random"), ("opus-mt-en-es", "seq2seq-random"),
                               ("bert-base-uncased", "minilm")):

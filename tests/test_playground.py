@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from attnviz.pipeline import playground
-from attnviz.pipeline.model_info import get_model_info
+from attnviz.pipeline.models.info import get_model_info
 from attnviz.pipeline.playground_records import (
     MAX_GENERATION_TOKENS,
     GenerateRequest,
@@ -31,7 +31,8 @@ from attnviz.pipeline.playground_records import (
     validate_choice,
 )
 from attnviz.pipeline.playground_worker import call, shutdown_worker
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.local import precompute
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.store import StoreReader
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -53,8 +54,8 @@ def test_typed_sentence_attention_equals_precomputed(tmp_path: Path) -> None:
     text = tmp_path / "one.txt"
     text.write_text(SENTENCE + "\n", encoding="utf-8")
     store = tmp_path / "s.h5"
-    precompute("gpt2-random", str(text), store, run="ref", overrides=_overrides(GPT2), dtype="float32",
-               capture="attention,embeddings")
+    precompute(PrecomputeOptions(model="gpt2-random", input=str(text), store=store, run="ref",
+                                 overrides=_overrides(GPT2), dtype="float32", capture="attention,embeddings"))
     result = playground.run_input(GPT2, InputRequest(task="lm", text=SENTENCE))
     with StoreReader(store) as reader:
         assert reader.tokens("ref", 0, "source") == list(result.example.source.strings)
@@ -72,7 +73,8 @@ def test_translation_pair_attention_equals_precomputed(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("The house is big.\tLa casa es grande.\n", encoding="utf-8")
     store = tmp_path / "s.h5"
-    precompute("seq2seq-random", str(pairs), store, run="ref", overrides=_overrides(SEQ2SEQ), dtype="float32")
+    precompute(PrecomputeOptions(model="seq2seq-random", input=str(pairs), store=store, run="ref",
+                                 overrides=_overrides(SEQ2SEQ), dtype="float32", capture="attention"))
     result = playground.run_input(SEQ2SEQ, InputRequest(task="translation", text="The house is big.",
                                                         second="La casa es grande."))
     assert set(result.example.attention) == {"self", "decoder", "cross"}
@@ -85,8 +87,8 @@ def test_translation_pair_attention_equals_precomputed(tmp_path: Path) -> None:
 
 def test_random_sequence_equals_precomputed_random_input(tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
-    precompute("gpt2-random", "random:length=9,count=1,seed=5", store, run="ref", overrides=_overrides(GPT2),
-               dtype="float32")
+    precompute(PrecomputeOptions(model="gpt2-random", input="random:length=9,count=1,seed=5", store=store, run="ref",
+                                 overrides=_overrides(GPT2), dtype="float32", capture="attention"))
     first = playground.run_input(GPT2, InputRequest(task="lm", random=True, length=9, seed=5))
     again = playground.run_input(GPT2, InputRequest(task="lm", random=True, length=9, seed=5))
     other = playground.run_input(GPT2, InputRequest(task="lm", random=True, length=9, seed=6))

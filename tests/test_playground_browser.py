@@ -27,12 +27,15 @@ JOB_TIMEOUT = 120  # the first job starts the worker and imports torch
 def playground_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store with one small run, and a playground folder for the worker and Dash's job cache."""
     from attnviz.pipeline.playground_worker import shutdown_worker
-    from attnviz.pipeline.precompute import precompute
+    from attnviz.pipeline.precompute.local import precompute
+    from attnviz.pipeline.precompute.options import PrecomputeOptions
 
     root = tmp_path_factory.mktemp("pg-browser")
     store = root / "store.h5"
-    precompute("bert-random", "random:length=4,count=2,seed=0", store, run="existing",
-               overrides={"num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 32})
+    precompute(PrecomputeOptions(model="bert-random", input="random:length=4,count=2,seed=0", store=store,
+                                 run="existing",
+                                 overrides={"num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 32},
+                                 capture="attention"))
     folder = root / "playground"
     old = os.environ.get("ATTNVIZ_PLAYGROUND_DIR")
     os.environ["ATTNVIZ_PLAYGROUND_DIR"] = str(folder)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnviz.pipeline.models import load_model
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.models.loading import load_model
+from attnviz.pipeline.precompute.local import precompute
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.store import StoreReader
 
 SENTENCES = [
@@ -67,7 +68,8 @@ def _direct(lm, text: str, target: str | None = None) -> dict[str, list[np.ndarr
 @pytest.mark.parametrize("model", ["minilm", "bert-random", "albert-random", "gpt2-random"])
 def test_stored_attention_equals_direct_forward(model: str, text_file: Path, tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
-    summary = precompute(model, str(text_file), store, overrides=TINY[model], batch_size=3)
+    summary = precompute(PrecomputeOptions(model=model, input=str(text_file), store=store, overrides=TINY[model],
+                                           batch_size=3, capture="attention"))
     assert summary.examples == len(SENTENCES)
     lm = load_model(model, TINY[model])
     with StoreReader(store) as reader:
@@ -87,7 +89,8 @@ def test_stored_attention_equals_direct_forward(model: str, text_file: Path, tmp
 
 def test_encoder_decoder_stores_self_decoder_and_cross(pairs_file: Path, tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
-    precompute("seq2seq-random", str(pairs_file), store, overrides=TINY["seq2seq-random"])
+    precompute(PrecomputeOptions(model="seq2seq-random", input=str(pairs_file), store=store,
+                                 overrides=TINY["seq2seq-random"], capture="attention"))
     lm = load_model("seq2seq-random", TINY["seq2seq-random"])
     with StoreReader(store) as reader:
         run = reader.runs()[0]
@@ -107,7 +110,8 @@ def test_metrics_stored_match_recomputation_from_float32(text_file: Path, tmp_pa
     from attnviz.pipeline.metrics import example_metrics
 
     store = tmp_path / "s.h5"
-    precompute("minilm", str(text_file), store, dtype="float32")
+    precompute(PrecomputeOptions(model="minilm", input=str(text_file), store=store, dtype="float32",
+                                 capture="attention"))
     lm = load_model("minilm")
     with StoreReader(store) as reader:
         run = reader.runs()[0]
@@ -122,7 +126,7 @@ def test_metrics_stored_match_recomputation_from_float32(text_file: Path, tmp_pa
 
 def test_real_minilm_layer0_head2_attends_to_previous_token(tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
-    precompute("minilm", "data/demo.jsonl", store, limit=40)
+    precompute(PrecomputeOptions(model="minilm", input="data/demo.jsonl", store=store, limit=40, capture="attention"))
     with StoreReader(store) as reader:
         prev = reader.metrics(reader.runs()[0], "mass_prev")
         assert prev[:, 0, 2].mean() > 0.8
@@ -131,8 +135,8 @@ def test_real_minilm_layer0_head2_attends_to_previous_token(tmp_path: Path) -> N
 
 def test_captures_qkv_hidden_embeddings_are_consistent(text_file: Path, tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
-    precompute("bert-random", str(text_file), store, overrides=TINY["bert-random"],
-               capture="attention,qkv,hidden,embeddings", dtype="float32")
+    precompute(PrecomputeOptions(model="bert-random", input=str(text_file), store=store, overrides=TINY["bert-random"],
+                                 capture="attention,qkv,hidden,embeddings", dtype="float32"))
     with StoreReader(store) as reader:
         run = reader.runs()[0]
         q, k, _v = reader.qkv(run, 0, 1, 3)
@@ -153,8 +157,8 @@ def test_qkv_without_hidden_states_equals_qkv_of_the_whole_forward(text_file: Pa
     stores = {capture: tmp_path / f"{capture.replace(',', '-')}.h5"
               for capture in ("attention,qkv", "attention,qkv,hidden")}
     for capture, store in stores.items():
-        precompute("bert-random", str(text_file), store, overrides=TINY["bert-random"], capture=capture,
-                   dtype="float32", batch_size=3)
+        precompute(PrecomputeOptions(model="bert-random", input=str(text_file), store=store,
+                                     overrides=TINY["bert-random"], capture=capture, dtype="float32", batch_size=3))
     layers, heads = TINY["bert-random"]["num_hidden_layers"], TINY["bert-random"]["num_attention_heads"]
     head_dim = TINY["bert-random"]["hidden_size"] // heads
     with StoreReader(stores["attention,qkv"]) as got, StoreReader(stores["attention,qkv,hidden"]) as ref:
@@ -177,8 +181,8 @@ def test_qkv_without_hidden_states_equals_qkv_of_the_whole_forward(text_file: Pa
 
 def test_gpt2_fused_qkv_reproduces_causal_attention(text_file: Path, tmp_path: Path) -> None:
     store = tmp_path / "s.h5"
-    precompute("gpt2-random", str(text_file), store, overrides=TINY["gpt2-random"], capture="attention,qkv",
-               dtype="float32")
+    precompute(PrecomputeOptions(model="gpt2-random", input=str(text_file), store=store, overrides=TINY["gpt2-random"],
+                                 capture="attention,qkv", dtype="float32"))
     with StoreReader(store) as reader:
         run = reader.runs()[0]
         q, k, _ = reader.qkv(run, 1, 0, 1)
@@ -192,8 +196,10 @@ def test_gpt2_fused_qkv_reproduces_causal_attention(text_file: Path, tmp_path: P
 def test_random_input_is_reproducible(tmp_path: Path) -> None:
     spec = "random:length=12,count=4,seed=7"
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
-    precompute("bert-random", spec, a, overrides=TINY["bert-random"])
-    precompute("bert-random", spec, b, overrides=TINY["bert-random"])
+    precompute(PrecomputeOptions(model="bert-random", input=spec, store=a, overrides=TINY["bert-random"],
+                                 capture="attention"))
+    precompute(PrecomputeOptions(model="bert-random", input=spec, store=b, overrides=TINY["bert-random"],
+                                 capture="attention"))
     with StoreReader(a) as ra, StoreReader(b) as rb:
         run = ra.runs()[0]
         assert ra.num_examples(run) == 4
@@ -207,7 +213,8 @@ def test_truncation_is_flagged(tmp_path: Path) -> None:
     path = tmp_path / "long.txt"
     path.write_text("short sentence\n" + " ".join(["word"] * 300) + "\n", encoding="utf-8")
     store = tmp_path / "s.h5"
-    summary = precompute("bert-random", str(path), store, overrides=TINY["bert-random"], max_length=32)
+    summary = precompute(PrecomputeOptions(model="bert-random", input=str(path), store=store,
+                                           overrides=TINY["bert-random"], max_length=32, capture="attention"))
     assert summary.truncated == 1
     with StoreReader(store) as reader:
         run = reader.runs()[0]
@@ -217,12 +224,13 @@ def test_truncation_is_flagged(tmp_path: Path) -> None:
 
 
 def test_mantissa_bits_round_attention_within_bound_and_keep_exact_metrics(text_file: Path, tmp_path: Path) -> None:
-    from attnviz.pipeline.inputs import InputError
+    from attnviz.pipeline.precompute.inputs import InputError
     from attnviz.pipeline.store import RunMismatchError
 
     full, compact = tmp_path / "full.h5", tmp_path / "compact.h5"
-    precompute("minilm", str(text_file), full, run="r")
-    precompute("minilm", str(text_file), compact, run="r", mantissa_bits=5)
+    precompute(PrecomputeOptions(model="minilm", input=str(text_file), store=full, run="r", capture="attention"))
+    precompute(PrecomputeOptions(model="minilm", input=str(text_file), store=compact, run="r", mantissa_bits=5,
+                                 capture="attention"))
     with StoreReader(full) as rf, StoreReader(compact) as rc:
         assert rf.run_info("r").meta["mantissa_bits"] is None
         assert rc.run_info("r").meta["mantissa_bits"] == 5
@@ -239,7 +247,9 @@ def test_mantissa_bits_round_attention_within_bound_and_keep_exact_metrics(text_
     size = {p: sum(f.stat().st_size for f in Path(f"{p}.d").rglob("*.h5")) for p in (full, compact)}
     assert size[compact] < 0.8 * size[full]
     with pytest.raises(RunMismatchError, match="mantissa_bits"):
-        precompute("minilm", str(text_file), compact, run="r", mantissa_bits=6)
+        precompute(PrecomputeOptions(model="minilm", input=str(text_file), store=compact, run="r", mantissa_bits=6,
+                                     capture="attention"))
     with pytest.raises(InputError, match="--mantissa-bits must be between 1 and 10"):
-        precompute("minilm", str(text_file), tmp_path / "bad.h5", mantissa_bits=11)
+        precompute(PrecomputeOptions(model="minilm", input=str(text_file), store=tmp_path / "bad.h5", mantissa_bits=11,
+                                     capture="attention"))
     assert not (tmp_path / "bad.h5").exists()

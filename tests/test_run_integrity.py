@@ -7,7 +7,9 @@ repairs what older versions could leave behind: overlapping shards, misplaced ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from typer.testing import CliRunner
 
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.cli import app
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.local import PrecomputeSummary, precompute
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.store import (
     StoreError,
     StoreReader,
@@ -42,8 +45,10 @@ def sentences(tmp_path: Path) -> Path:
     return path
 
 
-def _run(sentences: Path, store: Path, **kw: object):  # noqa: ANN202 - the summary
-    return precompute("bert-random", str(sentences), store, overrides=TINY, run="r", shard_size=16, **kw)
+def _run(sentences: Path, store: Path, on_start: Callable[[int, int], None] | None = None,
+         **kw: Any) -> PrecomputeSummary:
+    return precompute(PrecomputeOptions(model="bert-random", input=str(sentences), store=store, overrides=TINY, run="r",
+                                        shard_size=16, capture="attention", **kw), on_start=on_start)
 
 
 def _texts(store: Path) -> list[str]:
@@ -150,8 +155,8 @@ def test_an_empty_run_left_by_a_kill_takes_the_next_configuration(sentences: Pat
     meta = read_index(store)["r"].meta
     assert meta["overrides"] == TINY
     with pytest.raises(StoreError, match="different configuration"):
-        precompute("bert-random", str(sentences), store, run="r", shard_size=16, limit=4,
-                   overrides={**TINY, "num_attention_heads": 4})
+        precompute(PrecomputeOptions(model="bert-random", input=str(sentences), store=store, run="r", shard_size=16,
+                                     limit=4, overrides={**TINY, "num_attention_heads": 4}, capture="attention"))
 
 
 def _corrupt_index(store: Path, extra: list[tuple[str, int, int]]) -> None:

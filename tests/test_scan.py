@@ -12,9 +12,10 @@ from store_helpers import write_shard
 from typer.testing import CliRunner
 
 from attnviz.pipeline import analysis as an
-from attnviz.pipeline.analyze import analyze
 from attnviz.pipeline.cli import app
-from attnviz.pipeline.precompute import precompute
+from attnviz.pipeline.precompute.analyze import analyze
+from attnviz.pipeline.precompute.local import precompute
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.scan import scan_run
 from attnviz.pipeline.store import (
     RunInfo,
@@ -46,12 +47,13 @@ K = 5  # max offset used in the tests
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("scan") / "scan.h5"
     demo = str(DATA / "demo.jsonl")
-    precompute("bert-random", demo, path, run="bert", limit=30, overrides=TINY["bert-random"], shard_size=8,
-               threads=1)
-    precompute("gpt2-random", demo, path, run="gpt2", limit=20, overrides=TINY["gpt2-random"], shard_size=8,
-               threads=1)
-    precompute("seq2seq-random", str(DATA / "demo_pairs.jsonl"), path, run="s2s", limit=10,
-               overrides=TINY["seq2seq-random"], shard_size=4, threads=1)
+    precompute(PrecomputeOptions(model="bert-random", input=demo, store=path, run="bert", limit=30,
+                                 overrides=TINY["bert-random"], shard_size=8, threads=1, capture="attention"))
+    precompute(PrecomputeOptions(model="gpt2-random", input=demo, store=path, run="gpt2", limit=20,
+                                 overrides=TINY["gpt2-random"], shard_size=8, threads=1, capture="attention"))
+    precompute(PrecomputeOptions(model="seq2seq-random", input=str(DATA / "demo_pairs.jsonl"), store=path, run="s2s",
+                                 limit=10, overrides=TINY["seq2seq-random"], shard_size=4, threads=1,
+                                 capture="attention"))
     writer = StoreWriter(path)
     patterns = [["previous", "next", "self", "first"], ["sep", "punct", "broad", "heterogeneous"]]
     writer.begin_run("pat", an.synthetic_meta(2, 4, 40), fingerprint_keys=[])

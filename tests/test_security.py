@@ -571,9 +571,9 @@ def test_no_pickle_in_the_serving_path() -> None:
 
 
 def test_remote_code_only_where_a_model_info_file_asks() -> None:
-    from attnviz.pipeline.model_info import ModelInfo, known_models, load_model_info_file
+    from attnviz.pipeline.models.info import ModelInfo, known_models, load_model_info_file
 
-    tree = ast.parse((REPO / "pipeline" / "models.py").read_text())
+    tree = ast.parse((REPO / "pipeline" / "models" / "loading.py").read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
              and n.func.attr in ("from_pretrained", "from_config")]
     assert calls

@@ -80,3 +80,19 @@ def test_reader_and_app_without_torch(store: Path) -> None:
         assert client.get("/healthz").status_code == 200
     """)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_torch_free_modules_of_the_model_and_precompute_packages() -> None:
+    """The package ``__init__`` files, model descriptions, precompute options and run metadata need no torch."""
+    done = _python("""
+        import attnviz.pipeline.models, attnviz.pipeline.precompute
+        from attnviz.pipeline.models.info import get_model_info
+        from attnviz.pipeline.precompute.inputs import read_inputs
+        from attnviz.pipeline.precompute.options import PrecomputeOptions
+        from attnviz.pipeline.store.meta import run_meta
+        assert get_model_info("minilm").family == "encoder"
+        options = PrecomputeOptions(input="data/demo.jsonl", store="s.h5", overrides=["n_layer=2"])
+        assert options.capture == ("attention", "embeddings") and options.overrides == {"n_layer": 2}
+        assert run_meta({}).family == "encoder"
+    """)
+    assert done.returncode == 0, done.stdout + done.stderr

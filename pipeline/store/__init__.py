@@ -16,6 +16,7 @@ Modules:
 * :mod:`~attnviz.pipeline.store.format`: schema version, names on disk, errors, codecs, mantissa rounding,
   one-line messages;
 * :mod:`~attnviz.pipeline.store.atomic`: write-to-temporary + fsync + rename, the lock file;
+* :mod:`~attnviz.pipeline.store.meta`: a run's metadata, typed (:class:`RunMeta`, read with :func:`run_meta`);
 * :mod:`~attnviz.pipeline.store.index`: the index file (:class:`RunInfo`, :class:`ShardEntry`) and shard headers;
 * :mod:`~attnviz.pipeline.store.writer`: shard files and :class:`StoreWriter`;
 * :mod:`~attnviz.pipeline.store.reader`: :class:`StoreReader`, :class:`ExampleTable`, :func:`open_shard`;
@@ -60,11 +61,15 @@ from attnviz.pipeline.store.format import (
     store_size,
 )
 from attnviz.pipeline.store.index import RunInfo, ShardEntry, config_fingerprint, missing_ranges, overlapping_shards
+from attnviz.pipeline.store.meta import FINGERPRINT_KEYS, RunMeta, run_meta
 from attnviz.pipeline.store.reader import ExampleTable, StoreReader, open_shard
 from attnviz.pipeline.store.verify import StoreCheck, verify_store
 from attnviz.pipeline.store.writer import StoreWriter, shard_image, write_shard_file
 
 __all__ = [
+    "FINGERPRINT_KEYS",
+    "RunMeta",
+    "run_meta",
     "DEFAULT_CODEC",
     "H5PY_VERSION",
     "MANTISSA_BITS",

@@ -49,6 +49,7 @@ from attnviz.pipeline.store.format import (
     one_line,
 )
 from attnviz.pipeline.store.index import RunInfo, ShardEntry
+from attnviz.pipeline.store.meta import run_meta
 from attnviz.pipeline.store.reader import open_shard
 
 
@@ -121,7 +122,7 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
 
 def read_metric_rows(store: str | os.PathLike, info: RunInfo, kind: str, name: str) -> np.ndarray:
     """One metric of every committed example in head-major layout: ``[L*H, N]`` float32 (row ``l*H + h``)."""
-    if name not in info.meta.get("metrics", {}).get(kind, []):
+    if name not in run_meta(info.meta).metrics_of(kind):
         raise StoreError(f"run {info.name!r} has no {kind!r} metric {name!r}")
     n_layers, n_heads = info.shape[kind]
     return _fill_rows(np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32), store, info, kind,

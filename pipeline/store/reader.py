@@ -36,6 +36,7 @@ from attnviz.pipeline.store.format import (
     shard_problem,
 )
 from attnviz.pipeline.store.index import RunInfo, ShardEntry, read_index, shard_header
+from attnviz.pipeline.store.meta import run_meta
 
 
 @contextlib.contextmanager
@@ -327,7 +328,7 @@ class StoreReader:
     def metric_names(self, run: str, kind: str = "self") -> list[str]:
         """Metric names stored for a kind of attention."""
         self._require_kind(run, kind)
-        return list(self.run_info(run).meta.get("metrics", {}).get(kind, []))
+        return run_meta(self.run_info(run).meta).metrics_of(kind)
 
     @_read_guard
     def metrics(self, run: str, name: str, kind: str = "self") -> np.ndarray:

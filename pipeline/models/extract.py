@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from attnviz.pipeline import attention_taps as taps
 from attnviz.pipeline import token_classes as tc
-from attnviz.pipeline.inputs import InputExample
 from attnviz.pipeline.metrics import attention_metrics
-from attnviz.pipeline.models import LoadedModel
+from attnviz.pipeline.models import taps
+from attnviz.pipeline.models.loading import LoadedModel
+from attnviz.pipeline.precompute.inputs import InputExample
 from attnviz.pipeline.records import SIDE_OF_KIND, ExampleResult, TokenSequence
 
 #: Characters of a line kept before tokenizing: a guard against pathological lines (flagged as truncated).
 CHARS_PER_TOKEN_LIMIT = 40
-CAPTURES = ("attention", "qkv", "hidden", "embeddings")
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 #: Default module-name suffixes (inside one layer) of the Q/K/V projections, by transformers model_type.
@@ -224,7 +223,7 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
     """The eager forward pass of one padded batch (right padding), with attention and the asked captures.
 
     Unless hidden states or embeddings are captured (or ``full``), the pass stops right after the model's last
-    attention (:mod:`attnviz.pipeline.attention_taps`): nothing computed later changes an attention weight.
+    attention (:mod:`attnviz.pipeline.models.taps`): nothing computed later changes an attention weight.
     """
     tok = lm.tokenizer
     encdec = lm.family == "encoder-decoder"

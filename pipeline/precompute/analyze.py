@@ -21,6 +21,7 @@ from attnviz.pipeline.store import (
     now_iso,
     read_columns,
     read_group_sums,
+    run_meta,
     write_analysis,
 )
 
@@ -67,6 +68,7 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
     if unknown:
         raise StoreError(f"run {run!r} has no {unknown[0]!r} attention (it has {', '.join(info.kinds)})")
     limit = similarity_examples or None
+    meta = run_meta(info.meta)
     partials = scan_run(store, info, kinds=kinds, max_offset=max_offset, similarity_examples=limit,
                         workers=workers, scheduler=scheduler, progress=progress)
     result = Analysis(run=run, shards=[s.file for s in info.shards], n_examples=info.num_examples,
@@ -82,7 +84,7 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
         if part.relpos_sums is not None and part.relpos_counts is not None:
             ka.relpos = relpos_profile(part.relpos_sums, part.relpos_counts)
             ka.relpos_counts = part.relpos_counts
-        ka.group_sums = read_group_sums(store, info, kind, info.meta.get("metrics", {}).get(kind, []), groups)
+        ka.group_sums = read_group_sums(store, info, kind, meta.metrics_of(kind), groups)
         result.kinds[kind] = ka
     path = write_analysis(store, result)
     sim = max((k.similarity_examples for k in result.kinds.values()), default=0)

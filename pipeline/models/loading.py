@@ -15,7 +15,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from attnviz.pipeline.model_info import ModelInfo, ModelInfoError, get_model_info
+from attnviz.pipeline.models.info import ModelInfo, ModelInfoError, get_model_info
 
 
 class ModelLoadError(RuntimeError):

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from itertools import islice
@@ -34,14 +34,15 @@ import dask
 from distributed import Client, Future, KilledWorker, LocalCluster, as_completed, get_worker
 from distributed.comm import get_address_host
 
-from attnviz.pipeline.inputs import InputError
-from attnviz.pipeline.model_info import ModelInfo
+from attnviz.pipeline.models.info import ModelInfo
+from attnviz.pipeline.precompute.inputs import InputError
 from attnviz.pipeline.store import shard_dir, shard_file_name
 
 if TYPE_CHECKING:
-    from attnviz.pipeline.extract import EncodedExample, TokenClassifier
-    from attnviz.pipeline.models import LoadedModel
-    from attnviz.pipeline.precompute import PrecomputeSummary, PreparedRun
+    from attnviz.pipeline.models.extract import EncodedExample, TokenClassifier
+    from attnviz.pipeline.models.loading import LoadedModel
+    from attnviz.pipeline.precompute.local import PrecomputeSummary, PreparedRun
+    from attnviz.pipeline.precompute.options import PrecomputeOptions
 
 #: How many times the scheduler may lose a worker while it runs one task before giving up on the task
 #: (``distributed.scheduler.allowed-failures``, set on clusters this module starts; dask's default is 3).
@@ -202,8 +203,8 @@ def _model_cache(model: ModelInfo, overrides: dict[str, Any]) -> tuple[LoadedMod
 
     Keyed by the model_info entry and the config overrides.
     """
-    from attnviz.pipeline.extract import TokenClassifier
-    from attnviz.pipeline.models import load_model
+    from attnviz.pipeline.models.extract import TokenClassifier
+    from attnviz.pipeline.models.loading import load_model
 
     key = json.dumps([model.name, json.loads(model.model_dump_json()), overrides], sort_keys=True)
     with _MODEL_LOCK:
@@ -244,7 +245,7 @@ def run_shard_task(task: ShardTask) -> ShardDone:
     """Worker task: compute one shard and write its file (temp name, then atomic rename); do not touch the index."""
     import torch
 
-    from attnviz.pipeline.precompute import compute_shard
+    from attnviz.pipeline.precompute.local import compute_shard
 
     t0 = time.perf_counter()
     threads = _task_threads(task)
@@ -263,38 +264,27 @@ def run_shard_task(task: ShardTask) -> ShardDone:
 # --------------------------------------------------------------------------------------------------------
 
 
-def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
-                           limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
-                           capture: str | Sequence[str] = "attention", dtype: str = "float16",
-                           mantissa_bits: int | None = None, overrides: dict[str, Any] | None = None,
-                           shard_size: int | None = None,
-                           max_shard_elements: int | None = None, workers: int | None = None,
-                           scheduler: str | None = None, client: Client | None = None, threads: int | None = None,
+def precompute_distributed(options: PrecomputeOptions, *, client: Client | None = None,
                            retries: int = TASK_RETRIES, progress: Callable[[int, int], None] | None = None,
                            on_start: Callable[[int, int], None] | None = None, say: Say | None = None
                            ) -> PrecomputeSummary:
     """``precompute`` on a dask cluster: one task per shard, each committed to the index as it finishes.
 
-    The cluster is a new LocalCluster of ``workers`` processes, the scheduler at ``scheduler``, or ``client``.
-    Validation, planning and resume are those of the single-process command, so the store is the same whatever
-    the worker count; a rerun skips committed shards. ``threads`` forces torch threads per task (default:
-    cores // worker threads on each host). ``progress``/``on_start`` as in ``precompute``; ``say`` gets
-    one-line messages (cluster, dashboard link).
+    The cluster is a new LocalCluster of ``options.workers`` processes, the scheduler at ``options.scheduler``,
+    or ``client`` (then neither option is set). Validation, planning and resume are those of the single-process
+    command, so the store is the same whatever the worker count; a rerun skips committed shards.
+    ``options.threads`` forces torch threads per task (default: cores // worker threads on each host).
+    ``progress``/``on_start`` as in ``precompute``; ``say`` gets one-line messages (cluster, dashboard link).
     """
-    from attnviz.pipeline.precompute import DEFAULT_MAX_SHARD_ELEMENTS, DEFAULT_SHARD_SIZE, forget_if_empty, prepare_run
+    from attnviz.pipeline.precompute.local import forget_if_empty, prepare_run
 
-    if workers is not None and workers < 1:
-        raise ClusterError(f"--workers must be at least 1 (got {workers})")
+    workers, scheduler = options.workers, options.scheduler
     if sum(x is not None for x in (workers, scheduler, client)) != 1:
         raise ClusterError("give exactly one of --workers N (a local cluster) or --scheduler ADDRESS")
     with contextlib.ExitStack() as stack:
         # An existing cluster is checked first (cheap); a LocalCluster starts only once the input is valid.
         dask_client = None if workers else stack.enter_context(connect(None, scheduler, client=client, say=say))
-        prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size,
-                           max_length=max_length, capture=capture, dtype=dtype, mantissa_bits=mantissa_bits,
-                           overrides=overrides,
-                           shard_size=shard_size or DEFAULT_SHARD_SIZE,
-                           max_shard_elements=max_shard_elements or DEFAULT_MAX_SHARD_ELEMENTS)
+        prep = prepare_run(options)
         if not prep.todo:  # a finished run: nothing to start a cluster for
             _say(say, f"run {prep.run!r} is complete in {prep.store}: nothing to compute")
             if on_start:
@@ -305,7 +295,7 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
         if on_start:
             on_start(prep.skipped, prep.total)
         try:
-            new = _run_tasks(dask_client, prep, threads=threads, retries=retries, progress=progress)
+            new = _run_tasks(dask_client, prep, retries=retries, progress=progress)
         except BaseException:
             forget_if_empty(prep)
             raise
@@ -313,17 +303,18 @@ def precompute_distributed(model: str, input_spec: str, store: str | os.PathLike
     return prep.summary(new)
 
 
-def _run_tasks(client: Client, prep: PreparedRun, *, threads: int | None, retries: int,
+def _run_tasks(client: Client, prep: PreparedRun, *, retries: int,
                progress: Callable[[int, int], None] | None) -> int:
     """Submit the shards not committed yet (a bounded window at a time), commit each as it completes."""
     threads_by_host = torch_threads_by_host(client)
     slots = sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values())
     window = max(8, TASKS_PER_THREAD * slots)
     token = uuid.uuid4().hex[:12]
+    o = prep.options
     tasks = (ShardTask(model=prep.lm.info, overrides=prep.lm.overrides, store=os.fspath(prep.store),
                        run=prep.run, start=start, encoded=prep.encoded[start:start + count],
-                       batch_size=prep.batch_size, capture=tuple(prep.captures), dtype=prep.dtype,
-                       mantissa_bits=prep.mantissa_bits, threads_by_host=threads_by_host, threads=threads,
+                       batch_size=o.batch_size, capture=o.capture, dtype=o.dtype,
+                       mantissa_bits=o.mantissa_bits, threads_by_host=threads_by_host, threads=o.threads,
                        fingerprint=prep.fingerprint)
              for start, count in prep.todo)
 

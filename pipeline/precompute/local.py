@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnviz.pipeline.extract import (
-    CAPTURES,
+from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.models.extract import (
     EncodedExample,
     TokenClassifier,
     collect_batch,
@@ -22,7 +22,9 @@ from attnviz.pipeline.extract import (
     forward_batch,
     length_batches,
 )
-from attnviz.pipeline.inputs import (
+from attnviz.pipeline.models.info import get_model_info
+from attnviz.pipeline.models.loading import LoadedModel, load_model, versions
+from attnviz.pipeline.precompute.inputs import (
     InputError,
     InputSet,
     load_input,
@@ -30,12 +32,9 @@ from attnviz.pipeline.inputs import (
     random_inputs,
     special_token_frame,
 )
-from attnviz.pipeline.metrics import METRICS
-from attnviz.pipeline.model_info import get_model_info
-from attnviz.pipeline.models import LoadedModel, load_model, versions
+from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.records import ExampleResult
 from attnviz.pipeline.store import (
-    MANTISSA_BITS,
     ShardEntry,
     StoreError,
     StoreWriter,
@@ -48,14 +47,7 @@ from attnviz.pipeline.store import (
     write_bytes_atomically,
     write_shard_file,
 )
-
-#: Keys of a run's metadata that must match when a command writes to an existing run.
-FINGERPRINT_KEYS = ("model", "model_info", "overrides", "input_fingerprint", "max_length", "capture", "dtype",
-                    "mantissa_bits",
-                    "shard_size", "max_shard_elements")
-DEFAULT_SHARD_SIZE = 256
-#: At most this many stored attention (+Q/K/V/hidden) values in one shard, to bound memory at long T.
-DEFAULT_MAX_SHARD_ELEMENTS = 1 << 26
+from attnviz.pipeline.store.meta import FINGERPRINT_KEYS, run_meta
 
 
 @dataclass
@@ -84,15 +76,6 @@ def default_run_name(model: str, input_spec: str) -> str:
     """``<model>--<input stem>`` made safe as a run name."""
     stem = "random" if input_spec.startswith("random") else Path(input_spec).stem
     return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{model}--{stem}")[:128]
-
-
-def parse_capture(spec: str | Sequence[str]) -> list[str]:
-    """Validate a capture list ("attention,qkv,hidden,embeddings"); attention is always captured."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    bad = [s for s in items if s not in CAPTURES]
-    if bad:
-        raise InputError(f"unknown capture {bad[0]!r}: use a comma list of {', '.join(CAPTURES)}")
-    return ["attention", *[c for c in CAPTURES[1:] if c in items]]
 
 
 def plan_shards(encoded: Sequence[EncodedExample], values_per_token_pair: int, shard_size: int,
@@ -126,10 +109,11 @@ def plan_missing(encoded: Sequence[EncodedExample], committed: Sequence[ShardEnt
             for shard in plan_shards(encoded[lo:hi], values_per_token_pair, shard_size, max_elements, offset=lo)]
 
 
-def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture: list[str], dtype: str,
+def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture: Sequence[str], dtype: str,
                  mantissa_bits: int | None = None,
                  shard_size: int, max_shard_elements: int, planned: int) -> dict[str, Any]:
-    """Everything the store records about a run (see docs/store-format.md)."""
+    """Everything the store records about a run, as the JSON dict the index stores (see docs/store-format.md;
+    read it back with :func:`attnviz.pipeline.store.meta.run_meta`)."""
     shape = lm.shape()
     return {
         "model": lm.info.name,
@@ -143,7 +127,7 @@ def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture:
         "dtype": dtype,
         "mantissa_bits": mantissa_bits,
         "max_length": max_length,
-        "capture": capture,
+        "capture": list(capture),
         "kinds": list(shape),
         "shape": {k: list(v) for k, v in shape.items()},
         "metrics": {k: list(METRICS) for k in shape},
@@ -177,10 +161,7 @@ class PreparedRun:
     planned: int  #: the run's planned example count after this command (never lowered by a smaller --limit)
     fingerprint: str  #: the run's configuration fingerprint, recorded in every shard file
     created: bool  #: whether this command created the run (it is removed again if no shard commits)
-    captures: list[str]
-    dtype: str
-    batch_size: int
-    mantissa_bits: int | None
+    options: PrecomputeOptions  #: the validated options (``mantissa_bits`` None when it keeps every bit)
     t0: float
 
     @property
@@ -197,70 +178,47 @@ class PreparedRun:
             blank_lines=self.inputs.blank_lines, truncated=sum(e.truncated for e in self.encoded))
 
 
-def prepare_run(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
-                limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
-                capture: str | Sequence[str] = "attention", dtype: str = "float16", mantissa_bits: int | None = None,
-                threads: int | None = None,
-                overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-                max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS, loaded: LoadedModel | None = None
-                ) -> PreparedRun:
-    """Validate everything, load the model, encode and plan the input, create or resume the run in the index.
+def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None) -> PreparedRun:
+    """Load the model, encode and plan the input, create or resume the run in the index.
 
-    Everything that can be checked is checked before anything is written: the input, the model name, the
-    store (schema, existing run's configuration). ``loaded`` reuses an already loaded ``model`` (a notebook,
+    Everything that can be checked is checked before anything is written: the options (on construction of
+    :class:`~attnviz.pipeline.precompute.options.PrecomputeOptions`), the input, the model name, the store
+    (schema, existing run's configuration). ``loaded`` reuses an already loaded ``options.model`` (a notebook,
     a benchmark) instead of loading it again; it must be that model with the same overrides.
-    ``mantissa_bits`` rounds the stored attention weights to that many mantissa bits
+    ``options.mantissa_bits`` rounds the stored attention weights to that many mantissa bits
     (:func:`attnviz.pipeline.store.round_mantissa`: smaller files, relative error at most ``2**-(bits+1)``); metrics
-    are computed before, from float32. ``None`` stores every bit of ``dtype``.
+    are computed before, from float32. ``None`` stores every bit of ``options.dtype``.
     """
     t0 = time.perf_counter()
-    if dtype not in ("float16", "float32"):
-        raise InputError(f"unknown --dtype {dtype!r}: use float16 or float32")
-    if mantissa_bits is not None and not 1 <= mantissa_bits <= MANTISSA_BITS[dtype]:
-        raise InputError(f"--mantissa-bits must be between 1 and {MANTISSA_BITS[dtype]} for {dtype} "
-                         f"(got {mantissa_bits}); leave it out to store every bit")
-    if mantissa_bits == MANTISSA_BITS[dtype]:
-        mantissa_bits = None  # every bit: the same as not rounding
-    if batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
-    if shard_size < 1 or max_shard_elements < 1:
-        raise InputError(f"--shard-size must be at least 1 (got {shard_size}); the default is {DEFAULT_SHARD_SIZE}")
-    if limit is not None and limit < 1:
-        raise InputError("--limit must be at least 1")
-    if max_length is not None and max_length < 1:
-        raise InputError(f"--max-length must be at least 1 token (got {max_length}); leave it out for the model's "
-                         "own limit")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1 (got {threads}); leave it out for torch's choice")
-    captures = parse_capture(capture)
-    get_model_info(model)  # unknown model / bad file: fail before reading a large input
-    inputs = load_input(input_spec)
-    writer = StoreWriter(store)  # refuses non-stores and newer schemas before any work
-    if loaded is not None and (loaded.info.name != model or loaded.overrides != dict(overrides or {})):
+    o = options
+    get_model_info(o.model)  # unknown model / bad file: fail before reading a large input
+    inputs = load_input(o.input)
+    writer = StoreWriter(o.store)  # refuses non-stores and newer schemas before any work
+    if loaded is not None and (loaded.info.name != o.model or loaded.overrides != o.overrides):
         raise InputError(f"the loaded model is {loaded.info.name!r} with overrides {loaded.overrides}, not "
-                         f"{model!r} with {dict(overrides or {})}: pass the matching model name and --set values")
-    lm = loaded or load_model(model, overrides, threads=threads)
-    max_len = checked_max_length(lm, max_length)
+                         f"{o.model!r} with {o.overrides}: pass the matching model name and --set values")
+    lm = loaded or load_model(o.model, o.overrides, threads=o.threads)
+    max_len = checked_max_length(lm, o.max_length)
     if inputs is None:
-        inputs = random_inputs(lm.tokenizer, input_spec)
-        check_random_length(lm, input_spec)
-    examples = inputs.examples[:limit] if limit else inputs.examples
+        inputs = random_inputs(lm.tokenizer, o.input)
+        check_random_length(lm, o.input)
+    examples = inputs.examples[:o.limit] if o.limit else inputs.examples
     encoded = [encode(lm, ex, max_len) for ex in examples]
-    vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in captures))
-    run = run or default_run_name(model, inputs.spec)
-    meta = run_metadata(lm, inputs, max_length=max_len, capture=captures, dtype=dtype, mantissa_bits=mantissa_bits,
-                        shard_size=shard_size,
-                        max_shard_elements=max_shard_elements, planned=len(encoded))
+    vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in o.capture))
+    run = o.run or default_run_name(o.model, inputs.spec)
+    meta = run_metadata(lm, inputs, max_length=max_len, capture=o.capture, dtype=o.dtype,
+                        mantissa_bits=o.mantissa_bits, shard_size=o.shard_size,
+                        max_shard_elements=o.max_shard_elements, planned=len(encoded))
     info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
-    todo = plan_missing(encoded, info.shards, vals, shard_size, max_shard_elements)
+    stored = run_meta(info.meta)
+    todo = plan_missing(encoded, info.shards, vals, o.shard_size, o.max_shard_elements)
     committed = [(s.start, s.count) for s in info.shards if s.start < len(encoded)]
     return PreparedRun(
-        store=Path(store), run=run, writer=writer, lm=lm, inputs=inputs, encoded=encoded,
+        store=o.store, run=run, writer=writer, lm=lm, inputs=inputs, encoded=encoded,
         shards=sorted([*committed, *todo]), todo=todo,
         skipped=sum(min(c, len(encoded) - s) for s, c in committed),
-        planned=max(len(encoded), int(info.meta.get("planned_examples") or 0)),
-        fingerprint=str(info.meta["fingerprint"]), created=not info.shards,
-        captures=captures, dtype=dtype, batch_size=batch_size, mantissa_bits=mantissa_bits, t0=t0)
+        planned=max(len(encoded), stored.planned_examples or 0),
+        fingerprint=str(stored.fingerprint), created=not info.shards, options=o, t0=t0)
 
 
 def checked_max_length(lm: LoadedModel, max_length: int | None) -> int:
@@ -324,24 +282,23 @@ def _persist_shard(writer: StoreWriter, run: str, path: Path, image: bytes, plan
     writer.commit_shard(run, path, meta_update={"planned_examples": planned})
 
 
-def precompute(model: str, input_spec: str, store: str | os.PathLike, *, run: str | None = None,
-               limit: int | None = None, batch_size: int = 16, max_length: int | None = None,
-               capture: str | Sequence[str] = "attention", dtype: str = "float16", mantissa_bits: int | None = None,
-               threads: int | None = None,
-               overrides: dict[str, Any] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-               max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS,
-               progress: Callable[[int, int], None] | None = None, on_start: Callable[[int, int], None] | None = None,
+def precompute(options: PrecomputeOptions, *, progress: Callable[[int, int], None] | None = None,
+               on_start: Callable[[int, int], None] | None = None,
                loaded: LoadedModel | None = None) -> PrecomputeSummary:
-    """Compute and store attention for ``input_spec`` with ``model``; resume if the run exists.
+    """Compute and store attention as ``options`` asks, in this process; resume if the run exists.
+
+    The defaults are those of :class:`~attnviz.pipeline.precompute.options.PrecomputeOptions`, the same as the
+    command line's: attention and embeddings are captured unless ``capture`` says otherwise.
 
     Everything that can be checked is checked before anything is written (see :func:`prepare_run`).
     ``progress(done, total)`` is called after each committed shard and ``on_start(already_done, total)`` once
-    before the first. ``loaded``: an already loaded model to reuse (see :func:`prepare_run`).
+    before the first. ``loaded``: an already loaded model to reuse (see :func:`prepare_run`). Options asking
+    for a dask run (``workers``/``scheduler``) are refused: that is
+    :func:`attnviz.pipeline.precompute.distributed.precompute_distributed`.
     """
-    prep = prepare_run(model, input_spec, store, run=run, limit=limit, batch_size=batch_size, max_length=max_length,
-                       capture=capture, dtype=dtype, mantissa_bits=mantissa_bits, threads=threads,
-                       overrides=overrides, shard_size=shard_size,
-                       max_shard_elements=max_shard_elements, loaded=loaded)
+    if options.distributed:
+        raise InputError("these options ask for a dask run (--workers/--scheduler): use precompute_distributed")
+    prep = prepare_run(options, loaded=loaded)
     # Token flags and strings of every id still to compute, read now with the preparation, not batch by batch.
     classifier = TokenClassifier(prep.lm)
     classifier.learn(i for start, count in prep.todo for e in prep.encoded[start:start + count]
@@ -374,9 +331,10 @@ def _compute_and_commit(prep: PreparedRun, classifier: TokenClassifier,
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnviz-io") as io:
         pending: tuple[Future, int] | None = None
         for start, count in prep.todo:
-            results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=prep.batch_size,
-                                            capture=prep.captures, dtype=prep.dtype, classifier=classifier)
-            image = shard_image(prep.run, start, results, dtype=prep.dtype, mantissa_bits=prep.mantissa_bits,
+            o = prep.options
+            results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=o.batch_size,
+                                            capture=o.capture, dtype=o.dtype, classifier=classifier)
+            image = shard_image(prep.run, start, results, dtype=o.dtype, mantissa_bits=o.mantissa_bits,
                                 fingerprint=prep.fingerprint)
             del results
             if pending is not None:
@@ -399,5 +357,4 @@ def _wait_committed(pending: tuple[Future, int], prep: PreparedRun,
 
 
 __all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "compute_shard_results",
-           "default_run_name", "parse_capture",
-           "plan_shards", "precompute", "prepare_run"]
+           "default_run_name", "plan_shards", "precompute", "prepare_run", "run_metadata"]
