@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install system-deps demo-store serve lint bench clean
+.PHONY: demo test install system-deps demo-store serve lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,12 +52,19 @@ serve: install
 
 demo: demo-store serve
 
-test: install system-deps
-	$(VENV)/bin/ruff check pipeline dashboard tests bench data
+# mypy checks the packages under the names they are installed as (attnviz.pipeline, attnviz.dashboard): a folder
+# of links gives it those names, since it cannot follow the editable install's import hook.
+typecheck: install
+	rm -rf build/typecheck && mkdir -p build/typecheck/attnviz
+	for d in pipeline dashboard model_info; do ln -s ../../../$$d build/typecheck/attnviz/$$d; done
+	MYPYPATH=build/typecheck $(PY) -m mypy -p attnviz.pipeline -p attnviz.dashboard
+
+test: install system-deps typecheck
+	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info
 	$(PY) -m pytest -q -p no:cacheprovider --headless
 
 lint: install
-	$(VENV)/bin/ruff check pipeline dashboard tests bench data
+	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info
 
 bench: install
 	$(PY) bench/precompute.py

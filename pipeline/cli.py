@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     from attnviz.pipeline.store.meta import RunMeta
 
-from attnviz.pipeline.precompute.options import PrecomputeOptions
+from attnviz.pipeline.precompute.options import PrecomputeOptions, parse_capture
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="attnviz: precompute, store, compare and explore Transformer attention.")
@@ -45,8 +45,8 @@ class _ProgressBar:
 
     def __init__(self, description: str) -> None:
         self.description = description
-        self.bar = None
-        self.task = None
+        self.bar: Any = None  # a rich Progress once started
+        self.task: Any = None
         self.t0 = 0.0
         self.base = 0
 
@@ -111,12 +111,15 @@ def precompute(
     scheduler: str | None = typer.Option(_D("scheduler"), help="address of an existing dask scheduler"),
 ) -> None:
     """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
+    from attnviz.pipeline.models.info import parse_overrides
+
     bar = _ProgressBar(f"precompute {model}")
     try:
         options = PrecomputeOptions(
             model=model, input=input, store=store, run=run, limit=limit, batch_size=batch_size,
-            max_length=max_length, capture=capture, dtype=dtype, mantissa_bits=mantissa_bits, threads=threads,
-            overrides=set_, shard_size=shard_size, workers=workers, scheduler=scheduler)
+            max_length=max_length, capture=parse_capture(capture), dtype=dtype, mantissa_bits=mantissa_bits,
+            threads=threads, overrides=parse_overrides(set_), shard_size=shard_size, workers=workers,
+            scheduler=scheduler)
         if options.distributed:
             from attnviz.pipeline.precompute.distributed import precompute_distributed
 
@@ -226,9 +229,10 @@ def serve(
     from attnviz.dashboard.security import SecurityError
     from attnviz.dashboard.serve import serve as run_server
 
+    refused: tuple[type[BaseException], ...] = (*_user_errors(), SecurityError)
     try:
         run_server(store, host=host, port=port, debug=debug, no_auth=no_auth, say=err.print, data_dir=data_dir)
-    except (*_user_errors(), SecurityError) as exc:
+    except refused as exc:
         fail(str(exc))
 
 

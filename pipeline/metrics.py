@@ -14,6 +14,7 @@ entirely, whatever they contain (NaN included). Weights are **not** renormalized
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def _float32_at_least(x: float) -> np.float32:
     return np.nextafter(t, np.float32(np.inf)) if float(t) < x else t
 
 
-def _bounds(any_valid: np.ndarray) -> tuple[int, int]:
+def _bounds(any_valid: Any) -> tuple[int, int]:
     """``[first, last + 1)`` of the True entries of a 1-D bool array (``(0, 0)`` when none)."""
     nz = np.flatnonzero(any_valid)
     return (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)

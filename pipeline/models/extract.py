@@ -9,6 +9,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -169,7 +170,8 @@ class _QKVRecorder:
                              "set qkv_modules in its model_info file")
         self.records: dict[str, dict[str, list[torch.Tensor]]] = {}
         self.handles = []
-        for name, module in lm.model.base_model.named_modules():
+        base = cast(torch.nn.Module, lm.model.base_model)
+        for name, module in base.named_modules():
             for role, suffix in spec.items():
                 if name == suffix or name.endswith("." + suffix):
                     kind = self._kind_of(name)
@@ -229,7 +231,7 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
     encdec = lm.family == "encoder-decoder"
     want_hidden = "hidden" in capture or "embeddings" in capture
     src_ids, src_mask = _pad([e.source_ids for e in batch], tok.pad_token_id)
-    kwargs: dict[str, torch.Tensor] = {"input_ids": src_ids, "attention_mask": src_mask}
+    kwargs: dict[str, Any] = {"input_ids": src_ids, "attention_mask": src_mask}
     masks = {"source": src_mask.bool().numpy()}
     if encdec:
         tgt_ids, tgt_mask = _pad([e.target_ids or [] for e in batch], tok.pad_token_id)
@@ -239,8 +241,10 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
         kwargs["use_cache"] = False
     hidden_t: dict[str, tuple[torch.Tensor, ...]] = {}
 
+    base = cast(torch.nn.Module, lm.model.base_model)
+
     def run() -> dict[str, tuple[torch.Tensor, ...]]:
-        out = lm.model.base_model(**kwargs, output_attentions=True, output_hidden_states=want_hidden)
+        out = base(**kwargs, output_attentions=True, output_hidden_states=want_hidden)
         if encdec:
             hidden_t.update(source=out.encoder_hidden_states, target=out.decoder_hidden_states)
             return {"self": out.encoder_attentions, "decoder": out.decoder_attentions,
@@ -248,7 +252,6 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
         hidden_t.update(source=out.hidden_states)
         return {"self": out.attentions}
 
-    base = lm.model.base_model
     stop_early = not (want_hidden or full)
     if stop_early and not taps.is_traced(base):
         with torch.inference_mode():  # once per model, before any capture hook is attached
@@ -332,7 +335,7 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
         target = None
         if encdec:
             target = TokenSequence(np.asarray(enc.target_ids, dtype=np.int32),
-                                   classifier.strings(enc.target_ids), flags["target"][n])
+                                   classifier.strings(enc.target_ids or []), flags["target"][n])
         results.append(ExampleResult(
             input_index=ex.index, text=ex.text, source=source, attention=attention, metrics=metrics,
             truncated=enc.truncated, target_text=ex.target, target=target, label=ex.label, meta=ex.meta,

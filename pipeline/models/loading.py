@@ -84,6 +84,7 @@ def gpt2_bpe_files() -> tuple[Path, Path]:
 def load_tokenizer(info: ModelInfo, model_path: str | None) -> PreTrainedTokenizerBase:
     """The tokenizer named by a model_info entry."""
     name = info.tokenizer
+    tok: Any
     try:
         if name == "gpt2-bpe":
             vocab, merges = gpt2_bpe_files()

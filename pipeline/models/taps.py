@@ -19,6 +19,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -77,7 +78,8 @@ def discover(model: torch.nn.Module, forward: Callable[[], Mapping[str, tuple[to
     finally:
         for h in handles:
             h.remove()
-    sites: dict[str, list[AttentionSite]] | None = {}
+    found_sites: dict[str, list[AttentionSite]] = {}
+    sites: dict[str, list[AttentionSite]] | None = found_sites
     used: set[tuple[int, int]] = set()
     for kind, layers in attentions.items():
         for tensor in layers:
@@ -89,7 +91,7 @@ def discover(model: torch.nn.Module, forward: Callable[[], Mapping[str, tuple[to
                 sites = None
                 break
             used.add((id(found[0][0]), found[0][1]))
-            sites.setdefault(kind, []).append(AttentionSite(*found[0]))
+            found_sites.setdefault(kind, []).append(AttentionSite(*found[0]))
         if sites is None:
             break
     if sites:
@@ -131,7 +133,7 @@ def forward_until_last_attention(sites: Mapping[str, list[AttentionSite]],
         if site is None:
             return
         kind, layer, index = site
-        recorded[kind][layer] = output if index is None else output[index]
+        recorded[kind][layer] = cast(torch.Tensor, output if index is None else cast(tuple, output)[index])
         remaining -= 1
         if remaining == 0:
             raise _StopForward
@@ -141,7 +143,7 @@ def forward_until_last_attention(sites: Mapping[str, list[AttentionSite]],
     try:
         return forward()
     except _StopForward:
-        return {kind: tuple(layers) for kind, layers in recorded.items()}  # type: ignore[misc]
+        return {kind: tuple(cast(list[torch.Tensor], layers)) for kind, layers in recorded.items()}
     finally:
         for h in handles:
             h.remove()

@@ -71,9 +71,10 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
     meta = run_meta(info.meta)
     partials = scan_run(store, info, kinds=kinds, max_offset=max_offset, similarity_examples=limit,
                         workers=workers, scheduler=scheduler, progress=progress)
+    columns = read_columns(store, info)
     result = Analysis(run=run, shards=[s.file for s in info.shards], n_examples=info.num_examples,
-                      created=now_iso(), columns=read_columns(store, info))
-    groups = make_groups(result.columns)
+                      created=now_iso(), columns=columns)
+    groups = make_groups(columns)
     for kind, part in partials.items():
         n_layers, n_heads = info.shape[kind]
         ka = KindAnalysis(kind=kind, layers=n_layers, heads=n_heads, max_offset=max_offset)

@@ -171,7 +171,7 @@ class RandomExamples(Sequence[InputExample]):
     """
 
     def __init__(self, tokenizer: Any, length: int, count: int, seed: int) -> None:
-        self.tokenizer, self.length, self.count, self.seed = tokenizer, length, count, seed
+        self.tokenizer, self.length, self.size, self.seed = tokenizer, length, count, seed
         self.prefix, self.suffix = special_token_frame(tokenizer)
 
     @cached_property
@@ -180,7 +180,7 @@ class RandomExamples(Sequence[InputExample]):
         return np.setdiff1d(np.arange(len(self.tokenizer)), excluded)
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def _example(self, k: int) -> InputExample:
         rng = np.random.default_rng(self.seed + k)
@@ -190,10 +190,10 @@ class RandomExamples(Sequence[InputExample]):
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
-            return [self._example(k) for k in range(*index.indices(self.count))]
+            return [self._example(k) for k in range(*index.indices(self.size))]
         if index < 0:
-            index += self.count
-        if not 0 <= index < self.count:
+            index += self.size
+        if not 0 <= index < self.size:
             raise IndexError(index)
         return self._example(index)
 

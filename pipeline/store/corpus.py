@@ -106,7 +106,7 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
         seen += count
     fields = {}
     for name, coder in coders.items():
-        values = sorted(coder, key=coder.get)
+        values = sorted(coder, key=coder.__getitem__)
         order = np.argsort(values)  # store the values sorted, as ExampleColumns.build does
         remap = np.empty(len(values), dtype=np.int32)
         remap[order] = np.arange(len(values), dtype=np.int32)

@@ -168,6 +168,7 @@ def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
     if bits == total:
         return values
     uint, wide = (np.uint16, np.uint32) if name == "float16" else (np.uint32, np.uint64)
+    raw: Any
     drop = total - bits
     exponent_mask = wide(((1 << (8 * values.itemsize - 1 - total)) - 1) << total)
     raw = values.view(uint).astype(wide)

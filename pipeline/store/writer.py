@@ -10,12 +10,12 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
 
-from attnviz.pipeline.records import ExampleResult
+from attnviz.pipeline.records import ExampleResult, TokenSequence
 from attnviz.pipeline.store.atomic import exclusive_lock, h5_image, lock_file, write_bytes_atomically
 from attnviz.pipeline.store.format import (
     CHUNK_ELEMENTS,
@@ -123,7 +123,7 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
 
     sides = ["source"] + (["target"] if results[0].target is not None else [])
     for side in sides:
-        seqs = [r.source if side == "source" else r.target for r in results]
+        seqs = [r.source if side == "source" else cast(TokenSequence, r.target) for r in results]
         g = f.create_group(f"tokens/{side}")
         g.create_dataset("ids", data=np.concatenate([s.ids for s in seqs]).astype(np.int32))
         g.create_dataset("flags", data=np.concatenate([s.flags for s in seqs]).astype(np.uint8))
@@ -255,7 +255,8 @@ class StoreWriter:
             except StoreError:
                 continue  # unreadable: left for 'attnviz verify' to report
             candidate = None if header is None else ShardEntry(entry.name, header.start, header.count)
-            if candidate is None or not fits_run(header, info) or overlapping_shards([*info.shards, candidate]):
+            if (header is None or candidate is None or not fits_run(header, info)
+                    or overlapping_shards([*info.shards, candidate])):
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()  # a temp file, or a shard of another configuration or plan: never adoptable
                 continue
