@@ -104,7 +104,13 @@ function(messages) {
 
 def register_callbacks(app: dash.Dash) -> None:
     """Attach the tab's callbacks to ``app``."""
+    _register_controls(app)
+    _register_views(app)
+    _register_head(app)
 
+
+def _register_controls(app: dash.Dash) -> None:
+    """The alert, run B / kind / metric choices and the example filters."""
     app.clientside_callback(_ALERT_JS, Output(ids.ALERT, "children"), Output(ids.ALERT, "is_open"),
                             Input(ids.error_slot(ALL), "data"))
 
@@ -119,7 +125,8 @@ def register_callbacks(app: dash.Dash) -> None:
         return _guard("runs", lambda: run_choices(run_a, run_b, kind, metric), lambda _: [dash.no_update] * 6)
 
     @app.callback(
-        Output(ids.LENGTH, "min"), Output(ids.LENGTH, "max"), Output(ids.LENGTH, "value"), Output(ids.LENGTH, "marks"),
+        Output(ids.LENGTH, "min"), Output(ids.LENGTH, "max"), Output(ids.LENGTH, "value"),
+        Output(ids.LENGTH, "marks"),
         Output(ids.FIELDS, "children"), _error_output("filters"),
         Input(app_ids.TABS, "value"), Input(app_ids.RUN_SELECT, "value"), Input(ids.RUN_B, "value"),
         State(ids.field(ALL), "value"), State(ids.field(ALL), "id"),
@@ -129,6 +136,10 @@ def register_callbacks(app: dash.Dash) -> None:
             raise PreventUpdate
         return _guard("filters", lambda: filter_controls(run_a, run_b, values or [], field_ids or []),
                       lambda _: [dash.no_update] * 5)
+
+
+def _register_views(app: dash.Dash) -> None:
+    """The views of the whole selection: heatmaps, A − B, per-layer profile, head table, patterns."""
 
     @app.callback(output=[Output(ids.HEATMAP_A, "figure"), Output(ids.HEATMAP_B, "figure"),
                           Output(ids.STATUS, "children"), _error_output("heatmaps")],
@@ -160,6 +171,10 @@ def register_callbacks(app: dash.Dash) -> None:
         return _guard("patterns", lambda: pattern_views(_sel(**kw), _head(kw["head"])),
                       _figures(2, "Head patterns"))
 
+
+def _register_head(app: dash.Dash) -> None:
+    """Picking a head by a click, its drill-down, its similarity and relative-position views, the CSV export."""
+
     @app.callback(Output(ids.HEAD, "data"),
                   *[Input(source, "clickData") for source in _HEAD_SOURCES], prevent_initial_call=True)
     def corpus_pick_head(*clicks):
@@ -176,8 +191,8 @@ def register_callbacks(app: dash.Dash) -> None:
         return _guard("drill", lambda: drill_views(_sel(**kw), _head(kw["head"])),
                       lambda text: ("", message_figure(text), ""))
 
-    @app.callback(Output(ids.SIMILARITY_A, "figure"), Output(ids.SIMILARITY_B, "figure"), Output(ids.RELPOS, "figure"),
-                  _error_output("analysis"),
+    @app.callback(Output(ids.SIMILARITY_A, "figure"), Output(ids.SIMILARITY_B, "figure"),
+                  Output(ids.RELPOS, "figure"), _error_output("analysis"),
                   Input(app_ids.TABS, "value"), Input(app_ids.RUN_SELECT, "value"), Input(ids.RUN_B, "value"),
                   Input(ids.KIND, "value"), Input(ids.HEAD, "data"))
     def corpus_analysis(tab, run_a, run_b, kind, head_data):

@@ -71,6 +71,13 @@ function(nPng, nSvg, config) {{
 
 def register_callbacks(app: dash.Dash) -> None:
     """Attach the tab's callbacks to ``app``."""
+    _register_attention(app)
+    _register_details(app)
+    _register_picker(app)
+
+
+def _register_attention(app: dash.Dash) -> None:
+    """The attention views: matrix, head view (and its pinned token), model view, time step."""
 
     @app.callback(Output(ids.MATRIX, "figure"), Output(ids.MATRIX, "config"), Input(app_ids.VIEW_STATE, "data"))
     def draw_matrix(data):
@@ -117,6 +124,10 @@ def register_callbacks(app: dash.Dash) -> None:
             return _no_selection(2)
         return _safe_figure(lambda: views.timestep_view(current_reader(), state), n=2)
 
+
+def _register_details(app: dash.Dash) -> None:
+    """The metrics panel, value distributions, embeddings and norms."""
+
     @app.callback(Output(ids.METRICS_PANEL, "children"), Input(app_ids.VIEW_STATE, "data"))
     def draw_metrics(data):
         state = _state(data)
@@ -143,6 +154,10 @@ def register_callbacks(app: dash.Dash) -> None:
         reader = current_reader()
         return (_safe_figure(lambda: views.embeddings_view(reader, state)),
                 _safe_figure(lambda: views.norms_view(reader, state)))
+
+
+def _register_picker(app: dash.Dash) -> None:
+    """The example's text, the corpus search and the matrix's image export."""
 
     @app.callback(Output(ids.EXAMPLE_TEXT, "children"), Input(app_ids.VIEW_STATE, "data"))
     def show_example(data):

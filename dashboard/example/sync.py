@@ -38,6 +38,18 @@ def _query_length(reader: StoreReader, run: str, example: int, kind: str) -> int
     return int((table.n_tokens if side == "source" else table.n_target_tokens)[example])
 
 
+def _clamp_layer_head(state: ViewState, n_layers: int, n_heads: int, messages: list[str]) -> dict[str, int]:
+    """Changes that bring the layer and head within the run's bounds (each explained in ``messages``)."""
+    changes = {}
+    if state.layer >= n_layers:
+        changes["layer"] = n_layers - 1
+        messages.append(f"layer {state.layer} is out of range (0..{n_layers - 1}): showing layer {n_layers - 1}")
+    if state.head is not None and state.head >= n_heads:
+        changes["head"] = n_heads - 1
+        messages.append(f"head {state.head} is out of range (0..{n_heads - 1}): showing head {n_heads - 1}")
+    return changes
+
+
 def resolve_state(reader: StoreReader, state: ViewState, *, explain: bool) -> tuple[ViewState, list[str]]:
     """Fit a selection to the store: pick the first run when none or an unknown one is asked, clamp layer,
     head and step to the run's bounds. An out-of-range example or a kind the run lacks is kept (the views
@@ -54,18 +66,10 @@ def resolve_state(reader: StoreReader, state: ViewState, *, explain: bool) -> tu
     info = reader.run_info(run)
     shape = info.shape.get(state.kind) or next(iter(info.shape.values()))
     n_layers, n_heads = shape
-    changes: dict[str, Any] = {"run": run}
     if state.kind not in info.kinds:
         messages.append(f"run {run!r} has no {kind_label(state.kind, info.meta.get('family', ''))} "
                         f"(it has {', '.join(info.kinds)})")
-    if state.layer >= n_layers:
-        changes["layer"] = n_layers - 1
-        if explain:
-            messages.append(f"layer {state.layer} is out of range (0..{n_layers - 1}): showing layer {n_layers - 1}")
-    if state.head is not None and state.head >= n_heads:
-        changes["head"] = n_heads - 1
-        if explain:
-            messages.append(f"head {state.head} is out of range (0..{n_heads - 1}): showing head {n_heads - 1}")
+    changes: dict[str, Any] = {"run": run, **_clamp_layer_head(state, n_layers, n_heads, messages if explain else [])}
     n = info.num_examples
     if not 0 <= state.example < n:
         messages.append(f"example {state.example} is out of range for run {run!r} (0..{n - 1})")
@@ -203,13 +207,7 @@ def register_callbacks(app: dash.Dash) -> None:
                 state = parse_state(search)
             else:
                 state = state_from_controls(previous, tab, run, example, layer, head, step, kind, attn)
-                runs = reader.runs()
-                run_changed = trigger == app_ids.RUN_SELECT and state.run != previous.run
-                n = reader.num_examples(state.run) if state.run in runs else 0
-                if run_changed and state.run in runs and state.kind not in reader.run_info(state.run).kinds:
-                    state = state.with_changes(kind="self")
-                state = apply_trigger(state, trigger, n_examples=n, run_changed=run_changed,
-                                      search_pick=search_pick, click=click)
+                state = _apply_control(reader, state, previous, trigger, search_pick, click)
             state, messages = resolve_state(reader, state, explain=from_url)
             controls = control_values(reader, state)
             out[(app_ids.RUN_SELECT, "options")] = run_options(reader)
@@ -219,21 +217,41 @@ def register_callbacks(app: dash.Dash) -> None:
             out[(ids.STATE_ALERT, "children")] = error_text(exc)
             out[(ids.STATE_ALERT, "is_open")] = True
             return tuple(out.values())
-        data = {k: v for k, v in state.to_dict().items() if k != "tab"}  # switching tabs redraws nothing
-        out.update({
-            (app_ids.URL, "search"): dash.no_update if from_url else format_state(state),
-            (app_ids.TABS, "value"): state.tab, (app_ids.RUN_SELECT, "value"): state.run,
-            (ids.EXAMPLE_INDEX, "value"): state.example, (ids.EXAMPLE_INDEX, "max"): controls["example_max"],
-            (ids.EXAMPLE_COUNT, "children"): controls["count"],
-            (ids.LAYER_SELECT, "value"): str(state.layer), (ids.LAYER_SELECT, "options"): controls["layer_options"],
-            (ids.HEAD_SELECT, "value"): MEAN_HEAD if state.head is None else str(state.head),
-            (ids.HEAD_SELECT, "options"): controls["head_options"],
-            (ids.STEP_INPUT, "value"): state.step, (ids.STEP_INPUT, "max"): controls["step_max"],
-            (ids.STEP_LABEL, "children"): controls["step_label"],
-            (ids.KIND_SELECT, "value"): state.kind, (ids.KIND_SELECT, "options"): controls["kind_options"],
-            (ids.ATTN_MODE, "value"): state.attn, (ids.EXAMPLE_SEARCH_RESULTS, "value"): None,
-            # unchanged: no redraw (e.g. a tab switch); Reset always redraws, which also resets the zoom
-            (app_ids.VIEW_STATE, "data"): dash.no_update if data == current and trigger != ids.RESET else data,
-            (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
-        })
+        out.update(_state_outputs(state, controls, messages, from_url=from_url, current=current,
+                                  reset=trigger == ids.RESET))
         return tuple(out.values())
+
+
+def _apply_control(reader: StoreReader, state: ViewState, previous: ViewState, trigger: str | None,
+                   search_pick: Any, click: Any) -> ViewState:
+    """The selection after a control changed: a new run falls back to self-attention when it lacks the kind,
+    then :func:`apply_trigger`."""
+    runs = reader.runs()
+    run_changed = trigger == app_ids.RUN_SELECT and state.run != previous.run
+    n = reader.num_examples(state.run) if state.run in runs else 0
+    if run_changed and state.run in runs and state.kind not in reader.run_info(state.run).kinds:
+        state = state.with_changes(kind="self")
+    return apply_trigger(state, trigger, n_examples=n, run_changed=run_changed, search_pick=search_pick,
+                         click=click)
+
+
+def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[str], *, from_url: bool,
+                   current: Any, reset: bool) -> dict[tuple[str, str], Any]:
+    """The sync callback's outputs for a resolved selection (the URL is left alone when it was the source)."""
+    data = {k: v for k, v in state.to_dict().items() if k != "tab"}  # switching tabs redraws nothing
+    return {
+        (app_ids.URL, "search"): dash.no_update if from_url else format_state(state),
+        (app_ids.TABS, "value"): state.tab, (app_ids.RUN_SELECT, "value"): state.run,
+        (ids.EXAMPLE_INDEX, "value"): state.example, (ids.EXAMPLE_INDEX, "max"): controls["example_max"],
+        (ids.EXAMPLE_COUNT, "children"): controls["count"],
+        (ids.LAYER_SELECT, "value"): str(state.layer), (ids.LAYER_SELECT, "options"): controls["layer_options"],
+        (ids.HEAD_SELECT, "value"): MEAN_HEAD if state.head is None else str(state.head),
+        (ids.HEAD_SELECT, "options"): controls["head_options"],
+        (ids.STEP_INPUT, "value"): state.step, (ids.STEP_INPUT, "max"): controls["step_max"],
+        (ids.STEP_LABEL, "children"): controls["step_label"],
+        (ids.KIND_SELECT, "value"): state.kind, (ids.KIND_SELECT, "options"): controls["kind_options"],
+        (ids.ATTN_MODE, "value"): state.attn, (ids.EXAMPLE_SEARCH_RESULTS, "value"): None,
+        # unchanged: no redraw (e.g. a tab switch); Reset always redraws, which also resets the zoom
+        (app_ids.VIEW_STATE, "data"): dash.no_update if data == current and not reset else data,
+        (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
+    }
