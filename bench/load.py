@@ -52,7 +52,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from callback_client import Callback, callbacks, find, message_of, response_props  # noqa: E402
 
-from attnviz.dashboard import ids  # noqa: E402
+from attnviz.dashboard import ids as app_ids  # noqa: E402
+from attnviz.dashboard.example import ids  # noqa: E402
 from attnviz.dashboard.figjson import decode  # noqa: E402
 from attnviz.dashboard.observability import APP_ALERT  # noqa: E402
 from attnviz.pipeline.store import StoreReader  # noqa: E402
@@ -236,7 +237,7 @@ def make_plan(session: requests.Session, url: str, store: Path) -> Plan:
     corpus: dict[str, list[tuple[Callback, dict[str, Any]]]] = {}
     for run in shapes:
         values = layout_values(layout)
-        values.update({f"{ids.TABS}.value": "corpus", f"{ids.RUN_SELECT}.value": run})
+        values.update({f"{app_ids.TABS}.value": "corpus", f"{app_ids.RUN_SELECT}.value": run})
         settle_corpus(session, url, corpus_cbs, values)
         corpus[run] = [(cb, cb.payload(values)) for cb in corpus_cbs]
     return Plan(example=example, corpus=corpus, shapes=shapes)
@@ -338,7 +339,7 @@ def _client(url: str, plan: Plan, result: Result, stop: threading.Event, seed: i
             name, cb = "matrix (new run)", plan.example["matrix"]
             example = max(0, visible - 1 - rng.randrange(min(visible, 8)))
             state = view_state(NEW_RUN, frontier["shape"], rng, example)
-            body = cb.payload({f"{ids.VIEW_STATE}.data": state})
+            body = cb.payload({f"{app_ids.VIEW_STATE}.data": state})
         elif plan.corpus.get(run) and pick < 0.45:
             cb, body = rng.choice(plan.corpus[run])
             name, state = "corpus " + cb.key.strip(".").split(".")[0], None
@@ -346,7 +347,7 @@ def _client(url: str, plan: Plan, result: Result, stop: threading.Event, seed: i
             name = rng.choice(sorted(plan.example))
             cb = plan.example[name]
             state = view_state(run, plan.shapes[run], rng)
-            body = cb.payload({f"{ids.VIEW_STATE}.data": state, f"{ids.HEAD_VIEW_PIN}.data": None})
+            body = cb.payload({f"{app_ids.VIEW_STATE}.data": state, f"{ids.HEAD_VIEW_PIN}.data": None})
         t0 = time.perf_counter()
         try:
             resp = session.post(url + "/_dash-update-component", json=body, timeout=60)
@@ -379,7 +380,7 @@ def _watch(url: str, sync: Callback, result: Result, stop: threading.Event, fron
     session = requests.Session()
     last = -1
     while not stop.is_set():
-        body = sync.payload({f"{ids.URL}.search": f"?run={NEW_RUN}"}, [f"{ids.URL}.search"])
+        body = sync.payload({f"{app_ids.URL}.search": f"?run={NEW_RUN}"}, [f"{app_ids.URL}.search"])
         try:
             resp = session.post(url + "/_dash-update-component", json=body, timeout=60)
         except requests.RequestException as exc:
@@ -391,7 +392,7 @@ def _watch(url: str, sync: Callback, result: Result, stop: threading.Event, fron
             with result.lock:
                 result.errors.append(f"watcher: HTTP {resp.status_code}")
         props = response_props(resp.content) if resp.status_code == 200 else {}
-        if props.get(ids.RUN_SELECT, {}).get("value") == NEW_RUN:
+        if props.get(app_ids.RUN_SELECT, {}).get("value") == NEW_RUN:
             n = int(str(props[ids.EXAMPLE_COUNT]["children"]).split()[-1])  # "of 16"
             if n != last:
                 last = n

@@ -31,16 +31,9 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
-from attnviz.dashboard import (
-    callback_inputs,
-    corpus_tab,
-    example_tab,
-    ids,
-    observability,
-    playground_tab,
-    security,
-    sync,
-)
+from attnviz.dashboard import callback_inputs, ids, observability, playground_tab, security
+from attnviz.dashboard.corpus import callbacks as corpus_callbacks
+from attnviz.dashboard.corpus import layout as corpus_layout
 from attnviz.dashboard.data import (
     CONFIG_DATA_DIR_KEY,
     CONFIG_STORE_KEY,
@@ -49,11 +42,12 @@ from attnviz.dashboard.data import (
     data_dir_of,
     get_reader,
 )
+from attnviz.dashboard.example import callbacks as example_callbacks
+from attnviz.dashboard.example import layout as example_layout
+from attnviz.dashboard.example import sync
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TAB_STYLE = {"padding": "6px 14px"}
-STORE_SELECT = "store-select"
-STORE_NAV = "store-nav"
 #: Largest callback request body accepted (413 beyond); ``ATTNVIZ_MAX_REQUEST_BYTES`` overrides it.
 MAX_REQUEST_BYTES = int(os.environ.get("ATTNVIZ_MAX_REQUEST_BYTES", str(4 << 20)))
 
@@ -100,8 +94,8 @@ def _header(store_path: str, data_dir: Path) -> dbc.Navbar:
         html.Span(store_path, id=ids.STORE_PATH, className="text-white-50 small me-3 text-truncate",
                   title="store file", style={"maxWidth": "24rem"}),
         html.Div([
-            dbc.Label("Store", html_for=STORE_SELECT, className="text-white small mb-0 me-2"),
-            dbc.Select(id=STORE_SELECT, options=options, value=current, size="sm", style={"minWidth": "12rem"}),
+            dbc.Label("Store", html_for=ids.STORE_SELECT, className="text-white small mb-0 me-2"),
+            dbc.Select(id=ids.STORE_SELECT, options=options, value=current, size="sm", style={"minWidth": "12rem"}),
         ], className="d-flex align-items-center me-3"),
         html.Div([
             dbc.Label("Run", html_for=ids.RUN_SELECT, className="text-white small mb-0 me-2"),
@@ -115,15 +109,15 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> 
     folder = Path(data_dir) if data_dir else Path(store_path).parent
     return html.Div([
         dcc.Location(id=ids.URL, refresh=False),
-        dcc.Location(id=STORE_NAV, refresh=True),
+        dcc.Location(id=ids.STORE_NAV, refresh=True),
         dcc.Store(id=ids.VIEW_STATE),
         _header(store_path, folder),
         dbc.Container(dbc.Alert(id=observability.APP_ALERT, is_open=False, dismissable=True, color="danger",
                                 duration=20000, className="py-2 small mb-2"), fluid=True),
         dbc.Container(dcc.Tabs(id=ids.TABS, value="example", children=[
-            dcc.Tab(label="Example", value="example", children=html.Div(example_tab.layout(), className="pt-2"),
+            dcc.Tab(label="Example", value="example", children=html.Div(example_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
-            dcc.Tab(label="Corpus", value="corpus", children=html.Div(corpus_tab.layout(), className="pt-2"),
+            dcc.Tab(label="Corpus", value="corpus", children=html.Div(corpus_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
             dcc.Tab(label="Playground", value="playground",
                     children=html.Div(playground_tab.layout(), className="pt-2"),
@@ -160,8 +154,8 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     security.install_headers(server)
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
     sync.register_callbacks(app)
-    example_tab.register_callbacks(app)
-    corpus_tab.register_callbacks(app)
+    example_callbacks.register_callbacks(app)
+    corpus_callbacks.register_callbacks(app)
     playground_tab.register_callbacks(app)
     register_store_callbacks(app)
     return app
@@ -170,7 +164,8 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
 def register_store_callbacks(app: dash.Dash) -> None:
     """The Store menu: list the data directory's stores, show the page's one, reload the page on a change."""
 
-    @app.callback(Output(STORE_SELECT, "options"), Output(STORE_SELECT, "value"), Output(ids.STORE_PATH, "children"),
+    @app.callback(Output(ids.STORE_SELECT, "options"), Output(ids.STORE_SELECT, "value"),
+                  Output(ids.STORE_PATH, "children"),
                   Input(ids.URL, "pathname"))
     def show_store(_pathname: Any) -> tuple[list[dict[str, str]], str | None, str]:
         import flask
@@ -188,7 +183,7 @@ def register_store_callbacks(app: dash.Dash) -> None:
         options = [{"label": n, "value": n} for n in sorted(names | {default, current})]
         return options, current, str(path)
 
-    @app.callback(Output(STORE_NAV, "href"), Input(STORE_SELECT, "value"), prevent_initial_call=True)
+    @app.callback(Output(ids.STORE_NAV, "href"), Input(ids.STORE_SELECT, "value"), prevent_initial_call=True)
     def switch_store(name: Any) -> str:
         import flask
 

@@ -1,4 +1,4 @@
-"""Store access for the dashboard: one lazily opened :class:`StoreReader` per process and store, plus small caches.
+"""Store resolution for the dashboard: one lazily opened :class:`StoreReader` per process and store.
 
 Gunicorn forks its workers after importing the app, and an h5py file handle must not cross a fork, so a reader
 is opened on first use in each process (the cache is keyed by pid). Before each use the index's inode and mtime
@@ -19,15 +19,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-
+from attnviz.dashboard.cache import RunStamp, run_stamp
 from attnviz.dashboard.security import StoreAccessError, is_within, resolve_store
 from attnviz.pipeline.store import StoreError, StoreReader
+from attnviz.pipeline.store.meta import run_meta
 
 REFRESH_SECONDS = float(os.environ.get("ATTNVIZ_REFRESH_SECONDS", "0") or 0)
 CONFIG_STORE_KEY = "ATTNVIZ_STORE"
@@ -38,24 +36,19 @@ STORE_PAYLOAD_KEY = "attnviz_store"
 _lock = threading.Lock()
 _readers: dict[tuple[int, str], StoreReader] = {}
 _last_refresh: dict[tuple[int, str], float] = {}
-_signatures: dict[tuple[int, str], dict[str, tuple[str, frozenset[str]]]] = {}
-
-T = TypeVar("T")
+_signatures: dict[tuple[int, str], dict[str, RunStamp]] = {}
 
 
-def _signature(reader: StoreReader) -> dict[str, tuple[str, frozenset[str]]]:
-    """run -> (creation time, shard files): what must only grow for a reader to stay valid."""
-    out = {}
-    for run in reader.runs():
-        info = reader.run_info(run)
-        out[run] = (str(info.meta.get("created", "")), frozenset(s.file for s in info.shards))
-    return out
+
+def _signature(reader: StoreReader) -> dict[str, RunStamp]:
+    """run -> its stamp (creation time, shard files): what must only grow for a reader to stay valid."""
+    return {run: run_stamp(str(reader.path), reader.run_info(run)) for run in reader.runs()}
 
 
-def _only_grew(old: dict[str, tuple[str, frozenset[str]]], new: dict[str, tuple[str, frozenset[str]]]) -> bool:
+def _only_grew(old: dict[str, RunStamp], new: dict[str, RunStamp]) -> bool:
     """Whether ``new`` keeps every run of ``old``, created at the same time, with at least its shards."""
-    for run, (created, files) in old.items():
-        if run not in new or new[run][0] != created or not files <= new[run][1]:
+    for run, (_, _, created, files) in old.items():
+        if run not in new or new[run][2] != created or not set(files) <= set(new[run][3]):
             return False
     return True
 
@@ -164,61 +157,13 @@ def current_reader() -> StoreReader:
     return get_reader(current_store_path())
 
 
-class LRU:
-    """A small thread-safe least-recently-used cache of computed values."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """The cached value of ``key``, computing (outside the lock) and storing it when absent."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        value = compute()
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        """Forget everything."""
-        with self._lock:
-            self._data.clear()
-
-
-def run_stamp(reader: StoreReader, run: str) -> tuple:
-    """A key that changes whenever the run's committed shards change, or the run is recreated (for caches of
-    derived data; a store replaced by another with the same run and shard names still differs by creation)."""
-    info = reader.run_info(run)
-    return (str(reader.path), run, str(info.meta.get("created", "")), tuple(s.file for s in info.shards))
-
-
-_sorted_metrics = LRU(64)
-
-
-def metric_distribution(reader: StoreReader, run: str, name: str, kind: str) -> np.ndarray:
-    """One metric for every example, sorted per head along the example axis: ``[N, L, H]`` float32 with NaNs
-    moved to the end (``np.sort``), cached per run version."""
-    def compute() -> np.ndarray:
-        return np.sort(reader.metrics(run, name, kind), axis=0)
-
-    return _sorted_metrics.get_or_compute((run_stamp(reader, run), name, kind), compute)
-
-
 def run_label(reader: StoreReader, run: str) -> str:
     """Run selector label: run name, model, "(random weights)" for untrained models and "(N-bit attention)"
     for runs stored with rounded attention weights."""
-    meta = reader.run_info(run).meta
-    model = meta.get("model", "?")
-    label = f"{run} — {model}"
-    if meta.get("random_weights"):
+    meta = run_meta(reader.run_info(run).meta)
+    label = f"{run} — {meta.model or '?'}"
+    if meta.random_weights:
         label += " (random weights)"
-    if meta.get("mantissa_bits"):
-        label += f" ({meta['mantissa_bits']}-bit attention)"
+    if meta.mantissa_bits:
+        label += f" ({meta.mantissa_bits}-bit attention)"
     return label

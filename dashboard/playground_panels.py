@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import dash_bootstrap_components as dbc
 from dash import html
 
-from attnviz.dashboard.tokens import display_token, display_tokens, is_byte_level
+from attnviz.dashboard.example.tokens import display_token, display_tokens, is_byte_level
 from attnviz.pipeline.playground_records import Generation, MaskedPrediction, PlaygroundResult, TokenProb
 
 RANDOM_NOTE = "random weights: these predictions are meaningless (the model was never trained)"

@@ -20,9 +20,10 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from attnviz.dashboard import figures, views
 from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.dashboard.data import data_dir_of, get_reader, requested_store
+from attnviz.dashboard.example import figures, views
+from attnviz.dashboard.messages import message_figure
 from attnviz.dashboard.playground_panels import generation_panel, masked_panel, message, result_summary, token_options
 from attnviz.dashboard.security import resolve_store
 from attnviz.dashboard.urlstate import ViewState, example_href
@@ -249,7 +250,7 @@ def _add_panel() -> html.Div:
 
 
 def _graph(id_: str) -> dcc.Graph:
-    return dcc.Graph(id=id_, figure=figures.message_figure("Run a model to see its attention.", height=200),
+    return dcc.Graph(id=id_, figure=message_figure("Run a model to see its attention.", height=200),
                      config=figures.image_config(id_))
 
 
@@ -380,7 +381,7 @@ def draw(summary: dict, state: ViewState) -> list[Any]:
         try:
             value = build()
         except (views.ViewError, StoreError, ValueError) as exc:
-            return [figures.message_figure(str(exc))] * n
+            return [message_figure(str(exc))] * n
         return list(value) if n > 1 else [value]
 
     return [*attempt(lambda: views.matrix_view(reader, state)[0]), *attempt(lambda: views.head_view(reader, state)),
@@ -667,13 +668,13 @@ def register_callbacks(app: dash.Dash) -> None:
     def on_view(summary: dict | None, kind: str | None, layer: Any, head: Any, step: Any) -> list:
         summary = result_summary_of(summary)
         if not summary:
-            return [figures.message_figure("Run a model to see its attention.", height=200)] * len(GRAPH_IDS)
+            return [message_figure("Run a model to see its attention.", height=200)] * len(GRAPH_IDS)
         if kind not in summary.get("kinds", []):
             kind = summary["kinds"][0]
         try:
             return draw(summary, view_state(kind, layer, head, step))
         except PlaygroundError as exc:
-            return [figures.message_figure(str(exc))] * len(GRAPH_IDS)
+            return [message_figure(str(exc))] * len(GRAPH_IDS)
 
 
 

@@ -27,8 +27,8 @@ from dashboard_fixtures import LiveServer, start_live_server
 from selenium.webdriver.common.by import By
 from store_helpers import write_shard
 
-from attnviz.dashboard import corpus_tab
 from attnviz.dashboard.app import create_app
+from attnviz.dashboard.corpus import data as corpus_data
 from attnviz.dashboard.observability import APP_ALERT
 from attnviz.pipeline import analysis as an
 from attnviz.pipeline.metrics import METRICS
@@ -86,7 +86,7 @@ class CorpusPage:
     """The app in this process and its test client, with the values the Corpus tab's controls hold."""
 
     def __init__(self, store: Path) -> None:
-        corpus_tab.clear_caches()
+        corpus_data.clear_caches()
         self.app = create_app(store)
         self.client = self.app.server.test_client()
         self.cbs = callbacks(self.client.get("/_dash-dependencies").json)

@@ -65,10 +65,10 @@ def reader(store: Path) -> StoreReader:
 
 @pytest.fixture
 def page(dash_duo, store: Path):
-    from attnviz.dashboard import corpus_tab
     from attnviz.dashboard.app import create_app
+    from attnviz.dashboard.corpus import data as corpus_data
 
-    corpus_tab.clear_caches()
+    corpus_data.clear_caches()
     dash_duo.start_server(create_app(store))
     dash_duo.driver.set_window_size(1500, 1200)
     dash_duo.driver.get(dash_duo.server_url + "/?tab=corpus&run=pair-a")

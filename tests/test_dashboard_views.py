@@ -17,12 +17,13 @@ import pytest
 from dashboard_fixtures import BERT_RUN, GPT2_RUN, SEQ2SEQ_RUN, dashboard_store  # noqa: F401 (fixture)
 from store_helpers import update_meta
 
-from attnviz.dashboard import analysis, data, views
+from attnviz.dashboard import data
 from attnviz.dashboard.app import LazyServer, create_app
-from attnviz.dashboard.example_tab import next_pin, search_examples
+from attnviz.dashboard.example import analysis, views
+from attnviz.dashboard.example.data import search_examples
+from attnviz.dashboard.example.sync import control_values, next_pin, resolve_state, run_options
 from attnviz.dashboard.figjson import decode
 from attnviz.dashboard.serve import bind_warning, is_loopback, serve
-from attnviz.dashboard.sync import control_values, resolve_state, run_options
 from attnviz.dashboard.urlstate import ViewState, format_state
 from attnviz.pipeline.metrics import attention_rollout
 from attnviz.pipeline.store import MissingCaptureError, NotAStoreError, StoreReader

@@ -11,9 +11,10 @@ import plotly.graph_objects as go
 import pytest
 from dash._utils import to_json
 
-from attnviz.dashboard import analysis, figures
+from attnviz.dashboard import messages
+from attnviz.dashboard.example import analysis, figures
+from attnviz.dashboard.example.tokens import axis_labels, display_tokens
 from attnviz.dashboard.figjson import decode, is_typed, typed
-from attnviz.dashboard.tokens import axis_labels, display_tokens
 from attnviz.pipeline.metrics import attention_rollout
 
 RNG = np.random.default_rng(7)
@@ -258,7 +259,7 @@ def test_norm_strip() -> None:
 
 
 def test_message_figure_shows_the_text() -> None:
-    fig = figures.message_figure("run 'x' did not capture Q/K/V: rerun precompute with --capture attention,qkv")
+    fig = messages.message_figure("run 'x' did not capture Q/K/V: rerun precompute with --capture attention,qkv")
     valid(fig)
     assert fig["data"] == []
     assert fig["layout"]["annotations"][0]["text"].startswith("run 'x' did not capture")
@@ -309,7 +310,7 @@ def test_display_tokens() -> None:
 
 
 def test_importing_the_app_does_not_import_torch() -> None:
-    code = ("import sys, attnviz.dashboard.app, attnviz.dashboard.serve, attnviz.dashboard.views; "
+    code = ("import sys, attnviz.dashboard.app, attnviz.dashboard.serve, attnviz.dashboard.example.views; "
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                          check=True)

@@ -12,18 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attnviz.dashboard import analysis, figures
-from attnviz.dashboard.data import LRU, metric_distribution, run_stamp
+from attnviz.dashboard.example import analysis, data, figures
 from attnviz.dashboard.figjson import Figure
-from attnviz.dashboard.tokens import display_tokens
 from attnviz.dashboard.urlstate import ViewState
-from attnviz.pipeline.metrics import METRICS, attention_rollout
+from attnviz.pipeline.metrics import METRICS
 from attnviz.pipeline.records import KIND_SIDES, SIDE_OF_KIND
 from attnviz.pipeline.store import StoreReader
+from attnviz.pipeline.store.meta import run_meta
 
-_rollouts = LRU(8)
-_pooled = LRU(16)
-_tokens = LRU(256)
 MODEL_VIEW_TILE = 24
 
 
@@ -55,24 +51,6 @@ def _run(state: ViewState) -> str:
     return state.run
 
 
-def is_causal(reader: StoreReader, run: str, kind: str) -> bool:
-    """Whether queries only see earlier keys (decoder self-attention, decoder-only models)."""
-    return kind == "decoder" or (kind == "self" and reader.run_info(run).meta.get("family") == "decoder")
-
-
-def tokens_for(reader: StoreReader, run: str, example: int, side: str) -> list[str]:
-    """Display tokens of one side of an example (cached per run version)."""
-    return _tokens.get_or_compute((run_stamp(reader, run), example, side),
-                                  lambda: display_tokens(reader.tokens(run, example, side)))
-
-
-def kind_tokens(reader: StoreReader, run: str, example: int, kind: str) -> tuple[list[str], list[str]]:
-    """(query tokens, key tokens) of an attention kind."""
-    q_side, k_side = KIND_SIDES[kind]
-    q = tokens_for(reader, run, example, q_side)
-    return q, (q if k_side == q_side else tokens_for(reader, run, example, k_side))
-
-
 def file_stem(state: ViewState, suffix: str = "") -> str:
     """Image file name ``<run>_ex<i>_L<l>_H<h>`` (plus the kind when not self, and a view suffix)."""
     h = "mean" if state.head is None else str(state.head)
@@ -86,8 +64,7 @@ def rollout(reader: StoreReader, run: str, example: int, kind: str) -> np.ndarra
     """Attention rollout ``[L, T, T]`` of an example (mean over heads, with the residual), cached."""
     if KIND_SIDES[kind][0] != KIND_SIDES[kind][1]:
         raise ViewError("attention rollout is defined for self-attention only: pick the self or decoder kind")
-    return _rollouts.get_or_compute((run_stamp(reader, run), example, kind),
-                                    lambda: attention_rollout(reader.attention(run, example, kind=kind)))
+    return data.rollout(reader, run, example, kind)
 
 
 def _axis_names(kind: str) -> tuple[str, str]:
@@ -110,9 +87,9 @@ def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
     else:
         weights = (analysis.mean_heads(reader.attention(run, i, layer, kind=kind)) if head is None
                    else reader.attention(run, i, layer, head, kind))
-        title = f"Layer {layer}, {head_label(head)} — {kind_label(kind, _family(reader, run))}"
+        title = f"Layer {layer}, {head_label(head)} — {kind_label(kind, data.family(reader, run))}"
         bar = "weight"
-    q, k = kind_tokens(reader, run, i, kind)
+    q, k = data.kind_tokens(reader, run, i, kind)
     qa, ka = _axis_names(kind)
     fig = figures.attention_matrix_figure(weights, q, k, title=title, step=state.step, colorbar_title=bar,
                                           query_axis=qa, key_axis=ka)
@@ -120,15 +97,11 @@ def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
     return fig, figures.image_config(file_stem(state, suffix))
 
 
-def _family(reader: StoreReader, run: str) -> str:
-    return str(reader.run_info(run).meta.get("family", "encoder"))
-
-
 def head_view(reader: StoreReader, state: ViewState, selected: tuple[str, int] | None = None) -> Figure:
     """bertviz-style lines for one head, or every head of the layer in its own colour (mean mode)."""
     run = _run(state)
     i, layer, head, kind = state.example, state.layer, state.head, state.kind
-    q, k = kind_tokens(reader, run, i, kind)
+    q, k = data.kind_tokens(reader, run, i, kind)
     if selected is not None:
         side_len = len(q) if selected[0] == "query" else len(k)
         if not 0 <= selected[1] < side_len:
@@ -147,13 +120,9 @@ def model_view(reader: StoreReader, state: ViewState) -> Figure:
     """All layers × heads of the example as small matrices (pooled when long); the selection outlined."""
     run = _run(state)
     i, kind = state.example, state.kind
-
-    def compute() -> np.ndarray:
-        return analysis.pool_matrix(reader.attention(run, i, kind=kind), MODEL_VIEW_TILE, MODEL_VIEW_TILE)
-
-    pooled = _pooled.get_or_compute((run_stamp(reader, run), i, kind), compute)
+    pooled = data.pooled_attention(reader, run, i, kind, MODEL_VIEW_TILE)
     selected = (state.layer, state.head) if state.head is not None else None
-    q, _ = kind_tokens(reader, run, i, kind)
+    q, _ = data.kind_tokens(reader, run, i, kind)
     note = f" (pooled to {pooled.shape[-2]}×{pooled.shape[-1]})" if pooled.shape[-2] < len(q) else ""
     return figures.model_view_figure(pooled, tile=MODEL_VIEW_TILE, selected=selected,
                                      title=f"Model view — every layer × head{note} · click one to select it")
@@ -163,12 +132,12 @@ def timestep_view(reader: StoreReader, state: ViewState) -> tuple[Figure, Figure
     """For the chosen query position: its attention over the keys (bars), and across layers (heatmap)."""
     run = _run(state)
     i, layer, head, kind, step = state.example, state.layer, state.head, state.kind, state.step
-    q, k = kind_tokens(reader, run, i, kind)
+    q, k = data.kind_tokens(reader, run, i, kind)
     if not 0 <= step < len(q):
         raise ViewError(f"time step {step} is out of range for this example (0..{len(q) - 1})")
     full = reader.attention(run, i, kind=kind) if head is None else reader.attention(run, i, head=head, kind=kind)
     by_layer = full[:, :, step, :].mean(axis=1) if head is None else full[:, step, :]
-    what = "generation step" if is_causal(reader, run, kind) else "query position"
+    what = "generation step" if data.is_causal(reader, run, kind) else "query position"
     _, ka = _axis_names(kind)
     bars = figures.timestep_bars_figure(
         by_layer[layer], k, key_axis=ka,
@@ -209,7 +178,7 @@ def metrics_table(reader: StoreReader, state: ViewState) -> MetricsTable:
     mean_p = np.full_like(mean_v, np.nan)
     for m, name in enumerate(names):
         arr = reader.metrics(run, name, kind)
-        dist = metric_distribution(reader, run, name, kind)
+        dist = data.metric_distribution(reader, run, name, kind)
         values[m] = arr[i, layer]
         for h in range(n_heads):
             col = dist[:, layer, h]
@@ -230,13 +199,13 @@ def debug_view(reader: StoreReader, state: ViewState) -> Figure:
     """Histograms of hidden states, Q, K, V, attention weights and pre-softmax scores of the selection."""
     run = _run(state)
     i, layer, head, kind = state.example, state.layer, state.head, state.kind
-    meta = reader.run_info(run).meta
+    meta = run_meta(reader.run_info(run).meta)
     n_heads = reader.run_info(run).shape[kind][1] if kind in reader.run_info(run).shape else 0
     heads = list(range(n_heads)) if head is None else [head]
     qkv = [reader.qkv(run, i, layer, h, kind) for h in heads]  # raises MissingCaptureError with the fix
     d_k = qkv[0][0].shape[-1]
-    scale, why = analysis.score_multiplier((meta.get("model_info") or {}).get("score_scale"), d_k)
-    causal = is_causal(reader, run, kind)
+    scale, why = analysis.score_multiplier(meta.model_info.get("score_scale"), d_k)
+    causal = data.is_causal(reader, run, kind)
     scores = np.stack([analysis.attention_scores(q, k, scale, causal=causal) for q, k, _ in qkv])
     attn = (reader.attention(run, i, layer, kind=kind) if head is None
             else reader.attention(run, i, layer, head, kind)[None])
@@ -265,7 +234,7 @@ def embeddings_view(reader: StoreReader, state: ViewState) -> Figure:
     run = _run(state)
     side = SIDE_OF_KIND[state.kind]
     inp, out = reader.embeddings(run, state.example, side)
-    tokens = tokens_for(reader, run, state.example, side)
+    tokens = data.tokens_for(reader, run, state.example, side)
     return figures.embeddings_figure(analysis.pca_2d(inp), analysis.pca_2d(out), tokens,
                                      title=f"Embeddings of the {side} tokens")
 
@@ -275,6 +244,6 @@ def norms_view(reader: StoreReader, state: ViewState) -> Figure:
     run = _run(state)
     side = SIDE_OF_KIND[state.kind]
     hidden = reader.hidden(run, state.example, side)
-    tokens = tokens_for(reader, run, state.example, side)
+    tokens = data.tokens_for(reader, run, state.example, side)
     return figures.norm_strip_figure(analysis.activation_norms(hidden), tokens,
                                      title=f"Activation norm per layer ({side} tokens)")

@@ -1,4 +1,5 @@
-"""Keep the URL query string, the header/Example-tab controls and the resolved selection in agreement.
+"""Keep the URL query string, the header/Example-tab controls, the resolved selection (and the head view's
+pinned token) in agreement.
 
 One Dash callback owns them all (Dash allows an input to be an output of the same callback, not of another):
 a URL change (page load, a link from another tab, back/forward) sets the controls; a control change rewrites
@@ -15,13 +16,17 @@ import dash
 from dash import Input, Output, State, ctx
 from dash.exceptions import PreventUpdate
 
-from attnviz.dashboard import ids
+from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.data import current_reader, run_label
-from attnviz.dashboard.figures import parse_model_view_click
+from attnviz.dashboard.example import ids
+from attnviz.dashboard.example.data import is_causal
+from attnviz.dashboard.example.figures import parse_model_view_click
+from attnviz.dashboard.example.views import kind_label
+from attnviz.dashboard.messages import error_text
 from attnviz.dashboard.urlstate import MEAN_HEAD, ViewState, format_state, parse_state
-from attnviz.dashboard.views import is_causal, kind_label
 from attnviz.pipeline.records import ATTENTION_KINDS, KIND_SIDES
 from attnviz.pipeline.store import StoreError, StoreReader
+from attnviz.pipeline.store.meta import run_meta
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,18 @@ def _query_length(reader: StoreReader, run: str, example: int, kind: str) -> int
         return None
     side = KIND_SIDES.get(kind, ("source", "source"))[0]
     return int((table.n_tokens if side == "source" else table.n_target_tokens)[example])
+
+
+def _clamp_layer_head(state: ViewState, n_layers: int, n_heads: int, messages: list[str]) -> dict[str, int]:
+    """Changes that bring the layer and head within the run's bounds (each explained in ``messages``)."""
+    changes = {}
+    if state.layer >= n_layers:
+        changes["layer"] = n_layers - 1
+        messages.append(f"layer {state.layer} is out of range (0..{n_layers - 1}): showing layer {n_layers - 1}")
+    if state.head is not None and state.head >= n_heads:
+        changes["head"] = n_heads - 1
+        messages.append(f"head {state.head} is out of range (0..{n_heads - 1}): showing head {n_heads - 1}")
+    return changes
 
 
 def resolve_state(reader: StoreReader, state: ViewState, *, explain: bool) -> tuple[ViewState, list[str]]:
@@ -50,18 +67,10 @@ def resolve_state(reader: StoreReader, state: ViewState, *, explain: bool) -> tu
     info = reader.run_info(run)
     shape = info.shape.get(state.kind) or next(iter(info.shape.values()))
     n_layers, n_heads = shape
-    changes: dict[str, Any] = {"run": run}
     if state.kind not in info.kinds:
-        messages.append(f"run {run!r} has no {kind_label(state.kind, info.meta.get('family', ''))} "
+        messages.append(f"run {run!r} has no {kind_label(state.kind, run_meta(info.meta).family)} "
                         f"(it has {', '.join(info.kinds)})")
-    if state.layer >= n_layers:
-        changes["layer"] = n_layers - 1
-        if explain:
-            messages.append(f"layer {state.layer} is out of range (0..{n_layers - 1}): showing layer {n_layers - 1}")
-    if state.head is not None and state.head >= n_heads:
-        changes["head"] = n_heads - 1
-        if explain:
-            messages.append(f"head {state.head} is out of range (0..{n_heads - 1}): showing head {n_heads - 1}")
+    changes: dict[str, Any] = {"run": run, **_clamp_layer_head(state, n_layers, n_heads, messages if explain else [])}
     n = info.num_examples
     if not 0 <= state.example < n:
         messages.append(f"example {state.example} is out of range for run {run!r} (0..{n - 1})")
@@ -80,7 +89,7 @@ def control_values(reader: StoreReader, state: ViewState) -> dict[str, Any]:
         return {"example_max": 0, "layer_options": [], "head_options": [], "kind_options": [], "step_max": 0,
                 "step_label": "query position", "count": "of 0"}
     info = reader.run_info(state.run)
-    family = str(info.meta.get("family", ""))
+    family = run_meta(info.meta).family
     n_layers, n_heads = info.shape.get(state.kind) or next(iter(info.shape.values()))
     kinds = [k for k in ATTENTION_KINDS if k in info.kinds or k == state.kind]
     kind_options = [{"label": kind_label(k, family) + ("" if k in info.kinds else " — not in this run"),
@@ -138,14 +147,34 @@ def apply_trigger(state: ViewState, trigger: str | None, *, n_examples: int, run
 
 #: (component id, property) of every output of the sync callback, in order.
 SYNC_OUTPUTS: tuple[tuple[str, str], ...] = (
-    (ids.URL, "search"), (ids.TABS, "value"), (ids.RUN_SELECT, "value"), (ids.RUN_SELECT, "options"),
+    (app_ids.URL, "search"), (app_ids.TABS, "value"), (app_ids.RUN_SELECT, "value"), (app_ids.RUN_SELECT, "options"),
     (ids.EXAMPLE_INDEX, "value"), (ids.EXAMPLE_INDEX, "max"), (ids.EXAMPLE_COUNT, "children"),
     (ids.LAYER_SELECT, "value"), (ids.LAYER_SELECT, "options"), (ids.HEAD_SELECT, "value"),
     (ids.HEAD_SELECT, "options"), (ids.STEP_INPUT, "value"), (ids.STEP_INPUT, "max"), (ids.STEP_LABEL, "children"),
     (ids.KIND_SELECT, "value"), (ids.KIND_SELECT, "options"), (ids.ATTN_MODE, "value"),
-    (ids.EXAMPLE_SEARCH_RESULTS, "value"), (ids.VIEW_STATE, "data"), (ids.STATE_ALERT, "children"),
+    (ids.EXAMPLE_SEARCH_RESULTS, "value"), (app_ids.VIEW_STATE, "data"), (ids.STATE_ALERT, "children"),
     (ids.STATE_ALERT, "is_open"),
 )
+
+
+def pin_key(state: ViewState) -> list:
+    """What a pinned head-view token belongs to: the run, example and kind it was picked in."""
+    return [state.run, state.example, state.kind]
+
+
+def next_pin(pin: dict | None, state: ViewState, click: dict | None, triggered: str | None) -> dict | None:
+    """The head view's pinned token after a click (toggles) or a selection change (cleared on a new example)."""
+    key = pin_key(state)
+    if triggered != ids.HEAD_VIEW:
+        return pin if pin and pin.get("key") == key else None
+    points = (click or {}).get("points") or []
+    if not points or points[0].get("curveNumber") not in (0, 1):
+        return pin
+    side = "query" if points[0]["curveNumber"] == 0 else "key"
+    index = int(points[0].get("pointIndex", points[0].get("pointNumber", 0)))
+    if pin and pin.get("key") == key and pin.get("side") == side and pin.get("index") == index:
+        return None
+    return {"key": key, "side": side, "index": index}
 
 
 def run_options(reader: StoreReader) -> list[dict[str, str]]:
@@ -158,19 +187,19 @@ def register_callbacks(app: dash.Dash) -> None:
 
     @app.callback(
         *[Output(cid, prop) for cid, prop in SYNC_OUTPUTS],
-        Input(ids.URL, "search"), Input(ids.TABS, "value"), Input(ids.RUN_SELECT, "value"),
+        Input(app_ids.URL, "search"), Input(app_ids.TABS, "value"), Input(app_ids.RUN_SELECT, "value"),
         Input(ids.EXAMPLE_INDEX, "value"), Input(ids.EXAMPLE_PREV, "n_clicks"), Input(ids.EXAMPLE_NEXT, "n_clicks"),
         Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.LAYER_SELECT, "value"),
         Input(ids.HEAD_SELECT, "value"), Input(ids.STEP_INPUT, "value"), Input(ids.KIND_SELECT, "value"),
         Input(ids.ATTN_MODE, "value"), Input(ids.RESET, "n_clicks"), Input(ids.MODEL_VIEW, "clickData"),
-        State(ids.VIEW_STATE, "data"),
+        State(app_ids.VIEW_STATE, "data"),
     )
     def sync(search, tab, run, example, _prev, _next, search_pick, layer, head, step, kind, attn, _reset, click,
              current):
         trigger = ctx.triggered_id
         if (trigger == ids.EXAMPLE_INDEX and example is None) or (trigger == ids.STEP_INPUT and step is None):
             raise PreventUpdate  # a number field being retyped: wait for a number, don't refill it
-        from_url = trigger is None or trigger == ids.URL
+        from_url = trigger is None or trigger == app_ids.URL
         previous = ViewState.from_dict(current)
         out: dict[tuple[str, str], Any] = dict.fromkeys(SYNC_OUTPUTS, dash.no_update)
         try:
@@ -179,37 +208,51 @@ def register_callbacks(app: dash.Dash) -> None:
                 state = parse_state(search)
             else:
                 state = state_from_controls(previous, tab, run, example, layer, head, step, kind, attn)
-                runs = reader.runs()
-                run_changed = trigger == ids.RUN_SELECT and state.run != previous.run
-                n = reader.num_examples(state.run) if state.run in runs else 0
-                if run_changed and state.run in runs and state.kind not in reader.run_info(state.run).kinds:
-                    state = state.with_changes(kind="self")
-                state = apply_trigger(state, trigger, n_examples=n, run_changed=run_changed,
-                                      search_pick=search_pick, click=click)
+                state = _apply_control(reader, state, previous, trigger, search_pick, click)
             state, messages = resolve_state(reader, state, explain=from_url)
             controls = control_values(reader, state)
-            out[(ids.RUN_SELECT, "options")] = run_options(reader)
+            out[(app_ids.RUN_SELECT, "options")] = run_options(reader)
         except StoreError as exc:
             log.warning("cannot resolve the selection: %s", exc)
-            out[(ids.VIEW_STATE, "data")] = None
-            out[(ids.STATE_ALERT, "children")] = str(exc)
+            out[(app_ids.VIEW_STATE, "data")] = None
+            out[(ids.STATE_ALERT, "children")] = error_text(exc)
             out[(ids.STATE_ALERT, "is_open")] = True
             return tuple(out.values())
-        data = {k: v for k, v in state.to_dict().items() if k != "tab"}  # switching tabs redraws nothing
-        out.update({
-            (ids.URL, "search"): dash.no_update if from_url else format_state(state),
-            (ids.TABS, "value"): state.tab, (ids.RUN_SELECT, "value"): state.run,
-            (ids.EXAMPLE_INDEX, "value"): state.example, (ids.EXAMPLE_INDEX, "max"): controls["example_max"],
-            (ids.EXAMPLE_COUNT, "children"): controls["count"],
-            (ids.LAYER_SELECT, "value"): str(state.layer), (ids.LAYER_SELECT, "options"): controls["layer_options"],
-            (ids.HEAD_SELECT, "value"): MEAN_HEAD if state.head is None else str(state.head),
-            (ids.HEAD_SELECT, "options"): controls["head_options"],
-            (ids.STEP_INPUT, "value"): state.step, (ids.STEP_INPUT, "max"): controls["step_max"],
-            (ids.STEP_LABEL, "children"): controls["step_label"],
-            (ids.KIND_SELECT, "value"): state.kind, (ids.KIND_SELECT, "options"): controls["kind_options"],
-            (ids.ATTN_MODE, "value"): state.attn, (ids.EXAMPLE_SEARCH_RESULTS, "value"): None,
-            # unchanged: no redraw (e.g. a tab switch); Reset always redraws, which also resets the zoom
-            (ids.VIEW_STATE, "data"): dash.no_update if data == current and trigger != ids.RESET else data,
-            (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
-        })
+        out.update(_state_outputs(state, controls, messages, from_url=from_url, current=current,
+                                  reset=trigger == ids.RESET))
         return tuple(out.values())
+
+
+def _apply_control(reader: StoreReader, state: ViewState, previous: ViewState, trigger: str | None,
+                   search_pick: Any, click: Any) -> ViewState:
+    """The selection after a control changed: a new run falls back to self-attention when it lacks the kind,
+    then :func:`apply_trigger`."""
+    runs = reader.runs()
+    run_changed = trigger == app_ids.RUN_SELECT and state.run != previous.run
+    n = reader.num_examples(state.run) if state.run in runs else 0
+    if run_changed and state.run in runs and state.kind not in reader.run_info(state.run).kinds:
+        state = state.with_changes(kind="self")
+    return apply_trigger(state, trigger, n_examples=n, run_changed=run_changed, search_pick=search_pick,
+                         click=click)
+
+
+def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[str], *, from_url: bool,
+                   current: Any, reset: bool) -> dict[tuple[str, str], Any]:
+    """The sync callback's outputs for a resolved selection (the URL is left alone when it was the source)."""
+    data = {k: v for k, v in state.to_dict().items() if k != "tab"}  # switching tabs redraws nothing
+    return {
+        (app_ids.URL, "search"): dash.no_update if from_url else format_state(state),
+        (app_ids.TABS, "value"): state.tab, (app_ids.RUN_SELECT, "value"): state.run,
+        (ids.EXAMPLE_INDEX, "value"): state.example, (ids.EXAMPLE_INDEX, "max"): controls["example_max"],
+        (ids.EXAMPLE_COUNT, "children"): controls["count"],
+        (ids.LAYER_SELECT, "value"): str(state.layer), (ids.LAYER_SELECT, "options"): controls["layer_options"],
+        (ids.HEAD_SELECT, "value"): MEAN_HEAD if state.head is None else str(state.head),
+        (ids.HEAD_SELECT, "options"): controls["head_options"],
+        (ids.STEP_INPUT, "value"): state.step, (ids.STEP_INPUT, "max"): controls["step_max"],
+        (ids.STEP_LABEL, "children"): controls["step_label"],
+        (ids.KIND_SELECT, "value"): state.kind, (ids.KIND_SELECT, "options"): controls["kind_options"],
+        (ids.ATTN_MODE, "value"): state.attn, (ids.EXAMPLE_SEARCH_RESULTS, "value"): None,
+        # unchanged: no redraw (e.g. a tab switch); Reset always redraws, which also resets the zoom
+        (app_ids.VIEW_STATE, "data"): dash.no_update if data == current and not reset else data,
+        (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
+    }

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from attnviz.dashboard.analysis import HEAD_VIEW_EDGES, Histogram, head_view_bins, pool_matrix
+from attnviz.dashboard.example.analysis import HEAD_VIEW_EDGES, Histogram, head_view_bins, pool_matrix
+from attnviz.dashboard.example.tokens import axis_labels
 from attnviz.dashboard.figjson import Figure, figure, grid_domains, typed
-from attnviz.dashboard.tokens import axis_labels
+from attnviz.dashboard.style import SELECT_COLOUR
 
 #: One colour per head in multi-head views (cycled beyond 20 heads).
 HEAD_COLOURS: tuple[str, ...] = (
@@ -26,7 +27,6 @@ HEAD_COLOURS: tuple[str, ...] = (
 ATTENTION_COLORSCALE: list[list] = [[0.0, "#ffffff"], [0.125, "#deebf7"], [0.25, "#c6dbef"], [0.375, "#9ecae1"],
                                     [0.5, "#6baed6"], [0.625, "#4292c6"], [0.75, "#2171b5"], [0.875, "#08519c"],
                                     [1.0, "#08306b"]]
-SELECT_COLOUR = "#D62728"
 #: Coarser bins when every head is drawn (fewer traces).
 MULTI_HEAD_EDGES: tuple[float, ...] = (0.05, 0.15, 0.35, 0.6, 1.0 + 1e-6)
 
@@ -38,16 +38,6 @@ def image_config(filename: str) -> dict[str, Any]:
         "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2},
         "modeBarButtonsToRemove": ["lasso2d", "select2d"],
     }
-
-
-def message_figure(text: str, *, title: str | None = None, height: int = 260) -> Figure:
-    """An empty figure that shows ``text`` in its middle (missing captures, bad selections, errors)."""
-    return figure(
-        [], title=title or "", height=height, xaxis={"visible": False}, yaxis={"visible": False},
-        meta={"message": text},
-        annotations=[{"text": text, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper", "showarrow": False,
-                      "font": {"size": 14, "color": "#8a4b00"}, "align": "center"}],
-    )
 
 
 def _rect(x0: float, x1: float, y0: float, y1: float, width: float = 1.5) -> dict[str, Any]:

@@ -7,9 +7,10 @@ import math
 import dash_bootstrap_components as dbc
 from dash import html
 
-from attnviz.dashboard.views import MetricsTable, head_label
+from attnviz.dashboard.example import ids
+from attnviz.dashboard.example.data import ExampleSummary
+from attnviz.dashboard.example.views import MetricsTable, head_label
 from attnviz.pipeline.metrics import METRICS
-from attnviz.pipeline.store import ExampleTable
 
 
 def fmt_value(value: float, unit: str = "") -> str:
@@ -24,11 +25,6 @@ def fmt_value(value: float, unit: str = "") -> str:
 def fmt_percentile(p: float) -> str:
     """``p87`` style percentile (``–`` when undefined)."""
     return "–" if p is None or not math.isfinite(p) else f"p{p:.0f}"
-
-
-def message(text: str, color: str = "warning") -> dbc.Alert:
-    """A one-line notice in place of a panel."""
-    return dbc.Alert(text, color=color, className="mb-0 py-2 small")
 
 
 def metrics_panel(table: MetricsTable, layer: int) -> html.Div:
@@ -47,7 +43,7 @@ def metrics_panel(table: MetricsTable, layer: int) -> html.Div:
     summary = dbc.Table(
         [html.Thead(html.Tr([html.Th("metric"), html.Th("value", className="text-end"),
                              html.Th("percentile", className="text-end")])), html.Tbody(summary_rows)],
-        size="sm", bordered=False, striped=True, className="mb-2 small", id="metrics-summary")
+        size="sm", bordered=False, striped=True, className="mb-2 small", id=ids.METRICS_SUMMARY)
     n_heads = table.values.shape[1]
     head_cells = [html.Th(f"H{h}", className="text-end" + (" table-primary" if h == head else ""))
                   for h in range(n_heads)]
@@ -63,7 +59,7 @@ def metrics_panel(table: MetricsTable, layer: int) -> html.Div:
         rows.append(html.Tr(cells))
     heads_table = dbc.Table([html.Thead(html.Tr([html.Th("metric"), *head_cells])), html.Tbody(rows)],
                             size="sm", bordered=True, className="small mb-0", responsive=True,
-                            id="metrics-heads", style={"fontSize": "0.75rem"})
+                            id=ids.METRICS_HEADS, style={"fontSize": "0.75rem"})
     note = (f"value and percentile: rank of this example's value among the {table.n_examples} examples of the "
             "run, for the same layer and head.")
     return dbc.Row([
@@ -73,17 +69,17 @@ def metrics_panel(table: MetricsTable, layer: int) -> html.Div:
     ])
 
 
-def example_summary(table: ExampleTable, i: int, *, random_weights: bool, n_tokens: int,
-                    n_target_tokens: int, mantissa_bits: int | None = None) -> html.Div:
+def example_summary(summary: ExampleSummary) -> html.Div:
     """The example's text (and target text), its token counts and flags (random weights, rounded storage)."""
-    badges = [dbc.Badge(f"{n_tokens} tokens", color="secondary", className="me-1")]
-    if n_target_tokens:
-        badges.append(dbc.Badge(f"{n_target_tokens} target tokens", color="secondary", className="me-1"))
+    table, i, mantissa_bits = summary.table, summary.index, summary.mantissa_bits
+    badges = [dbc.Badge(f"{summary.n_tokens} tokens", color="secondary", className="me-1")]
+    if summary.n_target_tokens:
+        badges.append(dbc.Badge(f"{summary.n_target_tokens} target tokens", color="secondary", className="me-1"))
     if bool(table.truncated[i]):
         badges.append(dbc.Badge("truncated", color="warning", className="me-1"))
     if table.label[i]:
         badges.append(dbc.Badge(f"label: {table.label[i]}", color="info", className="me-1"))
-    if random_weights:
+    if summary.random_weights:
         badges.append(dbc.Badge("random weights", color="danger", className="me-1"))
     if mantissa_bits:
         badges.append(dbc.Badge(f"attention stored with {mantissa_bits} mantissa bits "

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from attnviz.dashboard.figjson import Figure, figure, typed
-from attnviz.dashboard.figures import message_figure
+from attnviz.dashboard.messages import message_figure
+from attnviz.dashboard.style import SELECT_COLOUR
 from attnviz.pipeline.analysis import PATTERN_LABELS
 
 COLOUR_A = "#1f77b4"
 COLOUR_B = "#d62728"
-SELECT_COLOUR = "#ff7f0e"
 #: One colour per pattern label, in PATTERN_LABELS order.
 PATTERN_COLOURS: dict[str, str] = {
     "previous": "#1f77b4", "next": "#17becf", "self": "#9467bd", "first": "#d62728", "sep": "#ff7f0e",
@@ -25,7 +25,7 @@ PATTERN_COLOURS: dict[str, str] = {
 }
 
 __all__ = ["COLOUR_A", "COLOUR_B", "difference_figure", "distribution_figure", "heatmap_figure",
-           "layer_difference_figure", "message_figure", "pattern_figure", "profile_figure", "relpos_figure",
+           "layer_difference_figure", "pattern_figure", "profile_figure", "relpos_figure",
            "similarity_figure", "head_name", "parse_head_name"]
 
 

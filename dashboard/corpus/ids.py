@@ -1,0 +1,46 @@
+"""Component ids of the Corpus tab (no id is spelled anywhere else)."""
+
+KIND = "corpus-kind"
+METRIC = "corpus-metric"
+AGG = "corpus-agg"
+RUN_B = "corpus-run-b"
+LENGTH = "corpus-length"
+TRUNCATED = "corpus-truncated"
+FIELDS = "corpus-fields"
+FIELD = "corpus-field"  #: pattern-matching type of the metadata filters: {"type": FIELD, "field": name}
+STATUS = "corpus-status"
+HEATMAP_A = "corpus-heatmap-a"
+HEATMAP_B = "corpus-heatmap-b"
+DIFF = "corpus-diff"
+PROFILE = "corpus-profile"
+HEAD = "corpus-head"
+HEAD_TITLE = "corpus-head-title"
+HEAD_DIST = "corpus-head-dist"
+HEAD_EXAMPLES = "corpus-head-examples"
+EXAMPLE_LINK = "corpus-example-link"  #: pattern-matching type of the drill-down's links to the Example tab
+PATTERNS_A = "corpus-patterns-a"
+PATTERNS_B = "corpus-patterns-b"
+SIMILARITY_A = "corpus-similarity-a"
+SIMILARITY_B = "corpus-similarity-b"
+RELPOS = "corpus-relpos"
+TABLE = "corpus-head-table"
+EXPORT = "corpus-export"
+ALERT = "corpus-alert"  #: the tab's one-line message when the store cannot be read
+ERROR = "corpus-error"  #: pattern-matching type of each view's error slot: {"type": ERROR, "view": name}
+#: The views that read the store, each with its own error slot (``""`` while it reads fine).
+VIEWS = ("runs", "filters", "heatmaps", "difference", "profile", "table", "patterns", "drill", "analysis")
+
+
+def field(name: str) -> dict[str, str]:
+    """The id of the metadata filter of field ``name``."""
+    return {"type": FIELD, "field": name}
+
+
+def error_slot(view: str) -> dict[str, str]:
+    """The id of a view's error slot (a ``dcc.Store`` holding its one-line message, ``""`` while it reads)."""
+    return {"type": ERROR, "view": view}
+
+
+def example_link(tag: str, example: int) -> dict[str, str | int]:
+    """The id of the drill-down's link to example ``example`` of run ``tag`` (A or B)."""
+    return {"type": EXAMPLE_LINK, "run": tag, "example": example}

@@ -1,0 +1,97 @@
+"""Layout of the Example tab (ids in :mod:`attnviz.dashboard.example.ids`); the graphs start with a "loading…"
+message until their callbacks draw them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_bootstrap_components as dbc
+from dash import dcc, html
+
+from attnviz.dashboard.example import ids
+from attnviz.dashboard.example.figures import image_config
+from attnviz.dashboard.messages import message_figure
+
+
+def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
+    return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=height),
+                     config=image_config(graph_id), style={"minHeight": f"{height}px"})
+
+
+def _card(title: str, body: Any, class_name: str = "") -> dbc.Card:
+    return dbc.Card([dbc.CardHeader(title, className="py-1 fw-semibold small"), dbc.CardBody(body, className="p-2")],
+                    className="mb-3 shadow-sm " + class_name)
+
+
+def _picker() -> dbc.Card:
+    return dbc.Card(dbc.CardBody([
+        dbc.Row([
+            dbc.Col([
+                dbc.Label("Example", html_for=ids.EXAMPLE_INDEX, className="small mb-0"),
+                dbc.InputGroup([
+                    dbc.Button("‹ prev", id=ids.EXAMPLE_PREV, color="secondary", outline=True, size="sm"),
+                    dbc.Input(id=ids.EXAMPLE_INDEX, type="number", min=0, step=1, value=0, size="sm",
+                              style={"maxWidth": "6rem"}),
+                    dbc.InputGroupText("of 0", id=ids.EXAMPLE_COUNT, className="small"),
+                    dbc.Button("next ›", id=ids.EXAMPLE_NEXT, color="secondary", outline=True, size="sm"),
+                ], size="sm"),
+            ], width="auto"),
+            dbc.Col([
+                dbc.Label("Search the corpus", html_for=ids.EXAMPLE_SEARCH, className="small mb-0"),
+                dbc.Input(id=ids.EXAMPLE_SEARCH, type="search", placeholder="words in a sentence…", debounce=True,
+                          size="sm"),
+            ], md=3),
+            dbc.Col([
+                dbc.Label("Matches", html_for=ids.EXAMPLE_SEARCH_RESULTS, className="small mb-0"),
+                dbc.Select(id=ids.EXAMPLE_SEARCH_RESULTS, options=[], placeholder="type a search first", size="sm"),
+            ]),
+        ], className="g-2 align-items-end"),
+        html.Div(id=ids.EXAMPLE_TEXT, className="mt-2"),
+    ], className="p-2"), className="mb-2 shadow-sm")
+
+
+def _controls() -> dbc.Card:
+    def labelled(label: Any, control: Any, **col: Any) -> dbc.Col:
+        return dbc.Col([dbc.Label(label, className="small mb-0"), control], **col)
+
+    return dbc.Card(dbc.CardBody(dbc.Row([
+        labelled("Layer", dbc.Select(id=ids.LAYER_SELECT, options=[], size="sm"), width=2),
+        labelled("Head", dbc.Select(id=ids.HEAD_SELECT, options=[], size="sm"), width=2),
+        labelled(html.Span("query position", id=ids.STEP_LABEL),
+                 dbc.Input(id=ids.STEP_INPUT, type="number", min=0, step=1, value=0, size="sm"), width=1),
+        labelled("Attention", dbc.Select(id=ids.KIND_SELECT, options=[], size="sm"), width=2),
+        labelled("Matrix shows", dbc.RadioItems(
+            id=ids.ATTN_MODE, inline=True, value="raw", className="small",
+            options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"}]), width="auto"),
+        dbc.Col(dbc.ButtonGroup([
+            dbc.Button("Reset", id=ids.RESET, color="secondary", outline=True, size="sm",
+                       title="back to layer 0, head 0, step 0, raw self-attention; resets zoom"),
+            dbc.Button("Save PNG", id=ids.SAVE_PNG, color="primary", outline=True, size="sm"),
+            dbc.Button("Save SVG", id=ids.SAVE_SVG, color="primary", outline=True, size="sm"),
+        ]), width="auto", className="ms-auto"),
+    ], className="g-2 align-items-end"), className="p-2"), className="mb-2 shadow-sm")
+
+
+def layout() -> html.Div:
+    """The tab's content."""
+    return html.Div([
+        _picker(),
+        _controls(),
+        dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small"),
+        dcc.Store(id=ids.HEAD_VIEW_PIN),
+        dcc.Store(id=ids.SAVE_STATUS),
+        dbc.Row([
+            dbc.Col(_card("Attention matrix (queries × keys)", _graph(ids.MATRIX, 480)), lg=7),
+            dbc.Col(_card("Head view", _graph(ids.HEAD_VIEW, 480)), lg=5),
+        ], className="g-3"),
+        dbc.Row([
+            dbc.Col(_card("Model view (all layers × heads)", _graph(ids.MODEL_VIEW, 400)), lg=7),
+            dbc.Col(_card("Time step", [_graph(ids.TIMESTEP_BARS, 300), _graph(ids.TIMESTEP_LAYERS, 260)]), lg=5),
+        ], className="g-3"),
+        _card("Interpretability: this example's metrics vs the corpus", html.Div(id=ids.METRICS_PANEL)),
+        dbc.Row([
+            dbc.Col(_card("Debugging: value distributions", _graph(ids.DEBUG_VIEW, 560)), lg=7),
+            dbc.Col(_card("Activation norms", _graph(ids.NORMS_VIEW, 300)), lg=5),
+        ], className="g-3"),
+        _card("Embeddings", _graph(ids.EMBEDDINGS_VIEW, 430)),
+    ])
