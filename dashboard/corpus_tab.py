@@ -32,9 +32,22 @@ from attnviz.dashboard import corpus_figures as cf
 from attnviz.dashboard import ids
 from attnviz.dashboard.data import current_reader, current_store_path, requested_store
 from attnviz.dashboard.urlstate import example_href
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.metrics import METRICS
 from attnviz.pipeline.scan import Analysis, load_analysis, read_columns, read_group_sums, read_metric_rows, read_texts
+from attnviz.pipeline.statistics.aggregates import (
+    AGGREGATES,
+    Groups,
+    aggregate_rows,
+    aggregate_rows_all,
+    extreme_examples,
+    group_mean,
+    layer_profile,
+    layer_rows,
+    make_groups,
+)
+from attnviz.pipeline.statistics.filters import ExampleColumns, ExampleFilter, filter_mask
+from attnviz.pipeline.statistics.patterns import PATTERN_LABELS, PATTERN_METRICS, classify_heads
+from attnviz.pipeline.statistics.significance import HeadTest, compare_rows, pair_examples
 from attnviz.pipeline.store import RunInfo, StoreError
 
 log = logging.getLogger(__name__)
@@ -190,14 +203,14 @@ def _fresh_analysis(run: Run) -> Analysis | None:
     return cached if cached is not None and not cached.is_stale(run.info) else None
 
 
-def columns(run: Run) -> tuple[an.ExampleColumns, an.Groups]:
+def columns(run: Run) -> tuple[ExampleColumns, Groups]:
     """Filter/pairing columns of a run (from analysis.h5 when fresh) and its filter groups."""
-    def compute() -> tuple[an.ExampleColumns, an.Groups]:
+    def compute() -> tuple[ExampleColumns, Groups]:
         cached = _fresh_analysis(run)
         cols = cached.columns if cached is not None and cached.columns is not None else None
         if cols is None or len(cols) != run.info.num_examples:
             cols = read_columns(run.store, run.info)
-        return cols, an.make_groups(cols)
+        return cols, make_groups(cols)
 
     return _columns_cache.get(run.stamp, compute)
 
@@ -223,49 +236,49 @@ def group_sums(run: Run, kind: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return _sums_cache.get((run.stamp, kind), compute)
 
 
-def mask(run: Run, filt: an.ExampleFilter) -> np.ndarray:
+def mask(run: Run, filt: ExampleFilter) -> np.ndarray:
     """The examples of ``run`` that ``filt`` keeps."""
-    return _derived_cache.get(("mask", run.stamp, filt), lambda: an.filter_mask(columns(run)[0], filt))
+    return _derived_cache.get(("mask", run.stamp, filt), lambda: filter_mask(columns(run)[0], filt))
 
 
-def heat(run: Run, kind: str, metric: str, agg: str, filt: an.ExampleFilter) -> np.ndarray:
+def heat(run: Run, kind: str, metric: str, agg: str, filt: ExampleFilter) -> np.ndarray:
     """``[L, H]`` aggregate of a metric over the filtered examples."""
     def compute() -> np.ndarray:
-        rows = an.aggregate_rows(metric_rows(run, kind, metric), agg, mask(run, filt))
+        rows = aggregate_rows(metric_rows(run, kind, metric), agg, mask(run, filt))
         return rows.reshape(run.shape(kind))
 
     return _derived_cache.get(("heat", run.stamp, kind, metric, agg, filt), compute)
 
 
-def heats(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+def heats(run: Run, kind: str, metric: str, filt: ExampleFilter) -> dict[str, np.ndarray]:
     """Every aggregate ``[L, H]`` of a metric (the missing ones computed together, in one pass per head)."""
     def key(agg: str) -> tuple:
         return ("heat", run.stamp, kind, metric, agg, filt)
 
-    missing = [agg for agg in an.AGGREGATES if not _derived_cache.has(key(agg))]
+    missing = [agg for agg in AGGREGATES if not _derived_cache.has(key(agg))]
     if len(missing) > 1:
-        computed = an.aggregate_rows_all(metric_rows(run, kind, metric), mask(run, filt), missing)
+        computed = aggregate_rows_all(metric_rows(run, kind, metric), mask(run, filt), missing)
         for agg, values in computed.items():
             _derived_cache.put(key(agg), values.reshape(run.shape(kind)))
-    return {agg: heat(run, kind, metric, agg, filt) for agg in an.AGGREGATES}
+    return {agg: heat(run, kind, metric, agg, filt) for agg in AGGREGATES}
 
 
-def pattern_labels(run: Run, kind: str, filt: an.ExampleFilter) -> np.ndarray:
+def pattern_labels(run: Run, kind: str, filt: ExampleFilter) -> np.ndarray:
     """``[L, H]`` pattern label keys from the filtered corpus means."""
     def compute() -> np.ndarray:
         means = filtered_means(run, kind, filt)
-        return an.classify_heads({k: v for k, v in means.items() if k in an.PATTERN_METRICS})
+        return classify_heads({k: v for k, v in means.items() if k in PATTERN_METRICS})
 
     return _derived_cache.get(("patterns", run.stamp, kind, filt), compute)
 
 
-def filtered_means(run: Run, kind: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+def filtered_means(run: Run, kind: str, filt: ExampleFilter) -> dict[str, np.ndarray]:
     """Corpus mean ``[L, H]`` of every metric over the filtered examples (from the group sums)."""
     def compute() -> dict[str, np.ndarray]:
         groups = columns(run)[1]
         keep = groups.mask(filt)
         shape = run.shape(kind)
-        return {k: an.group_mean(s, c, keep).reshape(shape) for k, (s, c) in group_sums(run, kind).items()}
+        return {k: group_mean(s, c, keep).reshape(shape) for k, (s, c) in group_sums(run, kind).items()}
 
     return _derived_cache.get(("means", run.stamp, kind, filt), compute)
 
@@ -273,42 +286,42 @@ def filtered_means(run: Run, kind: str, filt: an.ExampleFilter) -> dict[str, np.
 def pairs(a: Run, b: Run) -> tuple[np.ndarray, np.ndarray]:
     """Examples of A and B with the same input text."""
     return _pairs_cache.get((a.stamp, b.stamp),
-                            lambda: an.pair_examples(columns(a)[0].key, columns(b)[0].key))
+                            lambda: pair_examples(columns(a)[0].key, columns(b)[0].key))
 
 
-def filtered_pairs(a: Run, b: Run, filt: an.ExampleFilter) -> tuple[np.ndarray, np.ndarray]:
+def filtered_pairs(a: Run, b: Run, filt: ExampleFilter) -> tuple[np.ndarray, np.ndarray]:
     """The pairs whose two examples both pass the filter (example indices of A and of B)."""
     ia, ib = pairs(a, b)
     keep = mask(a, filt)[ia] & mask(b, filt)[ib]
     return ia[keep], ib[keep]
 
 
-def comparison(a: Run, b: Run, kind: str, metric: str, filt: an.ExampleFilter, per_layer: bool
-               ) -> an.HeadTest:
+def comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter, per_layer: bool
+               ) -> HeadTest:
     """The A/B test of every head (or every layer's mean over heads when ``per_layer``)."""
-    def compute() -> an.HeadTest:
+    def compute() -> HeadTest:
         ra, rb = metric_rows(a, kind, metric), metric_rows(b, kind, metric)
         if per_layer:
-            ra, rb = an.layer_rows(ra, a.shape(kind)[0]), an.layer_rows(rb, b.shape(kind)[0])
+            ra, rb = layer_rows(ra, a.shape(kind)[0]), layer_rows(rb, b.shape(kind)[0])
         columns = (np.flatnonzero(mask(a, filt)), np.flatnonzero(mask(b, filt)))
-        return an.compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt), columns=columns)
+        return compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt), columns=columns)
 
     return _derived_cache.get(("test", a.stamp, b.stamp, kind, metric, filt, per_layer), compute)
 
 
-def layer_agg(run: Run, kind: str, metric: str, agg: str, filt: an.ExampleFilter) -> np.ndarray:
+def layer_agg(run: Run, kind: str, metric: str, agg: str, filt: ExampleFilter) -> np.ndarray:
     """``[L]`` aggregate of the per-example layer means (mean over heads) of a metric."""
     def compute() -> np.ndarray:
-        per_layer = an.layer_rows(metric_rows(run, kind, metric), run.shape(kind)[0])
-        return an.aggregate_rows(per_layer, agg, mask(run, filt))
+        per_layer = layer_rows(metric_rows(run, kind, metric), run.shape(kind)[0])
+        return aggregate_rows(per_layer, agg, mask(run, filt))
 
     return _derived_cache.get(("layer", run.stamp, kind, metric, agg, filt), compute)
 
 
-def profile(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+def profile(run: Run, kind: str, metric: str, filt: ExampleFilter) -> dict[str, np.ndarray]:
     """Per-layer mean and interquartile band of a metric."""
     def compute() -> dict[str, np.ndarray]:
-        return an.layer_profile(metric_rows(run, kind, metric), run.shape(kind)[0], mask(run, filt))
+        return layer_profile(metric_rows(run, kind, metric), run.shape(kind)[0], mask(run, filt))
 
     return _derived_cache.get(("profile", run.stamp, kind, metric, filt), compute)
 
@@ -339,7 +352,7 @@ class Selection:
     kind: str
     metric: str
     agg: str
-    filt: an.ExampleFilter
+    filt: ExampleFilter
 
     @property
     def same_grid(self) -> bool:
@@ -357,7 +370,7 @@ class Selection:
 
 
 def parse_filter(length: Sequence[int] | None, length_bounds: tuple[int, int] | None, truncated: str | None,
-                 field_ids: Sequence[dict], field_values: Sequence[Any]) -> an.ExampleFilter:
+                 field_ids: Sequence[dict], field_values: Sequence[Any]) -> ExampleFilter:
     """The filter the controls describe (a length range equal to the full range filters nothing)."""
     lo = hi = None
     if length and len(length) == 2 and length_bounds:
@@ -365,7 +378,7 @@ def parse_filter(length: Sequence[int] | None, length_bounds: tuple[int, int] | 
         hi = int(length[1]) if int(length[1]) < length_bounds[1] else None
     trunc = {"yes": True, "no": False}.get(truncated or "any")
     fields = {i["field"]: list(v) for i, v in zip(field_ids, field_values, strict=False) if v}
-    return an.ExampleFilter.make(lo, hi, trunc, fields)
+    return ExampleFilter.make(lo, hi, trunc, fields)
 
 
 def _selection(run_a: str | None, run_b: str | None, kind: str | None, metric: str | None, agg: str | None,
@@ -381,7 +394,7 @@ def _selection(run_a: str | None, run_b: str | None, kind: str | None, metric: s
     b = _run(run_b) if run_b and run_b != run_a else None
     bounds = tuple(length_bounds) if length_bounds else None
     filt = parse_filter(length, bounds, truncated, field_ids, field_values)
-    return Selection(a, b, kind, metric, agg if agg in an.AGGREGATES else "mean", filt)
+    return Selection(a, b, kind, metric, agg if agg in AGGREGATES else "mean", filt)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -405,7 +418,7 @@ def layout() -> html.Div:
         _control("Attention", dbc.Select(id=KIND, options=[], size="sm"), 2),
         _control("Metric", dcc.Dropdown(id=METRIC, options=[], clearable=False), 3),
         _control("Aggregate over examples", dbc.RadioItems(
-            id=AGG, options=[{"label": v, "value": k} for k, v in an.AGGREGATES.items()], value="mean",
+            id=AGG, options=[{"label": v, "value": k} for k, v in AGGREGATES.items()], value="mean",
             inline=True, className="small"), 4),
         _control("Compare with run B", dcc.Dropdown(id=RUN_B, options=[], placeholder="(none)"), 3),
     ], className="g-2")
@@ -465,13 +478,13 @@ def _title(run: Run, text: str) -> str:
     return f"{text} — {run.name}"
 
 
-def _n(run: Run, filt: an.ExampleFilter) -> int:
+def _n(run: Run, filt: ExampleFilter) -> int:
     return int(mask(run, filt).sum())
 
 
 def heatmap_views(sel: Selection, head: tuple[int, int] | None) -> tuple[dict, dict, str]:
     """Figures of A's and B's heatmaps (shared colour range) and the status line."""
-    agg_label = an.AGGREGATES[sel.agg].lower()
+    agg_label = AGGREGATES[sel.agg].lower()
     za = heat(sel.a, sel.kind, sel.metric, sel.agg, sel.filt)
     zb = heat(sel.b, sel.kind, sel.metric, sel.agg, sel.filt) if sel.b_has_kind else None
     both = np.concatenate([za.ravel(), zb.ravel()]) if zb is not None else za.ravel()
@@ -501,7 +514,7 @@ def difference_view(sel: Selection, head: tuple[int, int] | None) -> dict:
         return cf.message_figure(f"run {sel.b.name!r} has no {sel.kind} {sel.metric}", title="A − B")
     if _n(sel.a, sel.filt) == 0 or _n(sel.b, sel.filt) == 0:
         return cf.message_figure("no examples left in A or B with this filter", title="A − B")
-    agg_label = an.AGGREGATES[sel.agg].lower()
+    agg_label = AGGREGATES[sel.agg].lower()
     if sel.same_grid:
         test = comparison(sel.a, sel.b, sel.kind, sel.metric, sel.filt, per_layer=False)
         diff = (heat(sel.a, sel.kind, sel.metric, sel.agg, sel.filt)
@@ -521,7 +534,7 @@ def difference_view(sel: Selection, head: tuple[int, int] | None) -> dict:
                                       title=f"A − B per layer (mean over heads, {agg_label})")
 
 
-def _test_name(test: an.HeadTest) -> str:
+def _test_name(test: HeadTest) -> str:
     paired = test.method == "paired-bootstrap"
     name = f"paired bootstrap, {test.n_pairs} pairs" if paired else "Mann–Whitney U"
     return f"q < {test.alpha:g} ({name}, Benjamini–Hochberg)"
@@ -571,7 +584,7 @@ def table_view(sel: Selection) -> tuple[list[dict], list[dict]]:
         for head in range(n_heads):
             c = layer * n_heads + head
             row: dict[str, Any] = {"layer": layer, "head": head,
-                                   "pattern": an.PATTERN_LABELS.get(labels[layer, head], "undefined")}
+                                   "pattern": PATTERN_LABELS.get(labels[layer, head], "undefined")}
             for k, z in aggs.items():
                 row[f"{sel.metric} {k}"] = _round(z[layer, head])
             if test is not None:
@@ -679,8 +692,8 @@ def drill_views(sel: Selection, head: tuple[int, int] | None) -> tuple[str, dict
 
 def _examples_table(run: Run, tag: str, sel: Selection, layer: int, head: int, keep: np.ndarray,
                     values: np.ndarray) -> html.Div:
-    top = an.extreme_examples(values, TOP_EXAMPLES, largest=True)  # ties: lowest example first
-    bottom = an.extreme_examples(values, TOP_EXAMPLES, largest=False)
+    top = extreme_examples(values, TOP_EXAMPLES, largest=True)  # ties: lowest example first
+    bottom = extreme_examples(values, TOP_EXAMPLES, largest=False)
     k = top.size
     if k == 0:
         return html.Div(f"{tag}: no defined value", className="text-muted")

@@ -26,19 +26,18 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the codecs the attention data is compressed with)
 import numpy as np
 
-from attnviz.pipeline.analysis import (
+from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.statistics.aggregates import Groups, group_sums
+from attnviz.pipeline.statistics.filters import (
     MAX_FIELD_VALUES,
     MISSING,
     Categorical,
     ExampleColumns,
-    Groups,
-    group_sums,
-    js_distance,
-    relpos_sums,
     text_key,
     value_text,
 )
-from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.statistics.relpos import relpos_sums
+from attnviz.pipeline.statistics.similarity import js_distance
 from attnviz.pipeline.store import RunInfo, ShardEntry, StoreError, now_iso, open_shard, shard_dir
 
 ANALYSIS_FILE = "analysis.h5"
@@ -68,7 +67,7 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
 
     Texts are reduced to 64-bit keys and metadata to small integer codes as each shard is read, so memory
     stays proportional to a few numbers per example (never all texts or metadata dicts at once). A field
-    is dropped as soon as it has more than :data:`attnviz.pipeline.analysis.MAX_FIELD_VALUES` distinct values.
+    is dropped as soon as it has more than :data:`attnviz.pipeline.statistics.filters.MAX_FIELD_VALUES` distinct values.
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("input_index", "n_tokens", "truncated", "key")}
     coders: dict[str, dict[str, int]] = {}
@@ -144,7 +143,7 @@ def _fill_rows(out: np.ndarray, store: str | os.PathLike, info: RunInfo, kind: s
 
 def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: Sequence[str], groups: Groups
                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-group sums and counts (:func:`attnviz.pipeline.analysis.group_sums`) of several metrics, reading one metric
+    """Per-group sums and counts (:func:`.aggregates.group_sums`) of several metrics, reading one metric
     at a time into one reused buffer."""
     n_layers, n_heads = info.shape[kind]
     buf = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
@@ -197,9 +196,9 @@ def scan_shard(store: str, run: str, entry: ShardEntry, kinds: Sequence[str], ma
                similarity_limit: int) -> dict[str, ScanPartial]:
     """Scan one shard file of ``run`` (opened here, so the task pickles as plain arguments).
 
-    For every example and every kind: relative-position sums (:func:`attnviz.pipeline.analysis.relpos_sums`, self
+    For every example and every kind: relative-position sums (:func:`.relpos.relpos_sums`, self
     and decoder attention) and, for the first ``similarity_limit`` examples of the shard, the per-example
-    head-similarity matrix (:func:`attnviz.pipeline.analysis.js_distance`).
+    head-similarity matrix (:func:`attnviz.pipeline.statistics.similarity.js_distance`).
     """
     out: dict[str, ScanPartial] = {}
     with open_shard(store, run, entry) as f:
