@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 STORE ?= data/stores/demo.h5
 HOST ?= 127.0.0.1
 PORT ?= 8050
+# pytest-xdist workers for make test (auto: one per core); browser tests share one of them.
+TEST_WORKERS ?= auto
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -54,7 +56,7 @@ demo: demo-store serve
 
 test: install system-deps
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data
-	$(PY) -m pytest -q -p no:cacheprovider --headless
+	$(PY) -m pytest -q -p no:cacheprovider --headless -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data
