@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 STORE ?= data/stores/demo.h5
 HOST ?= 127.0.0.1
 PORT ?= 8050
-# pytest-xdist workers for make test (auto: one per core); browser tests share one of them.
+# pytest-xdist workers for make test (auto: one per core); tests are spread one by one, except groups
+# (pytest.mark.xdist_group) that stay on one worker.
 TEST_WORKERS ?= auto
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false

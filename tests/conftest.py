@@ -2,8 +2,9 @@
 
 ``dashboard_store`` is built once per test session: under pytest-xdist the workers share one copy (the first
 to ask builds it under a file lock; the others wait for it). Tests only read it; a test that changes a store
-copies it first. Each xdist worker starts its ``dash_duo`` servers on its own range of ports, and the browser
-tests share one worker.
+copies it first. Each xdist worker starts its ``dash_duo`` servers on its own range of ports. ``make test``
+spreads the tests one by one (``--dist loadgroup``); a module whose module-scoped fixtures are costly keeps them
+built once by marking itself ``pytest.mark.xdist_group(NAME)``.
 """
 
 from __future__ import annotations
@@ -35,21 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
         BaseDashRunner._next_port = 58050 + 100 * int(WORKER[2:])
 
 
-def _is_browser(item: pytest.Item) -> bool:
-    return "browser" in item.keywords or "dash_duo" in getattr(item, "fixturenames", ())
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests run on one xdist worker (group "browser": with ``--dist loadgroup`` two Chromiums never
-    compete for the cores), and are skipped, with the reason, where Chromium or its driver is missing."""
-    have_browser = bool(shutil.which("chromedriver") and (shutil.which("chromium") or shutil.which("chromium-browser")))
+    """Skip browser tests, with the reason, where Chromium or its driver is missing."""
+    if shutil.which("chromedriver") and (shutil.which("chromium") or shutil.which("chromium-browser")):
+        return
     skip = pytest.mark.skip(reason="needs Debian chromium + chromium-driver (make test installs them with apt)")
     for item in items:
-        if _is_browser(item):
-            item.add_marker(pytest.mark.xdist_group("browser"))
-            if not have_browser:
-                item.add_marker(skip)
+        if "browser" in item.keywords or "dash_duo" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
