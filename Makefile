@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 STORE ?= data/stores/demo.h5
 HOST ?= 127.0.0.1
 PORT ?= 8050
-# pytest-xdist workers for make test (auto: one per core); tests are spread one by one, except groups
-# (pytest.mark.xdist_group) that stay on one worker.
+# pytest-xdist workers for make test (auto: one per core); each test module runs whole on one worker, so its
+# module-scoped fixtures (dask clusters, live servers, stores) are built once.
 TEST_WORKERS ?= auto
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -57,7 +57,7 @@ demo: demo-store serve
 
 test: install system-deps
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data
-	$(PY) -m pytest -q -p no:cacheprovider --headless -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -p no:cacheprovider --headless -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data

@@ -3,8 +3,7 @@
 ``dashboard_store`` is built once per test session: under pytest-xdist the workers share one copy (the first
 to ask builds it under a file lock; the others wait for it). Tests only read it; a test that changes a store
 copies it first. Each xdist worker starts its ``dash_duo`` servers on its own range of ports. ``make test``
-spreads the tests one by one (``--dist loadgroup``); a module whose module-scoped fixtures are costly keeps them
-built once by marking itself ``pytest.mark.xdist_group(NAME)``.
+distributes whole modules (``--dist loadfile``), so a module-scoped fixture is still built once.
 """
 
 from __future__ import annotations

@@ -35,9 +35,6 @@ from attnviz.pipeline.precompute import PrecomputeSummary, precompute
 from attnviz.pipeline.records import ExampleResult, TokenSequence
 from attnviz.pipeline.store import StoreReader, StoreWriter, shard_dir, shard_file_name, write_shard_file
 
-# One xdist worker runs the whole module (make test: --dist loadgroup), so its dask clusters start once.
-pytestmark = pytest.mark.xdist_group("distributed")
-
 TINY = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64, "intermediate_size": 128}
 TINY_CLI = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}")]
 N = 80
