@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 STORE ?= data/stores/demo.h5
 HOST ?= 127.0.0.1
 PORT ?= 8050
+# pytest-xdist workers for make test (auto: one per core); each test module runs whole on one worker, so its
+# module-scoped fixtures (dask clusters, live servers, stores) are built once.
+TEST_WORKERS ?= auto
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -61,7 +64,7 @@ typecheck: install
 
 test: install system-deps typecheck
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info
-	$(PY) -m pytest -q -p no:cacheprovider --headless
+	$(PY) -m pytest -q -p no:cacheprovider --headless -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info

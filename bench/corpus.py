@@ -32,8 +32,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # before bench/ itself (bench/dashboard.py would shadow the package)
+sys.path.insert(0, str(REPO / "tests"))  # the synthetic runs of the tests
 
-from attnviz.pipeline.analysis import synthetic_meta  # noqa: E402
+from synthetic import synthetic_meta  # noqa: E402
+
 from attnviz.pipeline.metrics import METRICS  # noqa: E402
 from attnviz.pipeline.records import ExampleResult, TokenSequence  # noqa: E402
 from attnviz.pipeline.store import StoreWriter, shard_dir, shard_file_name, write_shard_file  # noqa: E402

@@ -222,8 +222,8 @@ def expected_relpos(pool: np.ndarray, n: int, max_offset: int) -> tuple[np.ndarr
 
 def bench_scan(args: argparse.Namespace) -> None:
     """Build a > ``args.gb`` GB store, scan it with ``attnviz.pipeline.scan.scan_run`` on a LocalCluster, delete it."""
-    from attnviz.pipeline.analysis import js_distance
     from attnviz.pipeline.scan import scan_run
+    from attnviz.pipeline.statistics.similarity import js_distance
 
     assert "torch" not in sys.modules, "the scan client must not import torch"
     free = shutil.disk_usage(args.dir).free

@@ -50,11 +50,6 @@ def decode(spec: Any) -> np.ndarray:
     return np.asarray(spec)
 
 
-def is_typed(value: Any) -> bool:
-    """Whether ``value`` is a typed-array spec."""
-    return isinstance(value, dict) and "bdata" in value and "dtype" in value
-
-
 def title(text: str) -> dict[str, Any]:
     """A left-aligned figure title."""
     return {"text": text, "x": 0.01, "xanchor": "left", "font": {"size": 14}}

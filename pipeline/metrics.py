@@ -170,8 +170,9 @@ def _row_statistics(
     cache, each cropped to the bounding box of its valid queries and keys (padding costs nothing), with
     reused buffers. The masked chunk is written key-major, ``[n, Tk, L, H, Tq]``, so that every reduction
     over keys is a sum of long contiguous slabs (fast SIMD) rather than many short rows, and the masses on
-    flagged keys only touch the flagged slabs. No BLAS: single-threaded and deterministic, so no
-    oversubscription with the model's thread pool. Within a chunk everything is vectorized.
+    flagged keys only touch the flagged slabs. Within a chunk everything is vectorized. The reductions are plain
+    numpy (single-threaded, deterministic); the masses on the indicator columns are one small ``np.matmul``
+    per example (BLAS: the products are exact 0/1 selections, only the order of the additions is BLAS's).
     """
     b, n_layers, n_heads, tq, tk = attn.shape
     f32 = np.float32

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from attnviz.pipeline.analysis import js_distance, relpos_sums
+from attnviz.pipeline.statistics.relpos import relpos_sums
+from attnviz.pipeline.statistics.similarity import js_distance
 from attnviz.pipeline.store import RunInfo, ShardEntry, iter_attention
 
 #: Kinds whose queries and keys index the same tokens (relative positions are defined).
@@ -53,9 +54,9 @@ def scan_shard(store: str, run: str, entry: ShardEntry, kinds: Sequence[str], ma
                similarity_limit: int) -> dict[str, ScanPartial]:
     """Scan one shard file of ``run`` (read here, so the task pickles as plain arguments).
 
-    For every example and every kind: relative-position sums (:func:`attnviz.pipeline.analysis.relpos_sums`, self
+    For every example and every kind: relative-position sums (:func:`.relpos.relpos_sums`, self
     and decoder attention) and, for the first ``similarity_limit`` examples of the shard, the per-example
-    head-similarity matrix (:func:`attnviz.pipeline.analysis.js_distance`).
+    head-similarity matrix (:func:`attnviz.pipeline.statistics.similarity.js_distance`).
     """
     out = {kind: ScanPartial(kind) for kind in kinds}
     for kind, j, attn in iter_attention(store, run, entry, kinds):

@@ -12,9 +12,3 @@ CLS_OR_BOS = 2  #: the tokenizer's cls_token_id or bos_token_id
 SEP_OR_EOS = 4  #: the tokenizer's sep_token_id or eos_token_id
 PUNCTUATION = 8  #: decoded text is non-empty and every character is Unicode punctuation (category P*)
 
-FLAG_NAMES: dict[int, str] = {
-    SPECIAL: "special",
-    CLS_OR_BOS: "cls_or_bos",
-    SEP_OR_EOS: "sep_or_eos",
-    PUNCTUATION: "punctuation",
-}

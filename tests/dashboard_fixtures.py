@@ -1,6 +1,7 @@
-"""Fixtures for the dashboard tests: a small store made by the real pipeline, and a live ``attnviz serve``.
+"""Helpers for the dashboard tests: a small store made by the real pipeline, and a live ``attnviz serve``.
 
-Import the fixtures you use into a test module (``from tests.dashboard_fixtures import dashboard_store``).
+The fixtures built from them (``dashboard_store``, once per test session; ``live_server``, once per module)
+are defined in ``tests/conftest.py``, so every test module can ask for them without importing them.
 The store holds three runs with tiny random models (built in seconds):
 
 * ``bert-random--demo``: encoder, 2 layers x 4 heads, every capture (attention, qkv, hidden, embeddings);
@@ -16,11 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BERT_RUN = "bert-random--demo"
@@ -49,12 +47,6 @@ def build_dashboard_store(path: Path) -> Path:
                                             "decoder_attention_heads": 4, "d_model": 64, "encoder_ffn_dim": 128,
                                             "decoder_ffn_dim": 128}))
     return path
-
-
-@pytest.fixture(scope="session")
-def dashboard_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Path of a store with the three tiny runs (built once per session)."""
-    return build_dashboard_store(tmp_path_factory.mktemp("dashboard") / "demo.h5")
 
 
 def free_port() -> int:
@@ -94,17 +86,3 @@ def start_live_server(store: Path, timeout: float = 60.0) -> LiveServer:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"attnviz serve did not answer within {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def live_server(dashboard_store: Path) -> Iterator[LiveServer]:
-    """The dashboard for :func:`dashboard_store`, served by a separate process (module scope)."""
-    server = start_live_server(dashboard_store)
-    try:
-        yield server
-    finally:
-        server.process.terminate()
-        try:
-            server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()

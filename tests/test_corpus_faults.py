@@ -26,11 +26,11 @@ from dash.testing.wait import until
 from dashboard_fixtures import LiveServer, start_live_server
 from selenium.webdriver.common.by import By
 from store_helpers import write_shard
+from synthetic import synthetic_examples, synthetic_meta
 
 from attnviz.dashboard.app import create_app
 from attnviz.dashboard.corpus import data as corpus_data
 from attnviz.dashboard.observability import APP_ALERT
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.metrics import METRICS
 from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.store import StoreReader, StoreWriter, analysis_path, shard_dir
@@ -53,11 +53,11 @@ def store(tmp_path: Path) -> Path:
     path = tmp_path / "data" / "corpus.h5"
     path.parent.mkdir()
     writer = StoreWriter(path)
-    writer.begin_run(RUN, an.synthetic_meta(2, 3, N), fingerprint_keys=[])
+    writer.begin_run(RUN, synthetic_meta(2, 3, N), fingerprint_keys=[])
     for start in (0, N // 2):
-        write_shard(writer, RUN, start, an.synthetic_examples(PATTERNS, N // 2, start=start, seed=3))
-    writer.begin_run(RUN_B, an.synthetic_meta(2, 3, N), fingerprint_keys=[])
-    write_shard(writer, RUN_B, 0, an.synthetic_examples(PATTERNS, N, seed=3))
+        write_shard(writer, RUN, start, synthetic_examples(PATTERNS, N // 2, start=start, seed=3))
+    writer.begin_run(RUN_B, synthetic_meta(2, 3, N), fingerprint_keys=[])
+    write_shard(writer, RUN_B, 0, synthetic_examples(PATTERNS, N, seed=3))
     return path
 
 

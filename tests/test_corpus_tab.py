@@ -1,7 +1,7 @@
 """The Corpus tab in headless Chromium (dash_duo) inside the app of ``attnviz.dashboard.app.create_app``.
 
 Run with ``pytest --headless`` (this module also forces it). The store holds constructed runs written with
-``attnviz.pipeline.analysis.synthetic_examples``: pair-a and pair-b share their inputs and differ in one head
+``synthetic.synthetic_examples`` (tests/synthetic.py): pair-a and pair-b share their inputs and differ in one head
 (layer 1, head 2); narrow has the same inputs with 3 heads per layer. Every number on screen is checked
 against numpy on what ``StoreReader`` returns.
 """
@@ -24,9 +24,9 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from store_helpers import write_shard
+from synthetic import synthetic_examples, synthetic_meta
 
 from attnviz.dashboard.urlstate import parse_state
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.store import StoreReader, StoreWriter
 
@@ -50,9 +50,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "corpus.h5"
     writer = StoreWriter(path)
     for run, patterns in (("pair-a", PATTERNS_A), ("pair-b", PATTERNS_B), ("narrow", NARROW)):
-        writer.begin_run(run, an.synthetic_meta(2, len(patterns[0]), N), fingerprint_keys=[])
+        writer.begin_run(run, synthetic_meta(2, len(patterns[0]), N), fingerprint_keys=[])
         for start in (0, N // 2):
-            write_shard(writer, run, start, an.synthetic_examples(patterns, N // 2, start=start, seed=1))
+            write_shard(writer, run, start, synthetic_examples(patterns, N // 2, start=start, seed=1))
     for run in ("pair-a", "pair-b", "narrow"):
         analyze(path, run, max_offset=4, workers=0)
     return path

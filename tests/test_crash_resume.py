@@ -50,6 +50,7 @@ def _assert_same_store(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # three precompute subprocesses (40 s here), each allowed 600 s on a slow machine
 def test_kill_minus_9_then_resume_gives_identical_store(tmp_path: Path) -> None:
     reference = tmp_path / "reference.h5"
     subprocess.run(_cmd(reference), check=True, env=_env(), capture_output=True, timeout=600)

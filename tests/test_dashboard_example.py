@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 from browser_helpers import TIMEOUT, array, message, wait_figure
 from dash.testing.wait import until
-from dashboard_fixtures import (  # noqa: F401 (fixtures)
+from dashboard_fixtures import (
     BERT_RUN,
     GPT2_RUN,
     SEQ2SEQ_RUN,
     LiveServer,
-    dashboard_store,
-    live_server,
 )
 from selenium.webdriver.support.select import Select
 
@@ -38,7 +36,7 @@ def _headless(pytestconfig: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module")
-def reader(dashboard_store: Path) -> StoreReader:  # noqa: F811
+def reader(dashboard_store: Path) -> StoreReader:
     return StoreReader(dashboard_store)
 
 
@@ -68,7 +66,7 @@ def type_number(dash_duo, input_id: str, value: int) -> None:
     el.send_keys(str(value))
 
 
-def test_controls_drive_views_that_show_the_store(dash_duo, live_server: LiveServer,  # noqa: F811
+def test_controls_drive_views_that_show_the_store(dash_duo, live_server: LiveServer,
                                                   reader: StoreReader) -> None:
     open_page(dash_duo, live_server, run=BERT_RUN)
     wait_figure(dash_duo, "attn-matrix", z_equals(reader.attention(BERT_RUN, 0, 0, 0)), "example 0 L0 H0")
@@ -131,7 +129,7 @@ def test_controls_drive_views_that_show_the_store(dash_duo, live_server: LiveSer
     wait_figure(dash_duo, "attn-matrix", lambda f: "self-attention only" in message(f), "rollout message for cross")
 
 
-def test_url_round_trip(dash_duo, live_server: LiveServer, reader: StoreReader) -> None:  # noqa: F811
+def test_url_round_trip(dash_duo, live_server: LiveServer, reader: StoreReader) -> None:
     open_page(dash_duo, live_server, run=SEQ2SEQ_RUN, example=1, layer=1, head="mean", step=2, kind="cross")
     expected = reader.attention(SEQ2SEQ_RUN, 1, 1, kind="cross").mean(axis=0)
     wait_figure(dash_duo, "attn-matrix", lambda f: np.allclose(array(f["data"][0]["z"]), expected, atol=1e-6),
@@ -162,7 +160,7 @@ def test_url_round_trip(dash_duo, live_server: LiveServer, reader: StoreReader) 
     until(lambda: "Corpus" in dash_duo.find_element("#tabs .tab--selected").text, timeout=TIMEOUT)
 
 
-def test_save_image_downloads_png_and_svg(dash_duo, live_server: LiveServer,  # noqa: F811
+def test_save_image_downloads_png_and_svg(dash_duo, live_server: LiveServer,
                                           reader: StoreReader) -> None:
     open_page(dash_duo, live_server, run=BERT_RUN, example=2, layer=1, head=0)
     wait_figure(dash_duo, "attn-matrix", z_equals(reader.attention(BERT_RUN, 2, 1, 0)), "L1 H0")
@@ -180,7 +178,7 @@ def test_save_image_downloads_png_and_svg(dash_duo, live_server: LiveServer,  # 
     assert b"<svg" in (folder / f"{stem}.svg").read_bytes()[:500]
 
 
-def test_bad_urls_show_messages_not_tracebacks(dash_duo, live_server: LiveServer,  # noqa: F811
+def test_bad_urls_show_messages_not_tracebacks(dash_duo, live_server: LiveServer,
                                                reader: StoreReader) -> None:
     open_page(dash_duo, live_server, run=BERT_RUN, example=99999)
     wait_figure(dash_duo, "attn-matrix", lambda f: "example 99999 is out of range" in message(f), "out of range")
@@ -201,7 +199,7 @@ def test_bad_urls_show_messages_not_tracebacks(dash_duo, live_server: LiveServer
     assert "Traceback" not in body and "Error" not in body
 
 
-def test_server_process_never_loads_torch(live_server: LiveServer) -> None:  # noqa: F811
+def test_server_process_never_loads_torch(live_server: LiveServer) -> None:
     import urllib.request
 
     urllib.request.urlopen(live_server.url + "/_dash-layout", timeout=10).read()

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from callback_client import Callback, callbacks, find, message_of, response_props, sync_values
-from dashboard_fixtures import (  # noqa: F401 (fixtures)
+from dashboard_fixtures import (
     BERT_RUN,
     GPT2_RUN,
-    dashboard_store,
     start_live_server,
 )
 
@@ -91,12 +90,12 @@ def copy_store(src: Path, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(dashboard_store: Path) -> Page:  # noqa: F811
+def page(dashboard_store: Path) -> Page:
     return Page(dashboard_store)
 
 
 @pytest.fixture
-def own_page(dashboard_store: Path, tmp_path: Path) -> Page:  # noqa: F811
+def own_page(dashboard_store: Path, tmp_path: Path) -> Page:
     """A page on a private copy of the store (the test may break it)."""
     return Page(copy_store(dashboard_store, tmp_path / "data"))
 
@@ -318,7 +317,7 @@ def test_store_replaced_by_another_store_serves_the_new_data(own_page: Page, oth
     assert page.client.get("/healthz").json["runs"] == 1
 
 
-def test_run_deleted_under_the_app_then_restored(own_page: Page, dashboard_store: Path) -> None:  # noqa: F811
+def test_run_deleted_under_the_app_then_restored(own_page: Page, dashboard_store: Path) -> None:
     page = own_page
     state, _, _ = page.open(f"?run={BERT_RUN}&example=4")
     assert message_of(page.matrix_of(state)) == ""
@@ -340,7 +339,7 @@ def test_run_deleted_under_the_app_then_restored(own_page: Page, dashboard_store
 
 
 def test_playground_added_store_outside_the_data_dir_is_never_opened(
-        own_page: Page, dashboard_store: Path, tmp_path: Path) -> None:  # noqa: F811
+        own_page: Page, dashboard_store: Path, tmp_path: Path) -> None:
     """``pg-added`` data comes back from the browser; its ``store`` must not open a file outside the data dir."""
     page = own_page
     outside = copy_store(dashboard_store, tmp_path / "elsewhere")  # a real store, outside the data directory
@@ -360,7 +359,7 @@ def _headless(pytestconfig: pytest.Config) -> None:
 
 
 @pytest.mark.browser
-def test_browser_store_vanishes_and_returns(dash_duo, _headless: None, dashboard_store: Path,  # noqa: F811
+def test_browser_store_vanishes_and_returns(dash_duo, _headless: None, dashboard_store: Path,
                                             tmp_path: Path) -> None:
     from dash.testing.wait import until
     from selenium.webdriver.support.select import Select

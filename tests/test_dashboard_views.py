@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dashboard_fixtures import BERT_RUN, GPT2_RUN, SEQ2SEQ_RUN, dashboard_store  # noqa: F401 (fixture)
+from dashboard_fixtures import BERT_RUN, GPT2_RUN, SEQ2SEQ_RUN
 from store_helpers import update_meta
 
 from attnviz.dashboard import data
@@ -30,7 +30,7 @@ from attnviz.pipeline.store import MissingCaptureError, NotAStoreError, StoreRea
 
 
 @pytest.fixture(scope="module")
-def reader(dashboard_store: Path) -> StoreReader:  # noqa: F811
+def reader(dashboard_store: Path) -> StoreReader:
     return data.get_reader(dashboard_store)
 
 
@@ -196,7 +196,7 @@ def test_head_view_pin_toggles_and_resets() -> None:
 # ---- reader per process ----------------------------------------------------------------------------------------
 
 
-def test_get_reader_is_cached_per_process_and_refreshes(dashboard_store: Path, tmp_path: Path,  # noqa: F811
+def test_get_reader_is_cached_per_process_and_refreshes(dashboard_store: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "copy.h5"
     shutil.copy(dashboard_store, store)
@@ -242,7 +242,7 @@ def _callback_payload(app, output: str, inputs: list[dict]) -> dict:
             "changedPropIds": [f"{i['id']}.{i['property']}" for i in inputs], "state": []}
 
 
-def test_matrix_callback_over_http(dashboard_store: Path) -> None:  # noqa: F811
+def test_matrix_callback_over_http(dashboard_store: Path) -> None:
     app = create_app(dashboard_store)
     client = app.server.test_client()
     assert client.get("/").status_code == 200
@@ -263,7 +263,7 @@ def test_matrix_callback_over_http(dashboard_store: Path) -> None:  # noqa: F811
     assert format_state(state)  # the state the page would show in its URL
 
 
-def test_wsgi_entry_needs_the_store_env(dashboard_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_wsgi_entry_needs_the_store_env(dashboard_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from werkzeug.test import Client
 
     monkeypatch.delenv("ATTNVIZ_STORE", raising=False)

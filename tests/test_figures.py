@@ -14,7 +14,7 @@ from dash._utils import to_json
 from attnviz.dashboard import messages
 from attnviz.dashboard.example import analysis, figures
 from attnviz.dashboard.example.tokens import axis_labels, display_tokens
-from attnviz.dashboard.figjson import decode, is_typed, typed
+from attnviz.dashboard.figjson import decode, typed
 from attnviz.pipeline.metrics import attention_rollout
 
 RNG = np.random.default_rng(7)
@@ -55,7 +55,7 @@ def test_matrix_z_is_the_input_as_float32_typed_array() -> None:
     fig = figures.attention_matrix_figure(w, q, k, title="t", step=2)
     heat = fig["data"][0]
     assert heat["type"] == "heatmap"
-    assert is_typed(heat["z"]) and heat["z"]["dtype"] == "f4"
+    assert {"bdata", "dtype"} <= set(heat["z"]) and heat["z"]["dtype"] == "f4"
     np.testing.assert_array_equal(decode(heat["z"]), w)
     assert heat["y"] == axis_labels(q) and heat["x"] == axis_labels(k)
     assert len(set(heat["x"])) == 9  # repeated tokens stay distinct columns

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dashboard_fixtures import REPO, dashboard_store  # noqa: F401 (fixture)
+from dashboard_fixtures import REPO
 
 sys.path.insert(0, str(REPO))
 
@@ -24,7 +24,7 @@ LIMIT, SHARD = 240, 8  # 30 shards: the writer must still be committing while th
 
 
 @pytest.mark.slow
-def test_load_with_a_concurrent_writer(dashboard_store: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_load_with_a_concurrent_writer(dashboard_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "load.h5"
     shutil.copy2(dashboard_store, store)
     shutil.copytree(f"{dashboard_store}.d", f"{store}.d")

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 from store_helpers import write_shard
+from synthetic import synthetic_examples, synthetic_meta
 from typer.testing import CliRunner
 
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.cli import app
 from attnviz.pipeline.precompute.local import PrecomputeSummary, precompute
 from attnviz.pipeline.precompute.options import PrecomputeOptions
@@ -95,9 +95,9 @@ def test_a_full_run_after_a_limit_trial(sentences: Path, tmp_path: Path) -> None
 def _synthetic_store(tmp_path: Path, ranges: list[tuple[int, int]]) -> Path:
     store = tmp_path / "syn.h5"
     writer = StoreWriter(store)
-    writer.begin_run("r", an.synthetic_meta(2, 2, 40), fingerprint_keys=KEYS)
+    writer.begin_run("r", synthetic_meta(2, 2, 40), fingerprint_keys=KEYS)
     for start, count in ranges:
-        write_shard(writer, "r", start, an.synthetic_examples(PATTERNS, count, start=start))
+        write_shard(writer, "r", start, synthetic_examples(PATTERNS, count, start=start))
     return store
 
 
@@ -105,22 +105,22 @@ def test_commit_refuses_a_shard_that_overlaps(tmp_path: Path) -> None:
     store = _synthetic_store(tmp_path, [(0, 8)])
     writer = StoreWriter(store)
     with pytest.raises(StoreError, match="overlaps committed shard"):
-        write_shard(writer, "r", 4, an.synthetic_examples(PATTERNS, 8, start=4))
+        write_shard(writer, "r", 4, synthetic_examples(PATTERNS, 8, start=4))
     assert _shards(store) == [(0, 8)]
-    write_shard(writer, "r", 8, an.synthetic_examples(PATTERNS, 4, start=8))
+    write_shard(writer, "r", 8, synthetic_examples(PATTERNS, 4, start=8))
     assert _shards(store) == [(0, 8), (8, 4)]
 
 
 def test_orphans_of_another_plan_or_configuration_are_not_adopted(tmp_path: Path) -> None:
     store = _synthetic_store(tmp_path, [(0, 8)])
     folder = shard_dir(store, "r")
-    overlapping = write_shard_file(folder / shard_file_name(0, 10), "r", 0, an.synthetic_examples(PATTERNS, 10))
+    overlapping = write_shard_file(folder / shard_file_name(0, 10), "r", 0, synthetic_examples(PATTERNS, 10))
     other_config = write_shard_file(folder / shard_file_name(8, 4), "r", 8,
-                                    an.synthetic_examples(PATTERNS, 4, start=8), fingerprint="0123456789abcdef")
+                                    synthetic_examples(PATTERNS, 4, start=8), fingerprint="0123456789abcdef")
     same_config = write_shard_file(folder / shard_file_name(12, 4), "r", 12,
-                                   an.synthetic_examples(PATTERNS, 4, start=12),
-                                   fingerprint=config_fingerprint(an.synthetic_meta(2, 2, 40), KEYS))
-    StoreWriter(store).begin_run("r", an.synthetic_meta(2, 2, 40), fingerprint_keys=KEYS)
+                                   synthetic_examples(PATTERNS, 4, start=12),
+                                   fingerprint=config_fingerprint(synthetic_meta(2, 2, 40), KEYS))
+    StoreWriter(store).begin_run("r", synthetic_meta(2, 2, 40), fingerprint_keys=KEYS)
     assert _shards(store) == [(0, 8), (12, 4)]
     assert not overlapping.exists() and not other_config.exists() and same_config.exists()
 
@@ -128,7 +128,7 @@ def test_orphans_of_another_plan_or_configuration_are_not_adopted(tmp_path: Path
 def test_a_shard_of_another_configuration_is_refused(tmp_path: Path) -> None:
     store = _synthetic_store(tmp_path, [(0, 8)])
     path = write_shard_file(shard_dir(store, "r") / shard_file_name(8, 4), "r", 8,
-                            an.synthetic_examples(PATTERNS, 4, start=8), fingerprint="0123456789abcdef")
+                            synthetic_examples(PATTERNS, 4, start=8), fingerprint="0123456789abcdef")
     with pytest.raises(StoreError, match="another configuration"):
         StoreWriter(store).commit_shard("r", path)
 
@@ -172,7 +172,7 @@ def _corrupt_index(store: Path, extra: list[tuple[str, int, int]]) -> None:
 def test_verify_reports_and_repairs_overlapping_shards(tmp_path: Path) -> None:
     store = _synthetic_store(tmp_path, [(0, 8)])
     folder = shard_dir(store, "r")
-    write_shard_file(folder / shard_file_name(0, 12), "r", 0, an.synthetic_examples(PATTERNS, 12))
+    write_shard_file(folder / shard_file_name(0, 12), "r", 0, synthetic_examples(PATTERNS, 12))
     _corrupt_index(store, [(shard_file_name(0, 12), 0, 12)])
     check = verify_store(store)
     assert len(check.problems) == 1 and "overlap" in check.problems[0] and "0..7" in check.problems[0]
@@ -189,7 +189,7 @@ def test_verify_reports_and_repairs_overlapping_shards(tmp_path: Path) -> None:
 
 def test_verify_reports_duplicated_example_indices(tmp_path: Path) -> None:
     store = _synthetic_store(tmp_path, [(0, 8)])
-    examples = an.synthetic_examples(PATTERNS, 4, start=8)
+    examples = synthetic_examples(PATTERNS, 4, start=8)
     examples[2].input_index = 9  # 8, 9, 9, 11: 9 twice, 10 missing
     path = write_shard_file(shard_dir(store, "r") / shard_file_name(8, 4), "r", 8, examples)
     _corrupt_index(store, [(path.name, 8, 4)])
@@ -201,7 +201,7 @@ def test_verify_reports_duplicated_example_indices(tmp_path: Path) -> None:
 
 def test_verify_reports_and_removes_a_run_without_shards(tmp_path: Path) -> None:
     store = _synthetic_store(tmp_path, [(0, 8)])
-    StoreWriter(store).begin_run("empty", an.synthetic_meta(2, 2, 5), fingerprint_keys=KEYS)
+    StoreWriter(store).begin_run("empty", synthetic_meta(2, 2, 5), fingerprint_keys=KEYS)
     check = verify_store(store)
     assert len(check.problems) == 1 and "'empty' has no shard" in check.problems[0]
     verify_store(store, repair=True)

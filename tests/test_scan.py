@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 from store_helpers import write_shard
+from synthetic import synthetic_examples, synthetic_meta
 from typer.testing import CliRunner
 
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.cli import app
 from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.precompute.local import precompute
 from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.scan import scan_run
+from attnviz.pipeline.statistics.aggregates import Groups, make_groups
+from attnviz.pipeline.statistics.relpos import relpos_profile
+from attnviz.pipeline.statistics.similarity import cluster_order
 from attnviz.pipeline.store import (
     RunInfo,
     StoreError,
@@ -56,9 +59,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                  capture="attention"))
     writer = StoreWriter(path)
     patterns = [["previous", "next", "self", "first"], ["sep", "punct", "broad", "heterogeneous"]]
-    writer.begin_run("pat", an.synthetic_meta(2, 4, 40), fingerprint_keys=[])
+    writer.begin_run("pat", synthetic_meta(2, 4, 40), fingerprint_keys=[])
     for start in (0, 20):
-        write_shard(writer, "pat", start, an.synthetic_examples(patterns, 20, start=start))
+        write_shard(writer, "pat", start, synthetic_examples(patterns, 20, start=start))
     return path
 
 
@@ -106,7 +109,7 @@ def test_relpos_scan_equals_numpy_loop(store: Path, run: str, kind: str) -> None
                      progress=lambda done, total: seen.append((done, total)))
     part = parts[kind]
     assert part.n_examples == info.num_examples and part.js_examples == 0
-    got = an.relpos_profile(part.relpos_sums, part.relpos_counts)
+    got = relpos_profile(part.relpos_sums, part.relpos_counts)
     np.testing.assert_allclose(got, loop_relpos(reader, run, kind, K), rtol=1e-5, atol=1e-7)
     assert seen[0] == (0, len(info.shards)) and seen[-1] == (len(info.shards), len(info.shards))
 
@@ -114,13 +117,13 @@ def test_relpos_scan_equals_numpy_loop(store: Path, run: str, kind: str) -> None
 def test_relpos_shows_the_designed_heads(store: Path) -> None:
     part = scan_run(store, StoreReader(store).run_info("pat"), max_offset=K, similarity_examples=0,
                     workers=0)["self"]
-    prof = an.relpos_profile(part.relpos_sums, part.relpos_counts)
+    prof = relpos_profile(part.relpos_sums, part.relpos_counts)
     assert np.argmax(prof[0]) == K - 1  # previous-token head: offset -1
     assert np.argmax(prof[1]) == K + 1  # next-token head: offset +1
     assert np.argmax(prof[2]) == K  # self head: offset 0
     causal = scan_run(store, StoreReader(store).run_info("gpt2"), max_offset=K, similarity_examples=0,
                       workers=0)["self"]
-    assert np.all(an.relpos_profile(causal.relpos_sums, causal.relpos_counts)[:, K + 1:] < 1e-3)
+    assert np.all(relpos_profile(causal.relpos_sums, causal.relpos_counts)[:, K + 1:] < 1e-3)
 
 
 @pytest.mark.parametrize(("run", "kind", "limit"), [("bert", "self", None), ("gpt2", "self", 7),
@@ -164,21 +167,21 @@ def test_analyze_caches_aggregates_beside_the_shards(store: Path) -> None:
     np.testing.assert_allclose(ka.relpos, loop_relpos(reader, "pat", "self", K), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ka.similarity, loop_similarity(reader, "pat", "self"), atol=2e-3)
     assert sorted(ka.order.tolist()) == list(range(8)) and ka.similarity_examples == 40
-    np.testing.assert_array_equal(ka.order, an.cluster_order(ka.similarity))
+    np.testing.assert_array_equal(ka.order, cluster_order(ka.similarity))
     # the filter columns and per-group metric sums the dashboard needs for its first view
     cols = read_columns(store, reader.run_info("pat"))
     for name in ("input_index", "n_tokens", "truncated", "key"):
         np.testing.assert_array_equal(getattr(cached.columns, name), getattr(cols, name))
     assert {k: (v.values, v.codes.tolist()) for k, v in cached.columns.fields.items()} == \
         {k: (v.values, v.codes.tolist()) for k, v in cols.fields.items()}
-    groups = an.make_groups(cols)
+    groups = make_groups(cols)
     fresh = read_group_sums(store, reader.run_info("pat"), "self", reader.metric_names("pat"), groups)
     assert set(ka.group_sums) == set(fresh)
     for name, (sums, counts) in fresh.items():
         np.testing.assert_array_equal(ka.group_sums[name][0], sums)
         np.testing.assert_array_equal(ka.group_sums[name][1], counts)
     # the store still reads the same, and a resumed writer does not adopt the analysis file as a shard
-    info = StoreWriter(store).begin_run("pat", an.synthetic_meta(2, 4, 40), fingerprint_keys=[])
+    info = StoreWriter(store).begin_run("pat", synthetic_meta(2, 4, 40), fingerprint_keys=[])
     assert [s.file for s in info.shards] == [s.file for s in reader.run_info("pat").shards]
     assert path.exists()
     assert read_texts(store, info, [0, 25])[1].startswith("sentence 25 ")
@@ -188,10 +191,10 @@ def test_analysis_goes_stale_when_shards_change_and_is_removed_with_the_run(stor
     analyze(store, "bert", max_offset=K, workers=0)
     writer = StoreWriter(store)
     patterns = [["previous", "next"]]
-    writer.begin_run("grow", an.synthetic_meta(1, 2, 20), fingerprint_keys=[])
-    write_shard(writer, "grow", 0, an.synthetic_examples(patterns, 10))
+    writer.begin_run("grow", synthetic_meta(1, 2, 20), fingerprint_keys=[])
+    write_shard(writer, "grow", 0, synthetic_examples(patterns, 10))
     analyze(store, "grow", max_offset=K, workers=0)
-    write_shard(writer, "grow", 10, an.synthetic_examples(patterns, 10, start=10))
+    write_shard(writer, "grow", 10, synthetic_examples(patterns, 10, start=10))
     cached = load_analysis(store, "grow")
     assert cached is not None and cached.n_examples == 10
     assert cached.is_stale(StoreReader(store).run_info("grow"))
@@ -244,7 +247,7 @@ READS = {"columns": "example/meta_json", "metric-rows": "metrics/self/entropy",
          "group-sums": "metrics/self/entropy", "texts": "example/text", "scan": "attention/self/data"}
 
 
-def _read(name: str, store: Path, info: RunInfo, groups: an.Groups) -> object:
+def _read(name: str, store: Path, info: RunInfo, groups: Groups) -> object:
     if name == "columns":
         return read_columns(store, info)
     if name == "metric-rows":
@@ -261,9 +264,9 @@ def small_store(tmp_path: Path) -> Path:
     """A private store with one synthetic run of two shards (examples 0..9 and 10..19)."""
     path = tmp_path / "small.h5"
     writer = StoreWriter(path)
-    writer.begin_run("pat", an.synthetic_meta(1, 2, 20), fingerprint_keys=[])
+    writer.begin_run("pat", synthetic_meta(1, 2, 20), fingerprint_keys=[])
     for start in (0, 10):
-        write_shard(writer, "pat", start, an.synthetic_examples([["previous", "next"]], 10, start=start))
+        write_shard(writer, "pat", start, synthetic_examples([["previous", "next"]], 10, start=start))
     return path
 
 
@@ -272,7 +275,7 @@ def small_store(tmp_path: Path) -> Path:
 def test_damaged_shard_is_one_line_naming_the_shard_and_the_repair(small_store: Path, fault: str,
                                                                   read: str) -> None:
     info = StoreReader(small_store).run_info("pat")
-    groups = an.make_groups(read_columns(small_store, info))
+    groups = make_groups(read_columns(small_store, info))
     _read(read, small_store, info, groups)  # healthy: reads
     shard = info.shards[1].file
     FAULTS[fault](shard_dir(small_store, "pat") / shard, READS[read])

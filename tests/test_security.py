@@ -25,12 +25,11 @@ import numpy as np
 import pytest
 from callback_client import callbacks, find, message_of, response_props, sync_values
 from dash import Input, Output
-from dashboard_fixtures import (  # noqa: F401 (fixtures)
+from dashboard_fixtures import (
     BERT_RUN,
     GPT2_RUN,
     REPO,
     SEQ2SEQ_RUN,
-    dashboard_store,
     free_port,
 )
 from typer.testing import CliRunner
@@ -140,7 +139,7 @@ def test_plan_access_warnings(tmp_path: Path) -> None:
     (["--data-dir", "/nonexistent/dir"], {}, "data directory /nonexistent/dir does not exist"),
 ])
 def test_serve_refuses_an_exposed_bind_with_one_line(
-        dashboard_store: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        dashboard_store: Path, monkeypatch: pytest.MonkeyPatch,
         args: list[str], env: dict[str, str], message: str) -> None:
     for name in ("ATTNVIZ_USERS", "ATTNVIZ_AUTH_FILE", "ATTNVIZ_REQUIRE_AUTH"):
         monkeypatch.delenv(name, raising=False)
@@ -186,7 +185,7 @@ def _status(url: str, headers: dict[str, str] | None = None) -> int:
         return exc.code
 
 
-def test_serve_on_all_addresses_with_users_and_with_no_auth(dashboard_store: Path) -> None:  # noqa: F811
+def test_serve_on_all_addresses_with_users_and_with_no_auth(dashboard_store: Path) -> None:
     proc, url, log = _serve(dashboard_store, "--host", "0.0.0.0", env={"ATTNVIZ_USERS": "alice:s3cret"})
     try:
         assert _status(url + "/") == 401
@@ -211,7 +210,7 @@ def test_serve_on_all_addresses_with_users_and_with_no_auth(dashboard_store: Pat
 # ---- auth on every route but /healthz -------------------------------------------------------------------------
 
 
-def test_auth_covers_page_assets_and_callbacks_but_not_health(dashboard_store: Path) -> None:  # noqa: F811
+def test_auth_covers_page_assets_and_callbacks_but_not_health(dashboard_store: Path) -> None:
     app = create_app(dashboard_store, auth=AuthConfig({"alice": "s3cret"}, "test"))
     client = app.server.test_client()
     cbs = callbacks(client.get("/_dash-dependencies", headers=basic("alice", "s3cret")).json)
@@ -236,7 +235,7 @@ def test_auth_covers_page_assets_and_callbacks_but_not_health(dashboard_store: P
     assert health.status_code == 200 and health.json["status"] == "ok" and health.json["runs"] == 3
 
 
-def test_wsgi_entry_enforces_users_and_require_auth(dashboard_store: Path,  # noqa: F811
+def test_wsgi_entry_enforces_users_and_require_auth(dashboard_store: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from werkzeug.test import Client
 
@@ -257,7 +256,7 @@ def test_wsgi_entry_enforces_users_and_require_auth(dashboard_store: Path,  # no
 
 
 @pytest.fixture(scope="module")
-def data_dir(dashboard_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def data_dir(dashboard_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``data/`` with demo.h5 (three runs), second.h5 (the GPT-2 run only), alias.h5 -> second.h5, and
     link.h5 -> ../secret.h5, a store outside the directory."""
     root = tmp_path_factory.mktemp("confined")
@@ -411,7 +410,7 @@ class Refusals:
 
 
 @pytest.fixture
-def refusals(dashboard_store: Path, caplog: pytest.LogCaptureFixture) -> Refusals:  # noqa: F811
+def refusals(dashboard_store: Path, caplog: pytest.LogCaptureFixture) -> Refusals:
     return Refusals(dashboard_store, caplog)
 
 
@@ -539,7 +538,7 @@ def test_rate_limit_counts_what_it_suppressed() -> None:
     assert limit.admit() == (True, 2) and limit.admit() == (True, 0)
 
 
-def test_a_real_bug_in_a_callback_still_logs_its_traceback(dashboard_store: Path,  # noqa: F811
+def test_a_real_bug_in_a_callback_still_logs_its_traceback(dashboard_store: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     """Only input refused on purpose goes without a traceback: an unexpected exception on valid input is logged
     with it (and shown in the app alert, as before)."""
@@ -616,7 +615,7 @@ def _json_lines(text: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_gunicorn_config_serves_health_callbacks_auth_and_stops_cleanly(dashboard_store: Path,  # noqa: F811
+def test_gunicorn_config_serves_health_callbacks_auth_and_stops_cleanly(dashboard_store: Path,
                                                                         tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "gunicorn.log"
@@ -681,7 +680,7 @@ def test_gunicorn_config_serves_health_callbacks_auth_and_stops_cleanly(dashboar
     ({"ATTNVIZ_REQUIRE_AUTH": "1"}, "ATTNVIZ_REQUIRE_AUTH=1 but no users"),
     ({"ATTNVIZ_STORE": "/nonexistent.h5"}, "ATTNVIZ_STORE=/nonexistent.h5 is not a file"),
 ])
-def test_gunicorn_refuses_to_start_on_an_unsafe_configuration(dashboard_store: Path, tmp_path: Path,  # noqa: F811
+def test_gunicorn_refuses_to_start_on_an_unsafe_configuration(dashboard_store: Path, tmp_path: Path,
                                                               env: dict[str, str], message: str) -> None:
     port = str(free_port())
     env = {"ATTNVIZ_BIND": f"127.0.0.1:{port}", **{k: v.replace("PORT", port) for k, v in env.items()}}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from store_helpers import write_shard
+from synthetic import synthetic_examples, synthetic_meta
 
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.store import StoreWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +35,8 @@ BLOCK = textwrap.dedent("""
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("no-models") / "s.h5"
     writer = StoreWriter(path)
-    writer.begin_run("syn", an.synthetic_meta(2, 2, 12), fingerprint_keys=("model",))
-    write_shard(writer, "syn", 0, an.synthetic_examples([["previous", "first"], ["broad", "next"]], 12))
+    writer.begin_run("syn", synthetic_meta(2, 2, 12), fingerprint_keys=("model",))
+    write_shard(writer, "syn", 0, synthetic_examples([["previous", "first"], ["broad", "next"]], 12))
     return path
 
 

@@ -17,7 +17,19 @@ import numpy as np
 
 from attnviz.dashboard.cache import LRU, RunStamp, run_stamp
 from attnviz.dashboard.data import current_reader, current_store_path
-from attnviz.pipeline import analysis as an
+from attnviz.pipeline.statistics.aggregates import (
+    AGGREGATES,
+    Groups,
+    aggregate_rows,
+    aggregate_rows_all,
+    group_mean,
+    layer_profile,
+    layer_rows,
+    make_groups,
+)
+from attnviz.pipeline.statistics.filters import ExampleColumns, ExampleFilter, filter_mask
+from attnviz.pipeline.statistics.patterns import PATTERN_METRICS, classify_heads
+from attnviz.pipeline.statistics.significance import HeadTest, compare_rows, pair_examples
 from attnviz.pipeline.store import (
     Analysis,
     RunInfo,
@@ -92,14 +104,14 @@ def _fresh_analysis(run: Run) -> Analysis | None:
     return cached if cached is not None and not cached.is_stale(run.info) else None
 
 
-def columns(run: Run) -> tuple[an.ExampleColumns, an.Groups]:
+def columns(run: Run) -> tuple[ExampleColumns, Groups]:
     """Filter/pairing columns of a run (from analysis.h5 when fresh) and its filter groups."""
-    def compute() -> tuple[an.ExampleColumns, an.Groups]:
+    def compute() -> tuple[ExampleColumns, Groups]:
         cached = _fresh_analysis(run)
         cols = cached.columns if cached is not None and cached.columns is not None else None
         if cols is None or len(cols) != run.info.num_examples:
             cols = read_columns(run.store, run.info)
-        return cols, an.make_groups(cols)
+        return cols, make_groups(cols)
 
     return _columns_cache.get(run.stamp, compute)
 
@@ -125,49 +137,49 @@ def group_sums(run: Run, kind: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return _sums_cache.get((run.stamp, kind), compute)
 
 
-def mask(run: Run, filt: an.ExampleFilter) -> np.ndarray:
+def mask(run: Run, filt: ExampleFilter) -> np.ndarray:
     """The examples of ``run`` that ``filt`` keeps."""
-    return _derived_cache.get(("mask", run.stamp, filt), lambda: an.filter_mask(columns(run)[0], filt))
+    return _derived_cache.get(("mask", run.stamp, filt), lambda: filter_mask(columns(run)[0], filt))
 
 
-def heat(run: Run, kind: str, metric: str, agg: str, filt: an.ExampleFilter) -> np.ndarray:
+def heat(run: Run, kind: str, metric: str, agg: str, filt: ExampleFilter) -> np.ndarray:
     """``[L, H]`` aggregate of a metric over the filtered examples."""
     def compute() -> np.ndarray:
-        rows = an.aggregate_rows(metric_rows(run, kind, metric), agg, mask(run, filt))
+        rows = aggregate_rows(metric_rows(run, kind, metric), agg, mask(run, filt))
         return rows.reshape(run.shape(kind))
 
     return _derived_cache.get(("heat", run.stamp, kind, metric, agg, filt), compute)
 
 
-def heats(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+def heats(run: Run, kind: str, metric: str, filt: ExampleFilter) -> dict[str, np.ndarray]:
     """Every aggregate ``[L, H]`` of a metric (the missing ones computed together, in one pass per head)."""
     def key(agg: str) -> tuple:
         return ("heat", run.stamp, kind, metric, agg, filt)
 
-    missing = [agg for agg in an.AGGREGATES if not _derived_cache.has(key(agg))]
+    missing = [agg for agg in AGGREGATES if not _derived_cache.has(key(agg))]
     if len(missing) > 1:
-        computed = an.aggregate_rows_all(metric_rows(run, kind, metric), mask(run, filt), missing)
+        computed = aggregate_rows_all(metric_rows(run, kind, metric), mask(run, filt), missing)
         for agg, values in computed.items():
             _derived_cache.put(key(agg), values.reshape(run.shape(kind)))
-    return {agg: heat(run, kind, metric, agg, filt) for agg in an.AGGREGATES}
+    return {agg: heat(run, kind, metric, agg, filt) for agg in AGGREGATES}
 
 
-def pattern_labels(run: Run, kind: str, filt: an.ExampleFilter) -> np.ndarray:
+def pattern_labels(run: Run, kind: str, filt: ExampleFilter) -> np.ndarray:
     """``[L, H]`` pattern label keys from the filtered corpus means."""
     def compute() -> np.ndarray:
         means = filtered_means(run, kind, filt)
-        return an.classify_heads({k: v for k, v in means.items() if k in an.PATTERN_METRICS})
+        return classify_heads({k: v for k, v in means.items() if k in PATTERN_METRICS})
 
     return _derived_cache.get(("patterns", run.stamp, kind, filt), compute)
 
 
-def filtered_means(run: Run, kind: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+def filtered_means(run: Run, kind: str, filt: ExampleFilter) -> dict[str, np.ndarray]:
     """Corpus mean ``[L, H]`` of every metric over the filtered examples (from the group sums)."""
     def compute() -> dict[str, np.ndarray]:
         groups = columns(run)[1]
         keep = groups.mask(filt)
         shape = run.shape(kind)
-        return {k: an.group_mean(s, c, keep).reshape(shape) for k, (s, c) in group_sums(run, kind).items()}
+        return {k: group_mean(s, c, keep).reshape(shape) for k, (s, c) in group_sums(run, kind).items()}
 
     return _derived_cache.get(("means", run.stamp, kind, filt), compute)
 
@@ -175,42 +187,42 @@ def filtered_means(run: Run, kind: str, filt: an.ExampleFilter) -> dict[str, np.
 def pairs(a: Run, b: Run) -> tuple[np.ndarray, np.ndarray]:
     """Examples of A and B with the same input text."""
     return _pairs_cache.get((a.stamp, b.stamp),
-                            lambda: an.pair_examples(columns(a)[0].key, columns(b)[0].key))
+                            lambda: pair_examples(columns(a)[0].key, columns(b)[0].key))
 
 
-def filtered_pairs(a: Run, b: Run, filt: an.ExampleFilter) -> tuple[np.ndarray, np.ndarray]:
+def filtered_pairs(a: Run, b: Run, filt: ExampleFilter) -> tuple[np.ndarray, np.ndarray]:
     """The pairs whose two examples both pass the filter (example indices of A and of B)."""
     ia, ib = pairs(a, b)
     keep = mask(a, filt)[ia] & mask(b, filt)[ib]
     return ia[keep], ib[keep]
 
 
-def comparison(a: Run, b: Run, kind: str, metric: str, filt: an.ExampleFilter, per_layer: bool
-               ) -> an.HeadTest:
+def comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter, per_layer: bool
+               ) -> HeadTest:
     """The A/B test of every head (or every layer's mean over heads when ``per_layer``)."""
-    def compute() -> an.HeadTest:
+    def compute() -> HeadTest:
         ra, rb = metric_rows(a, kind, metric), metric_rows(b, kind, metric)
         if per_layer:
-            ra, rb = an.layer_rows(ra, a.shape(kind)[0]), an.layer_rows(rb, b.shape(kind)[0])
+            ra, rb = layer_rows(ra, a.shape(kind)[0]), layer_rows(rb, b.shape(kind)[0])
         columns = (np.flatnonzero(mask(a, filt)), np.flatnonzero(mask(b, filt)))
-        return an.compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt), columns=columns)
+        return compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt), columns=columns)
 
     return _derived_cache.get(("test", a.stamp, b.stamp, kind, metric, filt, per_layer), compute)
 
 
-def layer_agg(run: Run, kind: str, metric: str, agg: str, filt: an.ExampleFilter) -> np.ndarray:
+def layer_agg(run: Run, kind: str, metric: str, agg: str, filt: ExampleFilter) -> np.ndarray:
     """``[L]`` aggregate of the per-example layer means (mean over heads) of a metric."""
     def compute() -> np.ndarray:
-        per_layer = an.layer_rows(metric_rows(run, kind, metric), run.shape(kind)[0])
-        return an.aggregate_rows(per_layer, agg, mask(run, filt))
+        per_layer = layer_rows(metric_rows(run, kind, metric), run.shape(kind)[0])
+        return aggregate_rows(per_layer, agg, mask(run, filt))
 
     return _derived_cache.get(("layer", run.stamp, kind, metric, agg, filt), compute)
 
 
-def profile(run: Run, kind: str, metric: str, filt: an.ExampleFilter) -> dict[str, np.ndarray]:
+def profile(run: Run, kind: str, metric: str, filt: ExampleFilter) -> dict[str, np.ndarray]:
     """Per-layer mean and interquartile band of a metric."""
     def compute() -> dict[str, np.ndarray]:
-        return an.layer_profile(metric_rows(run, kind, metric), run.shape(kind)[0], mask(run, filt))
+        return layer_profile(metric_rows(run, kind, metric), run.shape(kind)[0], mask(run, filt))
 
     return _derived_cache.get(("profile", run.stamp, kind, metric, filt), compute)
 

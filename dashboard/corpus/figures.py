@@ -14,7 +14,7 @@ import numpy as np
 from attnviz.dashboard.figjson import Figure, figure, typed
 from attnviz.dashboard.messages import message_figure
 from attnviz.dashboard.style import SELECT_COLOUR
-from attnviz.pipeline.analysis import PATTERN_LABELS
+from attnviz.pipeline.statistics.patterns import PATTERN_LABELS
 
 COLOUR_A = "#1f77b4"
 COLOUR_B = "#d62728"
@@ -186,7 +186,7 @@ def distribution_figure(samples: Sequence[tuple[str, np.ndarray, str]], *, title
 
 
 def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] | None = None) -> Figure:
-    """Layer × head map of pattern labels (``attnviz.pipeline.analysis.classify_heads`` keys), a colour each."""
+    """Layer × head map of pattern labels (``statistics.patterns.classify_heads`` keys), a colour each."""
     keys = list(PATTERN_LABELS)
     labels = np.asarray(labels, dtype=object)
     n_layers, n_heads = labels.shape

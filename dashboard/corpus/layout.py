@@ -10,7 +10,7 @@ from dash import dcc, html
 
 from attnviz.dashboard.corpus import ids
 from attnviz.dashboard.messages import message_figure
-from attnviz.pipeline import analysis as an
+from attnviz.pipeline.statistics.aggregates import AGGREGATES
 
 
 def _graph(cid: str, **style: Any) -> dcc.Graph:
@@ -29,7 +29,7 @@ def layout() -> html.Div:
         _control("Attention", dbc.Select(id=ids.KIND, options=[], size="sm"), 2),
         _control("Metric", dcc.Dropdown(id=ids.METRIC, options=[], clearable=False), 3),
         _control("Aggregate over examples", dbc.RadioItems(
-            id=ids.AGG, options=[{"label": v, "value": k} for k, v in an.AGGREGATES.items()], value="mean",
+            id=ids.AGG, options=[{"label": v, "value": k} for k, v in AGGREGATES.items()], value="mean",
             inline=True, className="small"), 4),
         _control("Compare with run B", dcc.Dropdown(id=ids.RUN_B, options=[], placeholder="(none)"), 3),
     ], className="g-2")

@@ -10,8 +10,9 @@ from typing import Any
 from dash.exceptions import PreventUpdate
 
 from attnviz.dashboard.corpus.data import Run, run_of
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.statistics.aggregates import AGGREGATES
+from attnviz.pipeline.statistics.filters import ExampleFilter
 from attnviz.pipeline.store.meta import run_meta
 
 DEFAULT_METRIC = "entropy"
@@ -26,7 +27,7 @@ class Selection:
     kind: str
     metric: str
     agg: str
-    filt: an.ExampleFilter
+    filt: ExampleFilter
 
     @property
     def same_grid(self) -> bool:
@@ -47,7 +48,7 @@ class Selection:
 
 
 def parse_filter(length: Sequence[int] | None, length_bounds: tuple[int, int] | None, truncated: str | None,
-                 field_ids: Sequence[dict], field_values: Sequence[Any]) -> an.ExampleFilter:
+                 field_ids: Sequence[dict], field_values: Sequence[Any]) -> ExampleFilter:
     """The filter the controls describe (a length range equal to the full range filters nothing)."""
     lo = hi = None
     if length and len(length) == 2 and length_bounds:
@@ -55,7 +56,7 @@ def parse_filter(length: Sequence[int] | None, length_bounds: tuple[int, int] | 
         hi = int(length[1]) if int(length[1]) < length_bounds[1] else None
     trunc = {"yes": True, "no": False}.get(truncated or "any")
     fields = {i["field"]: list(v) for i, v in zip(field_ids, field_values, strict=False) if v}
-    return an.ExampleFilter.make(lo, hi, trunc, fields)
+    return ExampleFilter.make(lo, hi, trunc, fields)
 
 
 def make_selection(run_a: str | None, run_b: str | None, kind: str | None, metric: str | None, agg: str | None,
@@ -72,4 +73,4 @@ def make_selection(run_a: str | None, run_b: str | None, kind: str | None, metri
     b = run_of(run_b) if run_b and run_b != run_a else None
     bounds = tuple(length_bounds) if length_bounds else None
     filt = parse_filter(length, bounds, truncated, field_ids, field_values)
-    return Selection(a, b, kind, metric, agg if agg in an.AGGREGATES else "mean", filt)
+    return Selection(a, b, kind, metric, agg if agg in AGGREGATES else "mean", filt)

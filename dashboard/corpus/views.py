@@ -35,8 +35,11 @@ from attnviz.dashboard.corpus.selection import DEFAULT_METRIC, Selection, make_s
 from attnviz.dashboard.data import current_reader, requested_store
 from attnviz.dashboard.messages import message_figure
 from attnviz.dashboard.urlstate import example_href
-from attnviz.pipeline import analysis as an
 from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.statistics.aggregates import AGGREGATES, extreme_examples
+from attnviz.pipeline.statistics.filters import ExampleFilter
+from attnviz.pipeline.statistics.patterns import PATTERN_LABELS
+from attnviz.pipeline.statistics.significance import HeadTest
 from attnviz.pipeline.store.meta import run_meta
 
 #: Examples listed at each end of a head's ranking in the drill-down.
@@ -47,13 +50,13 @@ def _title(run: Run, text: str) -> str:
     return f"{text} — {run.name}"
 
 
-def _n(run: Run, filt: an.ExampleFilter) -> int:
+def _n(run: Run, filt: ExampleFilter) -> int:
     return int(mask(run, filt).sum())
 
 
 def heatmap_views(sel: Selection, head: tuple[int, int] | None) -> tuple[dict, dict, str]:
     """Figures of A's and B's heatmaps (shared colour range) and the status line."""
-    agg_label = an.AGGREGATES[sel.agg].lower()
+    agg_label = AGGREGATES[sel.agg].lower()
     za = heat(sel.a, sel.kind, sel.metric, sel.agg, sel.filt)
     zb = heat(sel.b, sel.kind, sel.metric, sel.agg, sel.filt) if sel.b_has_kind else None
     both = np.concatenate([za.ravel(), zb.ravel()]) if zb is not None else za.ravel()
@@ -83,7 +86,7 @@ def difference_view(sel: Selection, head: tuple[int, int] | None) -> dict:
         return message_figure(f"run {sel.b.name!r} has no {sel.kind} {sel.metric}", title="A − B")
     if _n(sel.a, sel.filt) == 0 or _n(sel.b, sel.filt) == 0:
         return message_figure("no examples left in A or B with this filter", title="A − B")
-    agg_label = an.AGGREGATES[sel.agg].lower()
+    agg_label = AGGREGATES[sel.agg].lower()
     if sel.same_grid:
         test = comparison(sel.a, sel.b, sel.kind, sel.metric, sel.filt, per_layer=False)
         diff = (heat(sel.a, sel.kind, sel.metric, sel.agg, sel.filt)
@@ -103,7 +106,7 @@ def difference_view(sel: Selection, head: tuple[int, int] | None) -> dict:
                                       title=f"A − B per layer (mean over heads, {agg_label})")
 
 
-def _test_name(test: an.HeadTest) -> str:
+def _test_name(test: HeadTest) -> str:
     paired = test.method == "paired-bootstrap"
     name = f"paired bootstrap, {test.n_pairs} pairs" if paired else "Mann–Whitney U"
     return f"q < {test.alpha:g} ({name}, Benjamini–Hochberg)"
@@ -153,7 +156,7 @@ def table_view(sel: Selection) -> tuple[list[dict], list[dict]]:
         for head in range(n_heads):
             c = layer * n_heads + head
             row: dict[str, Any] = {"layer": layer, "head": head,
-                                   "pattern": an.PATTERN_LABELS.get(labels[layer, head], "undefined")}
+                                   "pattern": PATTERN_LABELS.get(labels[layer, head], "undefined")}
             for k, z in aggs.items():
                 row[f"{sel.metric} {k}"] = _round(z[layer, head])
             if test is not None:
@@ -261,8 +264,8 @@ def drill_views(sel: Selection, head: tuple[int, int] | None) -> tuple[str, dict
 
 def _examples_table(run: Run, tag: str, sel: Selection, layer: int, head: int, keep: np.ndarray,
                     values: np.ndarray) -> html.Div:
-    top = an.extreme_examples(values, TOP_EXAMPLES, largest=True)  # ties: lowest example first
-    bottom = an.extreme_examples(values, TOP_EXAMPLES, largest=False)
+    top = extreme_examples(values, TOP_EXAMPLES, largest=True)  # ties: lowest example first
+    bottom = extreme_examples(values, TOP_EXAMPLES, largest=False)
     k = top.size
     if k == 0:
         return panels.examples_table(tag, run.name, sel.metric, 0, [])

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from attnviz.pipeline.analysis import cluster_order, make_groups, relpos_profile
 from attnviz.pipeline.scan import scan_run
+from attnviz.pipeline.statistics.aggregates import make_groups
+from attnviz.pipeline.statistics.relpos import relpos_profile
+from attnviz.pipeline.statistics.similarity import cluster_order
 from attnviz.pipeline.store import (
     Analysis,
     KindAnalysis,

@@ -47,11 +47,6 @@ class InputSet:
     kind: str  #: "text", "pairs", "jsonl" or "random"
     blank_lines: int = 0
 
-    @property
-    def has_targets(self) -> bool:
-        """Whether any example has a target (random inputs never do; they are not built to find out)."""
-        return self.kind != "random" and any(e.target for e in self.examples)
-
 
 def _decode_lines(path: Path) -> tuple[list[str], bytes]:
     try:

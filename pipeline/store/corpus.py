@@ -26,17 +26,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from attnviz.pipeline.analysis import (
+from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.statistics.aggregates import Groups, group_sums
+from attnviz.pipeline.statistics.filters import (
     MAX_FIELD_VALUES,
     MISSING,
     Categorical,
     ExampleColumns,
-    Groups,
-    group_sums,
     text_key,
     value_text,
 )
-from attnviz.pipeline.records import KIND_SIDES
 from attnviz.pipeline.store.atomic import write_h5_atomically
 from attnviz.pipeline.store.format import (
     ANALYSIS_FILE,
@@ -67,7 +66,7 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
 
     Texts are reduced to 64-bit keys and metadata to small integer codes as each shard is read, so memory
     stays proportional to a few numbers per example (never all texts or metadata dicts at once). A field
-    is dropped as soon as it has more than :data:`attnviz.pipeline.analysis.MAX_FIELD_VALUES` distinct values.
+    is dropped as soon as it has more than :data:`~attnviz.pipeline.statistics.filters.MAX_FIELD_VALUES` distinct values.
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("input_index", "n_tokens", "truncated", "key")}
     coders: dict[str, dict[str, int]] = {}
@@ -143,7 +142,7 @@ def _fill_rows(out: np.ndarray, store: str | os.PathLike, info: RunInfo, kind: s
 
 def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: Sequence[str], groups: Groups
                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-group sums and counts (:func:`attnviz.pipeline.analysis.group_sums`) of several metrics, reading one metric
+    """Per-group sums and counts (:func:`~attnviz.pipeline.statistics.aggregates.group_sums`) of several metrics, reading one metric
     at a time into one reused buffer."""
     n_layers, n_heads = info.shape[kind]
     buf = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
