@@ -65,8 +65,9 @@ def read_columns(store: str | os.PathLike, info: RunInfo) -> ExampleColumns:
     """The filter/pairing columns of every committed example of a run, read shard by shard.
 
     Texts are reduced to 64-bit keys and metadata to small integer codes as each shard is read, so memory
-    stays proportional to a few numbers per example (never all texts or metadata dicts at once). A field
-    is dropped as soon as it has more than :data:`~attnviz.pipeline.statistics.filters.MAX_FIELD_VALUES` distinct values.
+    stays proportional to a few numbers per example (never all texts or metadata dicts at once). A field is
+    dropped as soon as it has more than :data:`~attnviz.pipeline.statistics.filters.MAX_FIELD_VALUES` distinct
+    values.
     """
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("input_index", "n_tokens", "truncated", "key")}
     coders: dict[str, dict[str, int]] = {}
@@ -142,8 +143,8 @@ def _fill_rows(out: np.ndarray, store: str | os.PathLike, info: RunInfo, kind: s
 
 def read_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: Sequence[str], groups: Groups
                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-group sums and counts (:func:`~attnviz.pipeline.statistics.aggregates.group_sums`) of several metrics, reading one metric
-    at a time into one reused buffer."""
+    """Per-group sums and counts (:func:`~attnviz.pipeline.statistics.aggregates.group_sums`) of several
+    metrics, reading one metric at a time into one reused buffer."""
     n_layers, n_heads = info.shape[kind]
     buf = np.empty((n_layers * n_heads, info.num_examples), dtype=np.float32)
     return {name: group_sums(_fill_rows(buf, store, info, kind, name), groups) for name in names}
