@@ -37,7 +37,6 @@ from attnviz.dashboard import (
     example_tab,
     ids,
     observability,
-    playground_tab,
     security,
     sync,
 )
@@ -49,6 +48,8 @@ from attnviz.dashboard.data import (
     data_dir_of,
     get_reader,
 )
+from attnviz.dashboard.playground import callbacks as playground_callbacks
+from attnviz.dashboard.playground import layout as playground_layout
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TAB_STYLE = {"padding": "6px 14px"}
@@ -126,7 +127,7 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> 
             dcc.Tab(label="Corpus", value="corpus", children=html.Div(corpus_tab.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
             dcc.Tab(label="Playground", value="playground",
-                    children=html.Div(playground_tab.layout(), className="pt-2"),
+                    children=html.Div(playground_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
         ]), fluid=True),
     ])
@@ -162,7 +163,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     sync.register_callbacks(app)
     example_tab.register_callbacks(app)
     corpus_tab.register_callbacks(app)
-    playground_tab.register_callbacks(app)
+    playground_callbacks.register_callbacks(app)
     register_store_callbacks(app)
     return app
 
