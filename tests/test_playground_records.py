@@ -223,3 +223,11 @@ def test_the_handshake_needs_the_key() -> None:
         thread.join(5)
         cli.close()
         assert client_ok is ok and (outcome == ["ok"]) is ok
+
+
+def test_every_playground_id_is_a_constant_of_ids_py() -> None:
+    folder = REPO / "dashboard" / "playground"
+    literals = [f"{p.name}: {n.value}" for p in sorted(folder.glob("*.py")) if p.name != "ids.py"
+                for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant)
+                and isinstance(n.value, str) and n.value.startswith("pg-")]
+    assert literals == []
