@@ -31,7 +31,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 from dash.exceptions import PreventUpdate
 
-from attnviz.dashboard import callback_inputs, ids, observability, playground_tab, security
+from attnviz.dashboard import callback_inputs, ids, observability, security
 from attnviz.dashboard.corpus import callbacks as corpus_callbacks
 from attnviz.dashboard.corpus import layout as corpus_layout
 from attnviz.dashboard.data import (
@@ -45,6 +45,8 @@ from attnviz.dashboard.data import (
 from attnviz.dashboard.example import callbacks as example_callbacks
 from attnviz.dashboard.example import layout as example_layout
 from attnviz.dashboard.example import sync
+from attnviz.dashboard.playground import callbacks as playground_callbacks
+from attnviz.dashboard.playground import layout as playground_layout
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TAB_STYLE = {"padding": "6px 14px"}
@@ -120,7 +122,7 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> 
             dcc.Tab(label="Corpus", value="corpus", children=html.Div(corpus_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
             dcc.Tab(label="Playground", value="playground",
-                    children=html.Div(playground_tab.layout(), className="pt-2"),
+                    children=html.Div(playground_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
         ]), fluid=True),
     ])
@@ -156,7 +158,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)
     corpus_callbacks.register_callbacks(app)
-    playground_tab.register_callbacks(app)
+    playground_callbacks.register_callbacks(app)
     register_store_callbacks(app)
     return app
 

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnviz.pipeline import playground
 from attnviz.pipeline.models.info import get_model_info
-from attnviz.pipeline.playground_records import (
+from attnviz.pipeline.playground import engine as playground
+from attnviz.pipeline.playground.client import call, shutdown_worker
+from attnviz.pipeline.playground.records import (
     MAX_GENERATION_TOKENS,
     GenerateRequest,
     InputRequest,
@@ -30,7 +31,6 @@ from attnviz.pipeline.playground_records import (
     result_store_path,
     validate_choice,
 )
-from attnviz.pipeline.playground_worker import call, shutdown_worker
 from attnviz.pipeline.precompute.local import precompute
 from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.store import StoreReader
@@ -337,7 +337,7 @@ def test_one_running_job_per_browser_session(worker_dir: Path) -> None:
 
 
 def test_cancelled_client_frees_the_worker(worker_dir: Path) -> None:
-    script = (f"from attnviz.pipeline.playground_worker import call; call('sleep', {{'seconds': 30}}, "
+    script = (f"from attnviz.pipeline.playground.client import call; call('sleep', {{'seconds': 30}}, "
               f"folder={str(worker_dir)!r}, session='s3')")
     proc = subprocess.Popen([sys.executable, "-c", script])
     time.sleep(1.5)
@@ -349,8 +349,9 @@ def test_cancelled_client_frees_the_worker(worker_dir: Path) -> None:
 
 
 def test_dashboard_side_never_imports_torch(tmp_path: Path) -> None:
-    code = ("import sys; from dashboard import playground_tab, playground_panels; "
-            "from pipeline import playground_worker, playground_records; "
+    code = ("import sys; "
+            "from attnviz.dashboard.playground import callbacks, controls, data, figures, ids, layout, panels; "
+            "from attnviz.pipeline.playground import client, protocol, records, worker; "
             "from attnviz.dashboard.app import create_app; create_app('/nonexistent.h5'); "
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
     env = {**os.environ, "ATTNVIZ_PLAYGROUND_DIR": str(tmp_path)}
@@ -364,7 +365,7 @@ def test_dashboard_side_never_imports_torch(tmp_path: Path) -> None:
 
 
 def test_language_selectors_pick_a_matching_translation_model() -> None:
-    from attnviz.dashboard.playground_tab import model_infos, select_model, translation_model
+    from attnviz.dashboard.playground.controls import model_infos, select_model, translation_model
 
     infos = model_infos()
     assert translation_model(infos, "en", "es", "gpt2-random", offline=True) == "seq2seq-random"
@@ -380,7 +381,7 @@ def test_language_selectors_pick_a_matching_translation_model() -> None:
 
 
 def test_time_step_slider_covers_the_generation_steps() -> None:
-    from attnviz.dashboard.playground_tab import step_range
+    from attnviz.dashboard.playground.controls import step_range
 
     summary = {"n_source": 12, "n_target": 0, "generation": {"side": "source", "prompt_length": 7, "steps": 5}}
     lo, hi, marks, value = step_range(summary, "self")
@@ -389,7 +390,7 @@ def test_time_step_slider_covers_the_generation_steps() -> None:
 
 
 def test_add_goes_to_the_pages_store_inside_the_data_directory(tmp_path: Path) -> None:
-    from attnviz.dashboard.playground_tab import target_store
+    from attnviz.dashboard.playground.data import target_store
     from attnviz.dashboard.security import StoreAccessError
 
     config = {"ATTNVIZ_STORE": str(tmp_path / "main.h5"), "ATTNVIZ_DATA_DIR": str(tmp_path)}

@@ -26,7 +26,7 @@ JOB_TIMEOUT = 120  # the first job starts the worker and imports torch
 @pytest.fixture(scope="module")
 def playground_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store with one small run, and a playground folder for the worker and Dash's job cache."""
-    from attnviz.pipeline.playground_worker import shutdown_worker
+    from attnviz.pipeline.playground.client import shutdown_worker
     from attnviz.pipeline.precompute.local import precompute
     from attnviz.pipeline.precompute.options import PrecomputeOptions
 
@@ -210,8 +210,8 @@ def test_translation_input_shows_cross_attention(pg) -> None:
 def test_predicted_words_are_reproducible_and_match_a_direct_forward(pg) -> None:
     import torch
 
-    from attnviz.pipeline import playground
-    from attnviz.pipeline.playground_records import ModelChoice
+    from attnviz.pipeline.playground import engine as playground
+    from attnviz.pipeline.playground.records import ModelChoice
 
     _tiny(pg, layers=2)
     _set(pg, "#pg-text", "Once upon a time")

@@ -711,6 +711,7 @@ def test_browser_store_parameter_stays_in_the_url_and_traversal_is_refused(dash_
 
     from dash.testing.wait import until
     from dashboard_fixtures import start_live_server
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.select import Select
 
     server = start_live_server(data_dir / "demo.h5")
@@ -718,8 +719,11 @@ def test_browser_store_parameter_stays_in_the_url_and_traversal_is_refused(dash_
         dash_duo.server_url = server.url
 
         def options(select_id: str) -> list[str]:
-            return [o.get_attribute("value") for o in Select(dash_duo.find_element(f"#{select_id}")).options
-                    if o.get_attribute("value")]
+            try:
+                return [o.get_attribute("value") for o in Select(dash_duo.find_element(f"#{select_id}")).options
+                        if o.get_attribute("value")]
+            except StaleElementReferenceException:  # the page reloaded while we read it: read again
+                return []
 
         def query() -> dict[str, list[str]]:
             return parse_qs(urlsplit(dash_duo.driver.current_url).query)

@@ -1,22 +1,26 @@
-"""The playground's plain records (no torch): what the page asks for, the limits that protect the server, what
-a job returns, and the result files the model worker leaves for the dashboard.
+"""The playground's plain records (numpy only: no torch, no pickle): what the page asks for, the limits that
+protect the server, what a job returns, and the result files (arrays in ``.npz`` + JSON) the model worker leaves
+for the dashboard.
 
-Shared by the dashboard process (which must never import torch), the model worker and the tests.
+Shared by the dashboard process (which must never import torch nor unpickle), the model worker and the tests.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import re
 import shutil
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from attnviz.pipeline.models.info import ModelInfo
-from attnviz.pipeline.records import ExampleResult
+from attnviz.pipeline.records import ExampleResult, TokenSequence
 
 #: Longest generation the playground runs (tokens).
 MAX_GENERATION_TOKENS = 64
@@ -296,8 +300,13 @@ def validate_mask(req: MaskRequest) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Result files: written by the model worker, read by the dashboard process (pickle of numpy-only records).
+# Result files: written by the model worker, read by the dashboard process. Arrays go to an ``.npz`` file (read
+# with ``allow_pickle=False``), everything else to a JSON file written last: a result is complete when its JSON
+# file exists. Nothing here pickles or unpickles.
 # --------------------------------------------------------------------------------------------------------
+
+#: Version of the result files' layout (in the JSON file).
+RESULT_FORMAT = 1
 
 
 def new_result_id() -> str:
@@ -306,10 +315,16 @@ def new_result_id() -> str:
 
 
 def result_path(folder: str | os.PathLike, result_id: str) -> Path:
-    """File of a result; refuses ids that are not 32 hex digits (they come back from the browser)."""
+    """The JSON file of a result (its arrays are the ``.npz`` file beside it); refuses ids that are not 32 hex
+    digits (they come back from the browser)."""
     if not isinstance(result_id, str) or not _RESULT_ID.match(result_id):
         raise PlaygroundError("unknown playground result: run the model again")
-    return Path(folder) / "results" / f"{result_id}.pkl"
+    return Path(folder) / "results" / f"{result_id}.json"
+
+
+def result_arrays_path(folder: str | os.PathLike, result_id: str) -> Path:
+    """The ``.npz`` file of a result's arrays."""
+    return result_path(folder, result_id).with_suffix(".npz")
 
 
 def result_store_path(folder: str | os.PathLike, result_id: str) -> Path:
@@ -317,38 +332,138 @@ def result_store_path(folder: str | os.PathLike, result_id: str) -> Path:
     return result_path(folder, result_id).with_suffix(".h5")
 
 
+def _example_arrays(ex: ExampleResult) -> dict[str, np.ndarray]:
+    """Every array of an example under a flat key (``attention/self``, ``qkv/self/0`` ...)."""
+    arrays: dict[str, np.ndarray] = {"source/ids": ex.source.ids, "source/flags": ex.source.flags}
+    if ex.target is not None:
+        arrays |= {"target/ids": ex.target.ids, "target/flags": ex.target.flags}
+    arrays |= {f"attention/{k}": a for k, a in ex.attention.items()}
+    arrays |= {f"metrics/{k}/{m}": a for k, ms in ex.metrics.items() for m, a in ms.items()}
+    arrays |= {f"qkv/{k}/{i}": a for k, t in ex.qkv.items() for i, a in enumerate(t)}
+    arrays |= {f"hidden/{s}": a for s, a in ex.hidden.items()}
+    arrays |= {f"embeddings/{s}/{i}": a for s, t in ex.embeddings.items() for i, a in enumerate(t)}
+    return {k: np.asarray(a) for k, a in arrays.items()}
+
+
+def _example_fields(ex: ExampleResult) -> dict[str, Any]:
+    """The JSON part of an example: its plain fields and the keys (in order) of its arrays."""
+    return {
+        "input_index": ex.input_index, "text": ex.text, "truncated": ex.truncated, "target_text": ex.target_text,
+        "label": ex.label, "meta": ex.meta, "source_strings": list(ex.source.strings),
+        "target_strings": None if ex.target is None else list(ex.target.strings),
+        "attention": list(ex.attention), "metrics": {k: list(ms) for k, ms in ex.metrics.items()},
+        "qkv": list(ex.qkv), "hidden": list(ex.hidden), "embeddings": list(ex.embeddings),
+    }
+
+
+def result_fields(result: PlaygroundResult) -> dict[str, Any]:
+    """The JSON part of a result (everything but the example's arrays)."""
+    return {
+        "format": RESULT_FORMAT, "id": result.id, "choice": asdict(result.choice), "request": asdict(result.request),
+        "display_name": result.display_name, "family": result.family, "random_weights": result.random_weights,
+        "has_lm_head": result.has_lm_head, "shape": {k: list(v) for k, v in result.shape.items()},
+        "max_length": result.max_length, "overrides": result.overrides, "example": _example_fields(result.example),
+        "generation": None if result.generation is None else asdict(result.generation),
+        "masked": None if result.masked is None else asdict(result.masked),
+        "seconds": result.seconds, "created": result.created,
+    }
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_result(folder: str | os.PathLike, result: PlaygroundResult) -> Path:
-    """Write a result's record file atomically (the numpy-only :class:`PlaygroundResult`)."""
+    """Write a result's files atomically: its arrays (``.npz``), then its JSON file; return the JSON file."""
     path = result_path(folder, result.id)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    arrays = _example_arrays(result.example)
+    _write_atomically(path.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
+    text = json.dumps(result_fields(result), ensure_ascii=False)
+    _write_atomically(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 
 def prune_results(folder: str | os.PathLike, keep: int = KEEP_RESULTS) -> int:
     """Remove the files of all but the newest ``keep`` results; return how many results were removed."""
     results = Path(folder) / "results"
-    files = sorted(results.glob("*.pkl"), key=lambda p: p.stat().st_mtime)
+    files = sorted(results.glob("*.json"), key=lambda p: p.stat().st_mtime)
     old = files[:-keep] if keep > 0 else files
-    for pkl in old:
-        store = pkl.with_suffix(".h5")
-        for path in (pkl, store, store.with_name(store.name + ".lock")):
+    for record in old:
+        store = record.with_suffix(".h5")
+        for path in (record, record.with_suffix(".npz"), store, store.with_name(store.name + ".lock")):
             path.unlink(missing_ok=True)
         shutil.rmtree(store.with_name(store.name + ".d"), ignore_errors=True)
     return len(old)
 
 
+def _tokens(ids: np.ndarray, strings: list[str], flags: np.ndarray) -> TokenSequence:
+    return TokenSequence(ids=ids, strings=list(strings), flags=flags)
+
+
+def _example(fields: dict[str, Any], arrays: Any) -> ExampleResult:
+    target = None
+    if fields["target_strings"] is not None:
+        target = _tokens(arrays["target/ids"], fields["target_strings"], arrays["target/flags"])
+    return ExampleResult(
+        input_index=fields["input_index"], text=fields["text"],
+        source=_tokens(arrays["source/ids"], fields["source_strings"], arrays["source/flags"]),
+        attention={k: arrays[f"attention/{k}"] for k in fields["attention"]},
+        metrics={k: {m: arrays[f"metrics/{k}/{m}"] for m in ms} for k, ms in fields["metrics"].items()},
+        truncated=fields["truncated"], target_text=fields["target_text"], target=target, label=fields["label"],
+        meta=fields["meta"],
+        qkv={k: (arrays[f"qkv/{k}/0"], arrays[f"qkv/{k}/1"], arrays[f"qkv/{k}/2"]) for k in fields["qkv"]},
+        hidden={s: arrays[f"hidden/{s}"] for s in fields["hidden"]},
+        embeddings={s: (arrays[f"embeddings/{s}/0"], arrays[f"embeddings/{s}/1"]) for s in fields["embeddings"]})
+
+
+def _token_prob(d: dict[str, Any]) -> TokenProb:
+    return TokenProb(**d)
+
+
+def _generation(d: dict[str, Any] | None) -> Generation | None:
+    if d is None:
+        return None
+    steps = [GenerationStep(position=s["position"], chosen=_token_prob(s["chosen"]), sampling_prob=s["sampling_prob"],
+                            alternatives=[_token_prob(a) for a in s["alternatives"]]) for s in d["steps"]]
+    return Generation(**{**d, "steps": steps})
+
+
+def _masked(d: dict[str, Any] | None) -> MaskedPrediction | None:
+    if d is None:
+        return None
+    positions = [MaskedPosition(p["position"], p["original"], [_token_prob(t) for t in p["predictions"]])
+                 for p in d["positions"]]
+    return MaskedPrediction(positions, d["random_weights"])
+
+
 def load_result(folder: str | os.PathLike, result_id: str) -> PlaygroundResult:
-    """Read a result file written by :func:`save_result` (only files this app wrote: ids are checked)."""
+    """Read a result written by :func:`save_result` (JSON and ``np.load(allow_pickle=False)``: only data, never
+    code; ids are checked)."""
     path = result_path(folder, result_id)
     try:
-        with open(path, "rb") as f:
-            result = pickle.load(f)  # our own files, in our own 0700 folder
+        fields = json.loads(path.read_text(encoding="utf-8"))
+        with np.load(path.with_suffix(".npz"), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise PlaygroundError("this playground result is no longer available: run the model again") from None
-    if not isinstance(result, PlaygroundResult):
-        raise PlaygroundError(f"{path} is not a playground result")
-    return result
+    except (ValueError, OSError, KeyError) as exc:
+        raise PlaygroundError(f"{path.name} is not a readable playground result ({type(exc).__name__})") from None
+    try:
+        if not isinstance(fields, dict) or fields.get("format") != RESULT_FORMAT or fields.get("id") != result_id:
+            raise KeyError("format")
+        return PlaygroundResult(
+            id=fields["id"], choice=ModelChoice(**fields["choice"]), request=InputRequest(**fields["request"]),
+            display_name=fields["display_name"], family=fields["family"], random_weights=fields["random_weights"],
+            has_lm_head=fields["has_lm_head"], shape={k: (int(v[0]), int(v[1])) for k, v in fields["shape"].items()},
+            max_length=fields["max_length"], overrides=fields["overrides"],
+            example=_example(fields["example"], arrays), generation=_generation(fields["generation"]),
+            masked=_masked(fields["masked"]), seconds=fields["seconds"], created=fields["created"])
+    except (KeyError, TypeError, IndexError, ValueError):
+        raise PlaygroundError(f"{path.name} is not a playground result") from None

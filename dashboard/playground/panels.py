@@ -8,7 +8,8 @@ import dash_bootstrap_components as dbc
 from dash import html
 
 from attnviz.dashboard.example.tokens import display_token, display_tokens, is_byte_level
-from attnviz.pipeline.playground_records import Generation, MaskedPrediction, PlaygroundResult, TokenProb
+from attnviz.dashboard.playground import ids
+from attnviz.pipeline.playground.records import Generation, MaskedPrediction, PlaygroundResult, TokenProb
 
 RANDOM_NOTE = "random weights: these predictions are meaningless (the model was never trained)"
 
@@ -32,8 +33,8 @@ def result_summary(result: PlaygroundResult) -> html.Div:
     shape = ", ".join(f"{k}: {layers} layers × {heads} heads" for k, (layers, heads) in result.shape.items())
     badges.append(dbc.Badge(shape, color="light", text_color="dark", className="me-1"))
     badges.append(dbc.Badge(f"{result.seconds:.1f} s", color="light", text_color="dark", className="me-1"))
-    parts = [html.Div(result.choice.label(), className="text-muted small", id="pg-summary-model"),
-             html.Div(ex.text, className="fw-semibold", id="pg-summary-text")]
+    parts = [html.Div(result.choice.label(), className="text-muted small", id=ids.SUMMARY_MODEL),
+             html.Div(ex.text, className="fw-semibold", id=ids.SUMMARY_TEXT)]
     if ex.target_text:
         parts.append(html.Div(["→ ", ex.target_text], className="text-muted"))
     parts.append(html.Div(badges, className="mt-1"))
@@ -62,15 +63,15 @@ def generation_panel(gen: Generation, tokens: Sequence[str], random_weights: boo
             html.Td(_pct(s.chosen.prob), className="text-end pg-step-prob", title=f"{s.chosen.prob:.9g}"),
             html.Td("" if gen.greedy else _pct(s.sampling_prob), className="text-end"),
             html.Td(alts, className="small"),
-        ], id={"type": "pg-step-row", "index": k}))
+        ], id={"type": ids.STEP_ROW, "index": k}))
     table = dbc.Table([
         html.Thead(html.Tr([html.Th("step"), html.Th("token"), html.Th("p(token)", className="text-end"),
                             html.Th("p drawn" if not gen.greedy else "", className="text-end"),
                             html.Th("top alternatives (model probability)")])),
-        html.Tbody(rows)], size="sm", striped=True, className="small mb-1", id="pg-steps-table")
+        html.Tbody(rows)], size="sm", striped=True, className="small mb-1", id=ids.STEPS_TABLE)
     parts = [html.H6("Predicted output words", className="mb-1"),
-             html.Div(prompt + new, id="pg-generated-text", className="mb-1"),
-             html.Div(gen.text, id="pg-generated-raw", className="d-none"), header, table]
+             html.Div(prompt + new, id=ids.GENERATED_TEXT, className="mb-1"),
+             html.Div(gen.text, id=ids.GENERATED_RAW, className="d-none"), header, table]
     if random_weights:
         parts.append(dbc.Alert(RANDOM_NOTE, color="danger", className="py-1 small mb-0"))
     return html.Div(parts)
@@ -90,12 +91,12 @@ def masked_panel(masked: MaskedPrediction, tokens: Sequence[str]) -> html.Div:
             html.Div(where, className="fw-semibold small"),
             dbc.Table([html.Thead(html.Tr([html.Th("prediction"), html.Th("p", className="text-end")])),
                        html.Tbody(rows)], size="sm", striped=True, className="small mb-2",
-                      id={"type": "pg-mask-table", "index": m.position}),
+                      id={"type": ids.MASK_TABLE, "index": m.position}),
         ]))
     parts = [html.H6("Masked-token predictions", className="mb-1"), *blocks]
     if masked.random_weights:
         parts.append(dbc.Alert(RANDOM_NOTE, color="danger", className="py-1 small mb-0"))
-    return html.Div(parts, id="pg-masked-panel")
+    return html.Div(parts, id=ids.MASKED_PANEL)
 
 
 def token_options(tokens: Sequence[str], special: Sequence[bool] | None = None) -> list[dict]:

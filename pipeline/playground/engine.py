@@ -1,8 +1,9 @@
-"""The playground's model side (torch): cached models, a run on typed or random input, generation with
-per-step probabilities, masked-token predictions, and adding a result to a store.
+"""The playground's engine (torch; runs only in the model worker, :mod:`attnviz.pipeline.playground.worker`):
+cached models, a run on typed or random input, generation with per-step probabilities, masked-token predictions,
+and adding a result to a store.
 
 Attention always comes from :mod:`attnviz.pipeline.models.extract` (``extract`` / ``run_batch``: the code path of
-``attnviz precompute``). Results are the numpy-only records of :mod:`attnviz.pipeline.playground_records`. Models are
+``attnviz precompute``). Results are the numpy-only records of :mod:`attnviz.pipeline.playground.records`. Models are
 loaded once per process and kept in a small LRU cache. Every function takes ``progress(fraction, text)``, called
 between steps; it may raise to stop the job (cancel, time limit).
 """
@@ -24,7 +25,7 @@ import torch
 from attnviz.pipeline.models.extract import EncodedExample, encode, extract, run_batch
 from attnviz.pipeline.models.info import ModelInfoError, get_model_info
 from attnviz.pipeline.models.loading import LoadedModel, ModelLoadError, load_model
-from attnviz.pipeline.playground_records import (
+from attnviz.pipeline.playground.records import (
     RESULT_RUN,
     GenerateRequest,
     Generation,
@@ -365,8 +366,9 @@ def playground_run_metadata(lm: LoadedModel) -> dict[str, Any]:
 
 
 def save_result_files(folder: str | os.PathLike, result: PlaygroundResult) -> Path:
-    """Write a result's record file and its one-example store (run ``playground``, float32, same layout and
-    metrics as any run) that the dashboard reads with the Example tab's views; prune old results."""
+    """Write a result's files (arrays + JSON, :func:`attnviz.pipeline.playground.records.save_result`) and its
+    one-example store (run ``playground``, float32, same layout and metrics as any run) that the dashboard reads
+    with the Example tab's views; prune old results."""
     save_result(folder, result)
     store = result_store_path(folder, result.id)
     meta = {**playground_run_metadata(get_model(result.choice)), "dtype": "float32", "planned_examples": 1}

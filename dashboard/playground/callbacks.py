@@ -1,0 +1,367 @@
+"""Callbacks of the Playground tab: run a model now on typed or random input, predict output words, add the
+result to a store.
+
+The dashboard process never imports torch nor unpickles: every model job is a Dash background callback whose
+process asks the playground's model worker through :mod:`attnviz.pipeline.playground.client` (JSON requests);
+the worker keeps models loaded. A result comes back as a small summary; its records are arrays + JSON
+(:mod:`.data`), and its arrays also lie in a one-example store in the playground folder that the Example tab's
+own views draw from (:mod:`.figures`). Each callback body is a module-level function; ``register_callbacks``
+only wires them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, ctx, dcc, html, no_update
+
+from attnviz.dashboard.data import get_reader, requested_store
+from attnviz.dashboard.example import figures, views
+from attnviz.dashboard.playground import data, ids
+from attnviz.dashboard.playground import figures as pg_figures
+from attnviz.dashboard.playground.controls import (
+    added_of,
+    as_int,
+    choice_args,
+    head_options,
+    layer_options,
+    model_infos,
+    result_summary_of,
+    select_model,
+    step_range,
+    view_state,
+)
+from attnviz.dashboard.playground.panels import (
+    generation_panel,
+    masked_panel,
+    message,
+    result_summary,
+    token_options,
+)
+from attnviz.dashboard.urlstate import example_href
+from attnviz.pipeline.models.info import ModelInfoError, get_model_info
+from attnviz.pipeline.playground.records import DEFAULT_TIMEOUT_S, PlaygroundError, model_defaults
+from attnviz.pipeline.store import StoreError
+from attnviz.pipeline.token_classes import SPECIAL
+
+#: Poll interval of the background callbacks (ms): the 1 s default misses progress steps.
+POLL_MS = 250
+_SESSION_JS = """function(ts, data) {
+    if (data) { return window.dash_clientside.no_update; }
+    return Math.random().toString(36).slice(2) + Date.now().toString(36);
+}"""
+_SHOWN, _HIDDEN, _BLOCK = {"display": "flex"}, {"display": "none"}, {"display": "block"}
+_NO_RESULT = ([], "self", [], 0, [], 0, None, None, None, [])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Controls
+# --------------------------------------------------------------------------------------------------------
+
+
+def on_selection(model: str | None, task: str | None, source: str | None, target: str | None) -> tuple:
+    """Model, task and languages reconciled; the configuration fields of the model (fixed for trained ones)."""
+    infos = model_infos()
+    model, task, note = select_model(infos, model, task, source, target, ctx.triggered_id)
+    info = infos.get(model or "")
+    if info is None:
+        return (model, task, None, None, None, None, True, True, True, True, note, "")
+    d = model_defaults(info)
+    fixed = not info.random_weights
+    text = info.description or info.display_name
+    if fixed:
+        text += " · configuration fixed (trained weights)"
+    notes = html.Div([text, html.Div(note, className="text-danger", id=ids.MODEL_WARNING) if note else None])
+    return (model, task, d["layers"], d["heads"], d["hidden"], d["seed"], fixed, fixed, fixed, fixed, notes,
+            f"playground-{info.name}")
+
+
+def on_task(task: str | None) -> tuple:
+    """The language row and the second text box for the task."""
+    if task == "translation":
+        return _SHOWN, _BLOCK, "target text (optional; the decoder reads it)"
+    if task == "pair":
+        return _HIDDEN, _BLOCK, "second sentence"
+    return _HIDDEN, _HIDDEN, ""
+
+
+def on_input_kind(kind: str | None) -> tuple:
+    """Typed text or the random sequence's length and seed."""
+    if kind == "random":
+        return _HIDDEN, _SHOWN
+    return _BLOCK, _HIDDEN
+
+
+def _predict_note(info: Any, summary: dict | None) -> str:
+    if info.family == "encoder":
+        note = ("Encoder-only models do not generate text: pick a token to mask (or type [MASK]) and see the "
+                "model's predictions for it.")
+        if summary and summary.get("model") == info.name and not summary.get("has_lm_head"):
+            return (f"{info.name} has no masked-language-model head (its checkpoint holds only the encoder), "
+                    "so it cannot predict words.")
+    else:
+        note = "Generate the next tokens; each step shows the chosen token's probability and the alternatives."
+    if info.random_weights:
+        note += " Random weights: the predictions are meaningless."
+    return note
+
+
+def on_predict_mode(model: str | None, summary: dict | None) -> tuple:
+    """Generation controls for causal and encoder-decoder models, masked-token controls for encoders."""
+    try:
+        info = get_model_info(model or "")
+    except ModelInfoError:
+        return _HIDDEN, _HIDDEN, "", "Predict output words"
+    if info.family == "encoder":
+        return _HIDDEN, _BLOCK, _predict_note(info, summary), "Predict masked word"
+    return _BLOCK, _HIDDEN, _predict_note(info, summary), "Predict output words"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Jobs (background callbacks: forked processes that talk to the model worker)
+# --------------------------------------------------------------------------------------------------------
+
+#: The states a job reads, in the order of :func:`run_job`'s parameters after the two buttons.
+JOB_STATES = (ids.MODEL, ids.LAYERS, ids.HEADS, ids.HIDDEN, ids.MODEL_SEED, ids.TASK, ids.INPUT_KIND, ids.TEXT,
+              ids.SECOND, ids.LENGTH, ids.RANDOM_SEED, ids.GEN_N, ids.GEN_MODE, ids.GEN_TEMP, ids.GEN_SEED,
+              ids.MASK_POS)
+
+
+def _predict_args(model: str, gen_n: Any, gen_mode: str | None, gen_temp: Any, gen_seed: Any,
+                  mask_pos: Any) -> tuple[str, dict[str, Any]]:
+    """The operation and its extra arguments for "Predict output words" (ModelInfoError for an unknown model)."""
+    if get_model_info(model).family == "encoder":
+        return "mask", {"mask": {"position": as_int(mask_pos)}}
+    return "generate", {"generate": {"n_tokens": as_int(gen_n, 0), "greedy": gen_mode != "sample",
+                                     "temperature": float(gen_temp or 1.0), "seed": as_int(gen_seed, 0)}}
+
+
+def run_job(set_progress: Callable[[tuple], None], _run: int | None, _predict: int | None, model: str,
+            layers: Any, heads: Any, hidden: Any, mseed: Any, task: str | None, input_kind: str | None,
+            text: str | None, second: str | None, length: Any, rseed: Any, gen_n: Any, gen_mode: str | None,
+            gen_temp: Any, gen_seed: Any, mask_pos: Any, session: str | None) -> Any:
+    """Run the model (or predict words) on the worker; the summary goes to ``pg-result`` with set_props, the
+    callback's own output is the error line."""
+    def progress(fraction: float, text_: str) -> None:
+        set_progress((round(100 * fraction), text_))
+
+    args: dict[str, Any] = {
+        "choice": choice_args(model, layers, heads, hidden, mseed),
+        "input": {"task": task or "single", "text": text or "", "second": second or "",
+                  "random": input_kind == "random", "length": as_int(length, 0), "seed": as_int(rseed, 0)}}
+    op = "run"
+    try:
+        if ctx.triggered_id == ids.PREDICT:
+            op, extra = _predict_args(model, gen_n, gen_mode, gen_temp, gen_seed, mask_pos)
+            args.update(extra)
+        summary = data.call(op, args, session, progress)
+    except (ModelInfoError, PlaygroundError) as exc:
+        return message(str(exc), "danger", ids.ERROR_TEXT)
+    dash.set_props(ids.RESULT, {"data": summary})
+    return None
+
+
+def on_add_click(clicks: int | None, summary: dict | None, run_name: str | None) -> dict:
+    """Note which store the page shows (its ``?store=`` name travels with this request only)."""
+    summary = result_summary_of(summary)
+    return {"clicks": clicks, "result_id": (summary or {}).get("id"), "run": (run_name or "").strip(),
+            "store_name": requested_store()}
+
+
+def add_job(config: Any, request: dict | None, session: str | None) -> tuple:
+    """Add the result to the page's store (``config`` is the Flask config) on the worker."""
+    if not request or not request.get("result_id"):
+        return message("run the model first"), no_update
+    try:
+        store = data.target_store(config, request.get("store_name"))
+        added = data.call("add", {"result_id": request["result_id"], "store": str(store), "run": request["run"]},
+                          session)
+    except (PlaygroundError, StoreError) as exc:
+        return message(str(exc), "danger", ids.ADD_ERROR), no_update
+    href = example_href(added["run"], added["index"], store=request.get("store_name") or None)
+    return dbc.Alert([f"Added as example {added['index']} of run {added['run']!r} in {store.name} "
+                      f"({added['examples']} examples). ", dcc.Link("Open it in the Example tab", href=href)],
+                     color="success", className="mb-0 py-2 small", id=ids.ADD_DONE), added
+
+
+def on_added(added: dict | None) -> None:
+    """Re-read the store index now, so that the Example tab lists the new example at once."""
+    added = added_of(added)
+    if added and isinstance(added.get("store"), str):
+        with contextlib.suppress(StoreError):
+            get_reader(added["store"]).refresh()
+
+
+def on_result_add(summary: dict | None) -> bool:
+    """"Add to the store" is enabled once there is a result."""
+    return not summary
+
+
+# --------------------------------------------------------------------------------------------------------
+# The result and its views
+# --------------------------------------------------------------------------------------------------------
+
+
+def on_result(summary: dict | None) -> tuple:
+    """The result's panels (summary, generation, masked predictions) and the kind, layer, head and mask
+    options."""
+    summary = result_summary_of(summary)
+    if not summary:
+        return _NO_RESULT
+    try:
+        result = data.read_result(summary["id"])
+    except PlaygroundError as exc:
+        return ([], "self", [], 0, [], 0, message(str(exc)), None, None, [])
+    kinds = list(result.example.attention)
+    kind_opts = [{"label": views.kind_label(k, result.family), "value": k} for k in kinds]
+    kind = "cross" if result.generation is not None and "cross" in kinds else kinds[0]
+    layers, heads = result.shape[kind]
+    gen = masked = None
+    if result.generation is not None:
+        side = result.example.target if result.generation.side == "target" else result.example.source
+        gen = generation_panel(result.generation, side.strings if side else [], result.random_weights)
+    if result.masked is not None:
+        masked = masked_panel(result.masked, result.example.source.strings)
+    src = result.example.source
+    special = [(int(f) & SPECIAL) != 0 for f in src.flags]
+    return (kind_opts, kind, layer_options(layers), 0, head_options(heads), 0, result_summary(result), gen,
+            masked, token_options(src.strings, special))
+
+
+def on_kind(kind: str | None, summary: dict | None) -> tuple:
+    """The time-step slider of the kind (generation steps marked)."""
+    summary = result_summary_of(summary)
+    if not summary or not kind:
+        return 0, 0, {}, 0, "time step"
+    lo, hi, marks, value = step_range(summary, kind)
+    label = "generation step (query that predicted each generated token)" if marks else "time step (query)"
+    return lo, hi, marks or None, value, label
+
+
+def on_model_view_click(click: dict | None) -> tuple:
+    """A click on the model view selects its layer and head."""
+    points = (click or {}).get("points") or []
+    hit = figures.parse_model_view_click(points[0]) if points else None
+    return (hit[0], hit[1]) if hit else (no_update, no_update)
+
+
+def on_view(summary: dict | None, kind: str | None, layer: Any, head: Any, step: Any) -> list:
+    """The six figures of the result at the selection."""
+    summary = result_summary_of(summary)
+    if not summary:
+        return [pg_figures.empty()] * len(ids.GRAPHS)
+    if kind not in summary.get("kinds", []):
+        kind = summary["kinds"][0]
+    try:
+        return pg_figures.draw(data.result_reader(summary["id"]), view_state(kind, layer, head, step))
+    except PlaygroundError as exc:
+        return pg_figures.messages(str(exc))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Wiring
+# --------------------------------------------------------------------------------------------------------
+
+
+def _setting(app: dash.Dash, key: str, default: Any) -> Any:
+    return app.server.config.get(key) or os.environ.get(key) or default
+
+
+def _manager(app: dash.Dash, folder: Path) -> Any:
+    existing = getattr(app, "_background_manager", None)
+    if existing is not None:
+        return existing
+    import diskcache  # only when the app did not provide a manager
+
+    return dash.DiskcacheManager(diskcache.Cache(str(folder / "dash-cache")))
+
+
+def _register_controls(app: dash.Dash) -> None:
+    app.clientside_callback(_SESSION_JS, Output(ids.SESSION, "data"), Input(ids.SESSION, "modified_timestamp"),
+                            State(ids.SESSION, "data"))
+    app.callback(
+        Output(ids.MODEL, "value"), Output(ids.TASK, "value"), Output(ids.LAYERS, "value"),
+        Output(ids.HEADS, "value"), Output(ids.HIDDEN, "value"), Output(ids.MODEL_SEED, "value"),
+        Output(ids.LAYERS, "disabled"), Output(ids.HEADS, "disabled"), Output(ids.HIDDEN, "disabled"),
+        Output(ids.MODEL_SEED, "disabled"), Output(ids.MODEL_NOTE, "children"), Output(ids.RUN_NAME, "value"),
+        Input(ids.MODEL, "value"), Input(ids.TASK, "value"), Input(ids.SRC_LANG, "value"),
+        Input(ids.TGT_LANG, "value"))(on_selection)
+    app.callback(Output(ids.LANG_ROW, "style"), Output(ids.SECOND_ROW, "style"),
+                 Output(ids.SECOND_LABEL, "children"), Input(ids.TASK, "value"))(on_task)
+    app.callback(Output(ids.TYPED_ROW, "style"), Output(ids.RANDOM_ROW, "style"),
+                 Input(ids.INPUT_KIND, "value"))(on_input_kind)
+    app.callback(Output(ids.GEN_CONTROLS, "style"), Output(ids.MASK_CONTROLS, "style"),
+                 Output(ids.PREDICT_NOTE, "children"), Output(ids.PREDICT, "children"),
+                 Input(ids.MODEL, "value"), Input(ids.RESULT, "data"))(on_predict_mode)
+
+
+def _register_jobs(app: dash.Dash, manager: Any) -> None:
+    # The job's only declared output is the error line: Dash holds every callback downstream of a running
+    # callback's outputs, so the result is handed over with set_props, and the views of the previous result
+    # stay interactive while a job runs.
+    app.callback(
+        Output(ids.ERROR, "children"),
+        Input(ids.RUN, "n_clicks"), Input(ids.PREDICT, "n_clicks"),
+        *[State(i, "value") for i in JOB_STATES], State(ids.SESSION, "data"),
+        background=True, manager=manager, interval=POLL_MS,
+        progress=[Output(ids.PROGRESS, "value"), Output(ids.STATUS, "children")],
+        progress_default=[0, ""],
+        running=[(Output(ids.RUN, "disabled"), True, False), (Output(ids.PREDICT, "disabled"), True, False),
+                 (Output(ids.ADD, "disabled"), True, False), (Output(ids.CANCEL, "disabled"), False, True),
+                 (Output(ids.PROGRESS, "animated"), True, False), (Output(ids.PROGRESS, "striped"), True, False)],
+        cancel=[Input(ids.CANCEL, "n_clicks")],
+        prevent_initial_call=True,
+    )(run_job)
+    app.callback(Output(ids.ADD_REQUEST, "data"), Input(ids.ADD, "n_clicks"), State(ids.RESULT, "data"),
+                 State(ids.RUN_NAME, "value"), prevent_initial_call=True)(on_add_click)
+    config = app.server.config  # inherited by the background jobs (forked)
+
+    @app.callback(
+        Output(ids.ADD_STATUS, "children"), Output(ids.ADDED, "data"),
+        Input(ids.ADD_REQUEST, "data"), State(ids.SESSION, "data"),
+        background=True, manager=manager, interval=POLL_MS,
+        running=[(Output(ids.ADD, "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    def add(request: dict | None, session: str | None) -> tuple:
+        return add_job(config, request, session)
+
+    app.callback(Input(ids.ADDED, "data"), prevent_initial_call=True)(on_added)
+    app.callback(Output(ids.ADD, "disabled", allow_duplicate=True), Input(ids.RESULT, "data"),
+                 prevent_initial_call=True)(on_result_add)
+
+
+def _register_views(app: dash.Dash) -> None:
+    app.callback(
+        Output(ids.KIND, "options"), Output(ids.KIND, "value"), Output(ids.LAYER, "options"),
+        Output(ids.LAYER, "value"), Output(ids.HEAD, "options"), Output(ids.HEAD, "value"),
+        Output(ids.SUMMARY, "children"), Output(ids.GENERATION, "children"), Output(ids.MASKED, "children"),
+        Output(ids.MASK_POS, "options"),
+        Input(ids.RESULT, "data"), prevent_initial_call=True)(on_result)
+    app.callback(Output(ids.STEP, "min"), Output(ids.STEP, "max"), Output(ids.STEP, "marks"),
+                 Output(ids.STEP, "value"), Output(ids.STEP_LABEL, "children"),
+                 Input(ids.KIND, "value"), Input(ids.RESULT, "data"), prevent_initial_call=True)(on_kind)
+    app.callback(Output(ids.LAYER, "value", allow_duplicate=True), Output(ids.HEAD, "value", allow_duplicate=True),
+                 Input(ids.MODEL_VIEW, "clickData"), prevent_initial_call=True)(on_model_view_click)
+    app.callback([Output(g, "figure") for g in ids.GRAPHS],
+                 Input(ids.RESULT, "data"), Input(ids.KIND, "value"), Input(ids.LAYER, "value"),
+                 Input(ids.HEAD, "value"), Input(ids.STEP, "value"), prevent_initial_call=True)(on_view)
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    """Attach the tab's callbacks to ``app`` (and set up the playground folder and background manager).
+
+    The folder and time limit come from the Flask config or the environment (``ATTNVIZ_PLAYGROUND_DIR``,
+    ``ATTNVIZ_PLAYGROUND_TIMEOUT``); they are process-wide (the last app registered wins).
+    """
+    folder = data.configure(_setting(app, data.CONFIG_DIR_KEY, data.default_folder()),
+                            float(_setting(app, data.CONFIG_TIMEOUT_KEY, DEFAULT_TIMEOUT_S)))
+    _register_controls(app)
+    _register_jobs(app, _manager(app, folder))
+    _register_views(app)
