@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import dash
@@ -140,7 +140,8 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     folder = os.fspath(data_dir) if data_dir else os.fspath(Path(store).parent)
     observability.configure_logging()
     app = dash.Dash(__name__, title="attnviz", assets_folder=str(ASSETS), serve_locally=True,
-                    update_title=None, suppress_callback_exceptions=True, on_error=observability.callback_error,
+                    update_title=cast(str, None), suppress_callback_exceptions=True,
+                    on_error=observability.callback_error,
                     hooks={"request_pre": REQUEST_PRE, "request_post": REQUEST_POST})
     server = app.server
     server.config[CONFIG_STORE_KEY] = store

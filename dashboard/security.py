@@ -300,7 +300,7 @@ def install_request_checks(server: Any,
         if not ok:
             return refuse("not a Dash callback request: expected a JSON object with 'output' (text) and 'inputs' "
                           "(list)")
-        if callbacks_of is None:
+        if callbacks_of is None or not isinstance(body, dict):
             return None
         spec = callbacks_of().get(body["output"])
         if spec is None:

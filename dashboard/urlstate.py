@@ -18,6 +18,7 @@ Query keys::
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from attnviz.dashboard.callback_inputs import InputRefusedError
@@ -48,7 +49,7 @@ class ViewState:
         """All fallback messages as one line, or None when the URL was fine."""
         return "; ".join(self.errors) if self.errors else None
 
-    def with_changes(self, **changes: object) -> ViewState:
+    def with_changes(self, **changes: Any) -> ViewState:
         """A copy with some fields replaced (errors kept unless given)."""
         return replace(self, **changes)
 

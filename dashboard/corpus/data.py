@@ -78,9 +78,11 @@ class Run:
         """The run's cache key (:func:`attnviz.dashboard.cache.run_stamp`)."""
         return run_stamp(self.store, self.info)
 
-    def shape(self, kind: str) -> tuple[int, int] | None:
-        """``(layers, heads)`` of an attention kind (None when the run lacks it)."""
-        return self.info.shape.get(kind)
+    def shape(self, kind: str) -> tuple[int, int]:
+        """``(layers, heads)`` of an attention kind (a one-line StoreError when the run lacks it)."""
+        if kind not in self.info.shape:
+            raise StoreError(f"run {self.name!r} has no {kind!r} attention")
+        return self.info.shape[kind]
 
 
 def run_of(name: str | None) -> Run | None:

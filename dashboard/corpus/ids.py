@@ -1,5 +1,7 @@
 """Component ids of the Corpus tab (no id is spelled anywhere else)."""
 
+from typing import Any
+
 KIND = "corpus-kind"
 METRIC = "corpus-metric"
 AGG = "corpus-agg"
@@ -31,12 +33,12 @@ ERROR = "corpus-error"  #: pattern-matching type of each view's error slot: {"ty
 VIEWS = ("runs", "filters", "heatmaps", "difference", "profile", "table", "patterns", "drill", "analysis")
 
 
-def field(name: str) -> dict[str, str]:
+def field(name: Any) -> dict[str, Any]:
     """The id of the metadata filter of field ``name``."""
     return {"type": FIELD, "field": name}
 
 
-def error_slot(view: str) -> dict[str, str]:
+def error_slot(view: Any) -> dict[str, Any]:
     """The id of a view's error slot (a ``dcc.Store`` holding its one-line message, ``""`` while it reads)."""
     return {"type": ERROR, "view": view}
 

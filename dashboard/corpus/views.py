@@ -58,7 +58,7 @@ def heatmap_views(sel: Selection, head: tuple[int, int] | None) -> tuple[dict, d
     """Figures of A's and B's heatmaps (shared colour range) and the status line."""
     agg_label = AGGREGATES[sel.agg].lower()
     za = heat(sel.a, sel.kind, sel.metric, sel.agg, sel.filt)
-    zb = heat(sel.b, sel.kind, sel.metric, sel.agg, sel.filt) if sel.b_has_kind else None
+    zb = heat(sel.b, sel.kind, sel.metric, sel.agg, sel.filt) if sel.b is not None and sel.b_has_kind else None
     both = np.concatenate([za.ravel(), zb.ravel()]) if zb is not None else za.ravel()
     finite = both[np.isfinite(both)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
@@ -142,7 +142,7 @@ def table_view(sel: Selection) -> tuple[list[dict], list[dict]]:
     num = {"filter": "agNumberColumnFilter", "type": "numericColumn"}
     cols += [{"field": f"{sel.metric} {k}", "headerName": f"A {sel.metric} ({k})", **num} for k in aggs]
     test = None
-    if sel.same_grid and _n(sel.a, sel.filt) and _n(sel.b, sel.filt):
+    if sel.same_grid and sel.b is not None and _n(sel.a, sel.filt) and _n(sel.b, sel.filt):
         zb = heat(sel.b, sel.kind, sel.metric, sel.agg, sel.filt)
         test = comparison(sel.a, sel.b, sel.kind, sel.metric, sel.filt, per_layer=False)
         cols += [{"field": "B", "headerName": f"B {sel.metric} ({sel.agg})", **num},
@@ -205,7 +205,7 @@ def similarity_views(sel: Selection, head: tuple[int, int] | None) -> tuple[dict
         if ka is None or ka.similarity is None or ka.order is None:
             out.append(message_figure(_analyze_hint(run), title=title))
             continue
-        note = " (stale: rerun attnviz analyze)" if cached.is_stale(run.info) else ""
+        note = " (stale: rerun attnviz analyze)" if cached is not None and cached.is_stale(run.info) else ""
         text = f"{title}, JS distance over {ka.similarity_examples} examples{note}"
         out.append(cf.similarity_figure(ka.similarity, ka.order, ka.heads, selected=head,
                                         title=_title(run, text)))

@@ -3,7 +3,7 @@ message until their callbacks draw them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import dash_bootstrap_components as dbc
 from dash import dcc, html
@@ -15,7 +15,7 @@ from attnviz.dashboard.messages import message_figure
 
 def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
     return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=height),
-                     config=image_config(graph_id), style={"minHeight": f"{height}px"})
+                     config=cast(Any, image_config(graph_id)), style={"minHeight": f"{height}px"})
 
 
 def _card(title: str, body: Any, class_name: str = "") -> dbc.Card:

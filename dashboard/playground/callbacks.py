@@ -57,7 +57,7 @@ _SESSION_JS = """function(ts, data) {
     return Math.random().toString(36).slice(2) + Date.now().toString(36);
 }"""
 _SHOWN, _HIDDEN, _BLOCK = {"display": "flex"}, {"display": "none"}, {"display": "block"}
-_NO_RESULT = ([], "self", [], 0, [], 0, None, None, None, [])
+_NO_RESULT: tuple[Any, ...] = ([], "self", [], 0, [], 0, None, None, None, [])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def on_view(summary: dict | None, kind: str | None, layer: Any, head: Any, step:
     if kind not in summary.get("kinds", []):
         kind = summary["kinds"][0]
     try:
-        return pg_figures.draw(data.result_reader(summary["id"]), view_state(kind, layer, head, step))
+        return pg_figures.draw(data.result_reader(summary["id"]), view_state(str(kind), layer, head, step))
     except PlaygroundError as exc:
         return pg_figures.messages(str(exc))
 

@@ -75,7 +75,7 @@ def translation_model(infos: dict[str, ModelInfo], source: str | None, target: s
 
 
 def select_model(infos: dict[str, ModelInfo], model: str | None, task: str | None, source: str | None,
-                 target: str | None, trigger: str | None) -> tuple[str | None, str, str]:
+                 target: str | None, trigger: str | None) -> tuple[str | None, str | None, str]:
     """Reconcile the model, task and language selectors after one of them changed: a new model brings its
     default task (unless the current one suits it); the translation task or new languages pick the matching
     translation model. Returns (model, task, warning)."""

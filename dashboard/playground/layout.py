@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
@@ -109,7 +111,7 @@ def _add_panel() -> html.Div:
 
 def _graph(id_: str) -> dcc.Graph:
     return dcc.Graph(id=id_, figure=pg_figures.empty(),
-                     config=figures.image_config(id_))
+                     config=cast(Any, figures.image_config(id_)))
 
 
 def _result_panel() -> html.Div:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import dash_bootstrap_components as dbc
 from dash import html
@@ -59,7 +60,7 @@ def generation_panel(gen: Generation, tokens: Sequence[str], random_weights: boo
         rows.append(html.Tr([
             html.Td(str(k + 1)),
             html.Td(_tok(s.chosen, byte_level), className="fw-semibold pg-step-token",
-                    **{"data-token": str(s.chosen.token_id)}),
+                    **cast(dict[str, Any], {"data-token": str(s.chosen.token_id)})),
             html.Td(_pct(s.chosen.prob), className="text-end pg-step-prob", title=f"{s.chosen.prob:.9g}"),
             html.Td("" if gen.greedy else _pct(s.sampling_prob), className="text-end"),
             html.Td(alts, className="small"),

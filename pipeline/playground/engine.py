@@ -193,14 +193,14 @@ def run_input(choice: ModelChoice, req: InputRequest, progress: Progress = _quie
 def _token_prob(lm: LoadedModel, token_id: int, prob: float) -> TokenProb:
     tok = lm.tokenizer
     return TokenProb(int(token_id), str(tok.convert_ids_to_tokens(int(token_id))),
-                     tok.decode([int(token_id)], clean_up_tokenization_spaces=False), float(prob))
+                     str(tok.decode([int(token_id)], clean_up_tokenization_spaces=False)), float(prob))
 
 
 def next_token_logits(lm: LoadedModel, source_ids: list[int], target_ids: list[int] | None) -> torch.Tensor:
     """Logits ``[V]`` of the token after the last one (of the target for encoder-decoder models): one plain
     forward of the model with its LM head, no cache."""
     src = torch.tensor([source_ids], dtype=torch.long)
-    kwargs: dict[str, torch.Tensor] = {"input_ids": src, "attention_mask": torch.ones_like(src)}
+    kwargs: dict[str, Any] = {"input_ids": src, "attention_mask": torch.ones_like(src)}
     if target_ids is not None:
         kwargs["decoder_input_ids"] = torch.tensor([target_ids], dtype=torch.long)
     if _keeps_last_logits(lm.model):
@@ -265,9 +265,9 @@ def generate(choice: ModelChoice, req: InputRequest, gen: GenerateRequest,
             break
     progress(0.9, "computing the attention of the generated sequence")
     generated = [s.chosen.token_id for s in steps]
-    text_gen = lm.tokenizer.decode(generated, clean_up_tokenization_spaces=False)
+    text_gen = str(lm.tokenizer.decode(generated, clean_up_tokenization_spaces=False))
     prompt_ids = growing[:prompt_length]
-    full_text = lm.tokenizer.decode(growing, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    full_text = str(lm.tokenizer.decode(growing, skip_special_tokens=True, clean_up_tokenization_spaces=False))
     full_example = dataclasses.replace(
         example, text=example.text if encdec else full_text, target=full_text if encdec else example.target,
         token_ids=None if encdec else list(growing))
@@ -275,7 +275,8 @@ def generate(choice: ModelChoice, req: InputRequest, gen: GenerateRequest,
                        store_dtype="float32")[0]
     generation = Generation(
         side="target" if encdec else "source", prompt_length=prompt_length, steps=steps, text=text_gen,
-        prompt_text=lm.tokenizer.decode(prompt_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False),
+        prompt_text=str(lm.tokenizer.decode(prompt_ids, skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=False)),
         greedy=gen.greedy, temperature=float(gen.temperature), seed=int(gen.seed), stopped_at_eos=stopped)
     meta = {"generated_tokens": len(steps), "prompt_length": prompt_length, "greedy": gen.greedy,
             "temperature": float(gen.temperature), "sampling_seed": int(gen.seed)}
@@ -337,7 +338,7 @@ def predict_masked(choice: ModelChoice, req: InputRequest, mask: MaskRequest,
         positions.append(MaskedPosition(pos, original, [_token_prob(lm, int(i), float(p))
                                                         for p, i in zip(top.values, top.indices, strict=True)]))
     frame = {tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id}
-    masked_text = tok.decode([i for i in ids if i not in frame or i == tok.sep_token_id and i != ids[-1]])
+    masked_text = str(tok.decode([i for i in ids if i not in frame or i == tok.sep_token_id and i != ids[-1]]))
     masked_example = dataclasses.replace(example, text=masked_text, token_ids=ids)
     progress(0.8, "computing the attention of the masked input")
     record = extract(lm, [masked_example], capture=CAPTURE, store_dtype="float32")[0]

@@ -383,7 +383,7 @@ def save_result(folder: str | os.PathLike, result: PlaygroundResult) -> Path:
     """Write a result's files atomically: its arrays (``.npz``), then its JSON file; return the JSON file."""
     path = result_path(folder, result.id)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    arrays = _example_arrays(result.example)
+    arrays: dict[str, Any] = _example_arrays(result.example)
     _write_atomically(path.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     text = json.dumps(result_fields(result), ensure_ascii=False)
     _write_atomically(path, lambda f: f.write(text.encode("utf-8")))

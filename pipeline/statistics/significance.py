@@ -128,7 +128,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, ia: np.ndarray | None = No
     c, n = a.shape[0], len(ia)
     rng = np.random.default_rng(seed)
     blocked = n > max_blocks
-    block = rng.integers(0, max_blocks, size=n) if blocked else None
+    block = rng.integers(0, max_blocks, size=n) if blocked else np.zeros(0, dtype=np.int64)  # unused unblocked
     m = max_blocks if blocked else n
     sums = np.zeros((c, m), dtype=np.float64)
     counts = np.zeros((c, m), dtype=np.float64)
