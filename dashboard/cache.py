@@ -35,10 +35,12 @@ class LRU:
     the first) and evicts by count and, optionally, by a byte budget (``nbytes`` of the values).
 
     Nothing is stored when ``compute`` raises, so the next call computes again (after a repair, say).
+    ``on_evict(value)`` is called for every value dropped (the playground closes its evicted store readers).
     """
 
-    def __init__(self, max_items: int, max_bytes: int | None = None) -> None:
-        self.max_items, self.max_bytes = max_items, max_bytes
+    def __init__(self, max_items: int, max_bytes: int | None = None,
+                 on_evict: Callable[[Any], None] | None = None) -> None:
+        self.max_items, self.max_bytes, self.on_evict = max_items, max_bytes, on_evict
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
@@ -79,11 +81,12 @@ class LRU:
             self._evict()
 
     def _evict(self) -> None:
-        while len(self._data) > self.max_items:
-            self._data.popitem(last=False)
-        if self.max_bytes is not None:
-            while len(self._data) > 1 and sum(_nbytes(v) for v in self._data.values()) > self.max_bytes:
-                self._data.popitem(last=False)
+        while len(self._data) > self.max_items or (
+                self.max_bytes is not None and len(self._data) > 1
+                and sum(_nbytes(v) for v in self._data.values()) > self.max_bytes):
+            _, value = self._data.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(value)
 
     def clear(self) -> None:
         """Forget everything."""

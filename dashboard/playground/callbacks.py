@@ -23,6 +23,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from attnviz.dashboard.data import get_reader, requested_store
 from attnviz.dashboard.example import figures, views
+from attnviz.dashboard.messages import message
 from attnviz.dashboard.playground import data, ids
 from attnviz.dashboard.playground import figures as pg_figures
 from attnviz.dashboard.playground.controls import (
@@ -37,13 +38,7 @@ from attnviz.dashboard.playground.controls import (
     step_range,
     view_state,
 )
-from attnviz.dashboard.playground.panels import (
-    generation_panel,
-    masked_panel,
-    message,
-    result_summary,
-    token_options,
-)
+from attnviz.dashboard.playground.panels import generation_panel, masked_panel, result_summary, token_options
 from attnviz.dashboard.urlstate import example_href
 from attnviz.pipeline.models.info import ModelInfoError, get_model_info
 from attnviz.pipeline.playground.records import DEFAULT_TIMEOUT_S, PlaygroundError, model_defaults

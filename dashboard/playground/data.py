@@ -5,12 +5,11 @@ jobs submitted to the model worker through :mod:`attnviz.pipeline.playground.cli
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from attnviz.dashboard.cache import LRU
 from attnviz.dashboard.data import data_dir_of
 from attnviz.dashboard.security import resolve_store
 from attnviz.pipeline.playground import client
@@ -75,28 +74,20 @@ def _folder() -> Path:
     return CONFIG.folder
 
 
-_readers: OrderedDict[tuple[int, str], StoreReader] = OrderedDict()
-_readers_lock = threading.Lock()
+#: Readers of recent results' one-example stores, kept open (closed when evicted).
+_readers = LRU(READERS_KEPT, on_evict=lambda reader: reader.close())
 
 
 def result_reader(result_id: str) -> StoreReader:
     """A reader of a result's one-example store (a few kept open per process)."""
     path = result_store_path(_folder(), result_id)
-    key = (os.getpid(), str(path))
-    with _readers_lock:
-        reader = _readers.get(key)
-        if reader is not None:
-            _readers.move_to_end(key)
-            return reader
-    if not path.exists():
-        raise PlaygroundError("this playground result is no longer available: run the model again")
-    reader = StoreReader(path)
-    with _readers_lock:
-        _readers[key] = reader
-        while len(_readers) > READERS_KEPT:
-            _, old = _readers.popitem(last=False)
-            old.close()
-    return reader
+
+    def open_reader() -> StoreReader:
+        if not path.exists():
+            raise PlaygroundError("this playground result is no longer available: run the model again")
+        return StoreReader(path)
+
+    return _readers.get((os.getpid(), str(path)), open_reader)
 
 
 def target_store(config: Any, store_name: Any) -> Path:

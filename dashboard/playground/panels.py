@@ -106,8 +106,3 @@ def token_options(tokens: Sequence[str], special: Sequence[bool] | None = None) 
     return [{"label": f"{i} · {t}", "value": i, "disabled": bool(special[i]) if special is not None else False}
             for i, t in enumerate(shown)]
 
-
-def message(text: str, color: str = "warning", id_: str | None = None) -> dbc.Alert:
-    """A one-line notice."""
-    kwargs = {"id": id_} if id_ else {}
-    return dbc.Alert(text, color=color, className="mb-0 py-2 small", **kwargs)
