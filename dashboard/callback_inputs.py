@@ -146,7 +146,7 @@ def fits(value: Any, hint: Any) -> bool:
     return True
 
 
-def _short(value: Any) -> str:
+def _clip(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)[:80]
     return text[:80]
 
@@ -166,10 +166,10 @@ def _entry_problem(entry: Any, declared: Mapping[str, Any], where: str, types_of
     if not isinstance(entry, dict) or "id" not in entry or "property" not in entry:
         return f"{where}: expected an object with 'id' and 'property'"
     if entry["id"] != cid or entry["property"] != prop:
-        return f"{where} is {_short(entry['id'])}.{_short(entry['property'])}, this callback takes {cid}.{prop}"
+        return f"{where} is {_clip(entry['id'])}.{_clip(entry['property'])}, this callback takes {cid}.{prop}"
     hint = types_of.get((cid, prop))
     if hint is not None and not fits(entry.get("value"), hint):
-        return f"{where} ({cid}.{prop}) is not a value this component can hold: {_short(entry.get('value'))}"
+        return f"{where} ({cid}.{prop}) is not a value this component can hold: {_clip(entry.get('value'))}"
     return None
 
 

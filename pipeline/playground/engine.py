@@ -351,7 +351,7 @@ def predict_masked(choice: ModelChoice, req: InputRequest, mask: MaskRequest,
 # --------------------------------------------------------------------------------------------------------
 
 
-def default_run_name(choice: ModelChoice) -> str:
+def playground_run_name(choice: ModelChoice) -> str:
     """``playground-<model>``."""
     return f"playground-{choice.name}"[:128]
 
@@ -390,7 +390,7 @@ def add_to_store(result: PlaygroundResult, store: str | os.PathLike, run: str | 
     The run is created if needed with the model, its overrides and seed in its metadata; a run that exists with
     another configuration is refused. Returns ``{"store", "run", "index", "examples"}``.
     """
-    run = (run or default_run_name(result.choice)).strip()
+    run = (run or playground_run_name(result.choice)).strip()
     try:
         check_run_name(run)
     except StoreError as exc:
@@ -426,6 +426,6 @@ def _difference(key: str, stored: Any, asked: Any) -> str:
     return f"{key}: stored {stored!r} vs {asked!r}"
 
 
-__all__ = ["CAPTURE", "add_to_store", "build_example", "cached_models", "default_run_name", "generate",
+__all__ = ["CAPTURE", "add_to_store", "build_example", "cached_models", "generate", "playground_run_name",
            "get_model", "mlm_probabilities", "next_token_logits", "playground_run_metadata", "predict_masked",
            "run_input", "save_result_files"]

@@ -37,6 +37,7 @@ from distributed.comm import get_address_host
 from attnviz.pipeline.models.info import ModelInfo
 from attnviz.pipeline.precompute.inputs import InputError
 from attnviz.pipeline.store import shard_dir, shard_file_name
+from attnviz.pipeline.store.format import one_line
 
 if TYPE_CHECKING:
     from attnviz.pipeline.models.extract import EncodedExample, TokenClassifier
@@ -101,7 +102,7 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, client:
         try:
             remote = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"cannot reach the dask scheduler at {scheduler} ({_short(exc)}): start one with "
+            raise ClusterError(f"cannot reach the dask scheduler at {scheduler} ({one_line(exc)}): start one with "
                                "'dask scheduler' or use --workers N") from exc
         try:
             _say(say, f"dask scheduler {scheduler}: {len(remote.scheduler_info()['workers'])} workers, "
@@ -131,10 +132,6 @@ def _dashboard(client: Client) -> str:
 def _say(say: Say | None, message: str) -> None:
     if say is not None:
         say(message)
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def torch_threads_by_host(client: Client) -> dict[str, int]:
