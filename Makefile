@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install system-deps demo-store serve lint typecheck bench clean
+.PHONY: demo test suite install system-deps demo-store serve lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,9 +62,14 @@ typecheck: install
 	for d in pipeline dashboard model_info; do ln -s ../../../$$d build/typecheck/attnviz/$$d; done
 	MYPYPATH=build/typecheck $(PY) -m mypy -p attnviz.pipeline -p attnviz.dashboard
 
-test: install system-deps typecheck
-	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info
+# The suite, spread over pytest-xdist workers (every test runs; a module runs whole on one worker).
+suite: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider --headless -n $(TEST_WORKERS) --dist loadfile
+
+# ruff first (seconds); then mypy beside the suite (the suite leaves CPU idle while browsers and servers wait).
+test: install system-deps
+	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info
+	$(MAKE) --no-print-directory -j2 typecheck suite
 
 lint: install
 	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info

@@ -130,7 +130,9 @@ def click(dash_duo, element) -> None:
         except ElementClickInterceptedException as exc:
             print(f"click intercepted, retrying: {exc.msg.splitlines()[0]}")
             time.sleep(0.5)
-    element.click()
+    # Still moving after 10 s (figures above it keep resizing on a busy machine): click it from script, which
+    # fires the same click event on the element.
+    dash_duo.driver.execute_script("arguments[0].click();", element)
 
 
 def status(dash_duo) -> str:
