@@ -203,26 +203,24 @@ class StoreReader:
     @_read_guard
     def tokens(self, run: str, i: int, side: str = "source") -> list[str]:
         """Token strings of example ``i`` (``side`` = "source" or "target")."""
-        f, j = self._locate(run, i)
-        g = self._token_group(run, f, side)
-        lo, hi = g["offsets"][j:j + 2]
-        return [s.decode() if isinstance(s, bytes) else s for s in g["strings"][lo:hi]]
+        return [s.decode() if isinstance(s, bytes) else s for s in self._token_slice(run, i, side, "strings")]
 
     @_read_guard
     def token_ids(self, run: str, i: int, side: str = "source") -> np.ndarray:
         """Token ids of example ``i``."""
-        f, j = self._locate(run, i)
-        g = self._token_group(run, f, side)
-        lo, hi = g["offsets"][j:j + 2]
-        return g["ids"][lo:hi]
+        return self._token_slice(run, i, side, "ids")
 
     @_read_guard
     def token_flags(self, run: str, i: int, side: str = "source") -> np.ndarray:
         """Token class bit flags (``attnviz.pipeline.token_classes``) of example ``i``."""
+        return self._token_slice(run, i, side, "flags")
+
+    def _token_slice(self, run: str, i: int, side: str, name: str) -> np.ndarray:
+        """Example ``i``'s slice of one per-token dataset (``strings``, ``ids`` or ``flags``) of a side."""
         f, j = self._locate(run, i)
         g = self._token_group(run, f, side)
         lo, hi = g["offsets"][j:j + 2]
-        return g["flags"][lo:hi]
+        return g[name][lo:hi]
 
     def _token_group(self, run: str, f: h5py.File, side: str) -> h5py.Group:
         if side not in ("source", "target"):
