@@ -7,13 +7,16 @@
    ``max_length=T``; ``bert-random`` (6 layers x 12 heads) over ``random:length=T-2`` for T = 512. Kept in
    ``bench/out/browser-store-n<count>.h5`` and reused.
 2. **attnviz**: ``attnviz serve`` in a subprocess; headless Chromium (selenium) on the Example tab. Each action
-   is timed from just before it (``performance.now()`` in the page) until no component is loading: Dash marks a
+   is the DOM event a person's input fires, dispatched in the page right after its start time is taken
+   (``performance.now()``), and ends when nothing is loading and the last figure is drawn: Dash marks a
    component ``data-dash-is-loading="true"`` while a callback for it is in flight; the page is polled every 5 ms
-   (``execute_async_script``) and the action ends where a 300 ms window with no loading component, no callback
-   pending in Dash's store (and, for the first load, every figure drawn) begins. Actions: first load (a fresh
-   navigation, timed from navigation start), next example, change layer, change head, change query position
-   (arrow-up in the number box: one step), raw -> rollout (timed; the way back untimed), pin a token in the head
-   view (a ``plotly_click`` on a key token, emitted on the graph as Plotly emits it; a new token each time).
+   (``execute_async_script``) until a 300 ms window with no loading component, no callback pending in Dash's
+   store (and, for the first load, every figure drawn) begins, or until the last ``plotly_afterplot`` of any
+   graph if that came later (views redrawn in the page leave nothing loading). Actions: first load (a fresh
+   navigation, timed from navigation start), next example (the button's click), change layer / head (the
+   select's change event), change query position (one step up in the number box: its input event), raw ->
+   rollout (the radio's click; the way back untimed), pin a token in the head view (a ``plotly_click`` on a key
+   token, emitted on the graph as Plotly emits it; a new token each time).
 3. **bertviz** (installed by the bench into ``bench/out/pydeps``: ``pip install --target``; its scripts d3 5.7.0,
    jQuery 2.1.4 and RequireJS 2.3.6 with npm into ``bench/out/js``; the three CDN URLs in its HTML are rewritten
    to those local files, served by a local ``http.server``; nothing is fetched at run time): ``head_view`` and
@@ -38,7 +41,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,8 @@ ACTIONS = ("first load", "next example", "change layer", "change head", "change 
 GRAPHS = ("attn-matrix", "head-view", "model-view", "timestep-bars", "timestep-layers")
 
 # Resolves to ms from ``arguments[0]`` (a performance.now() value; 0 = navigation start) to the start of the first
-# window of ``arguments[1]`` ms in which nothing is loading (-1 on timeout).
+# window of ``arguments[1]`` ms in which nothing is loading, or to the last figure drawn (``plotly_afterplot``,
+# hooked by :func:`now`) if that came later: views redrawn in the page leave nothing loading (-1 on timeout).
 _SETTLE_JS = """
 const [t0, quietMs, graphs, timeoutMs] = arguments;
 const done = arguments[arguments.length - 1];
@@ -87,7 +90,7 @@ let quietSince = null;
 function tick() {
   const now = performance.now();
   if (busy()) { quietSince = null; } else if (quietSince === null) { quietSince = now; }
-  else if (now - quietSince >= quietMs) { done(quietSince - t0); return; }
+  else if (now - quietSince >= quietMs) { done(Math.max(quietSince, window.__benchLastPlot || 0) - t0); return; }
   if (now - t0 > timeoutMs) { done(-1); return; }
   setTimeout(tick, 5);
 }
@@ -200,9 +203,42 @@ def settle(driver: Any, t0: float, graphs: tuple[str, ...] = ()) -> float:
     return float(ms) / 1000
 
 
+_NOW_JS = """
+document.querySelectorAll('.js-plotly-plot').forEach(gd => {
+  if (gd.on && !gd.__benchHooked) {
+    gd.on('plotly_afterplot', () => { window.__benchLastPlot = performance.now(); });
+    gd.__benchHooked = true;
+  }
+});
+window.__benchLastPlot = 0;
+return performance.now();
+"""
+
+
 def now(driver: Any) -> float:
-    """The page's ``performance.now()``."""
-    return float(driver.execute_script("return performance.now()"))
+    """The page's ``performance.now()``, after hooking every graph's ``plotly_afterplot`` (see :func:`settle`)."""
+    return float(driver.execute_script(_NOW_JS))
+
+
+#: A person's actions as the DOM events they fire (``arguments``: a CSS selector, then the action's value).
+CLICK_JS = "document.querySelector(arguments[0]).click();"
+SELECT_JS = """
+const el = document.querySelector(arguments[0]);
+Object.getOwnPropertyDescriptor(HTMLSelectElement.prototype, 'value').set.call(el, arguments[1]);
+el.dispatchEvent(new Event('change', {bubbles: true}));
+"""
+STEP_UP_JS = """
+const el = document.querySelector(arguments[0]);
+el.focus();
+el.stepUp();
+el.dispatchEvent(new Event('input', {bubbles: true}));
+"""
+
+
+def act(driver: Any, script: str, *args: Any) -> float:
+    """Run an action's ``script`` in the page; the page time just before it (graphs hooked as by :func:`now`)."""
+    body = _NOW_JS.replace("return performance.now();", "const __t0 = performance.now();")
+    return float(driver.execute_script(body + script + "\nreturn __t0;", *args))
 
 
 def _options(driver: Any, select_id: str) -> tuple[list[str], str]:
@@ -220,9 +256,9 @@ def _select(driver: Any, select_id: str, value: str) -> None:
 
 
 def measure_attnviz(driver: Any, base_url: str, t: int, n: int) -> dict[str, list[float]]:
-    """Seconds per action (``n`` of each) on the Example tab of the run of length ``t``."""
-    from selenium.webdriver.common.keys import Keys
-
+    """Seconds per action (``n`` of each) on the Example tab of the run of length ``t``. Each action is the DOM
+    event a person's click or key press fires, dispatched in the page right after its start time is taken (a
+    WebDriver round trip before the event is not the page's time)."""
     url = f"{base_url}/?run={run_name(t)}"
     times: dict[str, list[float]] = {a: [] for a in ACTIONS}
 
@@ -231,39 +267,31 @@ def measure_attnviz(driver: Any, base_url: str, t: int, n: int) -> dict[str, lis
         driver.get(url)
         return settle(driver, 0.0, GRAPHS)
 
-    def timed(action: Callable[[], None]) -> float:
-        t0 = now(driver)
-        action()
-        return settle(driver, t0)
+    def timed(script: str, *args: Any) -> float:
+        return settle(driver, act(driver, script, *args))
 
-    def click(css: str) -> Callable[[], None]:
-        return lambda: driver.execute_script("document.querySelector(arguments[0]).click()", css)
-
-    def cycle(select_id: str, skip: tuple[str, ...] = ()) -> Callable[[], None]:
+    def cycle(select_id: str, skip: tuple[str, ...] = ()) -> float:
         values, current = _options(driver, select_id)
         values = [v for v in values if v not in skip]
         nxt = values[(values.index(current) + 1) % len(values)] if current in values else values[0]
-        return lambda: _select(driver, select_id, nxt)
+        return timed(SELECT_JS, f"#{select_id}", nxt)
 
     for _ in range(n):
         times["first load"].append(load())
     load()
     for _ in range(n):
-        times["next example"].append(timed(click("#example-next")))
+        times["next example"].append(timed(CLICK_JS, "#example-next"))
     for _ in range(n):
-        times["change layer"].append(timed(cycle("layer-select")))
+        times["change layer"].append(cycle("layer-select"))
     for _ in range(n):
-        times["change head"].append(timed(cycle("head-select", skip=("mean",))))
-    step = driver.find_element("css selector", "#step-input")
+        times["change head"].append(cycle("head-select", skip=("mean",)))
     for _ in range(n):
-        driver.execute_script("arguments[0].focus()", step)
-        times["change query position"].append(timed(lambda: step.send_keys(Keys.ARROW_UP)))
+        times["change query position"].append(timed(STEP_UP_JS, "#step-input"))
     for _ in range(n):
-        times["raw -> rollout"].append(timed(click('#attn-mode input[value="rollout"]')))
-        timed(click('#attn-mode input[value="raw"]'))  # back to raw, not counted
+        times["raw -> rollout"].append(timed(CLICK_JS, '#attn-mode input[value="rollout"]'))
+        timed(CLICK_JS, '#attn-mode input[value="raw"]')  # back to raw, not counted
     for i in range(n):
-        token = 1 + i % (t - 2)
-        times["pin a token"].append(timed(lambda token=token: driver.execute_script(_PIN_JS, token)))
+        times["pin a token"].append(timed(_PIN_JS, 1 + i % (t - 2)))
     return times
 
 

@@ -66,10 +66,11 @@ class LiveServer:
     log: Path
 
 
-def start_live_server(store: Path, timeout: float = 60.0) -> LiveServer:
-    """Start ``python -m attnviz.pipeline.cli serve --store STORE`` on a free port and wait until it answers."""
+def start_live_server(store: Path, timeout: float = 60.0, env: dict[str, str] | None = None) -> LiveServer:
+    """Start ``python -m attnviz.pipeline.cli serve --store STORE`` on a free port (``env`` added to the
+    environment) and wait until it answers."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     log_path = store.with_name(f"serve-{port}.log")
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server's request log
         proc = subprocess.Popen([sys.executable, "-m", "attnviz.pipeline.cli", "serve", "--store", str(store), "--port",

@@ -165,7 +165,8 @@ def head_view_bins(weights: np.ndarray, *, edges: tuple[float, ...] = HEAD_VIEW_
 
     Each (query i, key j) with weight ``w >= edges[0]`` becomes a segment from ``(x_left, i)`` to
     ``(x_right, j)``, put in the bin ``edges[b] <= w < edges[b+1]`` whose opacity is the bin's mid-point.
-    ``query`` / ``key`` keep only that token's lines. At most ``max_segments`` of the largest weights are kept.
+    ``query`` / ``key`` keep only that token's lines. At most ``max_segments`` of the largest weights are kept
+    (ties: the earlier pair).
 
     Returns the non-empty bins and the number of segments left out by the cap.
     """
@@ -185,7 +186,9 @@ def head_view_bins(weights: np.ndarray, *, edges: tuple[float, ...] = HEAD_VIEW_
     vals = w[qi, kj]
     dropped = 0
     if vals.size > max_segments:
-        top = np.argpartition(vals, vals.size - max_segments)[vals.size - max_segments:]
+        # the largest weights, ties to the earlier pair, kept in row-major order (the page's head view, in
+        # dashboard/assets/example.js, picks the same lines)
+        top = np.sort(np.argsort(-vals, kind="stable")[:max_segments])
         dropped = vals.size - max_segments
         qi, kj, vals = qi[top], kj[top], vals[top]
     which = np.searchsorted(np.asarray(edges), vals, side="right") - 1

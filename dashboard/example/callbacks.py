@@ -1,6 +1,10 @@
-"""Callbacks of the Example tab: each reads the resolved selection from the ``view-state`` store (see
-:mod:`attnviz.dashboard.example.sync`), calls one function of :mod:`attnviz.dashboard.example.views` and shows a
-message in place of the figure when the selection cannot be drawn (never a traceback).
+"""Callbacks of the Example tab.
+
+The attention views (matrix, head view, model view, time step) are drawn in the page
+(``dashboard/assets/example.js``) from one example's data, which the server sends once per run, example, kind and
+raw/rollout (:mod:`.payload`); changing the layer, head, query position or pinned token asks the server nothing.
+The panels below (metrics, debugging, embeddings) are drawn by the server, and only while they are open. A
+selection that cannot be drawn shows a message in place of the figure (never a traceback).
 """
 
 from __future__ import annotations
@@ -10,14 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import dash
-from dash import Input, Output, State
+from dash import ClientsideFunction, Input, Output, State
 
 from attnviz.dashboard import ids as app_ids
+from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.dashboard.data import current_reader
 from attnviz.dashboard.example import ids, panels, views
 from attnviz.dashboard.example.data import MAX_SEARCH_RESULTS, example_summary, search_examples
-from attnviz.dashboard.example.figures import image_config
-from attnviz.dashboard.example.sync import next_pin, pin_key
+from attnviz.dashboard.example.payload import example_payload
 from attnviz.dashboard.messages import describe_error, error_text, message, message_figure
 from attnviz.dashboard.urlstate import ViewState
 from attnviz.pipeline.store import StoreError
@@ -52,23 +56,6 @@ def _search_placeholder(n: int) -> str:
             + (f" (first {MAX_SEARCH_RESULTS})" if n == MAX_SEARCH_RESULTS else ""))
 
 
-#: Saves the matrix as PNG or SVG in the browser (plotly.js), named by the matrix graph's image config.
-_SAVE_JS = f"""
-function(nPng, nSvg, config) {{
-    const trig = (dash_clientside.callback_context.triggered || [])[0];
-    if (!trig) {{ return dash_clientside.no_update; }}
-    const format = trig.prop_id.indexOf('{ids.SAVE_SVG}') === 0 ? 'svg' : 'png';
-    const gd = document.querySelector('#{ids.MATRIX} .js-plotly-plot');
-    const opts = (config && config.toImageButtonOptions) || {{}};
-    const filename = opts.filename || 'attention';
-    if (!gd || !window.Plotly) {{ return 'no graph'; }}
-    window.Plotly.downloadImage(gd, {{format: format, filename: filename,
-                                     width: gd._fullLayout.width, height: gd._fullLayout.height}});
-    return format + ':' + filename;
-}}
-"""
-
-
 def register_callbacks(app: dash.Dash) -> None:
     """Attach the tab's callbacks to ``app``."""
     _register_attention(app)
@@ -76,59 +63,49 @@ def register_callbacks(app: dash.Dash) -> None:
     _register_picker(app)
 
 
+def load_payload(key: Any) -> dict:
+    """The example data the page asked for (:func:`.payload.example_payload`); a store that cannot be read is a
+    payload with the one-line message."""
+    if not isinstance(key, dict):
+        raise InputRefusedError(f"the example key must be an object, not {type(key).__name__}")
+    try:
+        out = example_payload(current_reader(), key)
+    except Exception as exc:  # never a traceback in the page; the server log has unexpected ones
+        out = {"key": key, "error": describe_error(exc, _EXPECTED, "read this example", log)}
+    out["message_template"] = message_figure("")
+    return out
+
+
 def _register_attention(app: dash.Dash) -> None:
-    """The attention views: matrix, head view (and its pinned token), model view, time step."""
-
-    @app.callback(Output(ids.MATRIX, "figure"), Output(ids.MATRIX, "config"), Input(app_ids.VIEW_STATE, "data"))
-    def draw_matrix(data):
-        state = _state(data)
-        if state is None:
-            return _no_selection(), dash.no_update
-        result = _safe_figure(lambda: views.matrix_view(current_reader(), state))
-        if isinstance(result, tuple):
-            return result
-        return result, image_config(views.file_stem(state))
-
-    @app.callback(Output(ids.HEAD_VIEW_PIN, "data"), Input(ids.HEAD_VIEW, "clickData"),
-                  Input(app_ids.VIEW_STATE, "data"), State(ids.HEAD_VIEW_PIN, "data"))
-    def pin_token(click, data, pin):
-        state = _state(data)
-        if state is None:
-            return None
-        return next_pin(pin, state, click, dash.ctx.triggered_id)
-
-    @app.callback(Output(ids.HEAD_VIEW, "figure"), Output(ids.HEAD_VIEW, "config"),
-                  Input(app_ids.VIEW_STATE, "data"), Input(ids.HEAD_VIEW_PIN, "data"))
-    def draw_head_view(data, pin):
-        state = _state(data)
-        if state is None:
-            return _no_selection(), dash.no_update
-        selected = (pin["side"], int(pin["index"])) if pin and pin.get("key") == pin_key(state) else None
-        fig = _safe_figure(lambda: views.head_view(current_reader(), state, selected))
-        return fig, image_config(views.file_stem(state, "headview"))
-
-    @app.callback(Output(ids.MODEL_VIEW, "figure"), Output(ids.MODEL_VIEW, "config"),
-                  Input(app_ids.VIEW_STATE, "data"))
-    def draw_model_view(data):
-        state = _state(data)
-        if state is None:
-            return _no_selection(), dash.no_update
-        fig = _safe_figure(lambda: views.model_view(current_reader(), state))
-        return fig, image_config(views.file_stem(state, "modelview"))
-
-    @app.callback(Output(ids.TIMESTEP_BARS, "figure"), Output(ids.TIMESTEP_LAYERS, "figure"),
-                  Input(app_ids.VIEW_STATE, "data"))
-    def draw_timestep(data):
-        state = _state(data)
-        if state is None:
-            return _no_selection(2)
-        return _safe_figure(lambda: views.timestep_view(current_reader(), state), n=2)
+    """The attention views: the page asks for an example's data (payload key), the server sends it, the page
+    draws every view from it (and the pinned token)."""
+    client = "attnviz_example"
+    app.clientside_callback(ClientsideFunction(client, "payloadKey"), Output(ids.PAYLOAD_KEY, "data"),
+                            Input(app_ids.VIEW_STATE, "data"), State(ids.PAYLOAD_KEY, "data"))
+    app.callback(Output(ids.PAYLOAD, "data"), Input(ids.PAYLOAD_KEY, "data"), prevent_initial_call=True)(load_payload)
+    app.clientside_callback(ClientsideFunction(client, "pin"), Output(ids.HEAD_VIEW_PIN, "data"),
+                            Input(ids.HEAD_VIEW, "clickData"), Input(app_ids.VIEW_STATE, "data"),
+                            State(ids.HEAD_VIEW_PIN, "data"))
+    app.clientside_callback(
+        ClientsideFunction(client, "draw"),
+        Output(ids.MATRIX, "figure"), Output(ids.MATRIX, "config"), Output(ids.HEAD_VIEW, "figure"),
+        Output(ids.HEAD_VIEW, "config"), Output(ids.MODEL_VIEW, "figure"), Output(ids.MODEL_VIEW, "config"),
+        Output(ids.TIMESTEP_BARS, "figure"), Output(ids.TIMESTEP_LAYERS, "figure"),
+        Input(app_ids.VIEW_STATE, "data"), Input(ids.PAYLOAD, "data"), Input(ids.HEAD_VIEW_PIN, "data"),
+        State(ids.MATRIX, "config"), State(ids.HEAD_VIEW, "config"), State(ids.MODEL_VIEW, "config"))
 
 
 def _register_details(app: dash.Dash) -> None:
-    """The metrics panel, value distributions, embeddings and norms."""
+    """The metrics panel, value distributions, embeddings and norms: each drawn while its panel is open."""
+    client = "attnviz_example"
+    for gate, store in (("metricsState", ids.METRICS_STATE), ("debugState", ids.DEBUG_STATE),
+                        ("embeddingsState", ids.EMBEDDINGS_STATE)):
+        app.clientside_callback(ClientsideFunction(client, gate), Output(store, "data"),
+                                Input(app_ids.VIEW_STATE, "data"), Input(ids.DETAILS, "active_item"),
+                                State(store, "data"))
 
-    @app.callback(Output(ids.METRICS_PANEL, "children"), Input(app_ids.VIEW_STATE, "data"))
+    @app.callback(Output(ids.METRICS_PANEL, "children"), Input(ids.METRICS_STATE, "data"),
+                  prevent_initial_call=True)
     def draw_metrics(data):
         state = _state(data)
         if state is None:
@@ -138,7 +115,7 @@ def _register_details(app: dash.Dash) -> None:
         except Exception as exc:
             return message(describe_error(exc, _EXPECTED, "compute the metrics", log))
 
-    @app.callback(Output(ids.DEBUG_VIEW, "figure"), Input(app_ids.VIEW_STATE, "data"))
+    @app.callback(Output(ids.DEBUG_VIEW, "figure"), Input(ids.DEBUG_STATE, "data"), prevent_initial_call=True)
     def draw_debug(data):
         state = _state(data)
         if state is None:
@@ -146,7 +123,7 @@ def _register_details(app: dash.Dash) -> None:
         return _safe_figure(lambda: views.debug_view(current_reader(), state))
 
     @app.callback(Output(ids.EMBEDDINGS_VIEW, "figure"), Output(ids.NORMS_VIEW, "figure"),
-                  Input(app_ids.VIEW_STATE, "data"))
+                  Input(ids.EMBEDDINGS_STATE, "data"), prevent_initial_call=True)
     def draw_embeddings(data):
         state = _state(data)
         if state is None:
@@ -159,7 +136,10 @@ def _register_details(app: dash.Dash) -> None:
 def _register_picker(app: dash.Dash) -> None:
     """The example's text, the corpus search and the matrix's image export."""
 
-    @app.callback(Output(ids.EXAMPLE_TEXT, "children"), Input(app_ids.VIEW_STATE, "data"))
+    app.clientside_callback(ClientsideFunction("attnviz_example", "exampleId"), Output(ids.EXAMPLE_ID, "data"),
+                            Input(app_ids.VIEW_STATE, "data"), State(ids.EXAMPLE_ID, "data"))
+
+    @app.callback(Output(ids.EXAMPLE_TEXT, "children"), Input(ids.EXAMPLE_ID, "data"), prevent_initial_call=True)
     def show_example(data):
         state = _state(data)
         if state is None or state.run is None:
@@ -183,6 +163,7 @@ def _register_picker(app: dash.Dash) -> None:
         return options, _search_placeholder(len(options))
 
     app.clientside_callback(
-        _SAVE_JS, Output(ids.SAVE_STATUS, "data"), Input(ids.SAVE_PNG, "n_clicks"), Input(ids.SAVE_SVG, "n_clicks"),
-        State(ids.MATRIX, "config"), prevent_initial_call=True,
+        ClientsideFunction("attnviz_example", "save"), Output(ids.SAVE_STATUS, "data"),
+        Input(ids.SAVE_PNG, "n_clicks"), Input(ids.SAVE_SVG, "n_clicks"), State(app_ids.VIEW_STATE, "data"),
+        prevent_initial_call=True,
     )

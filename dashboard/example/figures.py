@@ -29,6 +29,8 @@ ATTENTION_COLORSCALE: list[list] = [[0.0, "#ffffff"], [0.125, "#deebf7"], [0.25,
                                     [1.0, "#08306b"]]
 #: Coarser bins when every head is drawn (fewer traces).
 MULTI_HEAD_EDGES: tuple[float, ...] = (0.05, 0.15, 0.35, 0.6, 1.0 + 1e-6)
+#: Most lines a head view draws (the strongest are kept; shared by every head in the all-heads view).
+HEAD_VIEW_MAX_SEGMENTS = 20_000
 
 
 def image_config(filename: str) -> dict[str, Any]:
@@ -122,7 +124,7 @@ def _top_hover(w: np.ndarray, q_tokens: Sequence[str], k_tokens: Sequence[str], 
 
 def head_view_figure(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *,
                      head_labels: Sequence[str] | None = None, selected: tuple[str, int] | None = None,
-                     title: str = "", max_segments: int = 20_000) -> Figure:
+                     title: str = "", max_segments: int = HEAD_VIEW_MAX_SEGMENTS) -> Figure:
     """bertviz-style head view: queries on the left, keys on the right, one line per weight at or above the
     first bin edge, its opacity the mid-point of its weight bin.
 

@@ -33,3 +33,16 @@ METRICS_HEADS = "metrics-heads"
 DEBUG_VIEW = "debug-view"
 EMBEDDINGS_VIEW = "embeddings-view"
 NORMS_VIEW = "norms-view"
+
+# client-side state: the page computes views from the example's data (dashboard/assets/example.js)
+PAYLOAD = "example-payload"  #: one example's attention and view templates (server -> page, once per key)
+PAYLOAD_KEY = "example-payload-key"  #: which data the page needs now (the page writes it; the server answers)
+URL_REQUEST = "example-url-request"  #: a URL the page's state does not show yet (for the server to resolve)
+EXAMPLE_ID = "example-id"  #: run and example of the selection (the picker's text listens to it)
+DETAILS = "example-details"  #: the accordion of panels drawn only while open
+DETAIL_METRICS = "metrics"
+DETAIL_DEBUG = "debug"
+DETAIL_EMBEDDINGS = "embeddings"
+METRICS_STATE = "metrics-state"  #: the selection, while the metrics panel is open
+DEBUG_STATE = "debug-state"  #: the selection, while the debugging panel is open
+EMBEDDINGS_STATE = "embeddings-state"  #: the selection, while the embeddings panel is open

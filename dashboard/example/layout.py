@@ -12,6 +12,9 @@ from attnviz.dashboard.example import ids
 from attnviz.dashboard.example.figures import image_config
 from attnviz.dashboard.messages import message_figure
 
+#: A view that takes longer than this shows a spinner (shorter waits would only flicker).
+LOADING_DELAY_MS = 300
+
 
 def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
     return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=height),
@@ -72,14 +75,25 @@ def _controls() -> dbc.Card:
     ], className="g-2 align-items-end"), className="p-2"), className="mb-2 shadow-sm")
 
 
+def _details() -> dbc.Accordion:
+    """Panels drawn by the server only while open (closed, a change of selection costs them nothing)."""
+    def item(title: str, body: Any, item_id: str) -> dbc.AccordionItem:
+        return dbc.AccordionItem(dcc.Loading(body, delay_show=LOADING_DELAY_MS, type="dot"), title=title,
+                                 item_id=item_id)
+
+    return dbc.Accordion([
+        item("Interpretability: this example's metrics vs the corpus", html.Div(id=ids.METRICS_PANEL),
+             ids.DETAIL_METRICS),
+        item("Debugging: value distributions", _graph(ids.DEBUG_VIEW, 560), ids.DETAIL_DEBUG),
+        item("Embeddings and activation norms", [_graph(ids.EMBEDDINGS_VIEW, 430), _graph(ids.NORMS_VIEW, 300)],
+             ids.DETAIL_EMBEDDINGS),
+    ], id=ids.DETAILS, always_open=True, start_collapsed=True, active_item=[], className="mb-3 shadow-sm")
+
+
 def layout() -> html.Div:
     """The tab's content."""
-    return html.Div([
-        _picker(),
-        _controls(),
-        dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small"),
-        dcc.Store(id=ids.HEAD_VIEW_PIN),
-        dcc.Store(id=ids.SAVE_STATUS),
+    views = dcc.Loading([
+        dcc.Store(id=ids.PAYLOAD),
         dbc.Row([
             dbc.Col(_card("Attention matrix (queries × keys)", _graph(ids.MATRIX, 480)), lg=7),
             dbc.Col(_card("Head view", _graph(ids.HEAD_VIEW, 480)), lg=5),
@@ -88,10 +102,16 @@ def layout() -> html.Div:
             dbc.Col(_card("Model view (all layers × heads)", _graph(ids.MODEL_VIEW, 400)), lg=7),
             dbc.Col(_card("Time step", [_graph(ids.TIMESTEP_BARS, 300), _graph(ids.TIMESTEP_LAYERS, 260)]), lg=5),
         ], className="g-3"),
-        _card("Interpretability: this example's metrics vs the corpus", html.Div(id=ids.METRICS_PANEL)),
-        dbc.Row([
-            dbc.Col(_card("Debugging: value distributions", _graph(ids.DEBUG_VIEW, 560)), lg=7),
-            dbc.Col(_card("Activation norms", _graph(ids.NORMS_VIEW, 300)), lg=5),
-        ], className="g-3"),
-        _card("Embeddings", _graph(ids.EMBEDDINGS_VIEW, 430)),
+    ], target_components={ids.PAYLOAD: "data"}, delay_show=LOADING_DELAY_MS, type="circle",
+        overlay_style={"visibility": "visible", "opacity": 0.6})
+    stores = [dcc.Store(id=cid) for cid in (ids.HEAD_VIEW_PIN, ids.SAVE_STATUS, ids.PAYLOAD_KEY, ids.URL_REQUEST,
+                                            ids.EXAMPLE_ID, ids.METRICS_STATE, ids.DEBUG_STATE,
+                                            ids.EMBEDDINGS_STATE)]
+    return html.Div([
+        _picker(),
+        _controls(),
+        dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small"),
+        *stores,
+        views,
+        _details(),
     ])

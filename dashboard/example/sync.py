@@ -1,10 +1,11 @@
-"""Keep the URL query string, the header/Example-tab controls, the resolved selection (and the head view's
-pinned token) in agreement.
+"""Resolve the Example tab's selection against the store and keep the controls in agreement with it.
 
-One Dash callback owns them all (Dash allows an input to be an output of the same callback, not of another):
-a URL change (page load, a link from another tab, back/forward) sets the controls; a control change rewrites
-the URL. The resolved selection goes to the ``view-state`` store that every figure callback listens to, and
-only when it changed, so switching tabs redraws nothing.
+The page owns the fast part (``dashboard/assets/example.js``): layer, head, query position, raw/rollout and a
+model-view click change the ``view-state`` store in the browser, and the page writes the URL from that store.
+The server resolves what needs the store: a URL the page does not show yet (load, back/forward, a link: the
+page puts it in ``example-url-request``), a run, an example, an attention kind or Reset. It then sets every
+control and the ``view-state`` store, which carries, besides the selection, how the page gets the example's
+data (``detail``: all layers at once or one at a time, see :mod:`.payload`) and its number of query positions.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import logging
 from typing import Any
 
 import dash
-from dash import Input, Output, State, ctx
+from dash import ClientsideFunction, Input, Output, State, ctx
 from dash.exceptions import PreventUpdate
 
 from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.data import current_reader, run_label
 from attnviz.dashboard.example import ids
 from attnviz.dashboard.example.data import is_causal
-from attnviz.dashboard.example.figures import parse_model_view_click
+from attnviz.dashboard.example.payload import detail_level
 from attnviz.dashboard.example.views import kind_label
 from attnviz.dashboard.messages import error_text
-from attnviz.dashboard.urlstate import MEAN_HEAD, ViewState, format_state, parse_state
+from attnviz.dashboard.urlstate import MEAN_HEAD, ViewState, parse_state
 from attnviz.pipeline.records import ATTENTION_KINDS, KIND_SIDES
 from attnviz.pipeline.store import StoreError, StoreReader
 from attnviz.pipeline.store.meta import run_meta
@@ -126,8 +127,8 @@ def state_from_controls(previous: ViewState, tab: Any, run: Any, example: Any, l
 
 
 def apply_trigger(state: ViewState, trigger: str | None, *, n_examples: int, run_changed: bool,
-                  search_pick: Any = None, click: Any = None) -> ViewState:
-    """Adjust a selection for the control that fired: prev/next, a search pick, reset, a model-view click."""
+                  search_pick: Any = None) -> ViewState:
+    """Adjust a selection for the control that fired: prev/next, a search pick, reset."""
     if trigger == ids.EXAMPLE_PREV:
         return state.with_changes(example=max(0, min(state.example, n_examples) - 1))
     if trigger == ids.EXAMPLE_NEXT:
@@ -136,10 +137,6 @@ def apply_trigger(state: ViewState, trigger: str | None, *, n_examples: int, run
         return state.with_changes(example=_as_int(search_pick, state.example))
     if trigger == ids.RESET:
         return ViewState(tab=state.tab, run=state.run, example=state.example)
-    if trigger == ids.MODEL_VIEW and click and click.get("points"):
-        picked = parse_model_view_click(click["points"][0])
-        if picked is not None:
-            return state.with_changes(layer=picked[0], head=picked[1])
     if run_changed and not 0 <= state.example < n_examples:
         return state.with_changes(example=0)
     return state
@@ -147,7 +144,7 @@ def apply_trigger(state: ViewState, trigger: str | None, *, n_examples: int, run
 
 #: (component id, property) of every output of the sync callback, in order.
 SYNC_OUTPUTS: tuple[tuple[str, str], ...] = (
-    (app_ids.URL, "search"), (app_ids.TABS, "value"), (app_ids.RUN_SELECT, "value"), (app_ids.RUN_SELECT, "options"),
+    (app_ids.TABS, "value"), (app_ids.RUN_SELECT, "value"), (app_ids.RUN_SELECT, "options"),
     (ids.EXAMPLE_INDEX, "value"), (ids.EXAMPLE_INDEX, "max"), (ids.EXAMPLE_COUNT, "children"),
     (ids.LAYER_SELECT, "value"), (ids.LAYER_SELECT, "options"), (ids.HEAD_SELECT, "value"),
     (ids.HEAD_SELECT, "options"), (ids.STEP_INPUT, "value"), (ids.STEP_INPUT, "max"), (ids.STEP_LABEL, "children"),
@@ -157,74 +154,78 @@ SYNC_OUTPUTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def pin_key(state: ViewState) -> list:
-    """What a pinned head-view token belongs to: the run, example and kind it was picked in."""
-    return [state.run, state.example, state.kind]
-
-
-def next_pin(pin: dict | None, state: ViewState, click: dict | None, triggered: str | None) -> dict | None:
-    """The head view's pinned token after a click (toggles) or a selection change (cleared on a new example)."""
-    key = pin_key(state)
-    if triggered != ids.HEAD_VIEW:
-        return pin if pin and pin.get("key") == key else None
-    points = (click or {}).get("points") or []
-    if not points or points[0].get("curveNumber") not in (0, 1):
-        return pin
-    side = "query" if points[0]["curveNumber"] == 0 else "key"
-    index = int(points[0].get("pointIndex", points[0].get("pointNumber", 0)))
-    if pin and pin.get("key") == key and pin.get("side") == side and pin.get("index") == index:
-        return None
-    return {"key": key, "side": side, "index": index}
-
-
 def run_options(reader: StoreReader) -> list[dict[str, str]]:
     """Run selector options; random-weight models are labelled as such."""
     return [{"label": run_label(reader, run), "value": run} for run in reader.runs()]
 
 
 def register_callbacks(app: dash.Dash) -> None:
-    """Attach the URL/controls synchronisation callback to ``app``."""
+    """Attach the selection callbacks to ``app``: the server's (URL requests, run, example, kind, reset) and
+    the page's (the other controls, the URL)."""
+    app.clientside_callback(
+        ClientsideFunction("attnviz_example", "urlRequest"), Output(ids.URL_REQUEST, "data"),
+        Input(app_ids.URL, "search"), State(app_ids.VIEW_STATE, "data"), State(app_ids.TABS, "value"))
+    app.clientside_callback(
+        ClientsideFunction("attnviz_example", "url"), Output(app_ids.URL, "search"),
+        Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), prevent_initial_call=True)
+    app.clientside_callback(
+        ClientsideFunction("attnviz_example", "controls"),
+        Output(app_ids.VIEW_STATE, "data", allow_duplicate=True),
+        Output(ids.LAYER_SELECT, "value", allow_duplicate=True), Output(ids.HEAD_SELECT, "value", allow_duplicate=True),
+        Output(ids.STEP_INPUT, "value", allow_duplicate=True),
+        Input(ids.LAYER_SELECT, "value"), Input(ids.HEAD_SELECT, "value"), Input(ids.STEP_INPUT, "value"),
+        Input(ids.ATTN_MODE, "value"), Input(ids.MODEL_VIEW, "clickData"), State(app_ids.VIEW_STATE, "data"),
+        prevent_initial_call=True)
 
     @app.callback(
         *[Output(cid, prop) for cid, prop in SYNC_OUTPUTS],
-        Input(app_ids.URL, "search"), Input(app_ids.TABS, "value"), Input(app_ids.RUN_SELECT, "value"),
+        Input(ids.URL_REQUEST, "data"), Input(app_ids.RUN_SELECT, "value"),
         Input(ids.EXAMPLE_INDEX, "value"), Input(ids.EXAMPLE_PREV, "n_clicks"), Input(ids.EXAMPLE_NEXT, "n_clicks"),
-        Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.LAYER_SELECT, "value"),
-        Input(ids.HEAD_SELECT, "value"), Input(ids.STEP_INPUT, "value"), Input(ids.KIND_SELECT, "value"),
-        Input(ids.ATTN_MODE, "value"), Input(ids.RESET, "n_clicks"), Input(ids.MODEL_VIEW, "clickData"),
-        State(app_ids.VIEW_STATE, "data"),
+        Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.KIND_SELECT, "value"), Input(ids.RESET, "n_clicks"),
+        State(app_ids.TABS, "value"), State(ids.LAYER_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
+        State(ids.STEP_INPUT, "value"), State(ids.ATTN_MODE, "value"), State(app_ids.VIEW_STATE, "data"),
     )
-    def sync(search, tab, run, example, _prev, _next, search_pick, layer, head, step, kind, attn, _reset, click,
+    def sync(request, run, example, _prev, _next, search_pick, kind, _reset, tab, layer, head, step, attn,
              current):
         trigger = ctx.triggered_id
-        if (trigger == ids.EXAMPLE_INDEX and example is None) or (trigger == ids.STEP_INPUT and step is None):
+        if trigger == ids.EXAMPLE_INDEX and example is None:
             raise PreventUpdate  # a number field being retyped: wait for a number, don't refill it
-        from_url = trigger is None or trigger == app_ids.URL
+        if trigger is None and not request:
+            raise PreventUpdate  # the page asks with the URL it was opened at
+        from_url = trigger is None or trigger == ids.URL_REQUEST
         previous = ViewState.from_dict(current)
         out: dict[tuple[str, str], Any] = dict.fromkeys(SYNC_OUTPUTS, dash.no_update)
         try:
             reader = current_reader()
             if from_url:
-                state = parse_state(search)
+                state = parse_state(_requested_search(request))
             else:
                 state = state_from_controls(previous, tab, run, example, layer, head, step, kind, attn)
-                state = _apply_control(reader, state, previous, trigger, search_pick, click)
+                state = _apply_control(reader, state, previous, trigger, search_pick)
             state, messages = resolve_state(reader, state, explain=from_url)
             controls = control_values(reader, state)
             out[(app_ids.RUN_SELECT, "options")] = run_options(reader)
+            extra = {"detail": detail_level(reader, state), "steps": controls["step_max"] + 1}
         except StoreError as exc:
             log.warning("cannot resolve the selection: %s", exc)
             out[(app_ids.VIEW_STATE, "data")] = None
             out[(ids.STATE_ALERT, "children")] = error_text(exc)
             out[(ids.STATE_ALERT, "is_open")] = True
             return tuple(out.values())
-        out.update(_state_outputs(state, controls, messages, from_url=from_url, current=current,
-                                  reset=trigger == ids.RESET))
+        out.update(_state_outputs(state, controls, messages, extra, current=current, reset=trigger == ids.RESET,
+                                  set_tab=from_url))
         return tuple(out.values())
 
 
+def _requested_search(request: Any) -> str:
+    """The query string of a URL request from the page (anything else: the default selection)."""
+    if isinstance(request, dict) and isinstance(request.get("search"), str):
+        return request["search"]
+    return ""
+
+
 def _apply_control(reader: StoreReader, state: ViewState, previous: ViewState, trigger: str | None,
-                   search_pick: Any, click: Any) -> ViewState:
+                   search_pick: Any) -> ViewState:
     """The selection after a control changed: a new run falls back to self-attention when it lacks the kind,
     then :func:`apply_trigger`."""
     runs = reader.runs()
@@ -232,17 +233,15 @@ def _apply_control(reader: StoreReader, state: ViewState, previous: ViewState, t
     n = reader.num_examples(state.run) if state.run in runs else 0
     if run_changed and state.run in runs and state.kind not in reader.run_info(state.run).kinds:
         state = state.with_changes(kind="self")
-    return apply_trigger(state, trigger, n_examples=n, run_changed=run_changed, search_pick=search_pick,
-                         click=click)
+    return apply_trigger(state, trigger, n_examples=n, run_changed=run_changed, search_pick=search_pick)
 
 
-def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[str], *, from_url: bool,
-                   current: Any, reset: bool) -> dict[tuple[str, str], Any]:
-    """The sync callback's outputs for a resolved selection (the URL is left alone when it was the source)."""
-    data = {k: v for k, v in state.to_dict().items() if k != "tab"}  # switching tabs redraws nothing
+def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[str], extra: dict[str, Any], *,
+                   current: Any, reset: bool, set_tab: bool) -> dict[tuple[str, str], Any]:
+    """The sync callback's outputs for a resolved selection; ``extra`` goes into the view state beside it."""
+    data = {**{k: v for k, v in state.to_dict().items() if k != "tab"}, **extra}  # switching tabs redraws nothing
     return {
-        (app_ids.URL, "search"): dash.no_update if from_url else format_state(state),
-        (app_ids.TABS, "value"): state.tab, (app_ids.RUN_SELECT, "value"): state.run,
+        (app_ids.TABS, "value"): state.tab if set_tab else dash.no_update, (app_ids.RUN_SELECT, "value"): state.run,
         (ids.EXAMPLE_INDEX, "value"): state.example, (ids.EXAMPLE_INDEX, "max"): controls["example_max"],
         (ids.EXAMPLE_COUNT, "children"): controls["count"],
         (ids.LAYER_SELECT, "value"): str(state.layer), (ids.LAYER_SELECT, "options"): controls["layer_options"],
@@ -252,7 +251,7 @@ def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[st
         (ids.STEP_LABEL, "children"): controls["step_label"],
         (ids.KIND_SELECT, "value"): state.kind, (ids.KIND_SELECT, "options"): controls["kind_options"],
         (ids.ATTN_MODE, "value"): state.attn, (ids.EXAMPLE_SEARCH_RESULTS, "value"): None,
-        # unchanged: no redraw (e.g. a tab switch); Reset always redraws, which also resets the zoom
+        # unchanged: no redraw; Reset always redraws, which also resets the zoom
         (app_ids.VIEW_STATE, "data"): dash.no_update if data == current and not reset else data,
         (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
     }

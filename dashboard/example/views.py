@@ -45,10 +45,18 @@ def head_label(head: int | None) -> str:
     return "mean of all heads" if head is None else f"head {head}"
 
 
-def _run(state: ViewState) -> str:
+def require_run(state: ViewState) -> str:
+    """The selected run, or a :class:`ViewError` when the store has none."""
     if state.run is None:
         raise ViewError("the store has no runs yet: run 'attnviz precompute' first")
     return state.run
+
+
+def check_example(reader: StoreReader, state: ViewState) -> None:
+    """A :class:`ViewError` naming the valid range when the selected example is not in the run."""
+    n = reader.num_examples(require_run(state))
+    if not 0 <= state.example < n:
+        raise ViewError(f"example {state.example} is out of range for run {state.run!r} (0..{n - 1})")
 
 
 def file_stem(state: ViewState, suffix: str = "") -> str:
@@ -67,7 +75,8 @@ def rollout(reader: StoreReader, run: str, example: int, kind: str) -> np.ndarra
     return data.rollout(reader, run, example, kind)
 
 
-def _axis_names(kind: str) -> tuple[str, str]:
+def axis_names(kind: str) -> tuple[str, str]:
+    """Axis titles (query, key) of an attention kind."""
     if kind == "cross":
         return "query (decoder)", "key (encoder)"
     return "query", "key"
@@ -75,7 +84,7 @@ def _axis_names(kind: str) -> tuple[str, str]:
 
 def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
     """The T×T attention matrix (raw or rollout) and its graph config (image file name)."""
-    run = _run(state)
+    run = require_run(state)
     i, layer, head, kind = state.example, state.layer, state.head, state.kind
     if state.attn == "rollout":
         weights = rollout(reader, run, i, kind)
@@ -90,7 +99,7 @@ def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
         title = f"Layer {layer}, {head_label(head)} — {kind_label(kind, data.family(reader, run))}"
         bar = "weight"
     q, k = data.kind_tokens(reader, run, i, kind)
-    qa, ka = _axis_names(kind)
+    qa, ka = axis_names(kind)
     fig = figures.attention_matrix_figure(weights, q, k, title=title, step=state.step, colorbar_title=bar,
                                           query_axis=qa, key_axis=ka)
     suffix = "rollout" if state.attn == "rollout" else ""
@@ -99,7 +108,7 @@ def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
 
 def head_view(reader: StoreReader, state: ViewState, selected: tuple[str, int] | None = None) -> Figure:
     """bertviz-style lines for one head, or every head of the layer in its own colour (mean mode)."""
-    run = _run(state)
+    run = require_run(state)
     i, layer, head, kind = state.example, state.layer, state.head, state.kind
     q, k = data.kind_tokens(reader, run, i, kind)
     if selected is not None:
@@ -118,7 +127,7 @@ def head_view(reader: StoreReader, state: ViewState, selected: tuple[str, int] |
 
 def model_view(reader: StoreReader, state: ViewState) -> Figure:
     """All layers × heads of the example as small matrices (pooled when long); the selection outlined."""
-    run = _run(state)
+    run = require_run(state)
     i, kind = state.example, state.kind
     pooled = data.pooled_attention(reader, run, i, kind, MODEL_VIEW_TILE)
     selected = (state.layer, state.head) if state.head is not None else None
@@ -130,7 +139,7 @@ def model_view(reader: StoreReader, state: ViewState) -> Figure:
 
 def timestep_view(reader: StoreReader, state: ViewState) -> tuple[Figure, Figure]:
     """For the chosen query position: its attention over the keys (bars), and across layers (heatmap)."""
-    run = _run(state)
+    run = require_run(state)
     i, layer, head, kind, step = state.example, state.layer, state.head, state.kind, state.step
     q, k = data.kind_tokens(reader, run, i, kind)
     if not 0 <= step < len(q):
@@ -138,7 +147,7 @@ def timestep_view(reader: StoreReader, state: ViewState) -> tuple[Figure, Figure
     full = reader.attention(run, i, kind=kind) if head is None else reader.attention(run, i, head=head, kind=kind)
     by_layer = full[:, :, step, :].mean(axis=1) if head is None else full[:, step, :]
     what = "generation step" if data.is_causal(reader, run, kind) else "query position"
-    _, ka = _axis_names(kind)
+    _, ka = axis_names(kind)
     bars = figures.timestep_bars_figure(
         by_layer[layer], k, key_axis=ka,
         title=f"{what.capitalize()} {step} ({q[step]}) — layer {layer}, {head_label(head)}")
@@ -165,7 +174,7 @@ class MetricsTable:
 
 def metrics_table(reader: StoreReader, state: ViewState) -> MetricsTable:
     """This example's metrics for every head of the selected layer, with their corpus percentiles."""
-    run = _run(state)
+    run = require_run(state)
     i, layer, kind = state.example, state.layer, state.kind
     names = reader.metric_names(run, kind)
     n = reader.num_examples(run)
@@ -197,7 +206,7 @@ def metrics_table(reader: StoreReader, state: ViewState) -> MetricsTable:
 
 def debug_view(reader: StoreReader, state: ViewState) -> Figure:
     """Histograms of hidden states, Q, K, V, attention weights and pre-softmax scores of the selection."""
-    run = _run(state)
+    run = require_run(state)
     i, layer, head, kind = state.example, state.layer, state.head, state.kind
     meta = run_meta(reader.run_info(run).meta)
     n_heads = reader.run_info(run).shape[kind][1] if kind in reader.run_info(run).shape else 0
@@ -231,7 +240,7 @@ def debug_view(reader: StoreReader, state: ViewState) -> Figure:
 
 def embeddings_view(reader: StoreReader, state: ViewState) -> Figure:
     """Input and output embeddings of the example's tokens in 2-D (PCA), coloured by position."""
-    run = _run(state)
+    run = require_run(state)
     side = SIDE_OF_KIND[state.kind]
     inp, out = reader.embeddings(run, state.example, side)
     tokens = data.tokens_for(reader, run, state.example, side)
@@ -241,7 +250,7 @@ def embeddings_view(reader: StoreReader, state: ViewState) -> Figure:
 
 def norms_view(reader: StoreReader, state: ViewState) -> Figure:
     """Token strip coloured by hidden-state norm, one row per layer."""
-    run = _run(state)
+    run = require_run(state)
     side = SIDE_OF_KIND[state.kind]
     hidden = reader.hidden(run, state.example, side)
     tokens = data.tokens_for(reader, run, state.example, side)

@@ -1,0 +1,169 @@
+"""An example's attention as the browser needs it: read once per (run, example, kind, attn), sent to the page,
+and switched there (layer, head, query position, pinned token) by the Example tab's client-side views
+(``dashboard/assets/example.js``).
+
+Attention goes as the store's own float16 values (base64 of little-endian IEEE half floats: exact, half the bytes
+of float32); the rollout, which the dashboard computes, as float32. An example whose attention fits in
+:data:`BUDGET_BYTES` is sent whole (every layer and head: ``detail = "all"``); a longer one one layer at a time,
+with the chosen query position's rows of every layer for the time-step view (``detail = "layer"``: its key then
+names the layer and the step, and changing either asks the server again).
+
+The model view is built here (pooled tiles, server-side) and only its selection outline moves in the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import numpy as np
+
+from attnviz.dashboard.example import data, figures, views
+from attnviz.dashboard.example.analysis import HEAD_VIEW_EDGES
+from attnviz.dashboard.style import SELECT_COLOUR
+from attnviz.dashboard.urlstate import ViewState
+from attnviz.pipeline.records import KIND_SIDES
+from attnviz.pipeline.store import StoreReader
+
+#: Largest attention payload (float16 bytes, before base64) sent for all layers at once: 8 MiB holds a 6 x 12
+#: model up to ~240 tokens and a 12 x 12 one up to ~170; longer examples go one layer at a time.
+BUDGET_BYTES = 8 * 2**20
+
+#: Environment variable that overrides :data:`BUDGET_BYTES` (a browser short of memory; the tests' long path).
+BUDGET_ENV = "ATTNVIZ_PAYLOAD_BUDGET_BYTES"
+
+
+def budget_bytes() -> int:
+    """:data:`BUDGET_BYTES`, or the whole number of bytes in :data:`BUDGET_ENV` when it is set."""
+    raw = os.environ.get(BUDGET_ENV, "").strip()
+    return int(raw) if raw.isdigit() else BUDGET_BYTES
+
+
+#: Fields of the view state that decide which data the page needs (``detail = "layer"`` adds layer and step).
+KEY_FIELDS: tuple[str, ...] = ("run", "example", "kind", "attn")
+
+
+def encode(array: np.ndarray, dtype: str) -> dict[str, Any]:
+    """``array`` as ``{"dtype": "f2"|"f4", "shape": [...], "bdata": base64}`` (little-endian, C order)."""
+    arr = np.ascontiguousarray(array, dtype={"f2": "<f2", "f4": "<f4"}[dtype])
+    return {"dtype": dtype, "shape": list(arr.shape), "bdata": base64.b64encode(arr.tobytes()).decode("ascii")}
+
+
+def decode(spec: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`encode`."""
+    raw = np.frombuffer(base64.b64decode(spec["bdata"]), dtype={"f2": "<f2", "f4": "<f4"}[spec["dtype"]])
+    return raw.reshape(spec["shape"])
+
+
+def detail_level(reader: StoreReader, state: ViewState) -> str:
+    """``"all"`` when the example's attention of ``state.kind`` fits :func:`budget_bytes`, else ``"layer"``
+    (also ``"all"`` when the selection cannot be drawn: the payload then only carries the message)."""
+    try:
+        run = views.require_run(state)
+        info = reader.run_info(run)
+        n_layers, n_heads = info.shape[state.kind]
+        table = reader.examples(run)
+        q_side, k_side = KIND_SIDES[state.kind]
+        lengths = {"source": table.n_tokens, "target": table.n_target_tokens}
+        tq, tk = int(lengths[q_side][state.example]), int(lengths[k_side][state.example])
+    except (KeyError, IndexError, ValueError, views.ViewError):
+        return "all"
+    return "all" if 2 * n_layers * n_heads * tq * tk <= budget_bytes() else "layer"
+
+
+def payload_key(state: ViewState, detail: str) -> dict[str, Any]:
+    """What the page asks the server for: :data:`KEY_FIELDS` of ``state`` (plus layer and step when
+    ``detail == "layer"``) and the detail level. The page computes the same key (``example.js``)."""
+    key: dict[str, Any] = {k: getattr(state, k) for k in KEY_FIELDS}
+    key["detail"] = detail
+    if detail == "layer":
+        key["layer"], key["step"] = state.layer, state.step
+    return key
+
+
+def state_of_key(key: dict[str, Any]) -> tuple[ViewState, str]:
+    """The selection and detail level a key names (malformed fields fall back as in a URL)."""
+    state = ViewState.from_dict({k: key[k] for k in (*KEY_FIELDS, "layer", "step") if k in key})
+    detail = key.get("detail")
+    return state, detail if detail in ("all", "layer") else "all"
+
+
+def _without(fig: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """``fig`` with the first trace's numeric ``fields`` removed (the page fills them in)."""
+    for name in fields:
+        fig["data"][0].pop(name, None)
+    return fig
+
+
+def templates(q: list[str], k: list[str], query_axis: str, key_axis: str, n_layers: int) -> dict[str, Any]:
+    """The attention views built by the figure builders of :mod:`.figures` with their numbers left out: the
+    page copies one, fills in the arrays of the selection and sets its title and outline, so layout, axes, hover
+    and colours have one definition (the Python builders)."""
+    zeros_qk = np.zeros((len(q), len(k)), dtype=np.float32)
+    matrix = {bar: _without(figures.attention_matrix_figure(zeros_qk, q, k, colorbar_title=bar, query_axis=query_axis,
+                                                            key_axis=key_axis), "z")
+              for bar in ("weight", "rollout")}
+    head = {mode: figures.head_view_figure(zeros_qk if mode == "one" else zeros_qk[None].repeat(2, 0), q, k)
+            for mode in ("one", "all")}
+    for fig in head.values():
+        for trace in fig["data"][:2]:
+            trace.pop("hovertext", None)
+            trace["marker"].pop("color", None)
+    return {
+        "matrix": matrix, "head_view": head,
+        "timestep_bars": _without(figures.timestep_bars_figure(np.zeros(len(k)), k, key_axis=key_axis), "y"),
+        "timestep_layers": _without(figures.timestep_layers_figure(np.zeros((n_layers, len(k))), k,
+                                                                   key_axis=key_axis), "z"),
+        "head_edges": {"one": list(HEAD_VIEW_EDGES), "all": list(figures.MULTI_HEAD_EDGES)},
+        "head_colours": list(figures.HEAD_COLOURS), "select_colour": SELECT_COLOUR,
+        "max_segments": figures.HEAD_VIEW_MAX_SEGMENTS,
+    }
+
+
+def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
+    """Everything the page's attention views draw for one key; selection errors (an example out of range, a
+    kind the run lacks, a rollout of cross-attention) become one-line messages in the payload, never
+    exceptions. Store errors propagate (the callback shows them)."""
+    state, detail = state_of_key(key)
+    out: dict[str, Any] = {"key": key, "error": None}
+    try:
+        run = views.require_run(state)
+        views.check_example(reader, state)
+        info = reader.run_info(run)
+        if state.kind not in info.shape:
+            raise views.ViewError(f"run {run!r} has no {state.kind!r} attention (it has {', '.join(info.kinds)})")
+    except views.ViewError as exc:
+        out["error"] = str(exc)
+        return out
+    i, kind = state.example, state.kind
+    n_layers, n_heads = info.shape[kind]
+    q, k = data.kind_tokens(reader, run, i, kind)
+    qa, ka = views.axis_names(kind)
+    causal = data.is_causal(reader, run, kind)
+    out.update({
+        "run": run, "example": i, "kind": kind, "detail": detail, "n_layers": n_layers, "n_heads": n_heads,
+        "tq": len(q), "tk": len(k), "q_tokens": q, "k_tokens": k,
+        "kind_label": views.kind_label(kind, data.family(reader, run)),
+        "step_word": "generation step" if causal else "query position",
+        "model_view": views.model_view(reader, state.with_changes(head=None)),
+        "templates": templates(q, k, qa, ka, n_layers),
+    })
+    if detail == "all":
+        out["layers"] = list(range(n_layers))
+        out["attention"] = encode(reader.attention(run, i, kind=kind), "f2")
+        out["step_rows"] = None
+    else:
+        layer = min(max(state.layer, 0), n_layers - 1)
+        step = min(max(state.step, 0), len(q) - 1)
+        out["layers"] = [layer]
+        out["attention"] = encode(reader.attention(run, i, layer, kind=kind)[None], "f2")
+        out["step"] = step
+        out["step_rows"] = encode(reader.attention(run, i, kind=kind)[:, :, step, :], "f2")
+    out["rollout"], out["rollout_error"] = None, None
+    if state.attn == "rollout":
+        try:
+            out["rollout"] = encode(views.rollout(reader, run, i, kind), "f4")
+        except views.ViewError as exc:
+            out["rollout_error"] = str(exc)
+    return out
