@@ -224,3 +224,23 @@ def test_a_layer_switch_asks_the_server_nothing(dash_duo, live_server: LiveServe
     pin(dash_duo, "key", 0)
     check_views(dash_duo, reader, ("key", 0))
     assert dash_duo.driver.execute_script(count_js) == before
+
+
+def test_a_layer_picked_while_the_server_answers_is_kept(dash_duo, live_server: LiveServer,
+                                                         reader: StoreReader) -> None:
+    """Next example (the server resolves it) and, before its answer, a layer and head (the page): both stay."""
+    open_url(dash_duo, live_server, run=BERT_RUN, example=0, layer=0, head=0)
+    check_views(dash_duo, reader)
+    dash_duo.driver.execute_script("""
+        document.querySelector('#example-next').click();
+        const set = Object.getOwnPropertyDescriptor(HTMLSelectElement.prototype, 'value').set;
+        for (const [id, v] of [['#layer-select', '1'], ['#head-select', '3']]) {
+            const el = document.querySelector(id);
+            set.call(el, v);
+            el.dispatchEvent(new Event('change', {bubbles: true}));
+        }""")
+    until(lambda: parse_state(url_search(dash_duo)).example == 1, timeout=TIMEOUT)
+    check_views(dash_duo, reader)
+    state = parse_state(url_search(dash_duo))
+    assert (state.example, state.layer, state.head) == (1, 1, 3)
+    assert dash_duo.find_element("#layer-select").get_attribute("value") == "1"

@@ -399,18 +399,22 @@
 
   /**
    * Draw the attention views for the view state from the payload: [matrix figure, matrix config, head view
-   * figure, head view config, model view figure, model view config, step bars, step layers]. A view whose
-   * inputs did not change, or a payload that is not the one the state needs yet, leaves the graph as it is.
+   * figure, head view config, model view figure, model view config, step bars, step layers, pinned token]. A
+   * view whose inputs did not change, or a payload that is not the one the state needs yet, leaves the graph as
+   * it is. A click on a head-view token pins it (again: unpins); another example, run or kind clears the pin.
    */
-  ns.draw = function (state, payload, pin, matrixConfig, headConfig, modelConfig) {
-    const out = new Array(8).fill(noUpdate());
+  ns.draw = function (state, payload, click, pinned, matrixConfig, headConfig, modelConfig) {
+    const out = new Array(9).fill(noUpdate());
+    const pin = nextPin(triggered().indexOf("head-view.clickData") >= 0, click, state, pinned);
+    if (pin !== pinned) { out[8] = pin; }
     if (!state || !payload || !sameKey(payload.key, keyOf(state))) { return out; }
     const d = arrays(payload);
     const sig = {
-      matrix: [d.id, state.layer, state.head, state.step, state.attn].join("|"),
-      head: [d.id, state.layer, state.head, JSON.stringify(validPinOrNull(pin, payload, state))].join("|"),
-      model: [d.id, state.layer, state.head].join("|"),
-      step: [d.id, state.layer, state.head, state.step].join("|"),
+      matrix: [d.id, state.layer, state.head, state.step, state.attn, state.redraw].join("|"),
+      head: [d.id, state.layer, state.head, JSON.stringify(validPinOrNull(pin, payload, state)), state.redraw]
+        .join("|"),
+      model: [d.id, state.layer, state.head, state.redraw].join("|"),
+      step: [d.id, state.layer, state.head, state.step, state.redraw].join("|"),
     };
     if (payload.error) {
       const msg = messageFigure(payload, payload.error);
@@ -453,8 +457,29 @@
     const out = [noUpdate(), noUpdate(), noUpdate(), noUpdate()];
     if (!state) { return out; }
     const next = Object.assign({}, state);
+    delete next.owns;
     const trig = triggered();
     const point = click && click.points && click.points[0];
+    if (trig.indexOf("view-state.data") >= 0) {
+      // the server's answer (sync.py): keep the page's own value of the fields it does not set, which may have
+      // changed while it was answering
+      if (!state.owns) { return out; }
+      const owns = state.owns;
+      if (owns.indexOf("layer") < 0 && !isNaN(parseInt(layer, 10))) { next.layer = parseInt(layer, 10); }
+      if (owns.indexOf("head") < 0) {
+        if (head === "mean") { next.head = null; } else if (!isNaN(parseInt(head, 10))) { next.head = parseInt(head, 10); }
+      }
+      if (owns.indexOf("attn") < 0 && (attn === "raw" || attn === "rollout")) { next.attn = attn; }
+      if (owns.indexOf("step") < 0 && step !== null && step !== undefined && !isNaN(parseInt(step, 10))) {
+        next.step = parseInt(step, 10);
+      }
+      const last = Math.max(0, (state.steps || 1) - 1);
+      if (next.step > last) { next.step = last; out[3] = last; }
+      const answered = Object.assign({}, state);
+      delete answered.owns;
+      out[0] = sameState(next, answered) ? noUpdate() : next;
+      return out;
+    }
     if (trig.indexOf("model-view.clickData") >= 0 && point) {
       const y = String(point.y), x = String(point.x);
       const l = parseInt(y.slice(1), 10), h = parseInt(x.slice(1), 10);
@@ -477,25 +502,25 @@
   };
 
   /** The head view's pinned token after a click (toggles) or a selection change (cleared on a new example). */
-  ns.pin = function (click, state, pin) {
+  function nextPin(clicked, click, state, pin) {
     if (!state) { return null; }
     const key = [state.run, state.example, state.kind];
     const same = pin && pin.key && pin.key.length === 3 && pin.key.every((v, i) => v === key[i]);
-    if (triggered().indexOf("head-view.clickData") < 0) { return same ? noUpdate() : null; }
+    if (!clicked) { return same ? pin : null; }
     const point = ((click || {}).points || [])[0];
-    if (!point || (point.curveNumber !== 0 && point.curveNumber !== 1)) { return noUpdate(); }
+    if (!point || (point.curveNumber !== 0 && point.curveNumber !== 1)) { return pin; }
     const side = point.curveNumber === 0 ? "query" : "key";
     const index = parseInt(point.pointIndex !== undefined ? point.pointIndex : point.pointNumber || 0, 10);
     if (same && pin.side === side && pin.index === index) { return null; }
     return { key: key, side: side, index: index };
-  };
+  }
 
   /** The URL of the view state (and tab), when it shows something else. */
-  ns.url = function (state, tab) {
+  function urlOf(state, tab) {
     if (!state || !tab) { return noUpdate(); }
     const search = formatUrl(state, tab);
     return search === window.location.search ? noUpdate() : search;
-  };
+  }
 
   /** A URL the view state does not show yet (page load, back/forward, a link): for the server to resolve. */
   ns.urlRequest = function (search, state, tab) {
@@ -504,40 +529,38 @@
     return { search: current, at: Date.now() };
   };
 
-  /** The data the page needs for the view state (asks the server only when it changed). */
-  ns.payloadKey = function (state, current) {
-    if (!state) { return noUpdate(); }
-    const key = keyOf(state);
-    return sameKey(key, current) ? noUpdate() : key;
-  };
-
   function pick(state, fields) {
     const out = {};
     for (const f of fields) { out[f] = state[f] === undefined ? null : state[f]; }
     return out;
   }
 
-  /** The run and example of the selection, when they changed (the picker's text). */
-  ns.exampleId = function (state, current) {
-    if (!state) { return noUpdate(); }
-    const next = pick(state, ["run", "example"]);
+  /** ``state``'s ``fields`` when they changed from ``current`` (and ``open``), else no update. */
+  function changed(state, fields, current, open) {
+    if (!state || open === false) { return noUpdate(); }
+    const next = pick(state, fields);
     return sameState(next, current) ? noUpdate() : next;
-  };
-
-  /** A panel's part of the view state, only while the panel is open (closed panels draw nothing). */
-  function panelGate(name, fields) {
-    return function (state, open, current) {
-      const isOpen = Array.isArray(open) ? open.indexOf(name) >= 0 : open === name;
-      if (!state || !isOpen) { return noUpdate(); }
-      const next = pick(state, fields);
-      return sameState(next, current) ? noUpdate() : next;
-    };
   }
 
   const SELECTION = ["run", "example", "kind", "layer", "head", "step", "attn"];
-  ns.metricsState = panelGate("metrics", SELECTION);
-  ns.debugState = panelGate("debug", SELECTION);
-  ns.embeddingsState = panelGate("embeddings", ["run", "example", "kind"]);
+
+  /**
+   * What follows from the view state, each only when it changed: [URL, payload key (the data the page needs:
+   * the server is asked when it changes), run and example (the picker's text), and the selection of each panel
+   * below the views while it is open (metrics, debugging, embeddings; closed panels draw nothing)].
+   */
+  ns.fanOut = function (state, tab, openItems, key, exampleId, metrics, debug, embeddings) {
+    const open = (name) => (Array.isArray(openItems) ? openItems.indexOf(name) >= 0 : openItems === name);
+    const nextKey = state ? keyOf(state) : null;
+    return [
+      urlOf(state, tab),
+      !nextKey || sameKey(nextKey, key) ? noUpdate() : nextKey,
+      changed(state, ["run", "example"], exampleId),
+      changed(state, SELECTION, metrics, open("metrics")),
+      changed(state, SELECTION, debug, open("debug")),
+      changed(state, ["run", "example", "kind"], embeddings, open("embeddings")),
+    ];
+  };
 
   /** Save PNG / Save SVG: the matrix as an image named after the selection; the format and name saved. */
   ns.save = function (nPng, nSvg, state) {

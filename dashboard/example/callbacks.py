@@ -80,29 +80,27 @@ def _register_attention(app: dash.Dash) -> None:
     """The attention views: the page asks for an example's data (payload key), the server sends it, the page
     draws every view from it (and the pinned token)."""
     client = "attnviz_example"
-    app.clientside_callback(ClientsideFunction(client, "payloadKey"), Output(ids.PAYLOAD_KEY, "data"),
-                            Input(app_ids.VIEW_STATE, "data"), State(ids.PAYLOAD_KEY, "data"))
+    app.clientside_callback(
+        ClientsideFunction(client, "fanOut"), Output(app_ids.URL, "search"), Output(ids.PAYLOAD_KEY, "data"),
+        Output(ids.EXAMPLE_ID, "data"), Output(ids.METRICS_STATE, "data"), Output(ids.DEBUG_STATE, "data"),
+        Output(ids.EMBEDDINGS_STATE, "data"),
+        Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), Input(ids.DETAILS, "active_item"),
+        State(ids.PAYLOAD_KEY, "data"), State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
+        State(ids.DEBUG_STATE, "data"), State(ids.EMBEDDINGS_STATE, "data"))
     app.callback(Output(ids.PAYLOAD, "data"), Input(ids.PAYLOAD_KEY, "data"), prevent_initial_call=True)(load_payload)
-    app.clientside_callback(ClientsideFunction(client, "pin"), Output(ids.HEAD_VIEW_PIN, "data"),
-                            Input(ids.HEAD_VIEW, "clickData"), Input(app_ids.VIEW_STATE, "data"),
-                            State(ids.HEAD_VIEW_PIN, "data"))
     app.clientside_callback(
         ClientsideFunction(client, "draw"),
         Output(ids.MATRIX, "figure"), Output(ids.MATRIX, "config"), Output(ids.HEAD_VIEW, "figure"),
         Output(ids.HEAD_VIEW, "config"), Output(ids.MODEL_VIEW, "figure"), Output(ids.MODEL_VIEW, "config"),
-        Output(ids.TIMESTEP_BARS, "figure"), Output(ids.TIMESTEP_LAYERS, "figure"),
-        Input(app_ids.VIEW_STATE, "data"), Input(ids.PAYLOAD, "data"), Input(ids.HEAD_VIEW_PIN, "data"),
-        State(ids.MATRIX, "config"), State(ids.HEAD_VIEW, "config"), State(ids.MODEL_VIEW, "config"))
+        Output(ids.TIMESTEP_BARS, "figure"), Output(ids.TIMESTEP_LAYERS, "figure"), Output(ids.HEAD_VIEW_PIN, "data"),
+        Input(app_ids.VIEW_STATE, "data"), Input(ids.PAYLOAD, "data"), Input(ids.HEAD_VIEW, "clickData"),
+        State(ids.HEAD_VIEW_PIN, "data"), State(ids.MATRIX, "config"), State(ids.HEAD_VIEW, "config"),
+        State(ids.MODEL_VIEW, "config"))
 
 
 def _register_details(app: dash.Dash) -> None:
-    """The metrics panel, value distributions, embeddings and norms: each drawn while its panel is open."""
-    client = "attnviz_example"
-    for gate, store in (("metricsState", ids.METRICS_STATE), ("debugState", ids.DEBUG_STATE),
-                        ("embeddingsState", ids.EMBEDDINGS_STATE)):
-        app.clientside_callback(ClientsideFunction(client, gate), Output(store, "data"),
-                                Input(app_ids.VIEW_STATE, "data"), Input(ids.DETAILS, "active_item"),
-                                State(store, "data"))
+    """The metrics panel, value distributions, embeddings and norms: each drawn while its panel is open (the
+    page sets its selection store then, see ``fanOut`` in example.js)."""
 
     @app.callback(Output(ids.METRICS_PANEL, "children"), Input(ids.METRICS_STATE, "data"),
                   prevent_initial_call=True)
@@ -135,9 +133,6 @@ def _register_details(app: dash.Dash) -> None:
 
 def _register_picker(app: dash.Dash) -> None:
     """The example's text, the corpus search and the matrix's image export."""
-
-    app.clientside_callback(ClientsideFunction("attnviz_example", "exampleId"), Output(ids.EXAMPLE_ID, "data"),
-                            Input(app_ids.VIEW_STATE, "data"), State(ids.EXAMPLE_ID, "data"))
 
     @app.callback(Output(ids.EXAMPLE_TEXT, "children"), Input(ids.EXAMPLE_ID, "data"), prevent_initial_call=True)
     def show_example(data):

@@ -166,15 +166,12 @@ def register_callbacks(app: dash.Dash) -> None:
         ClientsideFunction("attnviz_example", "urlRequest"), Output(ids.URL_REQUEST, "data"),
         Input(app_ids.URL, "search"), State(app_ids.VIEW_STATE, "data"), State(app_ids.TABS, "value"))
     app.clientside_callback(
-        ClientsideFunction("attnviz_example", "url"), Output(app_ids.URL, "search"),
-        Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), prevent_initial_call=True)
-    app.clientside_callback(
         ClientsideFunction("attnviz_example", "controls"),
         Output(app_ids.VIEW_STATE, "data", allow_duplicate=True),
         Output(ids.LAYER_SELECT, "value", allow_duplicate=True), Output(ids.HEAD_SELECT, "value", allow_duplicate=True),
         Output(ids.STEP_INPUT, "value", allow_duplicate=True),
         Input(ids.LAYER_SELECT, "value"), Input(ids.HEAD_SELECT, "value"), Input(ids.STEP_INPUT, "value"),
-        Input(ids.ATTN_MODE, "value"), Input(ids.MODEL_VIEW, "clickData"), State(app_ids.VIEW_STATE, "data"),
+        Input(ids.ATTN_MODE, "value"), Input(ids.MODEL_VIEW, "clickData"), Input(app_ids.VIEW_STATE, "data"),
         prevent_initial_call=True)
 
     @app.callback(
@@ -185,7 +182,7 @@ def register_callbacks(app: dash.Dash) -> None:
         State(app_ids.TABS, "value"), State(ids.LAYER_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
         State(ids.STEP_INPUT, "value"), State(ids.ATTN_MODE, "value"), State(app_ids.VIEW_STATE, "data"),
     )
-    def sync(request, run, example, _prev, _next, search_pick, kind, _reset, tab, layer, head, step, attn,
+    def sync(request, run, example, _prev, _next, search_pick, kind, reset_clicks, tab, layer, head, step, attn,
              current):
         trigger = ctx.triggered_id
         if trigger == ids.EXAMPLE_INDEX and example is None:
@@ -198,23 +195,34 @@ def register_callbacks(app: dash.Dash) -> None:
         try:
             reader = current_reader()
             if from_url:
-                state = parse_state(_requested_search(request))
+                asked = parse_state(_requested_search(request))
             else:
-                state = state_from_controls(previous, tab, run, example, layer, head, step, kind, attn)
-                state = _apply_control(reader, state, previous, trigger, search_pick)
-            state, messages = resolve_state(reader, state, explain=from_url)
+                asked = state_from_controls(previous, tab, run, example, layer, head, step, kind, attn)
+                asked = _apply_control(reader, asked, previous, trigger, search_pick)
+            state, messages = resolve_state(reader, asked, explain=from_url)
             controls = control_values(reader, state)
             out[(app_ids.RUN_SELECT, "options")] = run_options(reader)
-            extra = {"detail": detail_level(reader, state), "steps": controls["step_max"] + 1}
+            # Reset also redraws every view (which resets their zoom): its click count goes into the state
+            extra = {"detail": detail_level(reader, state), "steps": controls["step_max"] + 1,
+                     "redraw": reset_clicks if isinstance(reset_clicks, int) else 0}
         except StoreError as exc:
             log.warning("cannot resolve the selection: %s", exc)
             out[(app_ids.VIEW_STATE, "data")] = None
             out[(ids.STATE_ALERT, "children")] = error_text(exc)
             out[(ids.STATE_ALERT, "is_open")] = True
             return tuple(out.values())
-        out.update(_state_outputs(state, controls, messages, extra, current=current, reset=trigger == ids.RESET,
-                                  set_tab=from_url))
+        reset = trigger == ids.RESET
+        owns = set(CLIENT_FIELDS) if from_url or reset else {
+            f for f in CLIENT_FIELDS if getattr(state, f) != getattr(asked, f)}
+        out.update(_state_outputs(state, controls, messages, {**extra, "owns": sorted(owns)}, current=current,
+                                  reset=reset, set_tab=from_url))
         return tuple(out.values())
+
+
+#: Fields of the selection the page sets by itself (``controls`` in example.js). The server's answer names those
+#: it sets (``owns``: all of them for a URL or Reset, else those it had to change, e.g. a layer the new run lacks);
+#: the page keeps its own value of the others, which may have changed while the server was answering.
+CLIENT_FIELDS: tuple[str, ...] = ("layer", "head", "step", "attn")
 
 
 def _requested_search(request: Any) -> str:
@@ -238,9 +246,12 @@ def _apply_control(reader: StoreReader, state: ViewState, previous: ViewState, t
 
 def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[str], extra: dict[str, Any], *,
                    current: Any, reset: bool, set_tab: bool) -> dict[tuple[str, str], Any]:
-    """The sync callback's outputs for a resolved selection; ``extra`` goes into the view state beside it."""
+    """The sync callback's outputs for a resolved selection; ``extra`` goes into the view state beside it. The
+    controls the page owns (:data:`CLIENT_FIELDS`) are set only where ``extra["owns"]`` names them."""
     data = {**{k: v for k, v in state.to_dict().items() if k != "tab"}, **extra}  # switching tabs redraws nothing
-    return {
+    owned = {(ids.LAYER_SELECT, "value"): "layer", (ids.HEAD_SELECT, "value"): "head",
+             (ids.STEP_INPUT, "value"): "step", (ids.ATTN_MODE, "value"): "attn"}
+    values = {
         (app_ids.TABS, "value"): state.tab if set_tab else dash.no_update, (app_ids.RUN_SELECT, "value"): state.run,
         (ids.EXAMPLE_INDEX, "value"): state.example, (ids.EXAMPLE_INDEX, "max"): controls["example_max"],
         (ids.EXAMPLE_COUNT, "children"): controls["count"],
@@ -255,3 +266,7 @@ def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[st
         (app_ids.VIEW_STATE, "data"): dash.no_update if data == current and not reset else data,
         (ids.STATE_ALERT, "children"): "; ".join(messages), (ids.STATE_ALERT, "is_open"): bool(messages),
     }
+    for output, field in owned.items():
+        if field not in extra["owns"]:
+            values[output] = dash.no_update
+    return values
