@@ -6,16 +6,19 @@
    encoder-decoder), unless ``--store`` names one.
 2. Starts gunicorn with ``deploy/gunicorn.conf.py`` (sync workers, ``--workers`` processes) on 127.0.0.1 and a
    free port, and reads the callback list from ``/_dash-dependencies`` (the same as ``app.callback_map``):
-   the Example tab's matrix, head view, model view and metrics callbacks by id, and every callback whose
-   outputs live in the Corpus tab (found in ``/_dash-layout``; their inputs are settled the way the browser
-   does on page load, by calling them until their outputs stop changing).
+   the Example tab's server callbacks by id -- ``example-payload`` (one example's attention, all layers and
+   heads, from which the page draws the matrix, head, model and time-step views) and the metrics panel -- and
+   every callback whose outputs live in the Corpus tab (found in ``/_dash-layout``; their inputs are settled the
+   way the browser does on page load, by calling them until their outputs stop changing).
 3. ``--clients`` threads POST those callbacks for random valid selections of the existing runs for
    ``--duration`` seconds. Meanwhile ``attnviz precompute`` (a subprocess) writes a new run into the same store
-   shard by shard; a watcher polls the URL-sync callback for that run and records each new example count it
-   sees, and the clients also read the newest visible examples of the new run.
-4. Every response is checked: HTTP 200/204, no error alert, no "cannot read / missing / out of range" message,
-   attention matrices of the right shape with rows summing to 1; after the precompute, every matrix read from the
-   new run during the load must equal the final stored one bit for bit (no partial example).
+   shard by shard; a watcher polls the URL-sync callback for that run (with the URL the page sends to
+   ``example-url-request``) and records each new example count it sees, and the clients also read the newest
+   visible examples of the new run.
+4. Every response is checked: HTTP 200/204, no error alert, no example-data error, no "cannot read / missing /
+   out of range" message, attention of the right shape ``[L, H, Tq, Tk]`` with rows summing to 1; after the
+   precompute, every example's attention read from the new run during the load must equal the final stored one
+   bit for bit (no partial example).
 
 Prints p50/p95/p99 latency (client side, and server time from ``Server-Timing``), requests, errors, and what the
 watcher saw; the last line is a JSON summary. Exit code 1 on any error.
@@ -50,11 +53,21 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from callback_client import Callback, callbacks, find, message_of, response_props  # noqa: E402
+from callback_client import (  # noqa: E402
+    PAYLOAD,
+    PAYLOAD_KEY,
+    URL_REQUEST,
+    Callback,
+    callbacks,
+    find,
+    message_of,
+    payload_key,
+    response_props,
+)
 
 from attnviz.dashboard import ids as app_ids  # noqa: E402
 from attnviz.dashboard.example import ids  # noqa: E402
-from attnviz.dashboard.figjson import decode  # noqa: E402
+from attnviz.dashboard.example.payload import decode  # noqa: E402
 from attnviz.dashboard.observability import APP_ALERT  # noqa: E402
 from attnviz.pipeline.store import StoreReader  # noqa: E402
 
@@ -64,8 +77,11 @@ TINY_BERT = ["--set", "num_hidden_layers=2", "--set", "num_attention_heads=4", "
 #: Messages that mean a reader hit the store in a bad state (as opposed to "pick a run B" style hints).
 _BAD_MESSAGES = re.compile(r"cannot read|is missing|damaged|does not exist|out of range|is not in|not a readable|"
                            r"could not")
-EXAMPLE_VIEWS = {"matrix": f"{ids.MATRIX}.figure", "head view": f"{ids.HEAD_VIEW}.figure",
-                 "model view": f"{ids.MODEL_VIEW}.figure", "metrics": f"{ids.METRICS_PANEL}.children"}
+#: The Example tab's server callbacks the clients call (name -> output); the attention views are drawn in the page
+#: from the example data, so a layer or head change asks the server nothing.
+EXAMPLE_VIEWS = {"example data": PAYLOAD, "metrics": f"{ids.METRICS_PANEL}.children"}
+#: The input each of them takes: the payload key, or the selection the page sends while the panel is open.
+EXAMPLE_INPUTS = {"example data": PAYLOAD_KEY, "metrics": f"{ids.METRICS_STATE}.data"}
 
 
 def free_port() -> int:
@@ -251,20 +267,27 @@ def view_state(run: str, shape: dict[str, Any], rng: random.Random, example: int
             "layer": rng.randrange(layers), "head": rng.randrange(heads), "step": 0, "kind": kind, "attn": "raw"}
 
 
+def example_body(name: str, cb: Callback, state: dict[str, Any]) -> dict[str, Any]:
+    """The request the page sends to the Example-tab callback ``name`` for ``state`` (the runs are short: the
+    example data comes whole, ``detail = "all"``)."""
+    value = payload_key(state) if name.startswith("example data") else state
+    return cb.payload({EXAMPLE_INPUTS[name.split(" (")[0]]: value})
+
+
 # ---- checking responses ----------------------------------------------------------------------------------------
 
 
-def check_matrix(fig: dict) -> tuple[str | None, np.ndarray | None]:
-    """(problem or None, z) of an attention-matrix figure: a drawn matrix of the labels' shape, rows sum to 1."""
-    message = message_of(fig)
-    if message:
-        return f"message: {message[:160]}", None
-    trace = fig["data"][0]
-    z = decode(trace["z"]) if isinstance(trace["z"], dict) else np.asarray(trace["z"], dtype=np.float32)
-    if z.shape != (len(trace["y"]), len(trace["x"])):
-        return f"matrix {z.shape} but {len(trace['y'])}x{len(trace['x'])} tokens", z
-    if not np.allclose(z.sum(axis=1), 1.0, atol=0.02):
-        return "matrix rows do not sum to 1", z
+def check_payload(payload: dict) -> tuple[str | None, np.ndarray | None]:
+    """(problem or None, attention) of an ``example-payload`` answer: no error, attention ``[L, H, Tq, Tk]``
+    (float32 of the store's float16 values) of the run's shape and the tokens' lengths, rows summing to 1."""
+    if payload.get("error"):
+        return f"example data error: {payload['error'][:160]}", None
+    z = decode(payload["attention"]).astype(np.float32)
+    want = (len(payload["layers"]), payload["n_heads"], len(payload["q_tokens"]), len(payload["k_tokens"]))
+    if z.shape != want:
+        return f"attention {z.shape} but {want} expected", z
+    if not np.allclose(z.sum(axis=-1), 1.0, atol=0.02):
+        return "attention rows do not sum to 1", z
     return None, z
 
 
@@ -277,6 +300,9 @@ def check_response(name: str, output: str, resp: requests.Response) -> tuple[str
     props = response_props(resp.content)
     if props.get(APP_ALERT, {}).get("is_open"):
         return f"error alert: {props[APP_ALERT].get('children')}", props
+    payload = props.get("example-payload", {}).get("data")
+    if isinstance(payload, dict) and payload.get("error"):
+        return f"example data: {payload['error'][:160]}", props
     for cid, values in props.items():
         for prop, value in values.items():
             if prop == "figure" and isinstance(value, dict) and _BAD_MESSAGES.search(message_of(value)):
@@ -296,8 +322,8 @@ class Result:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     server_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    frontier: list[tuple[int, int, int, str, str]] = field(default_factory=list)  # (example, layer, head, kind,
-    #                                                                                  sha1 of z) of new-run reads
+    frontier: list[tuple[int, str, str]] = field(default_factory=list)  # (example, kind, sha1 of its attention)
+    #                                                                       of the new-run reads
     visible: list[tuple[float, int]] = field(default_factory=list)  # (seconds, examples of the new run)
     duration: float = 0.0
     precompute_code: int | None = None
@@ -336,10 +362,10 @@ def _client(url: str, plan: Plan, result: Result, stop: threading.Event, seed: i
         visible = frontier.get("n", 0)
         pick = rng.random()
         if visible and pick < 0.15:  # the newest examples of the run being written
-            name, cb = "matrix (new run)", plan.example["matrix"]
+            name, cb = "example data (new run)", plan.example["example data"]
             example = max(0, visible - 1 - rng.randrange(min(visible, 8)))
             state = view_state(NEW_RUN, frontier["shape"], rng, example)
-            body = cb.payload({f"{app_ids.VIEW_STATE}.data": state})
+            body = example_body(name, cb, state)
         elif plan.corpus.get(run) and pick < 0.45:
             cb, body = rng.choice(plan.corpus[run])
             name, state = "corpus " + cb.key.strip(".").split(".")[0], None
@@ -347,7 +373,7 @@ def _client(url: str, plan: Plan, result: Result, stop: threading.Event, seed: i
             name = rng.choice(sorted(plan.example))
             cb = plan.example[name]
             state = view_state(run, plan.shapes[run], rng)
-            body = cb.payload({f"{app_ids.VIEW_STATE}.data": state, f"{ids.HEAD_VIEW_PIN}.data": None})
+            body = example_body(name, cb, state)
         t0 = time.perf_counter()
         try:
             resp = session.post(url + "/_dash-update-component", json=body, timeout=60)
@@ -358,11 +384,10 @@ def _client(url: str, plan: Plan, result: Result, stop: threading.Event, seed: i
         ms = (time.perf_counter() - t0) * 1000
         problem, props = check_response(name, cb.key, resp)
         digest = None
-        if problem is None and name.startswith("matrix") and props:
-            problem, z = check_matrix(props[ids.MATRIX]["figure"])
-            if z is not None and name == "matrix (new run)":
-                digest = (state["example"], state["layer"], state["head"], state["kind"],
-                          hashlib.sha1(np.ascontiguousarray(z).tobytes()).hexdigest())
+        if problem is None and name.startswith("example data") and props:
+            problem, z = check_payload(props[ids.PAYLOAD]["data"])
+            if z is not None and name == "example data (new run)":
+                digest = (state["example"], state["kind"], hashlib.sha1(np.ascontiguousarray(z).tobytes()).hexdigest())
         timing = resp.headers.get("Server-Timing", "")
         with result.lock:
             result.latencies[name].append(ms)
@@ -379,8 +404,10 @@ def _watch(url: str, sync: Callback, result: Result, stop: threading.Event, fron
     """Poll the URL-sync callback for the new run; record each example count it shows."""
     session = requests.Session()
     last = -1
+    asked = 0
     while not stop.is_set():
-        body = sync.payload({f"{app_ids.URL}.search": f"?run={NEW_RUN}"}, [f"{app_ids.URL}.search"])
+        asked += 1  # the page stamps each URL request (``at``), so that the same URL asked again is a change
+        body = sync.payload({URL_REQUEST: {"search": f"?run={NEW_RUN}", "at": asked}}, [URL_REQUEST])
         try:
             resp = session.post(url + "/_dash-update-component", json=body, timeout=60)
         except requests.RequestException as exc:
@@ -483,8 +510,8 @@ def run_load(store: Path, *, clients: int = 20, duration: float = 60.0, workers:
         with StoreReader(store) as reader:
             if NEW_RUN in reader.runs():
                 result.precompute_examples = reader.num_examples(NEW_RUN)
-                for example, layer, head, kind, digest in result.frontier:
-                    final = np.ascontiguousarray(reader.attention(NEW_RUN, example, layer, head, kind))
+                for example, kind, digest in result.frontier:
+                    final = np.ascontiguousarray(reader.attention(NEW_RUN, example, kind=kind))
                     if hashlib.sha1(final.tobytes()).hexdigest() != digest:
                         result.errors.append(f"new run example {example}: served data differs from the final data")
     return result

@@ -92,7 +92,7 @@ def callbacks(dependencies: list[dict[str, Any]]) -> list[Callback]:
 
 
 def find(cbs: Sequence[Callback], output: str) -> Callback:
-    """The callback whose output key contains ``output`` (e.g. ``"attn-matrix.figure"``)."""
+    """The callback whose output key contains ``output`` (e.g. ``"example-payload.data"``)."""
     matches = [c for c in cbs if output in c.key]
     if len(matches) != 1:
         raise KeyError(f"{len(matches)} callbacks write {output!r}")
@@ -114,12 +114,28 @@ def response_props(body: Any) -> dict[str, dict[str, Any]]:
     return props
 
 
-# ---- the sync callback (URL <-> controls) ------------------------------------------------------------------------
+# ---- the Example tab: the sync callback (URL <-> controls) and the example's data --------------------------------
+
+#: The sync callback's input that a page opened at (or sent back/forward to) a URL writes: ``{"search", "at"}``.
+URL_REQUEST = "example-url-request.data"
+#: The callback that sends one example's attention to the page (its input is :data:`PAYLOAD_KEY`).
+PAYLOAD = "example-payload.data"
+PAYLOAD_KEY = "example-payload-key.data"
 
 
 def sync_values(search: str, view_state: Any = None) -> dict[str, Any]:
     """Input values of the sync callback for a page opened at ``search`` (the other controls still empty)."""
-    return {"url.search": search, "view-state.data": view_state}
+    return {URL_REQUEST: {"search": search, "at": 0}, "view-state.data": view_state}
+
+
+def payload_key(view_state: Mapping[str, Any]) -> dict[str, Any]:
+    """The key the page asks :data:`PAYLOAD` with for a view state (as ``keyOf`` in ``dashboard/assets/example.js``):
+    run, example, kind, attn and the detail level (plus layer and step when ``detail == "layer"``)."""
+    key = {f: view_state.get(f) for f in ("run", "example", "kind", "attn")}
+    key["detail"] = view_state.get("detail") or "all"
+    if key["detail"] == "layer":
+        key["layer"], key["step"] = view_state.get("layer"), view_state.get("step")
+    return key
 
 
 def message_of(fig: Mapping[str, Any]) -> str:

@@ -21,7 +21,7 @@ from attnviz.dashboard import data
 from attnviz.dashboard.app import LazyServer, create_app
 from attnviz.dashboard.example import analysis, views
 from attnviz.dashboard.example.data import search_examples
-from attnviz.dashboard.example.sync import control_values, next_pin, resolve_state, run_options
+from attnviz.dashboard.example.sync import control_values, resolve_state, run_options
 from attnviz.dashboard.figjson import decode
 from attnviz.dashboard.serve import bind_warning, is_loopback, serve
 from attnviz.dashboard.urlstate import ViewState, format_state
@@ -182,20 +182,6 @@ def test_search_examples(reader: StoreReader) -> None:
     assert search_examples(table, "zzqxj-not-there") == []
 
 
-def test_head_view_pin_toggles_and_resets() -> None:
-    state = ViewState(run="r", example=1)
-    click = {"points": [{"curveNumber": 1, "pointIndex": 4}]}
-    pin = next_pin(None, state, click, "head-view")
-    assert pin == {"key": ["r", 1, "self"], "side": "key", "index": 4}
-    assert next_pin(pin, state, click, "head-view") is None  # same token again: unpinned
-    assert next_pin(pin, state.with_changes(layer=1), None, "view-state") == pin  # other head: kept
-    assert next_pin(pin, state.with_changes(example=2), None, "view-state") is None  # other example: cleared
-    assert next_pin(pin, state, {"points": [{"curveNumber": 5}]}, "head-view") == pin  # a line: ignored
-
-
-# ---- reader per process ----------------------------------------------------------------------------------------
-
-
 def test_get_reader_is_cached_per_process_and_refreshes(dashboard_store: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "copy.h5"
@@ -242,24 +228,45 @@ def _callback_payload(app, output: str, inputs: list[dict]) -> dict:
             "changedPropIds": [f"{i['id']}.{i['property']}" for i in inputs], "state": []}
 
 
-def test_matrix_callback_over_http(dashboard_store: Path) -> None:
+def test_payload_callback_over_http(dashboard_store: Path) -> None:
+    """The example's data the page draws its attention views from: exactly the store's attention (float16 values,
+    sent whole or one layer at a time), its tokens and rollout; an out-of-range example is a one-line error."""
+    from attnviz.dashboard.example.payload import decode as decode_payload
+
     app = create_app(dashboard_store)
     client = app.server.test_client()
     assert client.get("/").status_code == 200
+    reader = StoreReader(dashboard_store)
+    full = reader.attention(BERT_RUN, 2, kind="self")
+
+    def ask(key: dict) -> dict:
+        payload = _callback_payload(app, "example-payload.data",
+                                    [{"id": "example-payload-key", "property": "data", "value": key}])
+        resp = client.post("/_dash-update-component", json=payload)
+        assert resp.status_code == 200, resp.data[:300]
+        return json.loads(resp.data)["response"]["example-payload"]["data"]
+
     state = ViewState(run=BERT_RUN, example=2, layer=1, head=0)
-    payload = _callback_payload(app, "attn-matrix.figure",
-                                [{"id": "view-state", "property": "data", "value": state.to_dict()}])
-    resp = client.post("/_dash-update-component", json=payload)
-    assert resp.status_code == 200
-    body = json.loads(resp.data)
-    fig = body["response"]["attn-matrix"]["figure"]
-    assert fig["data"][0]["z"]["dtype"] == "f4"
-    expected = StoreReader(dashboard_store).attention(BERT_RUN, 2, 1, 0)
-    np.testing.assert_array_equal(decode(fig["data"][0]["z"]), expected)
-    bad = ViewState(run=BERT_RUN, example=99999).to_dict()
-    payload["inputs"][0]["value"] = bad
-    fig = json.loads(client.post("/_dash-update-component", json=payload).data)["response"]["attn-matrix"]["figure"]
-    assert "out of range" in fig["layout"]["annotations"][0]["text"]
+    key = {"run": BERT_RUN, "example": 2, "kind": "self", "attn": "raw", "detail": "all"}
+    body = ask(key)
+    assert body["error"] is None and body["key"] == key
+    assert body["attention"]["dtype"] == "f2"
+    np.testing.assert_array_equal(decode_payload(body["attention"]).astype(np.float32), full)
+    assert (body["n_layers"], body["n_heads"]) == full.shape[:2]
+    assert body["q_tokens"] == body["k_tokens"] == reader.tokens(BERT_RUN, 2)
+    assert body["rollout"] is None and body["model_view"]["data"]
+
+    body = ask({**key, "detail": "layer", "layer": 1, "step": 3})  # a long example: one layer at a time
+    assert body["layers"] == [1] and body["step"] == 3
+    np.testing.assert_array_equal(decode_payload(body["attention"]).astype(np.float32), full[1:2])
+    np.testing.assert_array_equal(decode_payload(body["step_rows"]).astype(np.float32), full[:, :, 3, :])
+
+    body = ask({**key, "attn": "rollout"})
+    assert body["rollout_error"] is None
+    np.testing.assert_allclose(decode_payload(body["rollout"]), attention_rollout(full), rtol=1e-5, atol=1e-6)
+
+    bad = ask({**key, "example": 99999})
+    assert "out of range" in bad["error"] and "attention" not in bad
     assert format_state(state)  # the state the page would show in its URL
 
 

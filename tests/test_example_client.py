@@ -104,10 +104,10 @@ def same_figure(page: dict, expected: dict, graph_id: str) -> list[str]:
         for field in ("opacity", "meta", "name", "hovertext"):
             if want.get(field) != got.get(field):
                 problems.append(f"{graph_id} trace {n} {field}: {got.get(field)!r} != {want.get(field)!r}")
-        if "marker" in want and isinstance(want["marker"].get("color"), dict):
-            if not np.array_equal(numbers(got["marker"]["color"]), numbers(want["marker"]["color"])):
-                problems.append(f"{graph_id} trace {n} highlight differs")
-    if [s for s in page["shapes"]] != expected["layout"].get("shapes", []):
+        colour = want.get("marker", {}).get("color")
+        if isinstance(colour, dict) and not np.array_equal(numbers(got["marker"]["color"]), numbers(colour)):
+            problems.append(f"{graph_id} trace {n} highlight differs")
+    if page["shapes"] != expected["layout"].get("shapes", []):
         problems.append(f"{graph_id} shapes {page['shapes']} != {expected['layout'].get('shapes')}")
     return problems
 

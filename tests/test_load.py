@@ -37,7 +37,7 @@ def test_load_with_a_concurrent_writer(dashboard_store: Path, tmp_path: Path) ->
     assert s["server_logged_errors"] == 0 and s["server_exit"] == 0 and s["precompute_exit"] == 0
     assert s["requests"] >= 100 and s["p95_ms"] > 0
     assert any(name.startswith("corpus") for name in s["per_callback"]), s["per_callback"]
-    assert {"matrix", "head view", "model view", "metrics"} <= set(s["per_callback"])
+    assert {"example data", "metrics"} <= set(s["per_callback"])
     counts = s["new_run_counts_seen"]
     assert counts[-1] == LIMIT and s["new_run_examples"] == LIMIT, counts
     assert counts == sorted(counts), counts

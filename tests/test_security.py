@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from callback_client import callbacks, find, message_of, response_props, sync_values
+from callback_client import PAYLOAD, PAYLOAD_KEY, URL_REQUEST, callbacks, find, response_props, sync_values
 from dash import Input, Output
 from dashboard_fixtures import (
     BERT_RUN,
@@ -36,7 +36,8 @@ from typer.testing import CliRunner
 
 from attnviz.dashboard import data
 from attnviz.dashboard.app import LazyServer, create_app
-from attnviz.dashboard.figjson import decode
+from attnviz.dashboard.example.payload import decode
+from attnviz.dashboard.figjson import decode as decode_figure_array
 from attnviz.dashboard.observability import APP_ALERT
 from attnviz.dashboard.security import (
     AuthConfig,
@@ -57,6 +58,18 @@ TIMEOUT = 30
 
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def example_key(run: str, example: int, kind: str = "self") -> dict[str, object]:
+    """The key the page sends to ``example-payload`` for all layers of one example's raw attention."""
+    return {"run": run, "example": example, "kind": kind, "attn": "raw", "detail": "all"}
+
+
+def payload_attention(body: bytes | str) -> np.ndarray:
+    """The attention ([L, H, Tq, Tk] float32) of an ``example-payload`` response (its error if it has one)."""
+    payload = response_props(body)["example-payload"]["data"]
+    assert payload["error"] is None, payload["error"]
+    return decode(payload["attention"]).astype(np.float32)
 
 
 # ---- users ----------------------------------------------------------------------------------------------------
@@ -214,9 +227,7 @@ def test_auth_covers_page_assets_and_callbacks_but_not_health(dashboard_store: P
     app = create_app(dashboard_store, auth=AuthConfig({"alice": "s3cret"}, "test"))
     client = app.server.test_client()
     cbs = callbacks(client.get("/_dash-dependencies", headers=basic("alice", "s3cret")).json)
-    matrix = find(cbs, "attn-matrix.figure")
-    state = {"run": BERT_RUN, "example": 0, "layer": 0, "head": 0}
-    payload = matrix.payload({"view-state.data": state})
+    payload = find(cbs, PAYLOAD).payload({PAYLOAD_KEY: example_key(BERT_RUN, 0)})
     scripts = re.findall(r'src="([^"]+)"', client.get("/", headers=basic("alice", "s3cret")).text)
     assert scripts
     for path in ("/", "/_dash-layout", "/_dash-dependencies", scripts[0]):
@@ -228,9 +239,8 @@ def test_auth_covers_page_assets_and_callbacks_but_not_health(dashboard_store: P
     for header in ("Basic !!!", "Basic", "Digest x"):
         assert client.get("/", headers={"Authorization": header}).status_code == 401
     resp = client.post("/_dash-update-component", json=payload, headers=basic("alice", "s3cret"))
-    fig = response_props(resp.data)["attn-matrix"]["figure"]
-    expected = StoreReader(dashboard_store).attention(BERT_RUN, 0, 0, 0)
-    np.testing.assert_array_equal(decode(fig["data"][0]["z"]), expected)
+    expected = StoreReader(dashboard_store).attention(BERT_RUN, 0, kind="self")
+    np.testing.assert_array_equal(payload_attention(resp.data), expected)
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json["status"] == "ok" and health.json["runs"] == 3
 
@@ -316,15 +326,22 @@ def test_store_traversal_through_the_callbacks_is_refused(data_dir: Path, name: 
         resolve_store(data_dir, store)
 
     sync = find(cbs, "view-state.data")
-    body = sync.payload(sync_values(f"?run={BERT_RUN}"), ["url.search"])
+    body = sync.payload(sync_values(f"?run={BERT_RUN}"), [URL_REQUEST])
     body["attnviz_store"] = store
     props = response_props(client.post("/_dash-update-component", json=body).data)
     assert props["state-alert"]["is_open"] is True and message in props["state-alert"]["children"]
-    matrix = find(cbs, "attn-matrix.figure")
-    body = matrix.payload({"view-state.data": {"run": BERT_RUN}})
+    body = find(cbs, PAYLOAD).payload({PAYLOAD_KEY: example_key(BERT_RUN, 1)})  # the attention itself
     body["attnviz_store"] = store
-    assert message in message_of(response_props(client.post("/_dash-update-component", json=body).data)
-                                 ["attn-matrix"]["figure"])
+    resp = client.post("/_dash-update-component", json=body)
+    assert resp.status_code == 200, resp.data[:300]
+    payload = response_props(resp.data)["example-payload"]["data"]
+    assert message in payload["error"] and "attention" not in payload and "q_tokens" not in payload, payload
+    for output, dep in (("metrics-panel.children", "metrics-state.data"), ("example-text.children",
+                                                                           "example-id.data")):
+        body = find(cbs, output).payload({dep: {"run": BERT_RUN, "example": 1}})  # the panels read the store too
+        body["attnviz_store"] = store
+        resp = client.post("/_dash-update-component", json=body)
+        assert resp.status_code == 200 and message in resp.data.decode(), (output, resp.data[:300])
     body = find(cbs, "store-select.options").payload({"url.pathname": "/"})
     body["attnviz_store"] = store
     shown = response_props(client.post("/_dash-update-component", json=body).data)
@@ -345,11 +362,14 @@ def test_a_store_of_the_data_dir_is_served_by_name(data_dir: Path) -> None:
     client = app.server.test_client()
     cbs = callbacks(client.get("/_dash-dependencies").json)
     sync = find(cbs, "view-state.data")
-    body = sync.payload(sync_values(f"?run={BERT_RUN}"), ["url.search"])
+    body = sync.payload(sync_values(f"?run={BERT_RUN}"), [URL_REQUEST])
     body["attnviz_store"] = "alias.h5"
     props = response_props(client.post("/_dash-update-component", json=body).data)
     assert [o["value"] for o in props["run-select"]["options"]] == [GPT2_RUN]
     assert f"run '{BERT_RUN}' is not in this store: showing '{GPT2_RUN}'" in props["state-alert"]["children"]
+    body = find(cbs, PAYLOAD).payload({PAYLOAD_KEY: example_key(GPT2_RUN, 2)}, store="alias.h5")
+    np.testing.assert_array_equal(payload_attention(client.post("/_dash-update-component", json=body).data),
+                                  StoreReader(data_dir / "second.h5").attention(GPT2_RUN, 2))
     body = find(cbs, "store-nav.href").payload({"store-select.value": "second.h5"})
     assert response_props(client.post("/_dash-update-component", json=body).data)["store-nav"]["href"] == \
         "/?store=second.h5"
@@ -405,8 +425,9 @@ class Refusals:
         lines = [r for r in self.caplog.records if getattr(r, "fields", {}).get("event") == "callback"]
         assert len(lines) == 1 and lines[0].fields["http"] == 400 and lines[0].fields["reason"], lines
 
-    def matrix_body(self, view_state: object = None) -> dict:
-        return find(self.cbs, "attn-matrix.figure").payload({"view-state.data": view_state})
+    def payload_body(self, key: object = None) -> dict:
+        """The request the page sends for an example's data (``key``: see ``example_key``)."""
+        return find(self.cbs, PAYLOAD).payload({PAYLOAD_KEY: key})
 
 
 @pytest.fixture
@@ -416,27 +437,28 @@ def refusals(dashboard_store: Path, caplog: pytest.LogCaptureFixture) -> Refusal
 
 def test_deeply_nested_json_is_a_400_not_a_recursion_error(refusals: Refusals) -> None:
     refusals.refused(b"[" * 100_000 + b"]" * 100_000, "nested deeper than")
-    body = json.dumps(refusals.matrix_body({"run": "__DEEP__"})).replace('"__DEEP__"', "[" * 5000 + "]" * 5000)
+    body = json.dumps(refusals.payload_body({"run": "__DEEP__"})).replace('"__DEEP__"', "[" * 5000 + "]" * 5000)
     refusals.refused(body.encode(), "nested deeper than")
     refusals.refused(b'{"output": "x", "inputs": [' + b"{" * 3000, "nested deeper than")  # unterminated too
-    assert refusals.post(refusals.matrix_body({"run": BERT_RUN})).status_code == 200
+    assert refusals.post(refusals.payload_body(example_key(BERT_RUN, 0))).status_code == 200
 
 
 @pytest.mark.parametrize("entries", [
-    {"inputs": [{"id": "view-state", "value": None}]},  # no property
+    {"inputs": [{"id": "example-payload-key", "value": None}]},  # no property
     {"inputs": [{"property": "data", "value": None}]},  # no id
-    {"inputs": ["view-state.data"]},
+    {"inputs": ["example-payload-key.data"]},
     {"inputs": [[1, 2]]},
     {"inputs": []},  # fewer entries than the callback has
-    {"inputs": [{"id": "view-state", "property": "data"}] * 2},
-    {"inputs": [{"id": "url", "property": "search", "value": "?run=x"}]},  # another callback's input
-    {"state": [{"id": "view-state", "value": None}]},
-    {"changedPropIds": [["view-state.data"]]},
-    {"outputs": [{"id": "attn-matrix"}, {"id": "attn-matrix", "property": "config"}]},
+    {"inputs": [{"id": "example-payload-key", "property": "data"}] * 2},
+    {"inputs": [{"id": "view-state", "property": "data", "value": {"run": BERT_RUN}}]},  # another callback's input
+    {"inputs": [{"id": "url", "property": "search", "value": "?run=x"}]},
+    {"state": [{"id": "example-payload-key", "value": None}]},  # the callback has no state
+    {"changedPropIds": [["example-payload-key.data"]]},
+    {"outputs": [{"id": "example-payload"}, {"id": "example-payload", "property": "data"}]},
     {"outputs": 7},
 ], ids=lambda e: json.dumps(e)[:40])
 def test_inputs_that_are_not_the_callbacks_are_a_400(refusals: Refusals, entries: dict) -> None:
-    refusals.refused({**refusals.matrix_body({"run": BERT_RUN}), **entries}, "bad callback request")
+    refusals.refused({**refusals.payload_body(example_key(BERT_RUN, 0)), **entries}, "bad callback request")
 
 
 def test_pattern_matching_entries_are_checked_not_refused(refusals: Refusals) -> None:
@@ -452,23 +474,34 @@ def test_pattern_matching_entries_are_checked_not_refused(refusals: Refusals) ->
     refusals.refused(body, "bad callback request")
 
 
-def test_client_side_and_unknown_callbacks_are_a_400(refusals: Refusals) -> None:
+def test_client_side_and_unknown_callbacks_are_a_400(dashboard_store: Path, caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from callback_client import Callback
 
+    from attnviz.dashboard.observability import REFUSAL_RATE_ENV
+
+    monkeypatch.setenv(REFUSAL_RATE_ENV, "1000")  # one log line for each of the many client-side callbacks
+    refusals = Refusals(dashboard_store, caplog)
     clientside = [Callback(d) for d in refusals.deps if d.get("clientside_function") is not None]
     assert len(clientside) >= 2  # Save PNG/SVG and the playground session
     for cb in clientside:
         refusals.refused(cb.payload({}), "unknown callback")
-    refusals.refused({**refusals.matrix_body(), "output": "no-such-graph.figure"}, "unknown callback")
+    refusals.refused({**refusals.payload_body(), "output": "no-such-graph.figure"}, "unknown callback")
 
 
 GARBAGE_VALUES = [
-    ("attn-matrix.figure", "view-state.data", 12345),  # a store the server wrote, sent back as a number
-    ("attn-matrix.figure", "view-state.data", "a string"),
-    ("view-state.data", "url.search", ["?run=x"]),  # a location's search is text
+    ("example-payload.data", "example-payload-key.data", 12345),  # a store the page wrote, sent as a number
+    ("example-payload.data", "example-payload-key.data", "a string"),
+    ("example-payload.data", "example-payload-key.data", [BERT_RUN, 0]),
+    ("metrics-panel.children", "metrics-state.data", 12345),  # the open panel's copy of the view state
+    ("debug-view.figure", "debug-state.data", "a string"),
+    ("embeddings-view.figure", "embeddings-state.data", [1, 2]),
+    ("example-text.children", "example-id.data", 7),
     ("view-state.data", "example-next.n_clicks", "many"),  # clicks are a number
-    ("view-state.data", "model-view.clickData", {"points": [5]}),  # a click is a list of point objects
-    ("view-state.data", "layer-select.value", {"$gt": 1}),
+    ("view-state.data", "run-select.value", {"$ne": None}),  # a select without multi sends one value
+    ("view-state.data", "example-index.value", [1]),  # a number field sends a number
+    ("view-state.data", "layer-select.value", {"$gt": 1}),  # a state of the sync callback, checked the same
+    ("view-state.data", "view-state.data", 12345),  # the sync callback's own view state, sent back as a number
     ("corpus-head.data", "corpus-heatmap-a.clickData", {"points": "x"}),
     ("store-nav.href", "store-select.value", [1, 2]),
     ("example-search-results.options", "example-search.value", 5),  # a text field sends text
@@ -481,8 +514,25 @@ GARBAGE_VALUES = [
 @pytest.mark.parametrize(("output", "dep", "value"), GARBAGE_VALUES, ids=lambda v: json.dumps(v)[:30])
 def test_garbage_values_are_a_400_without_a_traceback(refusals: Refusals, output: str, dep: str,
                                                       value: object) -> None:
-    body = find(refusals.cbs, output).payload({dep: value}, [dep])
+    cb = find(refusals.cbs, output)
+    inputs = {f"{d['id']}.{d['property']}" for d in cb.inputs}
+    body = cb.payload({dep: value}, [dep] if dep in inputs else None)  # a state is sent with the first input
     refusals.refused(body)
+
+
+@pytest.mark.parametrize("request_value", [["?run=x"], "?run=x", 12345, {"search": ["?run=x"]}, {"at": 1}])
+def test_crafted_url_request_is_the_default_selection_not_a_500(refusals: Refusals, request_value: object) -> None:
+    """``example-url-request`` (the page writes ``{"search", "at"}`` there) with anything else: the sync callback
+    resolves the default selection (as for a page opened without a query string), no error, no traceback.
+    (Unlike the view state and the payload key it is not refused with a 400: see ``sync._requested_search``.)"""
+    sync = find(refusals.cbs, "view-state.data")
+    resp = refusals.post(sync.payload({URL_REQUEST: request_value}, [URL_REQUEST]))
+    assert resp.status_code == 200, resp.data[:300]
+    props = response_props(resp.data)
+    assert not props.get(APP_ALERT, {}).get("is_open"), props.get(APP_ALERT)
+    state = props["view-state"]["data"]
+    assert state["run"] == props["run-select"]["value"] and state["example"] == 0
+    assert "Traceback" not in refusals.caplog.text and not [r for r in refusals.caplog.records if r.exc_info]
 
 
 def test_every_callback_refuses_garbage_in_every_input_without_a_traceback(refusals: Refusals) -> None:
@@ -508,8 +558,8 @@ def test_every_callback_refuses_garbage_in_every_input_without_a_traceback(refus
 def test_a_flood_of_refused_requests_writes_a_bounded_number_of_lines(refusals: Refusals) -> None:
     """500 crafted requests in a burst: every one a 400; at most 5 log lines a second (the rest counted as
     ``suppressed`` in the next line written), no traceback; the server then serves real data."""
-    bodies: list[object] = [b"[" * 10_000, refusals.matrix_body(12345), {**refusals.matrix_body(), "inputs": [{}]},
-                            {**refusals.matrix_body(), "output": "save-status.data"}]
+    bodies: list[object] = [b"[" * 10_000, refusals.payload_body(12345), {**refusals.payload_body(), "inputs": [{}]},
+                            {**refusals.payload_body(), "output": "save-status.data"}]
     start = time.monotonic()
     for i in range(500):
         assert refusals.post(bodies[i % len(bodies)]).status_code == 400
@@ -522,10 +572,9 @@ def test_a_flood_of_refused_requests_writes_a_bounded_number_of_lines(refusals: 
     assert len(lines) + sum(f.get("suppressed", 0) for f in lines) <= 500
     if elapsed > 1.0:  # a later window reports what the first one suppressed
         assert any(f.get("suppressed") for f in lines)
-    ok = refusals.post(refusals.matrix_body({"run": BERT_RUN, "example": 1, "layer": 1, "head": 2}))
-    fig = response_props(ok.data)["attn-matrix"]["figure"]
-    np.testing.assert_array_equal(decode(fig["data"][0]["z"]),
-                                  StoreReader(refusals.app.server.config["ATTNVIZ_STORE"]).attention(BERT_RUN, 1, 1, 2))
+    ok = refusals.post(refusals.payload_body(example_key(BERT_RUN, 1)))
+    np.testing.assert_array_equal(payload_attention(ok.data),
+                                  StoreReader(refusals.app.server.config["ATTNVIZ_STORE"]).attention(BERT_RUN, 1))
 
 
 def test_rate_limit_counts_what_it_suppressed() -> None:
@@ -644,19 +693,17 @@ def test_gunicorn_config_serves_health_callbacks_auth_and_stops_cleanly(dashboar
 
         deps = json.loads(urllib.request.urlopen(urllib.request.Request(
             url + "/_dash-dependencies", headers=basic("alice", "s3cret")), timeout=10).read())
-        payload = find(callbacks(deps), "attn-matrix.figure").payload(
-            {"view-state.data": {"run": SEQ2SEQ_RUN, "example": 1, "layer": 1, "head": 3, "kind": "cross"}})
+        payload = find(callbacks(deps), PAYLOAD).payload({PAYLOAD_KEY: example_key(SEQ2SEQ_RUN, 1, "cross")})
         request = urllib.request.Request(url + "/_dash-update-component", data=json.dumps(payload).encode(),
                                          headers={"Content-Type": "application/json", **basic("alice", "s3cret")})
         with urllib.request.urlopen(request, timeout=10) as r:
             assert "app;dur=" in r.headers["Server-Timing"]
-            fig = response_props(r.read())["attn-matrix"]["figure"]
-        np.testing.assert_array_equal(decode(fig["data"][0]["z"]),
-                                      StoreReader(dashboard_store).attention(SEQ2SEQ_RUN, 1, 1, 3, "cross"))
+            attention = payload_attention(r.read())
+        np.testing.assert_array_equal(attention, StoreReader(dashboard_store).attention(SEQ2SEQ_RUN, 1, kind="cross"))
 
         def callback_line() -> dict | None:
             return next((r for r in _json_lines(log.read_text()) if r.get("event") == "callback"
-                         and r.get("output", "").startswith("attn-matrix.figure") and r.get("status") == "ok"), None)
+                         and r.get("output", "").startswith(PAYLOAD) and r.get("status") == "ok"), None)
 
         deadline = time.monotonic() + 10
         while callback_line() is None and time.monotonic() < deadline:
@@ -736,8 +783,12 @@ def test_browser_store_parameter_stays_in_the_url_and_traversal_is_refused(dash_
             z = json.loads(raw) if raw else None
             if z is None:
                 return False
-            z = decode(z) if isinstance(z, dict) else np.asarray(z, dtype=np.float32)
+            z = decode_figure_array(z) if isinstance(z, dict) else np.asarray(z, dtype=np.float32)
             return z.shape == expected.shape and np.array_equal(z, expected)
+
+        def alert_text() -> str:  # the alert is re-rendered as it opens and closes: read it by id each time
+            return dash_duo.driver.execute_script(
+                "const e = document.getElementById('state-alert'); return e ? e.textContent : '';") or ""
 
         second = StoreReader(data_dir / "second.h5")
         dash_duo.driver.get(f"{server.url}/?store=second.h5&run={GPT2_RUN}&example=2&layer=1&head=3")
@@ -762,8 +813,7 @@ def test_browser_store_parameter_stays_in_the_url_and_traversal_is_refused(dash_
                              ("link.h5", "leads outside the data directory"),
                              ("%252e%252e%252fsecret.h5", "does not exist in the data directory")):
             dash_duo.driver.get(f"{server.url}/?store={bad}&run={BERT_RUN}")
-            until(lambda m=message: m in dash_duo.find_element("#state-alert").text, timeout=TIMEOUT,
-                  msg=f"{bad}: alert {dash_duo.find_element('#state-alert').text!r}")
+            until(lambda m=message: m in alert_text(), timeout=TIMEOUT, msg=f"{bad}: alert {alert_text()!r}")
             until(lambda m=message: m in dash_duo.find_element("#store-path").get_attribute("textContent"),
                   timeout=TIMEOUT, msg=f"{bad}: header {dash_duo.find_element('#store-path').text!r}")
             assert options("run-select") == []
