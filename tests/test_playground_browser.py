@@ -294,3 +294,50 @@ def test_cancel_stops_a_long_job_and_the_page_stays_responsive(pg) -> None:
     _no_error(pg)  # the worker was freed: no "already running" refusal
     pg.wait_for_text_to_equal("#pg-summary-text", "After the cancel.")
     assert time.monotonic() - t0 < 30
+
+
+def test_run_draws_the_models_attention_and_a_loading_indicator_wraps_the_job_and_views(pg) -> None:
+    """The matrix shows exactly the attention of the model (a direct run in this process), at the first
+    selection and after picking another layer and head; the job line and the result views sit in loading
+    indicators (shown after 300 ms); a second run of the loaded model answers without the background job."""
+    import numpy as np
+    from browser_helpers import array, graph
+
+    from attnviz.pipeline.playground import engine as playground
+    from attnviz.pipeline.playground.records import InputRequest, ModelChoice
+
+    wrapped = """const l = document.querySelector(arguments[0]);
+                 return Boolean(l && l.parentElement.querySelector(arguments[1]));"""  # dcc.Loading's id: a sibling
+    assert pg.driver.execute_script(wrapped, "#pg-views-loading", "#pg-matrix")
+    assert pg.driver.execute_script(wrapped, "#pg-views-loading", "#pg-embeddings")
+    assert pg.driver.execute_script(wrapped, "#pg-job-loading", "#pg-error")
+    assert not pg.driver.execute_script(wrapped, "#pg-job-loading", "#pg-matrix")
+    _tiny(pg, layers=2)
+    text = "Attention equals the model."
+    _set(pg, "#pg-text", text)
+    _run_and_wait(pg)
+    _no_error(pg)
+    expected = playground.run_input(ModelChoice("gpt2-random", layers=2, heads=4, hidden=64),
+                                    InputRequest(task="lm", text=text)).example.attention["self"]
+
+    def z_equals(layer: int, head: int) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            fig = graph(pg, "pg-matrix")
+            z = array(fig["data"][0]["z"]) if fig and fig["data"] and "z" in fig["data"][0] else None
+            if z is not None and z.shape == expected.shape[2:] and np.allclose(z, expected[layer, head], atol=1e-6):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pg-matrix never showed layer {layer} head {head}: {z}")
+            time.sleep(0.25)
+
+    z_equals(0, 0)
+    _pick(pg, "#pg-layer", "layer 1")
+    _pick(pg, "#pg-head", "head 2")
+    z_equals(1, 2)
+
+    _set(pg, "#pg-text", "A second sentence, model loaded.")
+    progress_before = pg.find_element("#pg-progress").get_attribute("innerHTML")
+    _run_and_wait(pg)
+    pg.wait_for_text_to_equal("#pg-summary-text", "A second sentence, model loaded.")
+    assert pg.find_element("#pg-progress").get_attribute("innerHTML") == progress_before  # no background job

@@ -1,12 +1,14 @@
 """Callbacks of the Playground tab: run a model now on typed or random input, predict output words, add the
 result to a store.
 
-The dashboard process never imports torch nor unpickles: every model job is a Dash background callback whose
-process asks the playground's model worker through :mod:`attnviz.pipeline.playground.client` (JSON requests);
-the worker keeps models loaded. A result comes back as a small summary; its records are arrays + JSON
-(:mod:`.data`), and its arrays also lie in a one-example store in the playground folder that the Example tab's
-own views draw from (:mod:`.figures`). Each callback body is a module-level function; ``register_callbacks``
-only wires them.
+The dashboard process never imports torch nor unpickles: every model job asks the playground's model worker
+through :mod:`attnviz.pipeline.playground.client` (JSON requests); the worker keeps models loaded. A job the
+worker can answer at once (its model loaded, the job expected to take at most :data:`FAST_JOB_S`) runs in a
+plain callback; any other (starting the worker, loading a model, a long generation) is handed to a Dash
+background callback with progress and Cancel. A result comes back as a small summary; its records are arrays +
+JSON (:mod:`.data`), and its arrays also lie in a one-example store in the playground folder that the Example
+tab's own views draw from (:mod:`.figures`). One callback draws everything a result shows, so each figure is
+built once per change. Each callback body is a module-level function; ``register_callbacks`` only wires them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from attnviz.dashboard.playground.controls import (
 from attnviz.dashboard.playground.panels import generation_panel, masked_panel, result_summary, token_options
 from attnviz.dashboard.urlstate import example_href
 from attnviz.pipeline.models.info import ModelInfoError, get_model_info
-from attnviz.pipeline.playground.records import DEFAULT_TIMEOUT_S, PlaygroundError, model_defaults
+from attnviz.pipeline.playground.records import DEFAULT_TIMEOUT_S, PlaygroundError, SlowJobError, model_defaults
 from attnviz.pipeline.store import StoreError
 from attnviz.pipeline.token_classes import SPECIAL
 
@@ -119,13 +121,17 @@ def on_predict_mode(model: str | None, summary: dict | None) -> tuple:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Jobs (background callbacks: forked processes that talk to the model worker)
+# Jobs: a plain callback runs what the worker can answer at once (its model loaded, the job short); anything
+# else (starting the worker, loading a model, a long generation) goes to a background callback with progress
+# and Cancel.
 # --------------------------------------------------------------------------------------------------------
 
-#: The states a job reads, in the order of :func:`run_job`'s parameters after the two buttons.
+#: The states a job reads, in the order of :func:`submit_job`'s parameters after the two buttons.
 JOB_STATES = (ids.MODEL, ids.LAYERS, ids.HEADS, ids.HIDDEN, ids.MODEL_SEED, ids.TASK, ids.INPUT_KIND, ids.TEXT,
               ids.SECOND, ids.LENGTH, ids.RANDOM_SEED, ids.GEN_N, ids.GEN_MODE, ids.GEN_TEMP, ids.GEN_SEED,
               ids.MASK_POS)
+#: Seconds of model work the plain callback waits for; longer jobs run in the background (progress, Cancel).
+FAST_JOB_S = 1.5
 
 
 def _predict_args(model: str, gen_n: Any, gen_mode: str | None, gen_temp: Any, gen_seed: Any,
@@ -133,28 +139,68 @@ def _predict_args(model: str, gen_n: Any, gen_mode: str | None, gen_temp: Any, g
     """The operation and its extra arguments for "Predict output words" (ModelInfoError for an unknown model)."""
     if get_model_info(model).family == "encoder":
         return "mask", {"mask": {"position": as_int(mask_pos)}}
+    try:
+        temperature = float(gen_temp) if gen_temp not in (None, "") else 1.0
+    except (TypeError, ValueError):
+        raise PlaygroundError("the temperature must be a number") from None
     return "generate", {"generate": {"n_tokens": as_int(gen_n, 0), "greedy": gen_mode != "sample",
-                                     "temperature": float(gen_temp or 1.0), "seed": as_int(gen_seed, 0)}}
+                                     "temperature": temperature, "seed": as_int(gen_seed, 0)}}
 
 
-def run_job(set_progress: Callable[[tuple], None], _run: int | None, _predict: int | None, model: str,
-            layers: Any, heads: Any, hidden: Any, mseed: Any, task: str | None, input_kind: str | None,
-            text: str | None, second: str | None, length: Any, rseed: Any, gen_n: Any, gen_mode: str | None,
-            gen_temp: Any, gen_seed: Any, mask_pos: Any, session: str | None) -> Any:
-    """Run the model (or predict words) on the worker; the summary goes to ``pg-result`` with set_props, the
-    callback's own output is the error line."""
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def job_request(predict: bool, values: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+    """The worker operation and its arguments for the page's controls (``values`` in :data:`JOB_STATES` order);
+    PlaygroundError or ModelInfoError for what the page should show as an error."""
+    (model, layers, heads, hidden, mseed, task, input_kind, text, second, length, rseed, gen_n, gen_mode, gen_temp,
+     gen_seed, mask_pos) = values
+    if not isinstance(model, str) or not model:
+        raise PlaygroundError("choose a model")
+    args: dict[str, Any] = {
+        "choice": choice_args(model, layers, heads, hidden, mseed),
+        "input": {"task": task if isinstance(task, str) and task else "single", "text": _text(text),
+                  "second": _text(second), "random": input_kind == "random", "length": as_int(length, 0),
+                  "seed": as_int(rseed, 0)}}
+    op = "run"
+    if predict:
+        op, extra = _predict_args(model, gen_n, gen_mode if isinstance(gen_mode, str) else None, gen_temp,
+                                  gen_seed, mask_pos)
+        args.update(extra)
+    return op, args
+
+
+def submit_job(run: int | None, predict: int | None, *rest: Any) -> tuple:
+    """Run the model (or predict words) now when the worker can answer quickly; else hand the job to the
+    background callback (``pg-job``). Returns (result summary, error line, background request)."""
+    *values, session = rest
+    is_predict = ctx.triggered_id == ids.PREDICT
+    try:
+        op, args = job_request(is_predict, tuple(values))
+    except (ModelInfoError, PlaygroundError) as exc:
+        return no_update, message(str(exc), "danger", ids.ERROR_TEXT), no_update
+    try:
+        summary = data.call(op, args, session if isinstance(session, str) else None, fast=FAST_JOB_S)
+    except SlowJobError:
+        return no_update, None, {"predict": is_predict, "values": list(values), "clicks": [run, predict]}
+    except PlaygroundError as exc:
+        return no_update, message(str(exc), "danger", ids.ERROR_TEXT), no_update
+    return summary, None, no_update
+
+
+def run_job(set_progress: Callable[[tuple], None], request: dict | None, session: str | None) -> Any:
+    """The background job: run what :func:`submit_job` handed over on the worker (starting it and loading the
+    model if needed), with progress; the summary goes to ``pg-result`` with set_props, the callback's own output
+    is the error line."""
     def progress(fraction: float, text_: str) -> None:
         set_progress((round(100 * fraction), text_))
 
-    args: dict[str, Any] = {
-        "choice": choice_args(model, layers, heads, hidden, mseed),
-        "input": {"task": task or "single", "text": text or "", "second": second or "",
-                  "random": input_kind == "random", "length": as_int(length, 0), "seed": as_int(rseed, 0)}}
-    op = "run"
+    values = request.get("values") if isinstance(request, dict) else None
+    if not isinstance(values, list) or len(values) != len(JOB_STATES):
+        return no_update
     try:
-        if ctx.triggered_id == ids.PREDICT:
-            op, extra = _predict_args(model, gen_n, gen_mode, gen_temp, gen_seed, mask_pos)
-            args.update(extra)
+        op, args = job_request(bool(request.get("predict")), tuple(values))  # type: ignore[union-attr]
         summary = data.call(op, args, session, progress)
     except (ModelInfoError, PlaygroundError) as exc:
         return message(str(exc), "danger", ids.ERROR_TEXT)
@@ -203,12 +249,9 @@ def on_result_add(summary: dict | None) -> bool:
 # --------------------------------------------------------------------------------------------------------
 
 
-def on_result(summary: dict | None) -> tuple:
-    """The result's panels (summary, generation, masked predictions) and the kind, layer, head and mask
-    options."""
-    summary = result_summary_of(summary)
-    if not summary:
-        return _NO_RESULT
+def _panels(summary: dict) -> tuple:
+    """A new result's panels and selection: (kind options, kind, layer options, layer, head options, head,
+    summary, generation, masked predictions, mask options)."""
     try:
         result = data.read_result(summary["id"])
     except PlaygroundError as exc:
@@ -229,14 +272,51 @@ def on_result(summary: dict | None) -> tuple:
             masked, token_options(src.strings, special))
 
 
-def on_kind(kind: str | None, summary: dict | None) -> tuple:
-    """The time-step slider of the kind (generation steps marked)."""
-    summary = result_summary_of(summary)
-    if not summary or not kind:
-        return 0, 0, {}, 0, "time step"
+def _step_slider(summary: dict, kind: str) -> tuple:
+    """(min, max, marks, value, label) of the time-step slider for ``kind`` (generation steps marked)."""
     lo, hi, marks, value = step_range(summary, kind)
     label = "generation step (query that predicted each generated token)" if marks else "time step (query)"
     return lo, hi, marks or None, value, label
+
+
+def _figures(summary: dict, kind: Any, layer: Any, head: Any, step: Any) -> list:
+    if kind not in summary.get("kinds", []):
+        kind = summary["kinds"][0]
+    try:
+        return pg_figures.draw(data.result_reader(summary["id"]), view_state(str(kind), layer, head, step))
+    except PlaygroundError as exc:
+        return pg_figures.messages(str(exc))
+
+
+#: How many values :func:`on_views` returns before the figures: the panels and selection (10), the slider (5).
+_PANEL_OUTPUTS, _SLIDER_OUTPUTS = 10, 5
+
+
+def on_views(summary: dict | None, kind: str | None, layer: Any, head: Any, step: Any) -> tuple:
+    """Everything the result shows, in one response: on a new result its panels, the kind, layer, head and mask
+    options and the selection, the time-step slider and the six figures; on a new kind the slider and the
+    figures; on a new layer, head or time step the figures. Each figure is built once per change."""
+    summary = result_summary_of(summary)
+    keep = (no_update,) * (_PANEL_OUTPUTS + _SLIDER_OUTPUTS)
+    if not summary:
+        if ids.RESULT in _triggered():
+            return (*_NO_RESULT, 0, 0, {}, 0, "time step", *[pg_figures.empty()] * len(ids.GRAPHS))
+        return (*keep, *[pg_figures.empty()] * len(ids.GRAPHS))
+    triggered = _triggered()
+    if ids.RESULT in triggered:
+        panels = _panels(summary)
+        kind, layer, head = panels[1], panels[3], panels[5]
+        slider = _step_slider(summary, str(kind))
+        return (*panels, *slider, *_figures(summary, kind, layer, head, slider[3]))
+    if ids.KIND in triggered and isinstance(kind, str) and kind in summary["kinds"]:
+        slider = _step_slider(summary, kind)
+        return (*keep[:_PANEL_OUTPUTS], *slider, *_figures(summary, kind, layer, head, slider[3]))
+    return (*keep, *_figures(summary, kind, layer, head, step))
+
+
+def _triggered() -> set[str]:
+    """Ids of the components whose change fired the running callback."""
+    return {str(p).split(".")[0] for p in (ctx.triggered_prop_ids or {})}
 
 
 def on_model_view_click(click: dict | None) -> tuple:
@@ -244,19 +324,6 @@ def on_model_view_click(click: dict | None) -> tuple:
     points = (click or {}).get("points") or []
     hit = figures.parse_model_view_click(points[0]) if points else None
     return (hit[0], hit[1]) if hit else (no_update, no_update)
-
-
-def on_view(summary: dict | None, kind: str | None, layer: Any, head: Any, step: Any) -> list:
-    """The six figures of the result at the selection."""
-    summary = result_summary_of(summary)
-    if not summary:
-        return [pg_figures.empty()] * len(ids.GRAPHS)
-    if kind not in summary.get("kinds", []):
-        kind = summary["kinds"][0]
-    try:
-        return pg_figures.draw(data.result_reader(summary["id"]), view_state(str(kind), layer, head, step))
-    except PlaygroundError as exc:
-        return pg_figures.messages(str(exc))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -297,18 +364,23 @@ def _register_controls(app: dash.Dash) -> None:
 
 
 def _register_jobs(app: dash.Dash, manager: Any) -> None:
-    # The job's only declared output is the error line: Dash holds every callback downstream of a running
-    # callback's outputs, so the result is handed over with set_props, and the views of the previous result
-    # stay interactive while a job runs.
+    busy = [(Output(ids.RUN, "disabled"), True, False), (Output(ids.PREDICT, "disabled"), True, False)]
     app.callback(
-        Output(ids.ERROR, "children"),
+        Output(ids.RESULT, "data"), Output(ids.ERROR, "children"), Output(ids.JOB, "data"),
         Input(ids.RUN, "n_clicks"), Input(ids.PREDICT, "n_clicks"),
         *[State(i, "value") for i in JOB_STATES], State(ids.SESSION, "data"),
+        running=busy, prevent_initial_call=True,
+    )(submit_job)
+    # The background job's only declared output is the error line: Dash holds every callback downstream of a
+    # running callback's outputs, so the result is handed over with set_props, and the views of the previous
+    # result stay interactive while a job runs.
+    app.callback(
+        Output(ids.ERROR, "children", allow_duplicate=True),
+        Input(ids.JOB, "data"), State(ids.SESSION, "data"),
         background=True, manager=manager, interval=POLL_MS,
         progress=[Output(ids.PROGRESS, "value"), Output(ids.STATUS, "children")],
         progress_default=[0, ""],
-        running=[(Output(ids.RUN, "disabled"), True, False), (Output(ids.PREDICT, "disabled"), True, False),
-                 (Output(ids.ADD, "disabled"), True, False), (Output(ids.CANCEL, "disabled"), False, True),
+        running=[*busy, (Output(ids.ADD, "disabled"), True, False), (Output(ids.CANCEL, "disabled"), False, True),
                  (Output(ids.PROGRESS, "animated"), True, False), (Output(ids.PROGRESS, "striped"), True, False)],
         cancel=[Input(ids.CANCEL, "n_clicks")],
         prevent_initial_call=True,
@@ -338,15 +410,13 @@ def _register_views(app: dash.Dash) -> None:
         Output(ids.LAYER, "value"), Output(ids.HEAD, "options"), Output(ids.HEAD, "value"),
         Output(ids.SUMMARY, "children"), Output(ids.GENERATION, "children"), Output(ids.MASKED, "children"),
         Output(ids.MASK_POS, "options"),
-        Input(ids.RESULT, "data"), prevent_initial_call=True)(on_result)
-    app.callback(Output(ids.STEP, "min"), Output(ids.STEP, "max"), Output(ids.STEP, "marks"),
-                 Output(ids.STEP, "value"), Output(ids.STEP_LABEL, "children"),
-                 Input(ids.KIND, "value"), Input(ids.RESULT, "data"), prevent_initial_call=True)(on_kind)
+        Output(ids.STEP, "min"), Output(ids.STEP, "max"), Output(ids.STEP, "marks"), Output(ids.STEP, "value"),
+        Output(ids.STEP_LABEL, "children"),
+        *[Output(g, "figure") for g in ids.GRAPHS],
+        Input(ids.RESULT, "data"), Input(ids.KIND, "value"), Input(ids.LAYER, "value"), Input(ids.HEAD, "value"),
+        Input(ids.STEP, "value"), prevent_initial_call=True)(on_views)
     app.callback(Output(ids.LAYER, "value", allow_duplicate=True), Output(ids.HEAD, "value", allow_duplicate=True),
                  Input(ids.MODEL_VIEW, "clickData"), prevent_initial_call=True)(on_model_view_click)
-    app.callback([Output(g, "figure") for g in ids.GRAPHS],
-                 Input(ids.RESULT, "data"), Input(ids.KIND, "value"), Input(ids.LAYER, "value"),
-                 Input(ids.HEAD, "value"), Input(ids.STEP, "value"), prevent_initial_call=True)(on_view)
 
 
 def register_callbacks(app: dash.Dash) -> None:

@@ -27,6 +27,8 @@ CONFIG_TIMEOUT_KEY = "ATTNVIZ_PLAYGROUND_TIMEOUT"
 CONFIG_STORE_KEY = "ATTNVIZ_STORE"
 #: Result stores kept open per process.
 READERS_KEPT = 8
+#: Results' records kept in memory per process (a result never changes once written).
+RESULTS_KEPT = 8
 
 
 class _Config:
@@ -56,16 +58,24 @@ def default_folder() -> Path:
     return client.playground_dir()
 
 
-def call(op: str, args: dict[str, Any], session: str | None, progress: Callable[[float, str], None] | None = None
-         ) -> Any:
-    """Run one job on the model worker (from a background job's process)."""
+def call(op: str, args: dict[str, Any], session: str | None, progress: Callable[[float, str], None] | None = None,
+         fast: float | None = None) -> Any:
+    """Run one job on the model worker: from a background job's process, or with ``fast`` (seconds) from a plain
+    callback, which gets SlowJobError at once when the job cannot run that quickly (see
+    :func:`attnviz.pipeline.playground.client.call`)."""
     return client.call(op, args, folder=CONFIG.folder, session=session or "", timeout=CONFIG.timeout,
-                       owner_pid=CONFIG.owner_pid, progress=progress)
+                       owner_pid=CONFIG.owner_pid, progress=progress, fast=fast)
+
+
+#: Recent results' records, by (process, folder, id).
+_results = LRU(RESULTS_KEPT)
 
 
 def read_result(result_id: str) -> PlaygroundResult:
-    """A result's records, as the worker wrote them (raises PlaygroundError when it is gone)."""
-    return client.read_result(_folder(), result_id)
+    """A result's records, as the worker wrote them (raises PlaygroundError when it is gone); a few recent
+    ones are kept in memory."""
+    folder = _folder()
+    return _results.get((os.getpid(), str(folder), result_id), lambda: client.read_result(folder, result_id))
 
 
 def _folder() -> Path:

@@ -5,6 +5,7 @@ SESSION = "pg-session"
 RESULT = "pg-result"
 ADD_REQUEST = "pg-add-request"
 ADDED = "pg-added"
+JOB = "pg-job"  #: a job handed to the background callback (too slow to answer at once)
 TAB = "playground"
 
 # Model and its configuration
@@ -39,6 +40,7 @@ PROGRESS = "pg-progress"
 STATUS = "pg-status"
 ERROR = "pg-error"
 ERROR_TEXT = "pg-error-text"
+JOB_LOADING = "pg-job-loading"  #: "running the model…" while a job takes longer than LOADING_DELAY_MS
 
 # Predict output words
 PREDICT_NOTE = "pg-predict-note"
@@ -59,6 +61,7 @@ ADD_ERROR = "pg-add-error"
 ADD_DONE = "pg-add-done"
 
 # The result and its views
+VIEWS_LOADING = "pg-views-loading"  #: a spinner over the result while its views take longer than LOADING_DELAY_MS
 SUMMARY = "pg-summary"
 SUMMARY_MODEL = "pg-summary-model"
 SUMMARY_TEXT = "pg-summary-text"

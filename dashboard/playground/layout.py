@@ -14,6 +14,9 @@ from attnviz.dashboard.playground.controls import default_model, language_option
 from attnviz.pipeline.models.info import ModelInfo
 from attnviz.pipeline.playground.records import MAX_GENERATION_TOKENS, TASKS
 
+#: Milliseconds a job or a redraw may take before the page shows that it is working.
+LOADING_DELAY_MS = 300
+
 
 def _number(id_: str, label: str, value: int | float | None, *, min_: float, max_: float, step: float = 1,
             width: int = 3) -> dbc.Col:
@@ -68,7 +71,10 @@ def _input_panel(infos: dict[str, ModelInfo]) -> dbc.Card:
         ], className="mt-2"),
         dbc.Progress(id=ids.PROGRESS, value=0, className="mt-2", style={"height": "6px"}),
         html.Div(id=ids.STATUS, className="small text-muted"),
-        html.Div(id=ids.ERROR, className="mt-1"),
+        dcc.Loading(html.Div(id=ids.ERROR, className="mt-1", style={"minHeight": "1.5em"}), id=ids.JOB_LOADING,
+                    delay_show=LOADING_DELAY_MS, show_initially=False, overlay_style={"visibility": "visible"},
+                    custom_spinner=html.Div([dbc.Spinner(size="sm", spinner_class_name="me-1"), "running the model…"],
+                                            className="small text-muted")),
         html.Hr(),
         _predict_panel(),
         html.Hr(),
@@ -114,8 +120,8 @@ def _graph(id_: str) -> dcc.Graph:
                      config=cast(Any, figures.image_config(id_)))
 
 
-def _result_panel() -> html.Div:
-    return html.Div([
+def _result_panel() -> dcc.Loading:
+    return dcc.Loading(html.Div([
         html.Div(id=ids.SUMMARY, className="mb-2"),
         html.Div(id=ids.GENERATION, className="mb-2"),
         html.Div(id=ids.MASKED, className="mb-2"),
@@ -136,7 +142,8 @@ def _result_panel() -> html.Div:
         ], className="mb-1"),
         dbc.Row([dbc.Col(_graph(ids.STEP_BARS), lg=6), dbc.Col(_graph(ids.STEP_LAYERS), lg=6)]),
         _graph(ids.EMBEDDINGS),
-    ])
+    ]), id=ids.VIEWS_LOADING, type="circle", delay_show=LOADING_DELAY_MS, show_initially=False,
+        overlay_style={"visibility": "visible", "opacity": 0.6})
 
 
 def layout() -> html.Div:
@@ -147,5 +154,6 @@ def layout() -> html.Div:
         dcc.Store(id=ids.RESULT, storage_type="memory"),
         dcc.Store(id=ids.ADD_REQUEST, storage_type="memory"),
         dcc.Store(id=ids.ADDED, storage_type="memory"),
+        dcc.Store(id=ids.JOB, storage_type="memory"),
         dbc.Row([dbc.Col(_input_panel(infos), lg=4), dbc.Col(_result_panel(), lg=8)], className="g-3"),
     ], id=ids.TAB, className="pt-2")

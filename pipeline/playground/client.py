@@ -26,6 +26,7 @@ from attnviz.pipeline.playground.records import (
     PlaygroundError,
     PlaygroundLimitError,
     PlaygroundResult,
+    SlowJobError,
     load_result,
 )
 
@@ -101,18 +102,28 @@ def _ensure_worker_locked(folder: Path, owner_pid: int | None, progress: ClientP
 
 def call(op: str, args: dict[str, Any], *, folder: str | os.PathLike | None = None, session: str = "",
          timeout: float = DEFAULT_TIMEOUT_S, owner_pid: int | None = None,
-         progress: ClientProgress | None = None) -> Any:
+         progress: ClientProgress | None = None, fast: float | None = None) -> Any:
     """Run one job on the worker (started if needed) and return its result (a JSON value); raise
     PlaygroundError with the worker's one-line message on failure. ``progress(fraction, text)`` receives the
-    worker's progress."""
+    worker's progress.
+
+    ``fast``: run the job only if it can start at once and is expected to take at most ``fast`` seconds (its
+    model loaded in a running worker, no other job running); else raise SlowJobError at once, without starting
+    a worker (the caller runs it as a background job instead)."""
     folder = Path(folder or playground_dir())
-    ensure_worker(folder, owner_pid=owner_pid, progress=progress)
+    if fast is None:
+        ensure_worker(folder, owner_pid=owner_pid, progress=progress)
     try:
         conn = connect(folder)
     except (OSError, EOFError) as exc:
+        if fast is not None:
+            raise SlowJobError("no model worker is running") from None
         raise PlaygroundError(f"cannot reach the playground's model worker ({exc}): try again") from None
     with conn:
-        conn.send({"op": op, "session": session, "timeout": float(timeout), "args": args})
+        request: dict[str, Any] = {"op": op, "session": session, "timeout": float(timeout), "args": args}
+        if fast is not None:
+            request["fast"] = float(fast)
+        conn.send(request)
         while True:
             if not conn.poll(timeout + CLIENT_GRACE_S):
                 raise PlaygroundLimitError(f"the model worker did not answer within {timeout + CLIENT_GRACE_S:.0f} s")
@@ -128,7 +139,8 @@ def call(op: str, args: dict[str, Any], *, folder: str | os.PathLike | None = No
                 return message[1]
             else:
                 _, kind, text = message
-                raise (PlaygroundLimitError if kind == "limit" else PlaygroundError)(text)
+                errors = {"limit": PlaygroundLimitError, "slow": SlowJobError}
+                raise errors.get(kind, PlaygroundError)(text)
 
 
 def read_result(folder: str | os.PathLike | None, result_id: str) -> PlaygroundResult:

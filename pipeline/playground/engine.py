@@ -66,6 +66,12 @@ CACHE_SIZE = int(os.environ.get("ATTNVIZ_PLAYGROUND_MODELS", "3"))
 
 _cache: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
 _cache_lock = threading.Lock()
+#: Measured seconds per unit of work (:func:`job_units`) of each loaded model, by model key.
+_rates: dict[tuple[Any, ...], float] = {}
+#: Work units of one forward pass beyond its tokens (the fixed cost of a call, in token equivalents).
+FORWARD_OVERHEAD_UNITS = 16.0
+#: Tokens at which a forward's attention (quadratic) costs as much as its linear part.
+QUADRATIC_TOKENS = 512.0
 
 
 def _quiet(_fraction: float, _text: str) -> None:
@@ -104,8 +110,56 @@ def get_model(choice: ModelChoice, progress: Progress = _quiet) -> LoadedModel:
     with _cache_lock:
         _cache[key] = lm
         while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
+            old, _ = _cache.popitem(last=False)
+            _rates.pop(old, None)
     return lm
+
+
+def _forward_units(tokens: float) -> float:
+    return FORWARD_OVERHEAD_UNITS + tokens + tokens * tokens / QUADRATIC_TOKENS
+
+
+def input_tokens(lm: LoadedModel, req: InputRequest) -> int:
+    """About how many tokens the model reads for ``req`` (for the time estimate; no limits checked)."""
+    if req.random:
+        return max(1, int(req.length)) + 2
+    tok = lm.tokenizer
+    text = req.text[:20_000]
+    if req.task == "pair":
+        return len(tok(text, req.second[:20_000], add_special_tokens=True)["input_ids"])
+    return len(tok(text, add_special_tokens=True)["input_ids"])
+
+
+def job_units(lm: LoadedModel, op: str, req: InputRequest, gen: GenerateRequest | None = None) -> float:
+    """Work of a job in units of :func:`_forward_units`: one forward for a run, two for masked predictions,
+    one per generated token plus the final attention pass for generation."""
+    t = float(input_tokens(lm, req))
+    if op == "generate" and gen is not None:
+        n = max(0, int(gen.n_tokens))
+        return sum(_forward_units(t + k) for k in range(n)) + _forward_units(t + n)
+    return (2 if op == "mask" else 1) * _forward_units(t)
+
+
+def estimate_seconds(choice: ModelChoice, op: str, req: InputRequest,
+                     gen: GenerateRequest | None = None) -> float | None:
+    """Seconds the job would take with the model loaded, from this model's measured speed; None when the model
+    is not loaded or has not run a job yet (the job may load it: seconds)."""
+    key = choice.key()
+    with _cache_lock:
+        lm, rate = _cache.get(key), _rates.get(key)
+    if lm is None or rate is None:
+        return None
+    return rate * job_units(lm, op, req, gen)
+
+
+def record_seconds(choice: ModelChoice, units: float, seconds: float) -> None:
+    """Note how long ``units`` of work took on a loaded model (a moving average, for :func:`estimate_seconds`)."""
+    key = choice.key()
+    rate = seconds / max(units, 1.0)
+    with _cache_lock:
+        if key in _cache:
+            old = _rates.get(key)
+            _rates[key] = rate if old is None else 0.5 * old + 0.5 * rate
 
 
 def cached_models() -> list[tuple[Any, ...]]:
@@ -426,6 +480,6 @@ def _difference(key: str, stored: Any, asked: Any) -> str:
     return f"{key}: stored {stored!r} vs {asked!r}"
 
 
-__all__ = ["CAPTURE", "add_to_store", "build_example", "cached_models", "generate", "playground_run_name",
-           "get_model", "mlm_probabilities", "next_token_logits", "playground_run_metadata", "predict_masked",
-           "run_input", "save_result_files"]
+__all__ = ["CAPTURE", "add_to_store", "build_example", "cached_models", "estimate_seconds", "generate",
+           "get_model", "job_units", "mlm_probabilities", "next_token_logits", "playground_run_metadata",
+           "playground_run_name", "predict_masked", "record_seconds", "run_input", "save_result_files"]

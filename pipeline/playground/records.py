@@ -72,6 +72,11 @@ class PlaygroundLimitError(PlaygroundError):
     """A request beyond one of the limits that protect the server (length, tokens, time, one job at a time)."""
 
 
+class SlowJobError(PlaygroundError):
+    """A job asked to run at once (``fast``) that the worker would not finish within the asked time: its model
+    is not loaded, another job holds the worker, or it is too long. Run it as a background job instead."""
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """A model_info entry plus the playground's configuration of a random-init model (None = model_info's)."""

@@ -37,6 +37,7 @@ from attnviz.pipeline.playground.records import (
     ModelChoice,
     PlaygroundError,
     PlaygroundLimitError,
+    SlowJobError,
     load_result,
 )
 
@@ -55,6 +56,9 @@ class Job:
     conn: Connection
     session: str
     timeout: float
+    #: Seconds the client waits for an answer before running the job in the background instead (None: it waits
+    #: for any job); a job the worker cannot start at once or would not finish in time is refused (SlowJobError).
+    fast: float | None = None
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     def client_gone(self) -> bool:
@@ -140,7 +144,9 @@ class Worker:
                 if not isinstance(request, dict) or not isinstance(request.get("op"), str):
                     raise PlaygroundError("a playground request must be an object with an op")
                 op = request["op"]
-                job = Job(conn, str(request.get("session", "")), float(request.get("timeout", DEFAULT_TIMEOUT_S)))
+                fast = request.get("fast")
+                job = Job(conn, str(request.get("session", "")), float(request.get("timeout", DEFAULT_TIMEOUT_S)),
+                          float(fast) if isinstance(fast, int | float) and not isinstance(fast, bool) else None)
                 if op == "ping":
                     conn.send(["result", {"pid": os.getpid()}])
                     return
@@ -151,6 +157,8 @@ class Worker:
                 conn.send(["result", self._run(op, request.get("args", {}), job)])
             except CancelledError:
                 return
+            except SlowJobError as exc:
+                self._reply_error(conn, "slow", str(exc))
             except PlaygroundLimitError as exc:
                 self._reply_error(conn, "limit", str(exc))
             except PlaygroundError as exc:
@@ -175,7 +183,9 @@ class Worker:
                 self.sessions[job.session] = job
             self.running += 1
         try:
-            while not self.compute.acquire(timeout=0.5):
+            if job.fast is not None and not (self.warm.is_set() and self.compute.acquire(blocking=False)):
+                raise SlowJobError("the model worker is busy")
+            while job.fast is None and not self.compute.acquire(timeout=0.5):
                 job.progress(0.0, "waiting for another playground job to finish" if self.warm.is_set() else
                              "starting the model worker: importing torch and transformers (first job only)")
             try:
@@ -204,16 +214,26 @@ class Worker:
             return engine.add_to_store(result, args["store"], args.get("run"), job.progress)
         if op == "status":
             return {"pid": os.getpid(), "models": [list(k) for k in engine.cached_models()]}
+        if op not in ("run", "generate", "mask"):
+            raise PlaygroundError(f"unknown playground operation {op!r}")
         choice = ModelChoice(**args["choice"])
         req = InputRequest(**args["input"])
+        gen = GenerateRequest(**args["generate"]) if op == "generate" else None
+        if job.fast is not None:
+            estimate = engine.estimate_seconds(choice, op, req, gen)
+            if estimate is None or estimate > job.fast:
+                raise SlowJobError("the job needs more time than asked (or its model is not loaded)")
+        lm = engine.get_model(choice, job.progress)  # a load is not timed with the job
+        t0 = time.perf_counter()
         if op == "run":
             result = engine.run_input(choice, req, job.progress)
         elif op == "generate":
-            result = engine.generate(choice, req, GenerateRequest(**args["generate"]), job.progress)
-        elif op == "mask":
-            result = engine.predict_masked(choice, req, MaskRequest(**args["mask"]), job.progress)
+            assert gen is not None
+            result = engine.generate(choice, req, gen, job.progress)
         else:
-            raise PlaygroundError(f"unknown playground operation {op!r}")
+            result = engine.predict_masked(choice, req, MaskRequest(**args["mask"]), job.progress)
+        with contextlib.suppress(Exception):  # the estimate only decides where the next job runs
+            engine.record_seconds(choice, engine.job_units(lm, op, req, gen), time.perf_counter() - t0)
         job.progress(0.97, "saving the result")
         engine.save_result_files(self.folder, result)
         return result.summary()
