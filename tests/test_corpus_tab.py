@@ -237,3 +237,88 @@ def test_different_head_grids_are_compared_per_layer(page, reader: StoreReader) 
     assert len(sim["data"][0]["x"]) == 6
     patterns = wait_figure(page, "corpus-patterns-a", lambda f: f["data"][0]["type"] == "heatmap", "patterns")
     assert patterns["data"][0]["customdata"][0][0] == "previous token"
+
+
+# ---- what the browser redraws without the server --------------------------------------------------------
+
+_SHAPES_JS = """
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+return gd && gd.layout ? JSON.stringify(gd.layout.shapes || []) : null;
+"""
+
+
+@pytest.fixture
+def counted_page(dash_duo, store: Path):
+    """The page, with a count of the server's callback requests by the output they ask for."""
+    from flask import request
+
+    from attnviz.dashboard.app import create_app
+    from attnviz.dashboard.corpus import data as corpus_data
+
+    corpus_data.clear_caches()
+    app = create_app(store)
+    asked: list[str] = []
+
+    @app.server.before_request
+    def _count() -> None:
+        if request.method == "POST" and request.path.endswith("/_dash-update-component"):
+            asked.append(str((request.get_json(silent=True) or {}).get("output", "")))
+
+    dash_duo.start_server(app)
+    dash_duo.driver.set_window_size(1500, 1200)
+    dash_duo.driver.get(dash_duo.server_url + "/?tab=corpus&run=pair-a")
+    dash_duo.wait_for_element("#corpus-heatmap-a .js-plotly-plot", timeout=TIMEOUT)
+    return dash_duo, asked
+
+
+def heatmap_requests(asked: list[str]) -> int:
+    return sum("corpus-heatmap-a.figure" in key for key in asked)
+
+
+def test_metric_and_aggregate_switches_are_drawn_in_the_browser_from_the_servers_numbers(
+        counted_page, reader: StoreReader) -> None:
+    from attnviz.dashboard.corpus.figures import _selected_shape
+
+    page, asked = counted_page
+    a = {m: reader.metrics("pair-a", m) for m in ("entropy", "mass_prev")}
+    b = {m: reader.metrics("pair-b", m) for m in ("entropy", "mass_prev")}
+    page.select_dcc_dropdown("#corpus-run-b", value="pair-b")
+    wait_figure(page, "corpus-heatmap-b", z_close(nan_agg(b["entropy"], "mean")), "B entropy mean")
+    until(lambda: page.driver.execute_script("return !document.querySelector('[data-dash-is-loading=\"true\"]')"),
+          timeout=TIMEOUT)
+    time.sleep(0.5)
+
+    # a new aggregate: no request; A, B and A − B redrawn from what the browser holds, equal to numpy's
+    before = heatmap_requests(asked)
+    click_radio(page, "corpus-agg", "p90")
+    za, zb = nan_agg(a["entropy"], "p90"), nan_agg(b["entropy"], "p90")
+    wait_figure(page, "corpus-heatmap-a", z_close(za), "A entropy p90 (browser)")
+    wait_figure(page, "corpus-heatmap-b", z_close(zb), "B entropy p90 (browser)")
+    wait_figure(page, "corpus-diff", z_close(za - zb), "A - B p90 (browser)")
+    until(lambda: any(c.get("headerName") == "B entropy (p90)" for c in page.driver.execute_script(
+        "return document.querySelector('#corpus-head-table') && "
+        "[...document.querySelectorAll('#corpus-head-table .ag-header-cell')].map("
+        "c => ({headerName: c.innerText.trim()}))") or []), timeout=TIMEOUT)
+    assert heatmap_requests(asked) == before
+
+    # a metric the browser lacks is asked for once; switching back to one it holds asks nothing
+    page.select_dcc_dropdown("#corpus-metric", value="Mass on previous (weight)")
+    page.driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    wait_figure(page, "corpus-heatmap-a", z_close(nan_agg(a["mass_prev"], "p90")), "A mass_prev p90")
+    until(lambda: heatmap_requests(asked) == before + 1, timeout=TIMEOUT)
+    # (as the dropdown sets it: its first option sits under its search box once the list has scrolled)
+    page.driver.execute_script("window.dash_clientside.set_props('corpus-metric', {value: 'entropy'})")
+    wait_figure(page, "corpus-heatmap-a", z_close(za), "A entropy p90 again (browser)")
+    click_radio(page, "corpus-agg", "median")
+    wait_figure(page, "corpus-heatmap-b", z_close(nan_agg(b["entropy"], "median")), "B entropy median (browser)")
+    time.sleep(0.5)
+    assert heatmap_requests(asked) == before + 1
+
+    # a picked head is outlined by the browser exactly as the server outlines it
+    click_cell(page, "corpus-heatmap-a", 1, 2)
+    until(lambda: "Layer 1, head 2" in page.find_element("#corpus-head-title").text, timeout=TIMEOUT)
+    expected = _selected_shape((1, 2), 2, 4)
+    for graph_id in ("corpus-heatmap-a", "corpus-heatmap-b", "corpus-diff", "corpus-patterns-a"):
+        until(lambda graph_id=graph_id: json.loads(page.driver.execute_script(_SHAPES_JS, graph_id) or "[]")
+              == expected, timeout=TIMEOUT, msg=f"{graph_id}: outline of head (1, 2)")
+    assert heatmap_requests(asked) == before + 1

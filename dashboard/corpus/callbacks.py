@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dash
-from dash import ALL, Input, Output, State, ctx
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx
 from dash.exceptions import PreventUpdate
 
 from attnviz.dashboard import ids as app_ids
@@ -21,35 +21,45 @@ from attnviz.dashboard.corpus import figures as cf
 from attnviz.dashboard.corpus import ids
 from attnviz.dashboard.corpus.selection import Selection, make_selection
 from attnviz.dashboard.corpus.views import (
-    analysis_views,
-    difference_view,
+    analysis_relpos,
+    analysis_similarity,
+    difference_bundle,
     drill_views,
     filter_controls,
+    heatmap_bundle,
     heatmap_views,
     pattern_views,
     profile_view,
     run_choices,
-    table_view,
+    table_columns,
+    table_rows,
 )
 from attnviz.dashboard.messages import error_text, message_figure
 from attnviz.pipeline.store import StoreError
 
 log = logging.getLogger(__name__)
 
-#: Inputs of every filtered view (keyword names of the callbacks' arguments).
-_VIEW_INPUTS = {
+#: Inputs of every filtered view (keyword names of the callbacks' arguments): what selects the examples and
+#: runs. The metric, the aggregate and the picked head are not among them: views that depend on those take them
+#: as state, and the browser redraws them from what it already holds (``assets/corpus.js``).
+_SEL_INPUTS = {
     "tab": Input(app_ids.TABS, "value"), "run_a": Input(app_ids.RUN_SELECT, "value"),
-    "run_b": Input(ids.RUN_B, "value"),
-    "kind": Input(ids.KIND, "value"), "metric": Input(ids.METRIC, "value"), "agg": Input(ids.AGG, "value"),
+    "run_b": Input(ids.RUN_B, "value"), "kind": Input(ids.KIND, "value"),
     "length": Input(ids.LENGTH, "value"), "truncated": Input(ids.TRUNCATED, "value"),
     "field_values": Input(ids.field(ALL), "value"),
 }
 _VIEW_STATES = {"length_min": State(ids.LENGTH, "min"), "length_max": State(ids.LENGTH, "max"),
                 "field_ids": State(ids.field(ALL), "id")}
-_HEAD_INPUT = {"head": Input(ids.HEAD, "data")}
+_CHOICE_STATES = {"metric": State(ids.METRIC, "value"), "agg": State(ids.AGG, "value"),
+                  "head": State(ids.HEAD, "data")}
+#: The bundled views (whose figures for every aggregate the browser keeps) are asked again for a metric the
+#: browser lacks through this store.
+_NEED_INPUT = {"need": Input(ids.NEED, "data")}
 #: The layer × head maps a click on which selects a head.
 _HEAD_SOURCES = (ids.HEATMAP_A, ids.HEATMAP_B, ids.DIFF, ids.PATTERNS_A, ids.PATTERNS_B, ids.SIMILARITY_A,
                  ids.SIMILARITY_B)
+#: The maps that outline the picked head (the browser moves the outline: ``assets/corpus.js``).
+_OUTLINED = _HEAD_SOURCES
 
 
 def _sel(tab: Any, run_a: Any, run_b: Any, kind: Any, metric: Any, agg: Any, length: Any, truncated: Any,
@@ -60,6 +70,20 @@ def _sel(tab: Any, run_a: Any, run_b: Any, kind: Any, metric: Any, agg: Any, len
     bounds = (length_min, length_max) if length_min is not None and length_max is not None else None
     return make_selection(run_a, run_b, kind, metric, agg, length, bounds, truncated, field_ids or [],
                           field_values or [])
+
+
+def _key(run_a: Any, run_b: Any, kind: Any, length: Any, truncated: Any, field_values: Any, field_ids: Any,
+         **_: Any) -> list[Any]:
+    """What the browser keys the bundled views by (``corpusKey`` in ``assets/corpus.js`` builds the same list
+    from the controls): the runs, the kind and the filter controls, as the callback received them."""
+    names = [i.get("field") if isinstance(i, dict) else None for i in field_ids or []]
+    return [run_a, run_b, kind, length, truncated, field_values or [], names]
+
+
+def _bundle(kw: dict[str, Any], sel: Selection, views: Any) -> dict[str, Any]:
+    """A bundled view's store: its figures for every aggregate of ``sel.metric``, keyed as the browser keys it,
+    with the aggregate and head the server drew in its own outputs."""
+    return {"key": _key(**kw), "metric": sel.metric, "agg": sel.agg, "head": kw.get("head"), "views": views}
 
 
 def _head(data: Any) -> tuple[int, int] | None:
@@ -90,30 +114,16 @@ def _figures(n: int, title: str = "") -> Callable[[str], list[dict]]:
     return lambda text: [message_figure(text, title=title)] * n
 
 
-#: Shows the first distinct message of the views' error slots (and how many others) in the tab's alert.
-_ALERT_JS = """
-function(messages) {
-    const seen = [];
-    for (const m of messages || []) { if (m && !seen.includes(m)) { seen.push(m); } }
-    if (!seen.length) { return ["", false]; }
-    const more = seen.length > 1 ? " (and " + (seen.length - 1) + " more)" : "";
-    return [seen[0] + more, true];
-}
-"""
-
-
 def register_callbacks(app: dash.Dash) -> None:
     """Attach the tab's callbacks to ``app``."""
     _register_controls(app)
     _register_views(app)
     _register_head(app)
+    _register_browser(app)
 
 
 def _register_controls(app: dash.Dash) -> None:
-    """The alert, run B / kind / metric choices and the example filters."""
-    app.clientside_callback(_ALERT_JS, Output(ids.ALERT, "children"), Output(ids.ALERT, "is_open"),
-                            Input(ids.error_slot(ALL), "data"))
-
+    """Run B / kind / metric choices and the example filters."""
     @app.callback(
         Output(ids.RUN_B, "options"), Output(ids.RUN_B, "value"), Output(ids.KIND, "options"),
         Output(ids.KIND, "value"),
@@ -139,34 +149,58 @@ def _register_controls(app: dash.Dash) -> None:
 
 
 def _register_views(app: dash.Dash) -> None:
-    """The views of the whole selection: heatmaps, A − B, per-layer profile, head table, patterns."""
+    """The views of the whole selection: heatmaps, A − B, per-layer profile, head table, patterns. The first four
+    also send their figures for every aggregate of the metric (a bundle), which the browser keeps."""
+
+    def _bundle_output(view: str) -> Output:
+        return Output(ids.bundle(view), "data")
 
     @app.callback(output=[Output(ids.HEATMAP_A, "figure"), Output(ids.HEATMAP_B, "figure"),
-                          Output(ids.STATUS, "children"), _error_output("heatmaps")],
-                  inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
+                          Output(ids.STATUS, "children"), _bundle_output("heatmaps"), _error_output("heatmaps")],
+                  inputs={**_SEL_INPUTS, **_NEED_INPUT}, state={**_CHOICE_STATES, **_VIEW_STATES})
     def corpus_heatmaps(**kw):
-        return _guard("heatmaps", lambda: heatmap_views(_sel(**kw), _head(kw["head"])),
-                      lambda text: [*_figures(2)(text), dash.no_update])
+        def build() -> list[Any]:
+            sel, head = _sel(**kw), _head(kw["head"])
+            bundle = heatmap_bundle(sel, head)
+            status = heatmap_views(sel, head)[2]
+            return [*bundle[sel.agg], status, _bundle(kw, sel, bundle)]
 
-    @app.callback(output=[Output(ids.DIFF, "figure"), _error_output("difference")],
-                  inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
+        return _guard("heatmaps", build, lambda text: [*_figures(2)(text), dash.no_update, None])
+
+    @app.callback(output=[Output(ids.DIFF, "figure"), _bundle_output("difference"), _error_output("difference")],
+                  inputs={**_SEL_INPUTS, **_NEED_INPUT}, state={**_CHOICE_STATES, **_VIEW_STATES})
     def corpus_difference(**kw):
-        return _guard("difference", lambda: [difference_view(_sel(**kw), _head(kw["head"]))],
-                      _figures(1, "A − B"))
+        def build() -> list[Any]:
+            sel = _sel(**kw)
+            bundle = difference_bundle(sel, _head(kw["head"]))
+            return [bundle[sel.agg], _bundle(kw, sel, bundle)]
 
-    @app.callback(output=[Output(ids.PROFILE, "figure"), _error_output("profile")], inputs=_VIEW_INPUTS,
-                  state=_VIEW_STATES)
+        return _guard("difference", build, lambda text: [message_figure(text, title="A − B"), None])
+
+    @app.callback(output=[Output(ids.PROFILE, "figure"), _bundle_output("profile"), _error_output("profile")],
+                  inputs={**_SEL_INPUTS, **_NEED_INPUT}, state={**_CHOICE_STATES, **_VIEW_STATES})
     def corpus_profile(**kw):
-        return _guard("profile", lambda: [profile_view(_sel(**kw))], _figures(1, "Per layer"))
+        def build() -> list[Any]:
+            sel = _sel(**kw)
+            fig = profile_view(sel)
+            return [fig, _bundle(kw, sel, fig)]
 
-    @app.callback(output=[Output(ids.TABLE, "rowData"), Output(ids.TABLE, "columnDefs"), _error_output("table")],
-                  inputs=_VIEW_INPUTS, state=_VIEW_STATES)
+        return _guard("profile", build, lambda text: [message_figure(text, title="Per layer"), None])
+
+    @app.callback(output=[Output(ids.TABLE, "rowData"), Output(ids.TABLE, "columnDefs"), _bundle_output("table"),
+                          _error_output("table")],
+                  inputs={**_SEL_INPUTS, **_NEED_INPUT}, state={**_CHOICE_STATES, **_VIEW_STATES})
     def corpus_table(**kw):
-        return _guard("table", lambda: table_view(_sel(**kw)), lambda _: ([], []))
+        def build() -> list[Any]:
+            sel = _sel(**kw)
+            rows, columns = table_rows(sel), table_columns(sel)
+            return [rows, columns[sel.agg], _bundle(kw, sel, {"rows": rows, "columns": columns})]
+
+        return _guard("table", build, lambda _: ([], [], None))
 
     @app.callback(output=[Output(ids.PATTERNS_A, "figure"), Output(ids.PATTERNS_B, "figure"),
                           _error_output("patterns")],
-                  inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
+                  inputs=_SEL_INPUTS, state={**_CHOICE_STATES, **_VIEW_STATES})
     def corpus_patterns(**kw):
         return _guard("patterns", lambda: pattern_views(_sel(**kw), _head(kw["head"])),
                       _figures(2, "Head patterns"))
@@ -186,24 +220,61 @@ def _register_head(app: dash.Dash) -> None:
 
     @app.callback(output=[Output(ids.HEAD_TITLE, "children"), Output(ids.HEAD_DIST, "figure"),
                           Output(ids.HEAD_EXAMPLES, "children"), _error_output("drill")],
-                  inputs={**_VIEW_INPUTS, **_HEAD_INPUT}, state=_VIEW_STATES)
+                  inputs={**_SEL_INPUTS, "metric": Input(ids.METRIC, "value"), "head": Input(ids.HEAD, "data")},
+                  state={"agg": State(ids.AGG, "value"), **_VIEW_STATES})
     def corpus_drill(**kw):
+        if kw["head"] is None and ctx.triggered_id == ids.METRIC and kw["tab"] == "corpus":
+            raise PreventUpdate  # no head picked: the drill-down's hint does not depend on the metric
         return _guard("drill", lambda: drill_views(_sel(**kw), _head(kw["head"])),
                       lambda text: ("", message_figure(text), ""))
 
-    @app.callback(Output(ids.SIMILARITY_A, "figure"), Output(ids.SIMILARITY_B, "figure"),
-                  Output(ids.RELPOS, "figure"), _error_output("analysis"),
+    @app.callback(Output(ids.SIMILARITY_A, "figure"), Output(ids.SIMILARITY_B, "figure"), _error_output("analysis"),
                   Input(app_ids.TABS, "value"), Input(app_ids.RUN_SELECT, "value"), Input(ids.RUN_B, "value"),
-                  Input(ids.KIND, "value"), Input(ids.HEAD, "data"))
+                  Input(ids.KIND, "value"), State(ids.HEAD, "data"))
     def corpus_analysis(tab, run_a, run_b, kind, head_data):
         if tab != "corpus":
             raise PreventUpdate
         head = _head(head_data)
-        return _guard("analysis", lambda: analysis_views(run_a, run_b, kind, head), _figures(3, "Head similarity"))
+        return _guard("analysis", lambda: analysis_similarity(run_a, run_b, kind, head),
+                      _figures(2, "Head similarity"))
+
+    @app.callback(Output(ids.RELPOS, "figure"), _error_output("relpos"),
+                  Input(app_ids.TABS, "value"), Input(app_ids.RUN_SELECT, "value"), Input(ids.RUN_B, "value"),
+                  Input(ids.KIND, "value"), Input(ids.HEAD, "data"))
+    def corpus_relpos(tab, run_a, run_b, kind, head_data):
+        if tab != "corpus":
+            raise PreventUpdate
+        head = _head(head_data)
+        return _guard("relpos", lambda: [analysis_relpos(run_a, run_b, kind, head)],
+                      _figures(1, "Relative position"))
 
     @app.callback(Output(ids.TABLE, "exportDataAsCsv"), Input(ids.EXPORT, "n_clicks"), prevent_initial_call=True)
     def corpus_export(n_clicks):
         return bool(n_clicks)
+
+
+def _register_browser(app: dash.Dash) -> None:
+    """What the browser does without the server (``assets/corpus.js``): ask for a metric's bundles only when it
+    lacks them (``need``); and (``draw``) redraw the bundled views when the metric or aggregate changes, move the
+    picked head's outline, and show the first message of the views' error slots in the tab's alert. (Two
+    client-side callbacks: ``need`` feeds the server, whose bundles feed ``draw``, so they cannot be one.)"""
+    controls = [State(app_ids.RUN_SELECT, "value"), State(ids.RUN_B, "value"), State(ids.KIND, "value"),
+                State(ids.LENGTH, "value"), State(ids.TRUNCATED, "value"), State(ids.field(ALL), "value"),
+                State(ids.field(ALL), "id")]
+    app.clientside_callback(ClientsideFunction("corpus", "need"), Output(ids.NEED, "data"),
+                            Input(ids.METRIC, "value"), State(app_ids.TABS, "value"), *controls,
+                            prevent_initial_call=True)
+    drawn = (ids.HEATMAP_A, ids.HEATMAP_B, ids.DIFF)
+    outlined_only = tuple(source for source in _OUTLINED if source not in drawn)
+    app.clientside_callback(
+        ClientsideFunction("corpus", "draw"),
+        *[Output(cid, "figure", allow_duplicate=True) for cid in (*drawn, ids.PROFILE, *outlined_only)],
+        Output(ids.TABLE, "rowData", allow_duplicate=True), Output(ids.TABLE, "columnDefs", allow_duplicate=True),
+        Output(ids.ALERT, "children"), Output(ids.ALERT, "is_open"),
+        Input(ids.METRIC, "value"), Input(ids.AGG, "value"), Input(ids.bundle(ALL), "data"),
+        Input(ids.HEAD, "data"), Input(ids.error_slot(ALL), "data"),
+        State(ids.bundle(ALL), "id"), *[State(cid, "figure") for cid in (*drawn, *outlined_only)], *controls,
+        prevent_initial_call=True)
 
 
 def _clicked_head(click: Any) -> tuple[int, int] | None:

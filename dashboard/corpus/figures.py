@@ -26,7 +26,7 @@ PATTERN_COLOURS: dict[str, str] = {
 
 __all__ = ["COLOUR_A", "COLOUR_B", "difference_figure", "distribution_figure", "heatmap_figure",
            "layer_difference_figure", "pattern_figure", "profile_figure", "relpos_figure",
-           "similarity_figure", "head_name", "parse_head_name"]
+           "similarity_figure", "similarity_shapes", "head_name", "parse_head_name"]
 
 
 def head_name(layer: int, head: int) -> str:
@@ -64,14 +64,23 @@ def _selected_shape(selected: tuple[int, int] | None, n_layers: int, n_heads: in
              "y1": layer + 0.5, "line": {"color": SELECT_COLOUR, "width": 2.5}}]
 
 
+def _select_meta(n_layers: int, n_heads: int, selectable: bool) -> dict[str, Any]:
+    """``layout.meta`` of a layer × head map: whether the picked head is outlined on it (``assets/corpus.js``
+    draws the outline of a newly picked head exactly as :func:`_selected_shape` does)."""
+    if not selectable:
+        return {}
+    return {"select": "grid", "grid": [n_layers, n_heads], "select_colour": SELECT_COLOUR}
+
+
 def _height(n_layers: int) -> int:
     return int(min(520, max(240, 90 + 26 * n_layers)))
 
 
 def heatmap_figure(z: np.ndarray, *, title: str, label: str, zmin: float | None = None,
                    zmax: float | None = None, selected: tuple[int, int] | None = None,
-                   colorscale: str = "Viridis") -> Figure:
-    """A layer × head heatmap of one aggregate (NaN cells blank); ``selected`` is outlined."""
+                   colorscale: str = "Viridis", selectable: bool = True) -> Figure:
+    """A layer × head heatmap of one aggregate (NaN cells blank); ``selected`` is outlined (and a head picked
+    later, when ``selectable``)."""
     z = np.asarray(z, dtype=np.float32)
     n_layers, n_heads = z.shape
     trace = {"type": "heatmap", "z": typed(z), **_grid_xy(n_layers, n_heads), "colorscale": colorscale,
@@ -80,7 +89,8 @@ def heatmap_figure(z: np.ndarray, *, title: str, label: str, zmin: float | None 
     if zmin is not None and zmax is not None and np.isfinite([zmin, zmax]).all():
         trace.update(zmin=float(zmin), zmax=float(zmax) if zmax > zmin else float(zmin) + 1e-9)
     return figure([trace], title=title, height=_height(n_layers), shapes=_selected_shape(selected, *z.shape),
-                  margin={"l": 55, "r": 10, "t": 40, "b": 45}, **_grid_axes(n_layers, n_heads))
+                  meta=_select_meta(n_layers, n_heads, selectable), margin={"l": 55, "r": 10, "t": 40, "b": 45},
+                  **_grid_axes(n_layers, n_heads))
 
 
 def _symmetric_range(values: np.ndarray) -> float:
@@ -97,7 +107,8 @@ def _q_text(q: float, significant: bool) -> str:
 
 def difference_figure(diff: np.ndarray, significant: np.ndarray, q: np.ndarray, *, title: str, label: str,
                       test: str = "", selected: tuple[int, int] | None = None) -> Figure:
-    """A − B per head on a diverging scale centred at 0; heads with q < alpha carry a black dot."""
+    """A − B per head on a diverging scale centred at 0; heads with q < alpha carry a black dot; ``selected``
+    (and a head picked later) is outlined."""
     diff = np.asarray(diff, dtype=np.float32)
     n_layers, n_heads = diff.shape
     top = _symmetric_range(diff)
@@ -115,7 +126,8 @@ def difference_figure(diff: np.ndarray, significant: np.ndarray, q: np.ndarray, 
     axes = _grid_axes(n_layers, n_heads)
     if test:
         axes["xaxis"]["title"] = {"text": f"head — dots: {test}", "font": {"size": 11}}
-    return figure([heat, marks], title=title, height=_height(n_layers), meta={"label": label},
+    return figure([heat, marks], title=title, height=_height(n_layers),
+                  meta={"label": label, **_select_meta(n_layers, n_heads, True)},
                   shapes=_selected_shape(selected, n_layers, n_heads),
                   margin={"l": 55, "r": 10, "t": 40, "b": 45}, **axes)
 
@@ -185,8 +197,10 @@ def distribution_figure(samples: Sequence[tuple[str, np.ndarray, str]], *, title
                   legend={"orientation": "h", "y": -0.3}, margin={"l": 55, "r": 10, "t": 40, "b": 40})
 
 
-def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] | None = None) -> Figure:
-    """Layer × head map of pattern labels (``statistics.patterns.classify_heads`` keys), a colour each."""
+def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] | None = None,
+                   selectable: bool = True) -> Figure:
+    """Layer × head map of pattern labels (``statistics.patterns.classify_heads`` keys), a colour each;
+    ``selected`` is outlined (and a head picked later, when ``selectable``)."""
     keys = list(PATTERN_LABELS)
     labels = np.asarray(labels, dtype=object)
     n_layers, n_heads = labels.shape
@@ -209,12 +223,15 @@ def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] 
              "hovertemplate": "layer %{y}, head %{x}<br>%{customdata}<extra></extra>"}
     return figure([trace], title=title, height=_height(n_layers),
                   shapes=_selected_shape(selected, n_layers, n_heads),
-                  margin={"l": 55, "r": 10, "t": 40, "b": 45}, **_grid_axes(n_layers, n_heads))
+                  meta=_select_meta(n_layers, n_heads, selectable), margin={"l": 55, "r": 10, "t": 40, "b": 45},
+                  **_grid_axes(n_layers, n_heads))
 
 
 def similarity_figure(distance: np.ndarray, order: np.ndarray, n_heads: int, *, title: str,
                       selected: tuple[int, int] | None = None) -> Figure:
-    """Head × head Jensen–Shannon distance, rows and columns in clustered order, labelled ``L<l>H<h>``."""
+    """Head × head Jensen–Shannon distance, rows and columns in clustered order, labelled ``L<l>H<h>``; the
+    ``selected`` head's row and column are marked (:func:`similarity_shapes`; ``assets/corpus.js`` marks a head
+    picked later the same way)."""
     order = np.asarray(order, dtype=np.int64)
     d = np.asarray(distance, dtype=np.float32)[np.ix_(order, order)]
     names = [head_name(int(c) // n_heads, int(c) % n_heads) for c in order]
@@ -225,17 +242,21 @@ def similarity_figure(distance: np.ndarray, order: np.ndarray, n_heads: int, *, 
     size = int(min(640, max(320, 120 + 5 * len(names))))
     axis = {"type": "category", "tickfont": {"size": 8}, "showgrid": False,
             "showticklabels": len(names) <= 160}
-    shapes = []
-    if selected is not None:
-        name = head_name(*selected)
-        if name in names:
-            i = names.index(name)
-            shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": i, "x1": i, "y0": 0, "y1": 1,
-                       "line": {"color": SELECT_COLOUR, "width": 1}},
-                      {"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": i, "y1": i,
-                       "line": {"color": SELECT_COLOUR, "width": 1}}]
-    return figure([trace], title=title, height=size, shapes=shapes, xaxis=dict(axis),
+    return figure([trace], title=title, height=size, shapes=similarity_shapes(names, selected),
+                  meta={"select": "similarity", "select_colour": SELECT_COLOUR}, xaxis=dict(axis),
                   yaxis={**axis, "autorange": "reversed"}, margin={"l": 60, "r": 10, "t": 40, "b": 60})
+
+
+def similarity_shapes(names: Sequence[str], selected: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """The lines marking head ``selected``'s row and column on a similarity map whose heads are ``names``."""
+    name = head_name(*selected) if selected is not None else None
+    if name is None or name not in names:
+        return []
+    i = list(names).index(name)
+    return [{"type": "line", "xref": "x", "yref": "paper", "x0": i, "x1": i, "y0": 0, "y1": 1,
+             "line": {"color": SELECT_COLOUR, "width": 1}},
+            {"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": i, "y1": i,
+             "line": {"color": SELECT_COLOUR, "width": 1}}]
 
 
 def relpos_figure(curves: Sequence[tuple[str, np.ndarray, str]], max_offset: int, *, title: str) -> Figure:

@@ -28,9 +28,14 @@ RELPOS = "corpus-relpos"
 TABLE = "corpus-head-table"
 EXPORT = "corpus-export"
 ALERT = "corpus-alert"  #: the tab's one-line message when the store cannot be read
+NEED = "corpus-need"  #: set by the browser when it lacks the selected metric's views: the server sends them
+BUNDLE = "corpus-bundle"  #: pattern-matching type of the stores of each view for every aggregate: {"type", "of"}
+#: The views the browser keeps per (selection, metric) and redraws itself when the metric or aggregate changes.
+BUNDLED = ("heatmaps", "difference", "profile", "table")
 ERROR = "corpus-error"  #: pattern-matching type of each view's error slot: {"type": ERROR, "view": name}
 #: The views that read the store, each with its own error slot (``""`` while it reads fine).
-VIEWS = ("runs", "filters", "heatmaps", "difference", "profile", "table", "patterns", "drill", "analysis")
+VIEWS = ("runs", "filters", "heatmaps", "difference", "profile", "table", "patterns", "drill", "analysis",
+         "relpos")
 
 
 def field(name: Any) -> dict[str, Any]:
@@ -41,6 +46,11 @@ def field(name: Any) -> dict[str, Any]:
 def error_slot(view: Any) -> dict[str, Any]:
     """The id of a view's error slot (a ``dcc.Store`` holding its one-line message, ``""`` while it reads)."""
     return {"type": ERROR, "view": view}
+
+
+def bundle(view: Any) -> dict[str, Any]:
+    """The id of the store of a view's figures for every aggregate of one metric (see ``assets/corpus.js``)."""
+    return {"type": BUNDLE, "of": view}
 
 
 def example_link(tag: str, example: int) -> dict[str, str | int]:

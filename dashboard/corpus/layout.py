@@ -12,10 +12,19 @@ from attnviz.dashboard.corpus import ids
 from attnviz.dashboard.messages import message_figure
 from attnviz.pipeline.statistics.aggregates import AGGREGATES
 
+#: A view whose callback is still running after this many ms shows a spinner over its last state.
+LOADING_DELAY_MS = 300
 
-def _graph(cid: str, **style: Any) -> dcc.Graph:
-    return dcc.Graph(id=cid, figure=message_figure("loading…"), config={"displaylogo": False},
-                     style=style or None)
+
+def _loading(component: Any) -> dcc.Loading:
+    """``component`` under a spinner shown only while its callback takes longer than :data:`LOADING_DELAY_MS`."""
+    return dcc.Loading(component, delay_show=LOADING_DELAY_MS, show_initially=False, type="circle",
+                       overlay_style={"visibility": "visible", "opacity": 0.6})
+
+
+def _graph(cid: str, **style: Any) -> dcc.Loading:
+    return _loading(dcc.Graph(id=cid, figure=message_figure("loading…"), config={"displaylogo": False},
+                              style=style or None))
 
 
 def _control(label: str, component: Any, width: int | None = None) -> dbc.Col:
@@ -51,8 +60,8 @@ def layout() -> html.Div:
     drill = dbc.Row([
         dbc.Col(_graph(ids.PROFILE), md=4),
         dbc.Col([html.Div(id=ids.HEAD_TITLE, className="fw-semibold small"), _graph(ids.HEAD_DIST)], md=4),
-        dbc.Col(html.Div(id=ids.HEAD_EXAMPLES, className="small",
-                         style={"maxHeight": "330px", "overflowY": "auto"}), md=4),
+        dbc.Col(_loading(html.Div(id=ids.HEAD_EXAMPLES, className="small",
+                                  style={"maxHeight": "330px", "overflowY": "auto"})), md=4),
     ], className="g-1")
     patterns = dbc.Row([
         dbc.Col(_graph(ids.PATTERNS_A), md=4),
@@ -65,13 +74,16 @@ def layout() -> html.Div:
         html.Div([html.Span("Heads", className="fw-semibold me-3"),
                   dbc.Button("Export CSV", id=ids.EXPORT, size="sm", color="secondary", outline=True)],
                  className="d-flex align-items-center mb-1"),
-        dag.AgGrid(id=ids.TABLE, rowData=[], columnDefs=[], className="ag-theme-alpine",
-                   defaultColDef={"sortable": True, "filter": True, "resizable": True, "minWidth": 90},
-                   dashGridOptions={"animateRows": False, "suppressColumnVirtualisation": True},
-                   csvExportParams={"fileName": "attnviz-heads.csv"}, style={"height": "420px"}),
+        _loading(dag.AgGrid(
+            id=ids.TABLE, rowData=[], columnDefs=[], className="ag-theme-alpine",
+            defaultColDef={"sortable": True, "filter": True, "resizable": True, "minWidth": 90},
+            dashGridOptions={"animateRows": False, "suppressColumnVirtualisation": True},
+            csvExportParams={"fileName": "attnviz-heads.csv"}, style={"height": "420px"})),
     ], className="mt-2")
     return html.Div([
         dcc.Store(id=ids.HEAD),
+        dcc.Store(id=ids.NEED),
+        *[dcc.Store(id=ids.bundle(view)) for view in ids.BUNDLED],
         *[dcc.Store(id=ids.error_slot(view), data="") for view in ids.VIEWS],
         dbc.Card(dbc.CardBody([controls, filters]), className="mb-2"),
         dbc.Alert(id=ids.ALERT, is_open=False, color="warning", className="py-2 small mb-1"),

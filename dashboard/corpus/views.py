@@ -7,6 +7,7 @@ its callback's outputs need; a store that cannot be read raises :class:`attnviz.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -70,12 +71,27 @@ def heatmap_views(sel: Selection, head: tuple[int, int] | None) -> tuple[dict, d
         fig_b = message_figure(f"run {sel.b.name!r} has no {sel.kind} {sel.metric}", title="B")
     else:
         fig_b = cf.heatmap_figure(zb, title=_title(sel.b, f"B: {sel.label} ({agg_label})"), label=sel.label,
-                                  zmin=lo, zmax=hi, selected=head if sel.same_grid else None)
+                                  zmin=lo, zmax=hi, selected=head if sel.same_grid else None,
+                                  selectable=sel.same_grid)
     status = f"A: {sel.a.name} — {_n(sel.a, sel.filt)} of {sel.a.info.num_examples} examples"
     if sel.b is not None:
         status += f"; B: {sel.b.name} — {_n(sel.b, sel.filt)} of {sel.b.info.num_examples} examples"
     status += f"; filter: {sel.filt.describe()}"
     return fig_a, fig_b, status
+
+
+def heatmap_bundle(sel: Selection, head: tuple[int, int] | None) -> dict[str, list[dict]]:
+    """A's and B's heatmap figures for every aggregate of the selected metric (computed in one pass per run),
+    what the browser switches between without asking the server again."""
+    for run in (sel.a, sel.b if sel.b is not None and sel.b_has_kind else None):
+        if run is not None:
+            heats(run, sel.kind, sel.metric, sel.filt)
+    return {agg: list(heatmap_views(replace(sel, agg=agg), head)[:2]) for agg in AGGREGATES}
+
+
+def difference_bundle(sel: Selection, head: tuple[int, int] | None) -> dict[str, dict]:
+    """The A − B figure for every aggregate of the selected metric (the test is computed once)."""
+    return {agg: difference_view(replace(sel, agg=agg), head) for agg in AGGREGATES}
 
 
 def difference_view(sel: Selection, head: tuple[int, int] | None) -> dict:
@@ -129,28 +145,49 @@ def _round(value: float, digits: int = 5) -> float | None:
 
 
 def table_view(sel: Selection) -> tuple[list[dict], list[dict]]:
-    """Rows (one per head of A) and column definitions of the head table."""
+    """Rows (one per head of A) and column definitions of the head table; the rows hold B and A − B for every
+    aggregate (fields ``"B <agg>"``, ``"A - B <agg>"``), the columns show those of the selected one."""
+    return table_rows(sel), table_columns(sel)[sel.agg]
+
+
+def _compared(sel: Selection) -> bool:
+    return sel.same_grid and sel.b is not None and bool(_n(sel.a, sel.filt)) and bool(_n(sel.b, sel.filt))
+
+
+def table_columns(sel: Selection) -> dict[str, list[dict]]:
+    """The head table's column definitions for each aggregate (they differ in B's and A − B's columns)."""
+    means = filtered_means(sel.a, sel.kind, sel.filt)
+    compared = _compared(sel)
+    num = {"filter": "agNumberColumnFilter", "type": "numericColumn"}
+    out = {}
+    for agg in AGGREGATES:
+        cols: list[dict] = [
+            {"field": "layer", "pinned": "left", "width": 80, "filter": "agNumberColumnFilter"},
+            {"field": "head", "pinned": "left", "width": 80, "filter": "agNumberColumnFilter"},
+            {"field": "pattern", "filter": "agTextColumnFilter"},
+        ]
+        cols += [{"field": f"{sel.metric} {k}", "headerName": f"A {sel.metric} ({k})", **num} for k in AGGREGATES]
+        if compared:
+            cols += [{"field": f"B {agg}", "headerName": f"B {sel.metric} ({agg})", **num},
+                     {"field": f"A - B {agg}", "headerName": f"A − B ({agg})", **num},
+                     {"field": "q", "headerName": "q (BH)", **num},
+                     {"field": "significant", "filter": "agTextColumnFilter"}]
+        cols += [{"field": f"mean {m}", "headerName": f"mean {m}", "headerTooltip": METRICS[m].description
+                  if m in METRICS else m, **num} for m in means]
+        out[agg] = cols
+    return out
+
+
+def table_rows(sel: Selection) -> list[dict]:
+    """The head table's rows: one per head of A, with every aggregate of A's (and, compared, B's) metric."""
     n_layers, n_heads = sel.a.shape(sel.kind)
     labels = pattern_labels(sel.a, sel.kind, sel.filt)
     means = filtered_means(sel.a, sel.kind, sel.filt)
     aggs = heats(sel.a, sel.kind, sel.metric, sel.filt)
-    cols: list[dict] = [
-        {"field": "layer", "pinned": "left", "width": 80, "filter": "agNumberColumnFilter"},
-        {"field": "head", "pinned": "left", "width": 80, "filter": "agNumberColumnFilter"},
-        {"field": "pattern", "filter": "agTextColumnFilter"},
-    ]
-    num = {"filter": "agNumberColumnFilter", "type": "numericColumn"}
-    cols += [{"field": f"{sel.metric} {k}", "headerName": f"A {sel.metric} ({k})", **num} for k in aggs]
-    test = None
-    if sel.same_grid and sel.b is not None and _n(sel.a, sel.filt) and _n(sel.b, sel.filt):
-        zb = heat(sel.b, sel.kind, sel.metric, sel.agg, sel.filt)
+    zb, test = None, None
+    if _compared(sel) and sel.b is not None:
+        zb = heats(sel.b, sel.kind, sel.metric, sel.filt)
         test = comparison(sel.a, sel.b, sel.kind, sel.metric, sel.filt, per_layer=False)
-        cols += [{"field": "B", "headerName": f"B {sel.metric} ({sel.agg})", **num},
-                 {"field": "A - B", "headerName": f"A − B ({sel.agg})", **num},
-                 {"field": "q", "headerName": "q (BH)", **num},
-                 {"field": "significant", "filter": "agTextColumnFilter"}]
-    cols += [{"field": f"mean {m}", "headerName": f"mean {m}", "headerTooltip": METRICS[m].description
-              if m in METRICS else m, **num} for m in means]
     rows = []
     for layer in range(n_layers):
         for head in range(n_heads):
@@ -159,15 +196,16 @@ def table_view(sel: Selection) -> tuple[list[dict], list[dict]]:
                                    "pattern": PATTERN_LABELS.get(labels[layer, head], "undefined")}
             for k, z in aggs.items():
                 row[f"{sel.metric} {k}"] = _round(z[layer, head])
-            if test is not None:
-                row["B"] = _round(zb[layer, head])
-                row["A - B"] = _round(aggs[sel.agg][layer, head] - zb[layer, head])
+            if test is not None and zb is not None:
+                for k in AGGREGATES:
+                    row[f"B {k}"] = _round(zb[k][layer, head])
+                    row[f"A - B {k}"] = _round(aggs[k][layer, head] - zb[k][layer, head])
                 row["q"] = _round(test.q[c], 3)
                 row["significant"] = "yes" if test.significant[c] else "no"
             for m, z in means.items():
                 row[f"mean {m}"] = _round(z[layer, head])
             rows.append(row)
-    return rows, cols
+    return rows
 
 
 def pattern_views(sel: Selection, head: tuple[int, int] | None) -> tuple[dict, dict]:
@@ -183,7 +221,7 @@ def pattern_views(sel: Selection, head: tuple[int, int] | None) -> tuple[dict, d
         else:
             same = tag == "A" or sel.same_grid
             out.append(cf.pattern_figure(pattern_labels(run, sel.kind, sel.filt),
-                                         selected=head if same else None,
+                                         selected=head if same else None, selectable=same,
                                          title=_title(run, f"{tag}: head patterns")))
     return out[0], out[1]
 
@@ -326,3 +364,15 @@ def analysis_views(run_a: str | None, run_b: str | None, kind: str | None, head:
     sel = make_selection(run_a, run_b, kind, DEFAULT_METRIC, "mean", None, None, None, [], [])
     sim_a, sim_b = similarity_views(sel, head)
     return sim_a, sim_b, relpos_view(sel, head)
+
+
+def analysis_similarity(run_a: str | None, run_b: str | None, kind: str | None, head: tuple[int, int] | None
+                        ) -> tuple[dict, dict]:
+    """The head-similarity maps of A and B (from ``analysis.h5``), ``head`` marked."""
+    return similarity_views(make_selection(run_a, run_b, kind, DEFAULT_METRIC, "mean", None, None, None, [], []),
+                            head)
+
+
+def analysis_relpos(run_a: str | None, run_b: str | None, kind: str | None, head: tuple[int, int] | None) -> dict:
+    """The relative-position profile of the selected head in A and B (from ``analysis.h5``)."""
+    return relpos_view(make_selection(run_a, run_b, kind, DEFAULT_METRIC, "mean", None, None, None, [], []), head)
