@@ -102,7 +102,7 @@ def layout() -> html.Div:
             dbc.Col(_card("Model view (all layers × heads)", _graph(ids.MODEL_VIEW, 400)), lg=7),
             dbc.Col(_card("Time step", [_graph(ids.TIMESTEP_BARS, 300), _graph(ids.TIMESTEP_LAYERS, 260)]), lg=5),
         ], className="g-3"),
-    ], target_components={ids.PAYLOAD: "data"}, delay_show=LOADING_DELAY_MS, type="circle",
+    ], target_components=cast(Any, {ids.PAYLOAD: "data"}), delay_show=LOADING_DELAY_MS, type="circle",
         overlay_style={"visibility": "visible", "opacity": 0.6})
     stores = [dcc.Store(id=cid) for cid in (ids.HEAD_VIEW_PIN, ids.SAVE_STATUS, ids.PAYLOAD_KEY, ids.URL_REQUEST,
                                             ids.EXAMPLE_ID, ids.METRICS_STATE, ids.DEBUG_STATE,
