@@ -23,6 +23,8 @@ import pytest  # noqa: E402
 from dashboard_fixtures import LiveServer, build_dashboard_store, start_live_server  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
+from attnviz.pipeline.store import StoreReader  # noqa: E402
+
 #: The xdist worker running this process ("gw0", "gw1", ...), or "" without xdist.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
@@ -60,6 +62,19 @@ def dashboard_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             build_dashboard_store(path)
             done.touch()
     return path
+
+
+@pytest.fixture(scope="module")
+def reader(dashboard_store: Path) -> StoreReader:
+    """A reader of :func:`dashboard_store` (one per module)."""
+    return StoreReader(dashboard_store)
+
+
+@pytest.fixture(scope="module")
+def headless(pytestconfig: pytest.Config) -> None:
+    """dash_duo reads --headless from the command line; there is no display here, so browser modules force it
+    (``pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("headless")]``)."""
+    pytestconfig.option.headless = True
 
 
 @pytest.fixture(scope="module")

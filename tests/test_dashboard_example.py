@@ -26,18 +26,9 @@ from selenium.webdriver.support.select import Select
 from attnviz.dashboard.urlstate import parse_state
 from attnviz.pipeline.store import StoreReader
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("headless")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _headless(pytestconfig: pytest.Config) -> None:
-    """dash_duo reads --headless from the command line; there is no display here, so force it."""
-    pytestconfig.option.headless = True
-
-
-@pytest.fixture(scope="module")
-def reader(dashboard_store: Path) -> StoreReader:
-    return StoreReader(dashboard_store)
 
 
 def open_page(dash_duo, server: LiveServer, **query: object) -> None:

@@ -25,7 +25,7 @@ from attnviz.dashboard.figjson import decode
 from attnviz.dashboard.urlstate import parse_state
 from attnviz.pipeline.store import StoreReader
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("headless")]
 
 GRAPHS = ("attn-matrix", "head-view", "model-view", "timestep-bars", "timestep-layers")
 
@@ -40,14 +40,6 @@ return JSON.stringify({data: gd.data, title: title || '', shapes: gd.layout.shap
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _headless(pytestconfig: pytest.Config) -> None:
-    pytestconfig.option.headless = True
-
-
-@pytest.fixture(scope="module")
-def reader(dashboard_store: Path) -> StoreReader:
-    return StoreReader(dashboard_store)
 
 
 @pytest.fixture(scope="module")
