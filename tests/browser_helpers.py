@@ -11,19 +11,31 @@ from dash.testing.wait import until
 from attnviz.dashboard.figjson import decode
 
 TIMEOUT = 30
+#: Example-tab views drawn when they scroll into view (dashboard/assets/example.js).
+BELOW_FIRST_SCREEN = ("model-view", "timestep-bars", "timestep-layers")
 
+# A Plotly graph's figure, or the figure model of a view the page draws itself (the head view's canvas:
+# ``element.__figure``); a view below the first screen is scrolled into view first (it is drawn when shown).
 _GRAPH_JS = """
-const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
-if (!gd || !gd.data || !gd.layout) { return null; }
-return JSON.stringify({data: gd.data, layout: {meta: gd.layout.meta || null, title: gd.layout.title || null,
-                                               annotations: gd.layout.annotations || []}},
-                      (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v);
+const done = arguments[arguments.length - 1];
+const el = document.getElementById(arguments[0]);
+if (el && arguments[1]) { el.scrollIntoView({block: 'center', behavior: 'instant'}); }
+// a person looks for a moment: the page sees the view come into view (two frames) before it is read
+const wait = el && arguments[1] ? (f) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(f, 20)))
+                                : (f) => f();
+wait(() => {
+const gd = (el && el.__figure) || document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+if (!gd || !gd.data || !gd.layout) { done(null); return; }
+done(JSON.stringify({data: gd.data, layout: {meta: gd.layout.meta || null, title: gd.layout.title || null,
+                                             annotations: gd.layout.annotations || []}},
+                    (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : v));
+});
 """
 
 
 def graph(dash_duo, graph_id: str) -> dict | None:
     """The figure a graph shows right now (data and a few layout fields), as plain JSON."""
-    raw = dash_duo.driver.execute_script(_GRAPH_JS, graph_id)
+    raw = dash_duo.driver.execute_async_script(_GRAPH_JS, graph_id, graph_id in BELOW_FIRST_SCREEN)
     return json.loads(raw) if raw else None
 
 

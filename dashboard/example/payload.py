@@ -117,7 +117,7 @@ def templates(q: list[str], k: list[str], query_axis: str, key_axis: str, n_laye
                                                                    key_axis=key_axis), "z"),
         "head_edges": {"one": list(HEAD_VIEW_EDGES), "all": list(figures.MULTI_HEAD_EDGES)},
         "head_colours": list(figures.HEAD_COLOURS), "select_colour": SELECT_COLOUR,
-        "max_segments": figures.HEAD_VIEW_MAX_SEGMENTS,
+        "max_segments": figures.HEAD_VIEW_MAX_SEGMENTS, "matrix_config": figures.image_config("matrix"),
     }
 
 

@@ -171,7 +171,7 @@ def register_callbacks(app: dash.Dash) -> None:
         Output(ids.LAYER_SELECT, "value", allow_duplicate=True), Output(ids.HEAD_SELECT, "value", allow_duplicate=True),
         Output(ids.STEP_INPUT, "value", allow_duplicate=True),
         Input(ids.LAYER_SELECT, "value"), Input(ids.HEAD_SELECT, "value"), Input(ids.STEP_INPUT, "value"),
-        Input(ids.ATTN_MODE, "value"), Input(ids.MODEL_VIEW, "clickData"), Input(app_ids.VIEW_STATE, "data"),
+        Input(ids.ATTN_MODE, "value"), Input(ids.MODEL_VIEW_CLICK, "data"), Input(app_ids.VIEW_STATE, "data"),
         prevent_initial_call=True)
 
     @app.callback(
