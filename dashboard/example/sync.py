@@ -181,9 +181,10 @@ def register_callbacks(app: dash.Dash) -> None:
         Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.KIND_SELECT, "value"), Input(ids.RESET, "n_clicks"),
         State(app_ids.TABS, "value"), State(ids.LAYER_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
         State(ids.STEP_INPUT, "value"), State(ids.ATTN_MODE, "value"), State(app_ids.VIEW_STATE, "data"),
+        State(app_ids.RUN_SELECT, "options"),
     )
     def sync(request, run, example, _prev, _next, search_pick, kind, reset_clicks, tab, layer, head, step, attn,
-             current):
+             current, shown_runs):
         trigger = ctx.triggered_id
         if trigger == ids.EXAMPLE_INDEX and example is None:
             raise PreventUpdate  # a number field being retyped: wait for a number, don't refill it
@@ -201,7 +202,9 @@ def register_callbacks(app: dash.Dash) -> None:
                 asked = _apply_control(reader, asked, previous, trigger, search_pick)
             state, messages = resolve_state(reader, asked, explain=from_url)
             controls = control_values(reader, state)
-            out[(app_ids.RUN_SELECT, "options")] = run_options(reader)
+            options = run_options(reader)
+            # an output set to the value it has still fires the callbacks that listen to it (the Corpus tab's)
+            out[(app_ids.RUN_SELECT, "options")] = dash.no_update if options == shown_runs else options
             # Reset also redraws every view (which resets their zoom): its click count goes into the state
             extra = {"detail": detail_level(reader, state), "steps": controls["step_max"] + 1,
                      "redraw": reset_clicks if isinstance(reset_clicks, int) else 0}
@@ -216,6 +219,8 @@ def register_callbacks(app: dash.Dash) -> None:
             f for f in CLIENT_FIELDS if getattr(state, f) != getattr(asked, f)}
         out.update(_state_outputs(state, controls, messages, {**extra, "owns": sorted(owns)}, current=current,
                                   reset=reset, set_tab=from_url))
+        if state.run == run:
+            out[(app_ids.RUN_SELECT, "value")] = dash.no_update
         return tuple(out.values())
 
 
