@@ -36,13 +36,24 @@
     return halfTable;
   }
 
+  function bytesOf(text) {
+    if (Uint8Array.fromBase64) { return Uint8Array.fromBase64(text); }  // native (Chromium 140+)
+    const raw = atob(text);
+    const bytes = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) { bytes[i] = raw.charCodeAt(i); }
+    return bytes;
+  }
+
+  /** A base64 float16 / float32 array as numbers: float32 as is, float16 read in place where the browser has
+   * Float16Array (its values are the stored halves, exactly), else converted once. */
   function decodeSpec(spec) {
     if (!spec) { return null; }
-    const text = atob(spec.bdata);
-    const bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) { bytes[i] = text.charCodeAt(i); }
-    if (spec.dtype === "f4") { return new Float32Array(bytes.buffer); }
-    const raw = new Uint16Array(bytes.buffer);
+    const bytes = bytesOf(spec.bdata);
+    if (spec.dtype === "f4") { return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4); }
+    if (typeof Float16Array === "function") {
+      return new Float16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+    }
+    const raw = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
     const table = half();
     const out = new Float32Array(raw.length);
     for (let i = 0; i < raw.length; i++) { out[i] = table[raw[i]]; }
@@ -148,7 +159,7 @@
     const block = p.tq * p.tk;
     const base = li * p.n_heads * block;
     if (head === null) { return meanOf(d.attention, base, p.n_heads, block, block); }
-    return d.attention.subarray(base + head * block, base + (head + 1) * block);
+    return f32(d.attention.subarray(base + head * block, base + (head + 1) * block));
   }
 
   /** Every head of a layer: [H] arrays of [Tq*Tk]. */
@@ -157,7 +168,7 @@
     const block = p.tq * p.tk;
     const base = li * p.n_heads * block;
     const out = [];
-    for (let h = 0; h < p.n_heads; h++) { out.push(d.attention.subarray(base + h * block, base + (h + 1) * block)); }
+    for (let h = 0; h < p.n_heads; h++) { out.push(f32(d.attention.subarray(base + h * block, base + (h + 1) * block))); }
     return out;
   }
 
@@ -178,10 +189,13 @@
       if (d.stepRows) { a = d.stepRows; base = l * p.n_heads * tk; stride = tk; }
       else { a = d.attention; base = l * p.n_heads * p.tq * tk + step * tk; stride = p.tq * tk; }
       rows.push(head === null ? meanOf(a, base, p.n_heads, tk, stride)
-        : a.subarray(base + head * stride, base + head * stride + tk));
+        : f32(a.subarray(base + head * stride, base + head * stride + tk)));
     }
     return rows;
   }
+
+  /** Float32 numbers for Plotly (a float16 slice converted: the same values). */
+  function f32(a) { return a instanceof Float32Array ? a : Float32Array.from(a); }
 
   function rowsOf(flat, n, width) {
     const rows = [];
@@ -861,18 +875,24 @@
   }
 
   const SELECTION = ["run", "example", "kind", "layer", "head", "step", "attn"];
+  let pending = null;  // the data key asked for and not answered yet
 
   /**
    * What follows from the view state, each only when it changed: [URL, payload key (the data the page needs:
    * the server is asked when it changes), run and example (the picker's text), and the selection of each panel
    * below the views while it is open (metrics, debugging, embeddings; closed panels draw nothing)].
    */
-  ns.fanOut = function (state, tab, openItems, key, exampleId, metrics, debug, embeddings) {
+  ns.fanOut = function (state, tab, openItems, payload, exampleId, metrics, debug, embeddings) {
     const open = (name) => (Array.isArray(openItems) ? openItems.indexOf(name) >= 0 : openItems === name);
     const nextKey = state ? keyOf(state) : null;
+    // the data is asked for when neither the data the page holds (the server's answer to a new example brings
+    // it) nor a request still unanswered is for this key
+    if (payload && pending && sameKey(payload.key, pending)) { pending = null; }
+    const have = !nextKey || (payload && sameKey(nextKey, payload.key)) || (pending && sameKey(nextKey, pending));
+    if (!have) { pending = nextKey; }
     return [
       urlOf(state, tab),
-      !nextKey || sameKey(nextKey, key) ? noUpdate() : nextKey,
+      have ? noUpdate() : nextKey,
       changed(state, ["run", "example"], exampleId),
       changed(state, SELECTION, metrics, open("metrics")),
       changed(state, SELECTION, debug, open("debug")),

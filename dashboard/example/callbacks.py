@@ -86,9 +86,12 @@ def _register_attention(app: dash.Dash) -> None:
         Output(ids.EXAMPLE_ID, "data"), Output(ids.METRICS_STATE, "data"), Output(ids.DEBUG_STATE, "data"),
         Output(ids.EMBEDDINGS_STATE, "data"),
         Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), Input(ids.DETAILS, "active_item"),
-        State(ids.PAYLOAD_KEY, "data"), State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
+        Input(ids.PAYLOAD, "data"), State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
         State(ids.DEBUG_STATE, "data"), State(ids.EMBEDDINGS_STATE, "data"))
-    app.callback(Output(ids.PAYLOAD, "data"), Input(ids.PAYLOAD_KEY, "data"), prevent_initial_call=True)(load_payload)
+    # the sync callback (sync.py) sends the data of a new example with its answer; this one answers the page's
+    # own requests (e.g. raw -> rollout)
+    app.callback(Output(ids.PAYLOAD, "data", allow_duplicate=True), Input(ids.PAYLOAD_KEY, "data"),
+                 prevent_initial_call=True)(load_payload)
     app.clientside_callback(
         ClientsideFunction(client, "draw"), Output(ids.HEAD_VIEW_PIN, "data"),
         Input(app_ids.VIEW_STATE, "data"), Input(ids.PAYLOAD, "data"), Input(ids.HEAD_VIEW_CLICK, "data"),
