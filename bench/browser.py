@@ -6,17 +6,17 @@
    weights) for T < 512 over lines of ``data/english_sentences.txt`` joined until longer than T and truncated with
    ``max_length=T``; ``bert-random`` (6 layers x 12 heads) over ``random:length=T-2`` for T = 512. Kept in
    ``bench/out/browser-store-n<count>.h5`` and reused.
-2. **attnviz**: ``attnviz serve`` in a subprocess; headless Chromium (selenium) on the Example tab. Each action
-   is the DOM event a person's input fires, dispatched in the page right after its start time is taken
-   (``performance.now()``), and ends when nothing is loading and the last figure is drawn: Dash marks a
-   component ``data-dash-is-loading="true"`` while a callback for it is in flight; the page is polled every 5 ms
-   (``execute_async_script``) until a 300 ms window with no loading component, no callback pending in Dash's
-   store (and, for the first load, every figure drawn) begins, or until the last ``plotly_afterplot`` of any
-   graph if that came later (views redrawn in the page leave nothing loading). Actions: first load (a fresh
-   navigation, timed from navigation start), next example (the button's click), change layer / head (the
-   select's change event), change query position (one step up in the number box: its input event), raw ->
-   rollout (the radio's click; the way back untimed), pin a token in the head view (a ``plotly_click`` on a key
-   token, emitted on the graph as Plotly emits it; a new token each time).
+2. **attnviz**: ``attnviz serve`` in a subprocess; headless Chromium (selenium, a 1600 x 1000 window) on the
+   Example tab. Each action is the DOM event a person's input fires, dispatched in the page right after its start
+   time is taken (``performance.now()``). Two times per action: **painted**, to the last figure drawn after it
+   (``plotly_afterplot`` of any graph, or ``attnviz:drawn`` of the head view's canvas), and **settled**, to the
+   start of a 300 ms window in which nothing is loading (``data-dash-is-loading``), no callback is pending in
+   Dash's store and (first load) the first screen's views are drawn; the page is polled every 5 ms. Views below
+   the first screen (model view, time step) are drawn when they scroll into view, so an action's time is that of
+   the views a person sees. Actions: first load (a fresh navigation, timed from navigation start), next example
+   (the button's click), change layer / head (the select's change event), change query position (one step up in
+   the number box: its input event), raw -> rollout (the radio's click; the way back untimed), pin a token in the
+   head view (a click on a key token's label).
 3. **bertviz** (installed by the bench into ``bench/out/pydeps``: ``pip install --target``; its scripts d3 5.7.0,
    jQuery 2.1.4 and RequireJS 2.3.6 with npm into ``bench/out/js``; the three CDN URLs in its HTML are rewritten
    to those local files, served by a local ``http.server``; nothing is fetched at run time): ``head_view`` and
@@ -24,8 +24,12 @@
    SVG drawn) and, for ``head_view``, layer switch (``select#layer`` change event -> synchronous d3 redraw, to the
    next frame).
 
-Prints one table (rows = (T, action); columns = attnviz p50/p95, bertviz p50, ratio attnviz ÷ bertviz) and writes
-``bench/out/browser.json``. ``--quick``: 3 actions, T = 16 only (a smoke run).
+4. **Corpus tab and Playground**: ``bench/browser_corpus.py``'s and ``bench/browser_playground.py``'s actions in
+   the same run (``--no-corpus``, ``--no-playground`` skip them).
+
+Prints one table (rows = (T, action); columns = attnviz painted p50/p95, settled p95, bertviz p50, ratio
+attnviz ÷ bertviz), then the Corpus and Playground tables, and writes ``bench/out/browser.json``. ``--quick``:
+3 actions, T = 16 only (a smoke run).
 """
 
 from __future__ import annotations
@@ -424,6 +428,58 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def measure_corpus_tab(actions: int) -> dict[str, list[float]]:
+    """The Corpus tab's actions (``bench/browser_corpus.py``) on its bench store, in ms."""
+    from bench import browser_corpus
+
+    browser_corpus.build_store(browser_corpus.STORE)
+    port = free_port()
+    server = start_server(browser_corpus.STORE, port)
+    driver = make_driver(1600, 1400)
+    driver.set_script_timeout(TIMEOUT_S + 30)
+    try:
+        return browser_corpus.measure_corpus(driver, f"http://127.0.0.1:{port}", actions,
+                                             run_a=browser_corpus.run_names(browser_corpus.MODELS[0]))
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def measure_playground_tab(actions: int) -> dict[str, list[float]]:
+    """The Playground's run and predict (``bench/browser_playground.py``) with its worker, in ms."""
+    import tempfile
+
+    from attnviz.pipeline.playground.client import shutdown_worker
+    from bench import browser_playground
+
+    root = Path(tempfile.mkdtemp(prefix="attnviz-bench-pg-browser-"))
+    store = root / "store.h5"
+    browser_playground.build_store(store)
+    folder = root / "playground"
+    os.environ["ATTNVIZ_PLAYGROUND_DIR"] = str(folder)  # the server (and its worker) inherit it
+    port = free_port()
+    server = start_server(store, port)
+    driver = make_driver(1600, 1400)
+    driver.set_script_timeout(browser_playground.SETUP_TIMEOUT_S + 30)
+    try:
+        return browser_playground.measure_playground(driver, f"http://127.0.0.1:{port}", actions)
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(timeout=10)
+        shutdown_worker(folder)
+        os.environ.pop("ATTNVIZ_PLAYGROUND_DIR", None)
+
+
+def ms_table(title: str, times: dict[str, list[float]]) -> str:
+    """A tab's actions as one Markdown table: p50 / p95 in ms."""
+    rows = [f"| {title} | n | p50 | p95 |", "| --- | ---: | ---: | ---: |"]
+    for action, ms in times.items():
+        rows.append(f"| {action} | {len(ms)} | {statistics.median(ms):.0f} ms | {percentile(ms, 95):.0f} ms |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     """Build the store, measure attnviz and bertviz in one headless Chromium, print the table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -434,6 +490,8 @@ def main() -> None:
     parser.add_argument("--bertviz-renders", type=int, default=3, help="first renders of each bertviz view")
     parser.add_argument("--no-bertviz", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 actions, T = 16 only")
+    parser.add_argument("--no-corpus", action="store_true", help="skip the Corpus tab's actions")
+    parser.add_argument("--no-playground", action="store_true", help="skip the Playground's run and predict")
     ns = parser.parse_args()
     if ns.quick:
         ns.actions, ns.lengths, ns.bertviz_renders = 3, "16", min(ns.bertviz_renders, 3)
@@ -464,8 +522,16 @@ def main() -> None:
         driver.quit()
         server.terminate()
         server.wait(timeout=10)
+    if not ns.no_corpus:
+        results["corpus_ms"] = measure_corpus_tab(ns.actions)
+    if not ns.no_playground:
+        results["playground_ms"] = measure_playground_tab(ns.actions)
     text = table(results)
     print(text)
+    if "corpus_ms" in results:
+        print("\n" + ms_table("Corpus tab (bench/browser_corpus.py)", results["corpus_ms"]))
+    if "playground_ms" in results:
+        print("\n" + ms_table("Playground, model loaded (bench/browser_playground.py)", results["playground_ms"]))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "browser.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'browser.json'}", file=sys.stderr)
