@@ -1,4 +1,5 @@
-"""The dashboard's selection as a URL query string: parse it tolerantly, format it, link into the Example tab.
+"""The dashboard's state in the URL: the Example tab's selection as the query string (parse it tolerantly,
+format it, link into the Example tab) and the Corpus tab's and the Playground's in the fragment (below).
 
 Pure functions, no Dash and no store: the app validates a parsed state against the store separately
 (run names, layer counts), because only the store knows those bounds.

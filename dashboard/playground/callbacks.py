@@ -163,18 +163,21 @@ def on_predict_mode(model: str | None, summary: dict | None, _error: Any = None)
     checkpoint before it runs: :func:`~attnviz.dashboard.playground.controls.predict_block`). Also after each
     job (its error line), since a running job re-enables the button when it ends."""
     summary = result_summary_of(summary)
+    # Enabling is left to the jobs' "running" state (a job may be running now), except after another model
+    # was chosen.
+    enable = False if ctx.triggered_id == ids.MODEL else no_update
     try:
         info = get_model_info(model or "")
     except ModelInfoError:
-        return _HIDDEN, _HIDDEN, "", "Predict output words", False
+        return _HIDDEN, _HIDDEN, "", "Predict output words", enable
     blocked = predict_block(model, summary)
     label = "Predict masked word" if info.family == "encoder" else "Predict output words"
     if blocked:
         note: Any = html.Span(blocked, id=ids.PREDICT_BLOCKED, className="text-danger")
         return _HIDDEN, _HIDDEN, note, label, True
     if info.family == "encoder":
-        return _HIDDEN, _BLOCK, _predict_note(info, summary), label, False
-    return _BLOCK, _HIDDEN, _predict_note(info, summary), label, False
+        return _HIDDEN, _BLOCK, _predict_note(info, summary), label, enable
+    return _BLOCK, _HIDDEN, _predict_note(info, summary), label, enable
 
 
 # --------------------------------------------------------------------------------------------------------
