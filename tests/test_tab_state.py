@@ -167,3 +167,15 @@ def test_preferred_run_and_the_redirect_of_a_page_without_run(tmp_path: Path) ->
     resp = client.get("/?tab=corpus")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/?tab=corpus&run=b-trained")
     assert client.get("/?run=a-random").status_code == 200  # a run asked for is shown
+
+
+def test_long_messages_are_wrapped_to_fit_a_narrow_figure() -> None:
+    from attnviz.dashboard.corpus.views import MESSAGE_WRAP, grid_message
+    from attnviz.dashboard.messages import message_figure
+
+    text = grid_message((6, 12), (3, 8))
+    fig = message_figure(text, wrap=MESSAGE_WRAP)
+    lines = fig["layout"]["annotations"][0]["text"].split("<br>")
+    assert len(lines) > 1 and max(len(line) for line in lines) <= MESSAGE_WRAP
+    assert " ".join(lines) == text and fig["layout"]["meta"]["message"] == text
+    assert message_figure(text)["layout"]["annotations"][0]["text"] == text  # not asked: one line, as before

@@ -134,9 +134,14 @@ def difference_view(sel: Selection, head: tuple[int, int] | None) -> dict:
                                 selected=head)
 
 
+#: Characters per line of a message in a Corpus view (a third of the page's width at 14 px).
+MESSAGE_WRAP = 52
+
+
 def _message(text: str, *, title: str = "") -> dict:
-    """A message figure whose title keeps clear of the toolbar (as the Corpus figures' do)."""
-    return clear_of_toolbar(message_figure(text, title=title))
+    """A message figure whose lines fit a third of the page and whose title keeps clear of the toolbar (as the
+    Corpus figures' do)."""
+    return clear_of_toolbar(message_figure(text, title=title, wrap=MESSAGE_WRAP))
 
 
 def _test_name(test: HeadTest) -> str:
