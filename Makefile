@@ -48,7 +48,6 @@ demo-store: install
 	$(VENV)/bin/attnviz precompute --model bert-random --input data/demo.jsonl --store $(STORE)
 	$(VENV)/bin/attnviz precompute --model gpt2-random --input data/demo.jsonl --store $(STORE) --capture attention,qkv,embeddings
 	$(VENV)/bin/attnviz precompute --model seq2seq-random --input data/demo_pairs.jsonl --store $(STORE) --capture attention,embeddings
-	$(VENV)/bin/attnviz analyze --store $(STORE) --run minilm--demo
 	$(VENV)/bin/attnviz inspect --store $(STORE)
 
 serve: install

@@ -107,7 +107,8 @@ def main() -> None:
             marks: dict[str, float] = {}
             t0 = time.perf_counter()
             precompute(PrecomputeOptions(model=args.model, input=args.input, store=store, limit=args.n,
-                                         batch_size=args.batch_size, threads=args.threads, capture="attention"),
+                                         batch_size=args.batch_size, threads=args.threads, capture="attention",
+                                         analyze=False),  # the pipeline alone (the analysis is its own scan)
                        loaded=lm, on_start=lambda *_, m=marks: m.setdefault("start", time.perf_counter()))
             end = time.perf_counter()
             # Steady state: from the first batch to the last commit (model load + tokenizing reported apart).
@@ -127,7 +128,7 @@ def main() -> None:
         t0 = time.perf_counter()
         precompute(PrecomputeOptions(model=args.model, input=args.input, store=compact, limit=args.n,
                                      batch_size=args.batch_size, threads=args.threads, capture="attention",
-                                     mantissa_bits=args.mantissa_bits), loaded=lm)
+                                     mantissa_bits=args.mantissa_bits, analyze=False), loaded=lm)
         compact_s = time.perf_counter() - t0
         weights, worst = 0, 0.0
         counts = np.zeros(1 << 16, dtype=np.int64)  # how often each float16 bit pattern is stored

@@ -167,3 +167,16 @@ def run_label(reader: StoreReader, run: str) -> str:
     if meta.mantissa_bits:
         label += f" ({meta.mantissa_bits}-bit attention)"
     return label
+
+
+def preferred_run(reader: StoreReader) -> str | None:
+    """The run a page opened without ``run=`` shows: the first (in store order) with trained weights that is not a
+    playground run, else the first trained one, else the first run; None for a store without runs."""
+    runs = reader.runs()
+    metas = {run: run_meta(reader.run_info(run).meta) for run in runs}
+    for accept in (lambda m: not m.random_weights and not m.playground, lambda m: not m.random_weights,
+                   lambda m: True):
+        for run in runs:
+            if accept(metas[run]):
+                return run
+    return None

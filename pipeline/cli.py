@@ -98,6 +98,10 @@ def precompute(
     limit: int | None = typer.Option(_D("limit"), help="only the first N examples"),
     batch_size: int = typer.Option(_D("batch_size"), help="examples per forward pass"),
     max_length: int | None = typer.Option(_D("max_length"), help="truncate inputs to this many tokens (flagged)"),
+    long_inputs: str = typer.Option(
+        _D("long_inputs").spec(), help="inputs longer than the model accepts: 'truncate' (flagged) or "
+                                       "'window[:STRIDE]': overlapping windows of the model's length, every STRIDE "
+                                       "tokens (default: half a window), stored as linked examples"),
     capture: str = typer.Option(",".join(_D("capture")), help="comma list of attention,qkv,hidden,embeddings"),
     dtype: str = typer.Option(_D("dtype"), help="stored tensor dtype: float16 or float32"),
     mantissa_bits: int | None = typer.Option(
@@ -109,9 +113,12 @@ def precompute(
     shard_size: int = typer.Option(_D("shard_size"), help="examples per shard file (unit of commit and resume)"),
     workers: int | None = typer.Option(_D("workers"), help="run on a dask LocalCluster with N worker processes"),
     scheduler: str | None = typer.Option(_D("scheduler"), help="address of an existing dask scheduler"),
+    analyze: bool = typer.Option(_D("analyze"), help="after the last shard, cache head similarity and relative "
+                                                     "positions (what 'attnviz analyze' does) unless up to date"),
 ) -> None:
     """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
     from attnviz.pipeline.models.info import parse_overrides
+    from attnviz.pipeline.precompute.windows import parse_long_inputs
 
     bar = _ProgressBar(f"precompute {model}")
     try:
@@ -119,7 +126,7 @@ def precompute(
             model=model, input=input, store=store, run=run, limit=limit, batch_size=batch_size,
             max_length=max_length, capture=parse_capture(capture), dtype=dtype, mantissa_bits=mantissa_bits,
             threads=threads, overrides=parse_overrides(set_), shard_size=shard_size, workers=workers,
-            scheduler=scheduler)
+            scheduler=scheduler, long_inputs=parse_long_inputs(long_inputs), analyze=analyze)
         if options.distributed:
             from attnviz.pipeline.precompute.distributed import precompute_distributed
 
@@ -246,7 +253,9 @@ def analyze(
     workers: int | None = typer.Option(None, help="dask LocalCluster worker processes (0: in this process)"),
     scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
 ) -> None:
-    """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store."""
+    """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store.
+
+    precompute does this after its last shard; this command is for stores made before, or other parameters."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from attnviz.pipeline.precompute.analyze import analyze as run_analyze

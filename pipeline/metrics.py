@@ -25,6 +25,8 @@ _CHUNK_ELEMENTS = 1 << 18  # attention weights per chunk in _row_statistics (kee
 
 #: A key is "active" for a query when its weight is >= this; "sparse" when below it (docs/metrics.md).
 SPARSITY_THRESHOLD: float = 0.01
+#: Rows spread evenly over more keys than this have every weight below the threshold (docs/metrics.md).
+_EVEN_LIMIT = round(1 / SPARSITY_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -56,21 +58,26 @@ METRICS: dict[str, MetricSpec] = {
         _spec("kl_uniform", "KL from uniform", "nats", "mean over queries of sum_{j in K_i} a_ij ln(a_ij n_i)"),
         _spec(
             "sparsity",
-            "Sparsity",
+            f"Sparsity (weights < {SPARSITY_THRESHOLD:g})",
             "fraction",
-            f"fraction of all valid (query, key) weights < {SPARSITY_THRESHOLD} (pooled over the example)",
+            f"fraction of all valid (query, key) weights < {SPARSITY_THRESHOLD} (pooled over the example); "
+            f"a row spread evenly over more than {_EVEN_LIMIT} keys counts as wholly sparse "
+            f"(1/n < {SPARSITY_THRESHOLD}): read it with Normalized entropy",
         ),
         _spec(
             "token_sparsity_avg",
-            "Active keys (mean)",
+            f"Active keys ≥ {SPARSITY_THRESHOLD:g} (mean)",
             "keys",
-            f"mean over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}",
+            f"mean over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}; 0 for a row spread "
+            f"evenly over more than {_EVEN_LIMIT} keys (every weight 1/n < {SPARSITY_THRESHOLD}), which is broad "
+            "attention, not sparse: read it with Normalized entropy",
         ),
         _spec(
             "token_sparsity_max",
-            "Active keys (max)",
+            f"Active keys ≥ {SPARSITY_THRESHOLD:g} (max)",
             "keys",
-            f"max over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}",
+            f"max over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD} (0 when every row "
+            f"is spread over more than {_EVEN_LIMIT} keys)",
         ),
         _spec("confidence", "Confidence", "weight", "mean over queries of max_{j in K_i} a_ij"),
         _spec("mass_first", "Mass on first token", "weight", "mean over queries of the weight on the first key"),

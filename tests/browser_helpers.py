@@ -67,3 +67,64 @@ def wait_figure(dash_duo, graph_id: str, check: Callable[[dict], object], what: 
 
     until(ready, timeout=TIMEOUT, msg=f"{graph_id}: {what}; last message: {message(graph(dash_duo, graph_id))!r}")
     return found["fig"]
+
+
+_PROP_JS = """
+const state = window.store && window.store.getState();
+if (!state) { return null; }
+const id = arguments[0];
+let path = null;
+if (typeof id === 'string') {
+    path = state.paths.strs[id];
+} else {
+    const keys = Object.keys(id).sort();
+    for (const entry of state.paths.objs[keys.join(',')] || []) {
+        if (keys.every((k, i) => entry.values[i] === id[k])) { path = entry.path; }
+    }
+}
+if (!path) { return null; }
+let node = state.layout;
+for (const k of path) { node = node[k]; }
+const value = node.props[arguments[1]];
+return value === undefined ? null : JSON.stringify(value);
+"""
+
+
+def prop(driver, component_id: str | dict, name: str) -> object:
+    """A component property as the page's Dash store holds it now (None when absent), read from the renderer."""
+    raw = driver.execute_script(_PROP_JS, component_id, name)
+    return json.loads(raw) if raw is not None else None
+
+
+def fresh_chrome():
+    """A second, separate headless Chromium (its own profile: no storage, cache or history of the first), for
+    opening a copied URL as another person would. The caller quits it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1500,1200"):
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options)
+
+
+def settle(driver, timeout: float = TIMEOUT, quiet: float = 0.6) -> None:
+    """Wait until the page has had no callback in flight for ``quiet`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    calm_since = None
+    while time.monotonic() < deadline:
+        busy = driver.execute_script(
+            "const s = window.store && window.store.getState(); if (!s) { return true; }"
+            "const c = Object.assign({}, s.callbacks); delete c.stored; delete c.completed;"
+            "return [].concat(...Object.values(c)).length > 0 || "
+            "!!document.querySelector('[data-dash-is-loading=\"true\"]');")
+        if busy:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.monotonic()
+        elif time.monotonic() - calm_since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the page kept running callbacks")

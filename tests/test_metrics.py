@@ -311,6 +311,19 @@ def test_uniform_attention(n: int) -> None:
     assert (m["sparsity"] == (0.0 if expected_active else 1.0)).all()
 
 
+def test_a_uniform_512_token_head_has_no_active_key_and_is_told_apart_by_entropy_norm() -> None:
+    """The issue's head: uniform over 512 tokens, every weight 1/512 < θ, so no active key and sparsity 1 although
+    the head is as broad as can be (docs/metrics.md, "Long, broad rows"); entropy_norm = 1 says so."""
+    n = 512
+    attn = np.full((1, 1, n, n), 1.0 / n, dtype=np.float32)
+    m = example_metrics(attn, np.zeros(n, np.uint8), causal=False, self_attention=True)
+    assert m["token_sparsity_avg"][0, 0] == 0.0 and m["token_sparsity_max"][0, 0] == 0.0
+    assert m["sparsity"][0, 0] == 1.0
+    np.testing.assert_allclose(m["entropy_norm"], 1.0, rtol=1e-5)
+    assert METRICS["token_sparsity_avg"].label == "Active keys ≥ 0.01 (mean)"
+    assert "Normalized entropy" in METRICS["token_sparsity_avg"].description
+
+
 def test_uniform_causal_attention() -> None:
     t = 6
     attn = np.tri(t) / np.arange(1, t + 1)[:, None]

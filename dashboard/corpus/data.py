@@ -24,7 +24,6 @@ from attnviz.pipeline.statistics.aggregates import (
     aggregate_rows_all,
     group_mean,
     layer_profile,
-    layer_rows,
     make_groups,
 )
 from attnviz.pipeline.statistics.filters import ExampleColumns, ExampleFilter, filter_mask
@@ -199,26 +198,14 @@ def filtered_pairs(a: Run, b: Run, filt: ExampleFilter) -> tuple[np.ndarray, np.
     return ia[keep], ib[keep]
 
 
-def comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter, per_layer: bool
-               ) -> HeadTest:
-    """The A/B test of every head (or every layer's mean over heads when ``per_layer``)."""
+def comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter) -> HeadTest:
+    """The A/B test of every head (runs of the same layer × head grid)."""
     def compute() -> HeadTest:
         ra, rb = metric_rows(a, kind, metric), metric_rows(b, kind, metric)
-        if per_layer:
-            ra, rb = layer_rows(ra, a.shape(kind)[0]), layer_rows(rb, b.shape(kind)[0])
         columns = (np.flatnonzero(mask(a, filt)), np.flatnonzero(mask(b, filt)))
         return compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt), columns=columns)
 
-    return _derived_cache.get(("test", a.stamp, b.stamp, kind, metric, filt, per_layer), compute)
-
-
-def layer_agg(run: Run, kind: str, metric: str, agg: str, filt: ExampleFilter) -> np.ndarray:
-    """``[L]`` aggregate of the per-example layer means (mean over heads) of a metric."""
-    def compute() -> np.ndarray:
-        per_layer = layer_rows(metric_rows(run, kind, metric), run.shape(kind)[0])
-        return aggregate_rows(per_layer, agg, mask(run, filt))
-
-    return _derived_cache.get(("layer", run.stamp, kind, metric, agg, filt), compute)
+    return _derived_cache.get(("test", a.stamp, b.stamp, kind, metric, filt), compute)
 
 
 def profile(run: Run, kind: str, metric: str, filt: ExampleFilter) -> dict[str, np.ndarray]:

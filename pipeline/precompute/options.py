@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from attnviz.pipeline.precompute.inputs import InputError
+from attnviz.pipeline.precompute.windows import LongInputs, parse_long_inputs
 
 #: What a run can capture besides attention (which is always captured).
 CAPTURES = ("attention", "qkv", "hidden", "embeddings")
@@ -49,7 +50,7 @@ class PrecomputeOptions:
     sequence and is kept as a tuple in canonical order; ``overrides`` may be a mapping or ``--set``-style
     ``key=value`` strings and is kept as a dict; ``mantissa_bits`` equal to every bit of ``dtype`` is kept as
     ``None`` (no rounding). ``workers``/``scheduler`` choose the dask run (at most one of them; neither: the
-    single-process run).
+    single-process run). ``long_inputs`` may be given as its command-line spelling (``"window:64"``).
     """
 
     model: str = "minilm"  #: model_info name (see ``attnviz models``)
@@ -59,6 +60,8 @@ class PrecomputeOptions:
     limit: int | None = None  #: only the first N examples
     batch_size: int = 16  #: examples per forward pass
     max_length: int | None = None  #: truncate inputs to this many tokens (default: the model's own limit)
+    #: longer inputs: ``truncate``, or ``window[:STRIDE]`` (overlapping windows stored as linked examples)
+    long_inputs: LongInputs = LongInputs()
     capture: tuple[str, ...] = ("attention", "embeddings")  #: attention plus any of qkv, hidden, embeddings
     dtype: str = "float16"  #: stored tensor dtype: float16 or float32
     mantissa_bits: int | None = None  #: round stored attention weights to N mantissa bits (None: every bit)
@@ -68,6 +71,8 @@ class PrecomputeOptions:
     max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS  #: stored values per shard, at most
     workers: int | None = None  #: run on a dask LocalCluster with N worker processes
     scheduler: str | None = None  #: address of an existing dask scheduler
+    #: after the last shard, cache head similarity and relative positions (``attnviz analyze``) unless up to date
+    analyze: bool = True
 
     def __post_init__(self) -> None:
         from attnviz.pipeline.store import MANTISSA_BITS  # h5py: imported when options are built, not with the CLI
@@ -103,6 +108,7 @@ class PrecomputeOptions:
         if self.workers is not None and self.scheduler:
             raise InputError("give exactly one of --workers N (a local cluster) or --scheduler ADDRESS")
         set_(self, "capture", parse_capture(self.capture))
+        set_(self, "long_inputs", parse_long_inputs(self.long_inputs))
         set_(self, "overrides", _overrides(self.overrides))
 
     @property

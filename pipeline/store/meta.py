@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: Keys of a run's metadata that must match when a command writes to an existing run.
 FINGERPRINT_KEYS = ("model", "model_info", "overrides", "input_fingerprint", "max_length", "capture", "dtype",
-                    "mantissa_bits", "shard_size", "max_shard_elements")
+                    "mantissa_bits", "shard_size", "max_shard_elements", "long_inputs")
 #: The family a run without a ``family`` key is read as (the first stores held encoder models only).
 DEFAULT_FAMILY = "encoder"
 
@@ -37,6 +37,8 @@ class RunMeta(BaseModel):
     dtype: str = "float16"  #: stored tensor dtype
     mantissa_bits: int | None = None  #: None: every bit of ``dtype``; else the bits attention was rounded to
     max_length: int | None = None  #: truncation length in tokens
+    #: None: inputs longer than ``max_length`` were truncated; ``"window:STRIDE"``: cut into linked windows
+    long_inputs: str | None = None
     capture: list[str] = Field(default_factory=lambda: ["attention"])  #: subset of attention, qkv, hidden, embeddings
     kinds: list[str] = Field(default_factory=lambda: ["self"])  #: attention kinds
     shape: dict[str, tuple[int, int]] = Field(default_factory=dict)  #: kind -> (layers, heads)
