@@ -637,7 +637,7 @@
   function renderGraph(id, fig, config) {
     const host = document.getElementById(id);
     if (!host || !window.Plotly) { return; }
-    if (host.clientHeight > 0 && host.dataset.fill === "1") { fig.layout.height = host.clientHeight; }
+    if (host.clientHeight > 0 && host.classList.contains("attnviz-fill")) { fig.layout.height = host.clientHeight; }
     if (!host.__gd || !host.contains(host.__gd)) {
       host.innerHTML = "";
       host.__gd = document.createElement("div");

@@ -96,7 +96,7 @@ def _view(view_id: str, height: int, fill: bool = False) -> html.Div:
     """A view's box: example.js draws its figure in it with Plotly (no Dash round trip per change), at the box's
     height when ``fill``. It shows "loading…" until then."""
     return html.Div(html.Div("loading…", className="text-muted small p-2"), id=view_id,
-                    style={"height" if fill else "minHeight": f"{height}px"}, **{"data-fill": "1" if fill else "0"})
+                    className="attnviz-fill" if fill else "", style={"height" if fill else "minHeight": f"{height}px"})
 
 
 def _head_view() -> html.Div:
