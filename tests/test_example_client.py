@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 import pytest
 from browser_helpers import BELOW_FIRST_SCREEN, TIMEOUT
-from dash.testing.errors import TestingTimeoutError
+from dash.testing import errors as dash_errors
 from dash.testing.wait import until
 from dashboard_fixtures import BERT_RUN, GPT2_RUN, SEQ2SEQ_RUN, LiveServer, start_live_server
 from selenium.webdriver.support.select import Select
@@ -131,7 +131,7 @@ def check_views(dash_duo, reader: StoreReader, pin: tuple[str, int] | None = Non
 
     try:
         until(equal, timeout=TIMEOUT)
-    except TestingTimeoutError as exc:  # the message names what differed at the last try
+    except dash_errors.TestingTimeoutError as exc:  # the message names what differed at the last try
         raise AssertionError(f"views differ for {url_search(dash_duo)}: {last}") from exc
     return {gid: shown(dash_duo, gid) for gid in GRAPHS}
 
