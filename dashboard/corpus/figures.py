@@ -21,7 +21,8 @@ COLOUR_B = "#d62728"
 #: One colour per pattern label, in PATTERN_LABELS order.
 PATTERN_COLOURS: dict[str, str] = {
     "previous": "#1f77b4", "next": "#17becf", "self": "#9467bd", "first": "#d62728", "sep": "#ff7f0e",
-    "punct": "#8c564b", "broad": "#2ca02c", "heterogeneous": "#d9d9d9",
+    "punct": "#8c564b", "induction": "#e377c2", "duplicate": "#bcbd22", "broad": "#2ca02c",
+    "heterogeneous": "#d9d9d9",
 }
 
 __all__ = ["COLOUR_A", "COLOUR_B", "difference_figure", "distribution_figure", "heatmap_figure",
@@ -211,7 +212,7 @@ def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] 
     for i, key in enumerate(keys):  # a stepwise colour scale: code i covers [i/k, (i+1)/k]
         scale += [[i / k, PATTERN_COLOURS[key]], [(i + 1) / k, PATTERN_COLOURS[key]]]
     short = {"previous": "prev", "next": "next", "self": "self", "first": "CLS", "sep": "SEP",
-             "punct": "punct", "broad": "broad", "heterogeneous": ""}
+             "punct": "punct", "induction": "ind", "duplicate": "dup", "broad": "broad", "heterogeneous": ""}
     text = [[PATTERN_LABELS.get(v, "undefined") for v in row] for row in labels]
     cell = [[short.get(v, "") for v in row] for row in labels]
     trace = {"type": "heatmap", "z": typed(codes), **_grid_xy(n_layers, n_heads),
