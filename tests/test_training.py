@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from training_helpers import PROBE, RandomTokens, gpt2_tokenizer, make_trainer, tiny_model
 
 from attnviz.pipeline.metrics import attention_metrics
-from attnviz.pipeline.models.loading import gpt2_bpe_files
 from attnviz.pipeline.store import StoreReader, StoreWriter, series_checkpoints, verify_store
 from attnviz.pipeline.store.series import SeriesError
 from attnviz.pipeline.training.callback import AttnvizCallback
@@ -30,41 +30,16 @@ from attnviz.pipeline.training.probe import Probe
 from attnviz.pipeline.training.record import record_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = "random:length=6,count=5,seed=1,repeat=2"
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> transformers.PreTrainedTokenizerBase:
-    vocab, merges = gpt2_bpe_files()
-    tok = transformers.GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
-    tok.pad_token = tok.eos_token
-    return tok
+    return gpt2_tokenizer()
 
 
-class RandomTokens(torch.utils.data.Dataset):
-    """Sequences of 12 token ids (a 6-token random sequence repeated), fixed by their index."""
-
-    def __len__(self) -> int:
-        return 64
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        ids = torch.as_tensor(np.tile(np.random.default_rng(i).integers(0, 500, size=6), 2))
-        return {"input_ids": ids, "labels": ids.clone()}
-
-
-def tiny_model(tokenizer: transformers.PreTrainedTokenizerBase) -> transformers.GPT2LMHeadModel:
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=32, vocab_size=len(tokenizer))
-    return transformers.GPT2LMHeadModel(config)
-
-
-def trainer(tmp_path: Path, tokenizer, callbacks: list, *, steps: int = 6, save_steps: int = 1000,
-            model: transformers.PreTrainedModel | None = None) -> transformers.Trainer:
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=4, learning_rate=5e-3,
-        logging_steps=1000, save_steps=save_steps, report_to=[], use_cpu=True, disable_tqdm=True, seed=0)
-    return transformers.Trainer(model=model or tiny_model(tokenizer), args=args, train_dataset=RandomTokens(),
-                                processing_class=tokenizer, callbacks=callbacks)
+def trainer(folder: Path, tokenizer, callbacks: list, *, steps: int = 6, save_steps: int = 1000
+            ) -> transformers.Trainer:
+    return make_trainer(folder, tokenizer, callbacks, steps=steps, save_steps=save_steps)
 
 
 def test_callback_writes_one_run_per_recorded_step_on_one_probe(tmp_path: Path, tokenizer) -> None:
@@ -177,12 +152,10 @@ def test_record_checkpoint_in_a_custom_loop(tmp_path: Path, tokenizer) -> None:
 KILL_SCRIPT = """
 import sys, time, numpy as np, torch, transformers
 sys.path.insert(0, {tests!r})
-from test_training import RandomTokens, tiny_model
-from attnviz.pipeline.models.loading import gpt2_bpe_files
+from training_helpers import RandomTokens, gpt2_tokenizer, tiny_model
 from attnviz.pipeline.training.callback import AttnvizCallback
 torch.set_num_threads(1)
-vocab, merges = gpt2_bpe_files()
-tok = transformers.GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+tok = gpt2_tokenizer()
 
 class Slow(transformers.TrainerCallback):
     def on_step_end(self, args, state, control, **kw):

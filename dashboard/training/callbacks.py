@@ -4,8 +4,10 @@
   the tab is shown, and written whenever the selection changes; see :mod:`.urlhash`);
 * ``training_draw``: every view of the selection (the metric against the step, the loss, the label timeline
   and its changes, the entropy-collapse alert);
-* ``training_pick``: a click on a step of any figure picks it; a click on a second step opens the Corpus tab
-  with the first step's checkpoint as run A and the second's as run B (its A − B comparison).
+* ``training_pick``: a click on a step of any figure picks it; a click on a second step makes the first step's
+  checkpoint the header's run (run A) and the second's the Corpus tab's run B; ``training_compare`` then opens
+  the Corpus tab (its A − B comparison), once the Example tab's selection has followed run A (so that the URL
+  it writes for the new tab names run A).
 
 A store that cannot be read shows its one-line message in the tab's alert and the figures; nothing raises.
 """
@@ -105,8 +107,7 @@ def register_callbacks(app: dash.Dash) -> None:
         return v.metric, v.loss, v.timeline, v.changes, v.alert, v.alert_colour, v.status
 
     @app.callback(
-        Output(ids.PICK, "data"), Output(ids.PICK_TEXT, "children"),
-        Output(app_ids.TABS, "value", allow_duplicate=True),
+        Output(ids.PICK, "data"), Output(ids.PICK_TEXT, "children"), Output(ids.COMPARE, "data"),
         Output(app_ids.RUN_SELECT, "value", allow_duplicate=True),
         Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
         *[Input(f, "clickData") for f in ids.STEP_FIGURES], Input(ids.PICK_CLEAR, "n_clicks"),
@@ -137,4 +138,18 @@ def register_callbacks(app: dash.Dash) -> None:
         run_a = series.run_at(first)
         if run_a is None:
             return {"series": state.series, "step": step}, f"step {step} picked (run A)", *none
-        return None, f"compared step {first} (A) with step {step} (B) in the Corpus tab", "corpus", run_a, run
+        return (None, f"comparing step {first} (A) with step {step} (B) in the Corpus tab",
+                {"a": run_a, "b": run}, run_a, run)
+
+    @app.callback(
+        Output(app_ids.TABS, "value", allow_duplicate=True), Output(ids.COMPARE, "data", allow_duplicate=True),
+        Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
+        Input(app_ids.VIEW_STATE, "data"), Input(ids.COMPARE, "data"),
+        prevent_initial_call=True,
+    )
+    def training_compare(view_state, compare):
+        # Fires when the selection followed run A, or at once when run A was the header's run already.
+        ready = isinstance(compare, dict) and isinstance(view_state, dict) and view_state.get("run") == compare.get("a")
+        if not ready:
+            raise PreventUpdate
+        return "corpus", None, compare.get("b")

@@ -13,6 +13,8 @@ CHANGES = "training-changes"
 ALERT = "training-collapse"
 PICK = "training-pick"  #: the first step clicked: {"series", "step"}; a second click opens the comparison
 PICK_TEXT = "training-pick-text"
+#: The two runs to compare ({"a", "b"}) while the header's run becomes run A; then the Corpus tab opens.
+COMPARE = "training-compare"
 PICK_CLEAR = "training-pick-clear"
 #: The figures whose x axis is the training step: a click on any of them picks a step.
 STEP_FIGURES = (METRIC_FIGURE, LOSS_FIGURE, TIMELINE_FIGURE)

@@ -39,6 +39,7 @@ def layout() -> html.Div:
     return html.Div([
         dcc.Store(id=ids.STATE),
         dcc.Store(id=ids.PICK),
+        dcc.Store(id=ids.COMPARE),
         dbc.Card(dbc.CardBody(controls), className="mb-2"),
         dbc.Alert(id=ids.MESSAGE, is_open=False, color="warning", className="py-2 small mb-1"),
         html.Div(id=ids.STATUS, className="small text-muted mb-1"),
