@@ -179,6 +179,60 @@ class DemoDataset:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The Trainer (also used by bench/training.py)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def demo_data(settings: DemoSettings, tokenizer_folder: Path) -> tuple[Any, DemoDataset]:
+    """The restricted tokenizer (written to ``tokenizer_folder``) and the training sequences of ``settings``."""
+    texts = Path(settings.corpus).read_text(encoding="utf-8").splitlines()
+    tokenizer = restricted_bpe(texts, tokenizer_folder)
+    sentences = [tokenizer(text)["input_ids"] for text in texts if text.strip()]
+    return tokenizer, DemoDataset(sentences, tokenizer.eos_token_id, settings,
+                                  size=settings.steps * settings.batch_size)
+
+
+def demo_callbacks(settings: DemoSettings, store: str | os.PathLike, tokenizer: Any, *,
+                   on_record: Callable[[Any], None] | None = None) -> list[Any]:
+    """The two recording callbacks of the demo: the random repeated probe and the text probe."""
+    from attnviz.pipeline.training.callback import AttnvizCallback
+    from attnviz.pipeline.training.probe import Probe
+
+    s = settings
+    return [
+        AttnvizCallback(store, Probe(s.probe), every=s.every, series=s.series, tokenizer=tokenizer,
+                        model_info=s.model_info, on_record=on_record),
+        AttnvizCallback(store, Probe(s.text_probe, limit=s.text_probe_limit, max_length=s.context), every=s.every,
+                        series=s.text_series, tokenizer=tokenizer, model_info=s.model_info, on_record=on_record),
+    ]
+
+
+def demo_trainer(settings: DemoSettings, tokenizer: Any, dataset: DemoDataset, checkpoints: Path,
+                 callbacks: list[Any]) -> Any:
+    """A ``transformers.Trainer`` of a fresh (seeded) demo model on ``dataset``, saving its checkpoints under
+    ``checkpoints``, with ``callbacks`` (none: training without recording)."""
+    import torch
+    import transformers
+
+    s = settings
+    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_positions=s.context, n_embd=s.hidden,
+                                     n_layer=s.layers, n_head=s.heads, bos_token_id=tokenizer.eos_token_id,
+                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(s.seed)
+    model = transformers.GPT2LMHeadModel(config)
+    model.config._attn_implementation = "eager"
+    args = transformers.TrainingArguments(
+        output_dir=str(checkpoints), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
+        learning_rate=s.learning_rate, warmup_steps=s.warmup_steps, lr_scheduler_type="cosine", weight_decay=0.01,
+        logging_steps=max(1, s.every // 5), save_steps=s.save_every, save_total_limit=1, report_to=[],
+        use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=s.seed, data_seed=s.seed)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                   callbacks=callbacks)
+    trainer.remove_callback(transformers.PrinterCallback)  # the demo says what it records, not every log line
+    return trainer
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------------------
 
@@ -226,8 +280,6 @@ def train_demo(store: str | os.PathLike, *, out: str | os.PathLike = DEFAULT_OUT
     import transformers
 
     from attnviz.pipeline.store import StoreWriter, series_checkpoints
-    from attnviz.pipeline.training.callback import AttnvizCallback
-    from attnviz.pipeline.training.probe import Probe
 
     t0 = time.perf_counter()
     s = settings or DemoSettings()
@@ -257,33 +309,14 @@ def train_demo(store: str | os.PathLike, *, out: str | os.PathLike = DEFAULT_OUT
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-    texts = corpus.read_text(encoding="utf-8").splitlines()
-    tokenizer = restricted_bpe(texts, out / "tokenizer")
-    sentences = [tokenizer(text)["input_ids"] for text in texts if text.strip()]
-    dataset = DemoDataset(sentences, tokenizer.eos_token_id, s, size=s.steps * s.batch_size)
-    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_positions=s.context, n_embd=s.hidden,
-                                     n_layer=s.layers, n_head=s.heads, bos_token_id=tokenizer.eos_token_id,
-                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(s.seed)
-    model = transformers.GPT2LMHeadModel(config)
-    model.config._attn_implementation = "eager"
-    args = transformers.TrainingArguments(
-        output_dir=str(checkpoints), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
-        learning_rate=s.learning_rate, warmup_steps=s.warmup_steps, lr_scheduler_type="cosine", weight_decay=0.01,
-        logging_steps=max(1, s.every // 5), save_steps=s.save_every, save_total_limit=1, report_to=[],
-        use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=s.seed, data_seed=s.seed)
+    tokenizer, dataset = demo_data(s, out / "tokenizer")
 
     def told(summary: Any) -> None:
         say(summary.line())
 
-    callbacks: list[transformers.TrainerCallback] = [
-        AttnvizCallback(store, Probe(s.probe), every=s.every, series=s.series, tokenizer=tokenizer,
-                        model_info=s.model_info, on_record=told),
-        AttnvizCallback(store, Probe(s.text_probe, limit=s.text_probe_limit, max_length=s.context), every=s.every,
-                        series=s.text_series, tokenizer=tokenizer, model_info=s.model_info, on_record=told),
-    ]
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                   callbacks=callbacks)
+    trainer = demo_trainer(s, tokenizer, dataset, checkpoints,
+                           demo_callbacks(s, store, tokenizer, on_record=told))
+    model = trainer.model
     say(f"train-demo: {s.layers} layers x {s.heads} heads x {s.hidden}, vocabulary {len(tokenizer)}, "
         f"{s.steps} steps of {s.batch_size} x {s.context} tokens"
         + (f", resuming from {resume.name}" if resume else ""))
@@ -306,4 +339,5 @@ def train_demo(store: str | os.PathLike, *, out: str | os.PathLike = DEFAULT_OUT
     return DemoSummary(model_dir, s.steps, time.perf_counter() - t0, train_seconds, final_loss, recorded)
 
 
-__all__ = ["DEFAULT_OUT", "DemoDataset", "DemoSettings", "DemoSummary", "restricted_bpe", "train_demo"]
+__all__ = ["DEFAULT_OUT", "DemoDataset", "DemoSettings", "DemoSummary", "demo_callbacks", "demo_data", "demo_trainer",
+           "restricted_bpe", "train_demo"]

@@ -46,10 +46,12 @@ class RecordSummary:
     examples: int  #: probe examples in the checkpoint's run
     seconds: float
     already_recorded: bool  #: the step was complete in the store already (a resumed training): nothing computed
+    loss: float | None = None  #: the training loss recorded with it
 
     def line(self) -> str:
         what = "already recorded" if self.already_recorded else f"{self.examples} probe examples"
-        return f"series {self.series!r} step {self.step}: run {self.run!r}, {what}, {self.seconds:.2f} s"
+        loss = f", loss {self.loss:.3f}" if self.loss is not None else ""
+        return f"series {self.series!r} step {self.step}{loss}: run {self.run!r}, {what}, {self.seconds:.2f} s"
 
 
 def _family(model: torch.nn.Module) -> str:
@@ -157,7 +159,8 @@ class CheckpointRecorder:
             prep = plan_run(options, self.writer, lm, probe.inputs, encoded=probe.encoded,
                             extra_meta={SERIES_KEY: entry})
             summary = run_prepared(prep, classifier=probe.classifier)
-        return RecordSummary(self.series, step, run, summary.examples, time.perf_counter() - t0, False)
+        return RecordSummary(self.series, step, run, summary.examples, time.perf_counter() - t0, False,
+                             entry["loss"])
 
 
 def _finite(value: Any) -> float | None:
