@@ -4,7 +4,6 @@ numbers against the store (pure functions and views on a store of constructed se
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
