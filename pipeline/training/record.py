@@ -149,7 +149,8 @@ class CheckpointRecorder:
                                 store=str(self.store))
         if run in runs and runs[run].complete:
             return RecordSummary(self.series, step, run, runs[run].num_examples, time.perf_counter() - t0, True)
-        entry = {"name": self.series, "step": step, "epoch": _finite(epoch), "loss": _finite(loss),
+        loss = _finite(loss)
+        entry = {"name": self.series, "step": step, "epoch": _finite(epoch), "loss": loss,
                  "learning_rate": _finite(learning_rate),
                  "probe_fingerprint": probe.fingerprint, "recorded": now_iso(),
                  "log": [[int(s), _finite(v), _finite(r)] for s, v, r in log_rows]}
@@ -159,8 +160,7 @@ class CheckpointRecorder:
             prep = plan_run(options, self.writer, lm, probe.inputs, encoded=probe.encoded,
                             extra_meta={SERIES_KEY: entry})
             summary = run_prepared(prep, classifier=probe.classifier)
-        return RecordSummary(self.series, step, run, summary.examples, time.perf_counter() - t0, False,
-                             entry["loss"])
+        return RecordSummary(self.series, step, run, summary.examples, time.perf_counter() - t0, False, loss)
 
 
 def _finite(value: Any) -> float | None:
