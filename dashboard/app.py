@@ -1,4 +1,4 @@
-"""The attnviz Dash app: header (store and run selectors), tabs (Example, Corpus, Playground), URL state.
+"""The attnviz Dash app: header (store and run selectors), tabs (Example, Corpus, Playground, Training), URL state.
 
 ``create_app(store_path)`` builds an app for one store; other stores of its data directory (default: the
 store's folder) open with ``?store=NAME`` or the Store menu. ``server`` is the WSGI entry for gunicorn with
@@ -49,6 +49,8 @@ from attnviz.dashboard.example import sync
 from attnviz.dashboard.playground import callbacks as playground_callbacks
 from attnviz.dashboard.playground import layout as playground_layout
 from attnviz.dashboard.security import resolve_store
+from attnviz.dashboard.training import callbacks as training_callbacks
+from attnviz.dashboard.training import layout as training_layout
 from attnviz.pipeline.store import StoreError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -129,6 +131,9 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> 
             dcc.Tab(label="Playground", value="playground",
                     children=html.Div(playground_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
+            dcc.Tab(label="Training", value="training",
+                    children=html.Div(training_layout.layout(), className="pt-2"),
+                    style=TAB_STYLE, selected_style=TAB_STYLE),
         ]), fluid=True),
     ])
 
@@ -166,6 +171,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     example_callbacks.register_callbacks(app)
     corpus_callbacks.register_callbacks(app)
     playground_callbacks.register_callbacks(app)
+    training_callbacks.register_callbacks(app)
     register_store_callbacks(app)
     return app
 

@@ -6,7 +6,7 @@ Pure functions, no Dash and no store: the app validates a parsed state against t
 
 Query keys::
 
-    tab      example | corpus | playground           (default example)
+    tab      example | corpus | playground | training  (default example)
     run      run name                                  (default: the first run of the store)
     example  example index >= 0                        (default 0)
     layer    layer index >= 0                          (default 0)
@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlencode
 
 from attnviz.dashboard.callback_inputs import InputRefusedError
 
-TABS: tuple[str, ...] = ("example", "corpus", "playground")
+TABS: tuple[str, ...] = ("example", "corpus", "playground", "training")
 KINDS: tuple[str, ...] = ("self", "decoder", "cross")
 ATTN_MODES: tuple[str, ...] = ("raw", "rollout")
 MEAN_HEAD = "mean"  #: URL value of ``head`` for "mean of all heads"

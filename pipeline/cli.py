@@ -92,7 +92,8 @@ _D = PrecomputeOptions.default
 def precompute(
     model: str = typer.Option(_D("model"), help="model_info name (see 'attnviz models')"),
     input: str = typer.Option(..., "--input", "-i",
-                              help="sentence file (.txt, .tsv pairs, .jsonl) or random:length=N,count=N,seed=N"),
+                              help="sentence file (.txt, .tsv pairs, .jsonl) or random:length=N,count=N,seed=N "
+                                   "(,repeat=2: each sequence repeated twice)"),
     store: Path = typer.Option(..., help="store file, e.g. data/stores/demo.h5 (created if missing)"),
     run: str | None = typer.Option(_D("run"), help="run name (default: <model>--<input name>)"),
     limit: int | None = typer.Option(_D("limit"), help="only the first N examples"),
@@ -273,6 +274,48 @@ def analyze(
     except _user_errors() as exc:
         fail(str(exc))
     out.print(summary.line(), highlight=False, soft_wrap=True)
+
+
+@app.command("train-demo")
+def train_demo(
+    store: Path = typer.Option(..., help="store file the training series are recorded into (created if missing)"),
+    out_dir: Path = typer.Option(Path("data/models/train-demo"), "--out",
+                                 help="folder of the trained model and its checkpoints "
+                                                                 "(the model_info entry 'train-demo' reads "
+                                                                 "data/models/train-demo/model)"),
+    steps: int = typer.Option(1200, help="optimizer steps"),
+    every: int = typer.Option(100, help="record the series every N steps"),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)"),
+    force: bool = typer.Option(False, help="train again even if a finished model is there (restarts the series)"),
+) -> None:
+    """Train a small GPT-2 on the bundled corpora (CPU, a few minutes), recording its attention every N steps."""
+    from attnviz.pipeline.training.demo import DemoSettings
+    from attnviz.pipeline.training.demo import train_demo as run_train_demo
+
+    try:
+        settings = DemoSettings(steps=steps, every=every)
+        summary = run_train_demo(store, out=out_dir, settings=settings, force=force, threads=threads,
+                                 say=lambda text: err.print(text, highlight=False, soft_wrap=True))
+    except _user_errors() as exc:
+        fail(str(exc))
+    out.print(summary.line(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def series(
+    store: Path = typer.Option(..., help="store file"),
+    name: str | None = typer.Option(None, "--series", help="series to report (default: list the series)"),
+) -> None:
+    """Report a training series: checkpoints, loss, when each head's pattern label changed, entropy collapse."""
+    from attnviz.pipeline.series import series_report
+    from attnviz.pipeline.store import StoreReader
+
+    try:
+        reader = StoreReader(store)
+        text = series_report(reader, name)
+    except _user_errors() as exc:
+        fail(str(exc))
+    out.print(text, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

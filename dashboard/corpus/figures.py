@@ -23,19 +23,21 @@ COLOUR_B = "#d62728"
 #: One colour per pattern label, in PATTERN_LABELS order.
 PATTERN_COLOURS: dict[str, str] = {
     "previous": "#1f77b4", "next": "#17becf", "self": "#9467bd", "first": "#d62728", "sep": "#ff7f0e",
-    "punct": "#8c564b", "broad": "#2ca02c", "heterogeneous": "#d9d9d9",
+    "punct": "#8c564b", "induction": "#e377c2", "duplicate": "#bcbd22", "broad": "#2ca02c",
+    "heterogeneous": "#d9d9d9",
 }
 
 #: What a pattern cell shows (one or two characters, so neighbouring cells never run together); the colour bar
 #: and the hover name the pattern in full.
 PATTERN_MARKS: dict[str, str] = {
-    "previous": "←", "next": "→", "self": "↺", "first": "1st", "sep": "SEP", "punct": ".,", "broad": "≈",
-    "heterogeneous": "",
+    "previous": "←", "next": "→", "self": "↺", "first": "1st", "sep": "SEP", "punct": ".,", "induction": "ind",
+    "duplicate": "dup", "broad": "≈", "heterogeneous": "",
 }
 #: The colour bar's names of the patterns (short enough not to be cut at the figure's edge).
 PATTERN_SHORT: dict[str, str] = {
     "previous": "← previous", "next": "→ next", "self": "↺ self", "first": "1st / [CLS]", "sep": "SEP [SEP]",
-    "punct": "., punctuation", "broad": "≈ broad", "heterogeneous": "mixed",
+    "punct": "., punctuation", "induction": "ind induction", "duplicate": "dup duplicate token", "broad": "≈ broad",
+    "heterogeneous": "mixed",
 }
 
 

@@ -300,11 +300,15 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
         attn = stacked.numpy()
         q_side, k_side = ("target", "source") if kind == "cross" else (SIDE_OF_KIND[kind],) * 2
         key_flags = np.zeros(masks[k_side].shape, dtype=np.uint8)
-        for n, fl in enumerate(flags[k_side]):
+        key_ids = np.full(masks[k_side].shape, -1, dtype=np.int64)  # padding: never read (not a valid key)
+        for n, (fl, enc) in enumerate(zip(flags[k_side], batch, strict=True)):
             key_flags[n, : len(fl)] = fl
+            ids_n = enc.source_ids if k_side == "source" else (enc.target_ids or [])
+            key_ids[n, : len(ids_n)] = ids_n
         kinds_metrics[kind] = attention_metrics(
             attn, masks[q_side], masks[k_side], key_flags,
-            causal=(kind == "decoder" or lm.family == "decoder"), self_attention=(kind != "cross"))
+            causal=(kind == "decoder" or lm.family == "decoder"), self_attention=(kind != "cross"),
+            key_ids=key_ids)
         # The cast to the store's dtype, once per batch (torch's float16 cast is ~10x numpy's astype).
         kinds_attn[kind] = stacked.to(_TORCH_DTYPES[dtype.name]).numpy() if dtype != attn.dtype else attn
 

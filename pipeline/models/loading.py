@@ -271,7 +271,8 @@ def load_model(name_or_info: str | ModelInfo, overrides: dict[str, Any] | None =
             elif src.kind == "local":
                 path = os.path.expanduser(src.path or "")
                 if not Path(path).is_dir():
-                    raise ModelLoadError(f"model {info.name!r}: folder {path} does not exist")
+                    how = f": train it first with '{info.trained_by}'" if info.trained_by else ""
+                    raise ModelLoadError(f"model {info.name!r}: folder {path} does not exist{how}")
             else:
                 path = src.id or ""
             tok = load_tokenizer(info, path)

@@ -213,18 +213,45 @@ def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None
         raise InputError(f"the loaded model is {loaded.info.name!r} with overrides {loaded.overrides}, not "
                          f"{o.model!r} with {o.overrides}: pass the matching model name and --set values")
     lm = loaded or load_model(o.model, o.overrides, threads=o.threads)
-    max_len = checked_max_length(lm, o.max_length)
-    long_inputs = resolved(o.long_inputs, lm.tokenizer, max_len)
+    return plan_run(options, writer, lm, inputs, t0=t0)
+
+
+def encode_input(lm: LoadedModel, inputs: InputSet | None, options: PrecomputeOptions
+                 ) -> tuple[InputSet, list[EncodedExample], int]:
+    """The input set (random specs are built with the model's tokenizer), its examples tokenized as the run
+    stores them (up to ``options.limit``) and the token limit used."""
+    max_len = checked_max_length(lm, options.max_length)
     if inputs is None:
-        inputs = random_inputs(lm.tokenizer, o.input)
-        check_random_length(lm, o.input)
-    examples = inputs.examples[:o.limit] if o.limit else inputs.examples
-    encoded = encode_examples(lm, examples, max_len, long_inputs)
+        inputs = random_inputs(lm.tokenizer, options.input)
+        check_random_length(lm, options.input)
+    examples = inputs.examples[:options.limit] if options.limit else inputs.examples
+    long_inputs = resolved(options.long_inputs, lm.tokenizer, max_len)
+    return inputs, encode_examples(lm, examples, max_len, long_inputs), max_len
+
+
+def plan_run(options: PrecomputeOptions, writer: StoreWriter, lm: LoadedModel, inputs: InputSet | None, *,
+             t0: float | None = None, encoded: list[EncodedExample] | None = None,
+             extra_meta: dict[str, Any] | None = None) -> PreparedRun:
+    """Encode and plan the input for an already loaded model, then create or resume the run in the index.
+
+    The second half of :func:`prepare_run`, for callers that hold a model which no model_info file loads (a
+    model in training: :mod:`attnviz.pipeline.training`). ``inputs`` None: ``options.input`` is a random spec.
+    ``encoded``: the input already tokenized by :func:`encode_input` (not tokenized again). ``extra_meta`` is
+    added to the run's metadata (e.g. a checkpoint's ``series`` entry).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    o = options
+    if encoded is None or inputs is None:
+        inputs, encoded, max_len = encode_input(lm, inputs, o)
+    else:
+        max_len = checked_max_length(lm, o.max_length)
+    long_inputs = resolved(o.long_inputs, lm.tokenizer, max_len)
     vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in o.capture))
     run = o.run or default_run_name(o.model, inputs.spec)
     meta = run_metadata(lm, inputs, max_length=max_len, capture=o.capture, dtype=o.dtype,
                         mantissa_bits=o.mantissa_bits, shard_size=o.shard_size,
                         max_shard_elements=o.max_shard_elements, planned=len(encoded), long_inputs=long_inputs)
+    meta.update(extra_meta or {})
     info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
     stored = run_meta(info.meta)
     todo = plan_missing(encoded, info.shards, vals, o.shard_size, o.max_shard_elements)
@@ -270,7 +297,11 @@ def check_random_length(lm: LoadedModel, input_spec: str) -> None:
     params = parse_random_spec(input_spec) or {}
     prefix, suffix = special_token_frame(lm.tokenizer)
     room = lm.max_length - len(prefix) - len(suffix)
-    if params.get("length", 0) > room:
+    repeat = params.get("repeat", 1)
+    if params.get("length", 0) * repeat > room:
+        if repeat > 1:
+            raise InputError(f"random length {params['length']} repeated {repeat} times is longer than "
+                             f"{lm.info.name} accepts: use random:length={room // repeat} or less")
         raise InputError(f"random length {params['length']} is longer than {lm.info.name} accepts: use "
                          f"random:length={room} or less")
 
@@ -331,9 +362,19 @@ def precompute(options: PrecomputeOptions, *, progress: Callable[[int, int], Non
     """
     if options.distributed:
         raise InputError("these options ask for a dask run (--workers/--scheduler): use precompute_distributed")
-    prep = prepare_run(options, loaded=loaded)
+    return run_prepared(prepare_run(options, loaded=loaded), progress=progress, on_start=on_start)
+
+
+def run_prepared(prep: PreparedRun, *, progress: Callable[[int, int], None] | None = None,
+                 on_start: Callable[[int, int], None] | None = None,
+                 classifier: TokenClassifier | None = None) -> PrecomputeSummary:
+    """Compute and commit every shard a prepared run still lacks, in this process (see :func:`precompute`).
+
+    ``classifier``: token flags and strings already read for this model's tokenizer (reused, e.g. by every
+    checkpoint of a training series); the ids still to compute are added to it.
+    """
     # Token flags and strings of every id still to compute, read now with the preparation, not batch by batch.
-    classifier = TokenClassifier(prep.lm)
+    classifier = classifier or TokenClassifier(prep.lm)
     classifier.learn(i for start, count in prep.todo for e in prep.encoded[start:start + count]
                      for i in (*e.source_ids, *(e.target_ids or ())))
     try:
@@ -403,4 +444,5 @@ def _wait_committed(pending: tuple[Future, int], prep: PreparedRun,
 
 
 __all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "compute_shard_results",
-           "default_run_name", "plan_shards", "precompute", "prepare_run", "run_metadata"]
+           "default_run_name", "encode_input", "plan_run", "plan_shards", "precompute", "prepare_run",
+           "run_metadata", "run_prepared"]

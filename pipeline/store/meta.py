@@ -52,6 +52,9 @@ class RunMeta(BaseModel):
     created: str = ""  #: UTC ISO 8601 time of creation
     fingerprint: str | None = None  #: hash of the FINGERPRINT_KEYS values, recorded in every shard file
     playground: bool = False  #: a run the dashboard's playground added to
+    #: A training checkpoint's series entry (name, step, epoch, loss, learning_rate, probe_fingerprint, log);
+    #: None for other runs (:mod:`attnviz.pipeline.store.series`).
+    series: dict[str, Any] | None = None
 
     def metrics_of(self, kind: str) -> list[str]:
         """Metric names stored for attention kind ``kind`` (empty for a kind the run lacks)."""
