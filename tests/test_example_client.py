@@ -229,6 +229,13 @@ def test_a_layer_switch_asks_the_server_nothing(dash_duo, live_server: LiveServe
     check_views(dash_duo, reader)
     count_js = ("return performance.getEntriesByType('resource')"
                 ".filter(e => e.name.indexOf('_dash-update-component') >= 0).length")
+    settled: list[int] = []
+
+    def quiet() -> bool:  # the page's own start-up requests (every tab's) are over: the count stays for 1 s
+        settled.append(dash_duo.driver.execute_script(count_js))
+        return len(settled) > 10 and len(set(settled[-10:])) == 1
+
+    until(quiet, timeout=TIMEOUT, poll=0.1)
     before = dash_duo.driver.execute_script(count_js)
     select(dash_duo, "layer-select", "1")
     select(dash_duo, "head-select", "3")

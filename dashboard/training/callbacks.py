@@ -61,10 +61,12 @@ def register_callbacks(app: dash.Dash) -> None:
         Output(ids.SERIES, "options"), Output(ids.SERIES, "value"), Output(ids.METRIC, "options"),
         Output(ids.METRIC, "value"), Output(ids.VIEW, "value"), Output(ids.STATE, "data"),
         Output(app_ids.URL, "hash"), Output(ids.MESSAGE, "children"), Output(ids.MESSAGE, "is_open"),
-        Input(app_ids.TABS, "value"), Input(app_ids.URL, "hash"), Input(ids.SERIES, "value"),
-        Input(ids.METRIC, "value"), Input(ids.VIEW, "value"), State(ids.STATE, "data"),
+        Input(app_ids.TABS, "value"), Input(ids.SERIES, "value"), Input(ids.METRIC, "value"),
+        Input(ids.VIEW, "value"), State(app_ids.URL, "hash"), State(ids.STATE, "data"),
     )
-    def training_sync(tab, fragment, series, metric, view, current):
+    def training_sync(tab, series, metric, view, fragment, current):
+        # the fragment is read when the tab opens (a link); an Input would ask the server on every URL write of
+        # the other tabs (the Example tab writes its query string at each layer or head change)
         if tab != TAB:
             raise PreventUpdate
         trigger = ctx.triggered_id
@@ -141,15 +143,18 @@ def register_callbacks(app: dash.Dash) -> None:
         return (None, f"comparing step {first} (A) with step {step} (B) in the Corpus tab",
                 {"a": run_a, "b": run}, run_a, run)
 
-    @app.callback(
+    # Fires when the selection followed run A, or at once when run A was the header's run already. In the page:
+    # the view state changes at every layer or head change of the Example tab, which must not ask the server.
+    app.clientside_callback(
+        """function (viewState, compare) {
+            const ready = compare && typeof compare === "object" && viewState && typeof viewState === "object"
+                && viewState.run === compare.a;
+            if (!ready) { return [window.dash_clientside.no_update, window.dash_clientside.no_update,
+                                  window.dash_clientside.no_update]; }
+            return ["corpus", null, compare.b];
+        }""",
         Output(app_ids.TABS, "value", allow_duplicate=True), Output(ids.COMPARE, "data", allow_duplicate=True),
         Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
         Input(app_ids.VIEW_STATE, "data"), Input(ids.COMPARE, "data"),
         prevent_initial_call=True,
     )
-    def training_compare(view_state, compare):
-        # Fires when the selection followed run A, or at once when run A was the header's run already.
-        ready = isinstance(compare, dict) and isinstance(view_state, dict) and view_state.get("run") == compare.get("a")
-        if not ready:
-            raise PreventUpdate
-        return "corpus", None, compare.get("b")
