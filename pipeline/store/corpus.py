@@ -171,9 +171,11 @@ def read_texts(store: str | os.PathLike, info: RunInfo, indices: Sequence[int]) 
 
 def iter_attention(store: str | os.PathLike, run: str, entry: ShardEntry, kinds: Sequence[str]
                    ) -> Iterator[tuple[str, int, np.ndarray]]:
-    """The attention of every example of one shard, kind by kind: ``(kind, j, [L, H, Tq, Tk] float32)`` with
-    ``j`` the example's position in the shard. The shard is opened once and each kind's data read whole."""
+    """The attention of every example of one shard that kept it (``--attention``), kind by kind:
+    ``(kind, j, [L, H, Tq, Tk] float32)`` with ``j`` the example's position in the shard. The shard is opened once
+    and each kind's data read whole."""
     with open_shard(store, run, entry) as f:
+        kept = f["example/kept"][()].astype(bool) if "example/kept" in f else np.ones(entry.count, dtype=bool)
         for kind in kinds:
             g = f[f"attention/{kind}"]
             n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
@@ -182,7 +184,7 @@ def iter_attention(store: str | os.PathLike, run: str, entry: ShardEntry, kinds:
             k_len = np.diff(f[f"tokens/{k_side}/offsets"][()])
             offsets = g["data_offsets"][()]
             data = g["data"][()]
-            for j in range(entry.count):
+            for j in np.flatnonzero(kept).tolist():
                 tq, tk = int(q_len[j]), int(k_len[j])
                 yield kind, j, data[offsets[j]:offsets[j + 1]].astype(np.float32).reshape(n_layers, n_heads, tq, tk)
 
