@@ -75,10 +75,10 @@ def _assert_same_except_raw(reader: StoreReader, run: str, ref: StoreReader, kep
             assert reader.has_attention(run, i)
         else:
             assert not reader.has_attention(run, i)
-            for read in (lambda: reader.attention(run, i, 0, 0), lambda: reader.qkv(run, i, 0, 0),
-                         lambda: reader.hidden(run, i), lambda: reader.embeddings(run, i)):
+            for read, args in ((reader.attention, (run, i, 0, 0)), (reader.qkv, (run, i, 0, 0)),
+                               (reader.hidden, (run, i)), (reader.embeddings, (run, i))):
                 with pytest.raises(NotKeptError, match=f"example {i} .* no raw attention"):
-                    read()
+                    read(*args)
 
 
 # ----------------------------------------------------------------------------------------------------------
