@@ -35,6 +35,8 @@ from attnviz.pipeline.statistics.aggregates import _lerp, extreme_examples
 #: At most this many (bin, group) cells per row: the bins of a row are ``CELL_BUDGET // groups`` (a power of 2).
 CELL_BUDGET = 32768
 MIN_BINS, MAX_BINS = 8, 256
+#: Bins hold about this many values at least (a small run needs few bins: each read is small anyway).
+MIN_BIN_VALUES = 256
 #: Extremes kept per head and group (the drill-down lists this many at each end).
 TOP_K = 5
 #: Examples per run in the significance tests' sample.
@@ -44,10 +46,13 @@ SAMPLE_SIZE = 20_000
 Reader = Callable[[Sequence[tuple[int, int]]], list[np.ndarray]]
 
 
-def bins_for(n_groups: int) -> int:
-    """Bins per row for ``n_groups`` groups: the largest power of two with ``bins * groups <= CELL_BUDGET``,
-    clipped to ``MIN_BINS .. MAX_BINS``."""
+def bins_for(n_groups: int, n_examples: int | None = None) -> int:
+    """Bins per row for ``n_groups`` groups (and ``n_examples``): the largest power of two with
+    ``bins * groups <= CELL_BUDGET`` and ``bins * MIN_BIN_VALUES <= n_examples``, clipped to
+    ``MIN_BINS .. MAX_BINS``."""
     raw = CELL_BUDGET // max(1, int(n_groups))
+    if n_examples is not None:
+        raw = min(raw, int(n_examples) // MIN_BIN_VALUES)
     return int(min(MAX_BINS, max(MIN_BINS, 1 << max(0, int(math.log2(max(1, raw)))))))
 
 
@@ -123,7 +128,7 @@ def build_metric_index(rows: np.ndarray, of_example: np.ndarray, n_groups: int, 
     rows = np.asarray(rows, dtype=np.float32)
     n_rows, n = rows.shape
     g_all = np.asarray(of_example, dtype=np.int64)
-    n_bins = int(bins or bins_for(n_groups))
+    n_bins = int(bins or bins_for(n_groups, n))
     key_dtype = np.int16 if n_bins * n_groups < (1 << 15) else np.int32
     out = MetricIndex(
         counts=np.zeros((n_rows, n_groups), np.int64), sums=np.zeros((n_rows, n_groups)),
@@ -151,11 +156,14 @@ def build_metric_index(rows: np.ndarray, of_example: np.ndarray, n_groups: int, 
         if vals.size == 0:
             stored.append(np.zeros(0, np.float32))
             continue
-        ordered = np.sort(vals)
+        by_value = np.argsort(vals)
+        ordered = vals[by_value]
         lower = np.unique(ordered[(np.arange(n_bins) * vals.size) // n_bins])  # equal-count lower edges
         out.edges[r, :lower.size] = lower
         out.edges[r, lower.size:] = ordered[-1]
-        cell = (np.searchsorted(lower, vals, side="right") - 1) * n_groups + grp
+        bin_of = np.empty(vals.size, np.int64)  # the bin of each value (searched with the sorted values: fast)
+        bin_of[by_value] = np.searchsorted(lower, ordered, side="right") - 1
+        cell = bin_of * n_groups + grp
         order = np.argsort(cell.astype(key_dtype), kind="stable")  # by cell, then example order
         out.cells[r] = np.bincount(cell, minlength=n_bins * n_groups).reshape(n_bins, n_groups)
         stored.append(vals[order])

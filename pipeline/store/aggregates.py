@@ -28,7 +28,7 @@ from attnviz.pipeline.statistics.corpus_index import MetricIndex
 from attnviz.pipeline.statistics.filters import ExampleColumns
 from attnviz.pipeline.store.atomic import write_h5_atomically
 from attnviz.pipeline.store.corpus import _read_columns_group, _write_columns
-from attnviz.pipeline.store.format import StoreError, one_line, shard_dir
+from attnviz.pipeline.store.format import DEFAULT_CODEC, StoreError, codec, one_line, shard_dir
 from attnviz.pipeline.store.index import RunInfo
 
 INDEX_FORMAT = "attnviz-corpus-index"
@@ -147,7 +147,10 @@ def write_metric_index(store: str | os.PathLike, run: str, kind: str, metric: st
         f.attrs["head_rows"] = index.head_rows
         for name in SUMMARY:
             data = getattr(index, name)
-            f.create_dataset(name, data=data.astype(np.int32) if name == "cells" else data)  # int32 in memory too
+            if name == "cells":  # int32 in memory too; mostly small counts and zeros: compressed
+                f.create_dataset(name, data=data.astype(np.int32), chunks=True, **codec(DEFAULT_CODEC))
+            else:
+                f.create_dataset(name, data=data)
         if index.sample is not None:
             f.create_dataset("sample", data=index.sample)
         flat = np.concatenate(list(values)) if values else np.zeros(0, np.float32)
