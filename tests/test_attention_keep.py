@@ -115,8 +115,19 @@ def test_the_kept_examples_depend_only_on_the_index_the_policy_and_the_input() -
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _inspect(store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``attnviz inspect`` on a console wide enough for every column (the console is made when the CLI is
+    imported, so COLUMNS at call time does not reach it)."""
+    from attnviz.pipeline import cli
+
+    monkeypatch.setattr(cli.out, "width", 400)
+    result = CliRunner().invoke(app, ["inspect", "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
 def test_a_metrics_only_run_stores_metrics_tokens_and_columns_of_every_example(
-        sentences: Path, full_store: Path, tmp_path: Path) -> None:
+        sentences: Path, full_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "s.h5"
     precompute(_options(sentences, store, "none", run="m"))
     with StoreReader(store) as reader, StoreReader(full_store) as ref:
@@ -124,13 +135,11 @@ def test_a_metrics_only_run_stores_metrics_tokens_and_columns_of_every_example(
         assert reader.nearest_kept("m", 4) is None
         assert reader.run_info("m").meta["attention"] == "none"
     assert _shard_bytes(store, "m") < 0.4 * _shard_bytes(full_store, "r")  # tiny examples: mostly HDF5 headers
-    result = CliRunner().invoke(app, ["inspect", "--store", str(store)], env={"COLUMNS": "300"})
-    assert result.exit_code == 0, result.output
-    assert f"none: 0 of {N}" in result.stdout
+    assert f"none: 0 of {N}" in _inspect(store, monkeypatch)
 
 
 def test_a_sampled_run_keeps_exactly_the_sampled_examples_and_resumes_the_same(
-        sentences: Path, full_store: Path, tmp_path: Path) -> None:
+        sentences: Path, full_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "s.h5"
     spec = "sample:6,seed=11"
     expected = np.flatnonzero(parse_attention(spec).keep_mask(N, N))
@@ -154,8 +163,7 @@ def test_a_sampled_run_keeps_exactly_the_sampled_examples_and_resumes_the_same(
         assert all(abs(k - missing) >= abs(nearest - missing) for k in expected)
     with pytest.raises(RunMismatchError, match="attention"):  # another policy on the same run is refused
         precompute(_options(sentences, store, "every:2", run="s"))
-    result = CliRunner().invoke(app, ["inspect", "--store", str(store)], env={"COLUMNS": "300"})
-    assert f"{spec}: {expected.size} of {N}" in result.stdout
+    assert f"{spec}: {expected.size} of {N}" in _inspect(store, monkeypatch)
 
 
 def test_the_example_tab_says_which_example_has_attention(sentences: Path, tmp_path: Path) -> None:
