@@ -1,5 +1,5 @@
 # attnviz: the two commands of the README contract.
-#   make demo   fresh machine -> .venv, install, precompute the bundled demo corpus, serve the dashboard
+#   make demo   fresh machine -> .venv, install, precompute the bundled demo corpus, train the demo GPT-2, serve
 #   make test   fresh machine -> .venv, install everything the tests need, run the whole suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -48,7 +48,10 @@ demo-store: install
 	$(VENV)/bin/attnviz precompute --model bert-random --input data/demo.jsonl --store $(STORE)
 	$(VENV)/bin/attnviz precompute --model gpt2-random --input data/demo.jsonl --store $(STORE) --capture attention,qkv,embeddings
 	$(VENV)/bin/attnviz precompute --model seq2seq-random --input data/demo_pairs.jsonl --store $(STORE) --capture attention,embeddings
-	$(VENV)/bin/attnviz analyze --store $(STORE) --run minilm--demo
+	# a small GPT-2 trained here (a few minutes on CPU), its attention recorded every 100 steps; then the trained
+	# model over the demo sentences, like the other models (model_info entry train-demo)
+	$(VENV)/bin/attnviz train-demo --store $(STORE)
+	$(VENV)/bin/attnviz precompute --model train-demo --input data/demo.jsonl --store $(STORE) --capture attention,qkv,embeddings
 	$(VENV)/bin/attnviz inspect --store $(STORE)
 
 serve: install

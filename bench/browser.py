@@ -6,17 +6,17 @@
    weights) for T < 512 over lines of ``data/english_sentences.txt`` joined until longer than T and truncated with
    ``max_length=T``; ``bert-random`` (6 layers x 12 heads) over ``random:length=T-2`` for T = 512. Kept in
    ``bench/out/browser-store-n<count>.h5`` and reused.
-2. **attnviz**: ``attnviz serve`` in a subprocess; headless Chromium (selenium) on the Example tab. Each action
-   is the DOM event a person's input fires, dispatched in the page right after its start time is taken
-   (``performance.now()``), and ends when nothing is loading and the last figure is drawn: Dash marks a
-   component ``data-dash-is-loading="true"`` while a callback for it is in flight; the page is polled every 5 ms
-   (``execute_async_script``) until a 300 ms window with no loading component, no callback pending in Dash's
-   store (and, for the first load, every figure drawn) begins, or until the last ``plotly_afterplot`` of any
-   graph if that came later (views redrawn in the page leave nothing loading). Actions: first load (a fresh
-   navigation, timed from navigation start), next example (the button's click), change layer / head (the
-   select's change event), change query position (one step up in the number box: its input event), raw ->
-   rollout (the radio's click; the way back untimed), pin a token in the head view (a ``plotly_click`` on a key
-   token, emitted on the graph as Plotly emits it; a new token each time).
+2. **attnviz**: ``attnviz serve`` in a subprocess; headless Chromium (selenium, a 1600 x 1000 window) on the
+   Example tab. Each action is the DOM event a person's input fires, dispatched in the page right after its start
+   time is taken (``performance.now()``). Two times per action: **painted**, to the last figure drawn after it
+   (``plotly_afterplot`` of any graph, or ``attnviz:drawn`` of the head view's canvas), and **settled**, to the
+   start of a 300 ms window in which nothing is loading (``data-dash-is-loading``), no callback is pending in
+   Dash's store and (first load) the first screen's views are drawn; the page is polled every 5 ms. Views below
+   the first screen (model view, time step) are drawn when they scroll into view, so an action's time is that of
+   the views a person sees. Actions: first load (a fresh navigation, timed from navigation start), next example
+   (the button's click), change layer / head (the select's change event), change query position (one step up in
+   the number box: its input event), raw -> rollout (the radio's click; the way back untimed), pin a token in the
+   head view (a click on a key token's label).
 3. **bertviz** (installed by the bench into ``bench/out/pydeps``: ``pip install --target``; its scripts d3 5.7.0,
    jQuery 2.1.4 and RequireJS 2.3.6 with npm into ``bench/out/js``; the three CDN URLs in its HTML are rewritten
    to those local files, served by a local ``http.server``; nothing is fetched at run time): ``head_view`` and
@@ -24,8 +24,12 @@
    SVG drawn) and, for ``head_view``, layer switch (``select#layer`` change event -> synchronous d3 redraw, to the
    next frame).
 
-Prints one table (rows = (T, action); columns = attnviz p50/p95, bertviz p50, ratio attnviz ÷ bertviz) and writes
-``bench/out/browser.json``. ``--quick``: 3 actions, T = 16 only (a smoke run).
+4. **Corpus tab and Playground**: ``bench/browser_corpus.py``'s and ``bench/browser_playground.py``'s actions in
+   the same run (``--no-corpus``, ``--no-playground`` skip them).
+
+Prints one table (rows = (T, action); columns = attnviz painted p50/p95, settled p95, bertviz p50, ratio
+attnviz ÷ bertviz), then the Corpus and Playground tables, and writes ``bench/out/browser.json``. ``--quick``:
+3 actions, T = 16 only (a smoke run).
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ QUIET_MS = 300.0
 TIMEOUT_S = 600.0
 ACTIONS = ("first load", "next example", "change layer", "change head", "change query position",
            "raw -> rollout", "pin a token")
-GRAPHS = ("attn-matrix", "head-view", "model-view", "timestep-bars", "timestep-layers")
+#: The views on the first screen of a 1600 x 1000 window (the model view and time step below are drawn when they
+#: scroll into view).
+GRAPHS = ("attn-matrix", "head-view")
 
 # Resolves to ms from ``arguments[0]`` (a performance.now() value; 0 = navigation start) to the start of the first
 # window of ``arguments[1]`` ms in which nothing is loading, or to the last figure drawn (``plotly_afterplot``,
@@ -82,7 +88,8 @@ function busy() {
   const c = Object.assign({}, st.callbacks); delete c.stored; delete c.completed;
   if ([].concat.apply([], Object.values(c).filter(Array.isArray)).length) { return true; }
   return !graphs.every(id => {
-    const gd = document.querySelector('#' + id + ' .js-plotly-plot');
+    const el = document.getElementById(id);
+    const gd = (el && el.__figure) || document.querySelector('#' + id + ' .js-plotly-plot');
     return gd && gd.data && gd.layout && !(gd.layout.meta && gd.layout.meta.message === 'loading…');
   });
 }
@@ -90,18 +97,18 @@ let quietSince = null;
 function tick() {
   const now = performance.now();
   if (busy()) { quietSince = null; } else if (quietSince === null) { quietSince = now; }
-  else if (now - quietSince >= quietMs) { done(Math.max(quietSince, window.__benchLastPlot || 0) - t0); return; }
-  if (now - t0 > timeoutMs) { done(-1); return; }
+  else if (now - quietSince >= quietMs) {
+    const last = window.__benchLastPlot || 0;
+    done([(last > t0 ? last : quietSince) - t0, Math.max(quietSince, last) - t0]);
+    return;
+  }
+  if (now - t0 > timeoutMs) { done([-1, -1]); return; }
   setTimeout(tick, 5);
 }
 tick();
 """
 
-_PIN_JS = """
-const gd = document.querySelector('#head-view .js-plotly-plot');
-gd.emit('plotly_click', {points: [{curveNumber: 1, pointNumber: arguments[0], pointIndex: arguments[0]}],
-                         event: {}});
-"""
+_PIN_JS = "window.dash_clientside.attnviz_example._internal.clickHeadViewToken('key', arguments[0]);"
 
 # bertviz: ms from navigation start until its SVG holds lines (the render is one synchronous d3 pass).
 _BV_RENDER_JS = """
@@ -195,12 +202,19 @@ def build_store(lengths: list[int], count: int) -> None:
 # ---- attnviz ------------------------------------------------------------------------------------------------------
 
 
+def settle_times(driver: Any, t0: float, graphs: tuple[str, ...] = ()) -> tuple[float, float]:
+    """Seconds from page time ``t0`` until (painted) the last figure drawn after it, and (settled) nothing is
+    loading or pending any more (the quiet window not counted). Views drawn in the page by the control's own
+    event are painted before Dash's callbacks that follow (URL, views below the first screen) settle."""
+    ms = driver.execute_async_script(_SETTLE_JS, t0, QUIET_MS, list(graphs), TIMEOUT_S * 1000)
+    if not ms or ms[1] < 0:
+        raise RuntimeError("the page did not settle")
+    return float(ms[0]) / 1000, float(ms[1]) / 1000
+
+
 def settle(driver: Any, t0: float, graphs: tuple[str, ...] = ()) -> float:
     """Seconds from page time ``t0`` until nothing is loading (the quiet window not counted)."""
-    ms = driver.execute_async_script(_SETTLE_JS, t0, QUIET_MS, list(graphs), TIMEOUT_S * 1000)
-    if ms is None or ms < 0:
-        raise RuntimeError("the page did not settle")
-    return float(ms) / 1000
+    return settle_times(driver, t0, graphs)[1]
 
 
 _NOW_JS = """
@@ -210,6 +224,10 @@ document.querySelectorAll('.js-plotly-plot').forEach(gd => {
     gd.__benchHooked = true;
   }
 });
+if (!window.__benchHookedDrawn) {  // views drawn without Plotly (the head view's canvas) say so with this event
+  document.addEventListener('attnviz:drawn', () => { window.__benchLastPlot = performance.now(); });
+  window.__benchHookedDrawn = true;
+}
 window.__benchLastPlot = 0;
 return performance.now();
 """
@@ -255,44 +273,50 @@ def _select(driver: Any, select_id: str, value: str) -> None:
     Select(driver.find_element("css selector", f"#{select_id}")).select_by_value(value)
 
 
-def measure_attnviz(driver: Any, base_url: str, t: int, n: int) -> dict[str, list[float]]:
-    """Seconds per action (``n`` of each) on the Example tab of the run of length ``t``. Each action is the DOM
-    event a person's click or key press fires, dispatched in the page right after its start time is taken (a
-    WebDriver round trip before the event is not the page's time)."""
+def measure_attnviz(driver: Any, base_url: str, t: int, n: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per action (``n`` of each) on the Example tab of the run of length ``t``: ``painted`` (to the last
+    figure drawn) and ``settled`` (to nothing pending). Each action is the DOM event a person's click or key press
+    fires, dispatched in the page right after its start time is taken (a WebDriver round trip before the event is
+    not the page's time)."""
     url = f"{base_url}/?run={run_name(t)}"
-    times: dict[str, list[float]] = {a: [] for a in ACTIONS}
+    painted: dict[str, list[float]] = {a: [] for a in ACTIONS}
+    settled: dict[str, list[float]] = {a: [] for a in ACTIONS}
 
-    def load() -> float:
+    def record(action: str, times: tuple[float, float]) -> None:
+        painted[action].append(times[0])
+        settled[action].append(times[1])
+
+    def load() -> tuple[float, float]:
         driver.get("about:blank")
         driver.get(url)
-        return settle(driver, 0.0, GRAPHS)
+        return settle_times(driver, 0.0, GRAPHS)
 
-    def timed(script: str, *args: Any) -> float:
-        return settle(driver, act(driver, script, *args))
+    def timed(script: str, *args: Any) -> tuple[float, float]:
+        return settle_times(driver, act(driver, script, *args))
 
-    def cycle(select_id: str, skip: tuple[str, ...] = ()) -> float:
+    def cycle(select_id: str, skip: tuple[str, ...] = ()) -> tuple[float, float]:
         values, current = _options(driver, select_id)
         values = [v for v in values if v not in skip]
         nxt = values[(values.index(current) + 1) % len(values)] if current in values else values[0]
         return timed(SELECT_JS, f"#{select_id}", nxt)
 
     for _ in range(n):
-        times["first load"].append(load())
+        record("first load", load())
     load()
     for _ in range(n):
-        times["next example"].append(timed(CLICK_JS, "#example-next"))
+        record("next example", timed(CLICK_JS, "#example-next"))
     for _ in range(n):
-        times["change layer"].append(cycle("layer-select"))
+        record("change layer", cycle("layer-select"))
     for _ in range(n):
-        times["change head"].append(cycle("head-select", skip=("mean",)))
+        record("change head", cycle("head-select", skip=("mean",)))
     for _ in range(n):
-        times["change query position"].append(timed(STEP_UP_JS, "#step-input"))
+        record("change query position", timed(STEP_UP_JS, "#step-input"))
     for _ in range(n):
-        times["raw -> rollout"].append(timed(CLICK_JS, '#attn-mode input[value="rollout"]'))
+        record("raw -> rollout", timed(CLICK_JS, '#attn-mode input[value="rollout"]'))
         timed(CLICK_JS, '#attn-mode input[value="raw"]')  # back to raw, not counted
     for i in range(n):
-        times["pin a token"].append(timed(_PIN_JS, 1 + i % (t - 2)))
-    return times
+        record("pin a token", timed(_PIN_JS, 1 + i % (t - 2)))
+    return {"painted": painted, "settled": settled}
 
 
 # ---- bertviz ------------------------------------------------------------------------------------------------------
@@ -384,21 +408,75 @@ BERTVIZ_FOR = {"first load": "head_view first render", "change layer": "head_vie
 
 
 def table(results: dict[str, Any]) -> str:
-    """The one printed table (Markdown)."""
-    rows = ["| T | action | attnviz p50 | attnviz p95 | bertviz p50 | attnviz ÷ bertviz |",
-            "| ---: | --- | ---: | ---: | --- | ---: |"]
+    """The one printed table (Markdown): painted p50 / p95 (what a person waits for), settled p95, bertviz."""
+    rows = ["| T | action | attnviz painted p50 | painted p95 | settled p95 | bertviz p50 | attnviz ÷ bertviz |",
+            "| ---: | --- | ---: | ---: | ---: | --- | ---: |"]
     for t_key, per_t in results["lengths"].items():
         bv = per_t.get("bertviz") or {}
         for action in ACTIONS:
-            times = per_t["attnviz"][action]
+            times = per_t["attnviz"]["painted"][action]
+            settled = per_t["attnviz"]["settled"][action]
             p50 = statistics.median(times)
             cell, ratio = "—", ""
             if action in BERTVIZ_FOR and bv:
                 b50 = statistics.median(bv[BERTVIZ_FOR[action]])
-                cell, ratio = f"{b50:.3f} s (head_view)", f"{p50 / b50:.1f}×"
+                cell, ratio = f"{b50:.3f} s (head_view)", f"{p50 / b50:.2f}×"
                 if action == "first load":
                     cell += f"; {statistics.median(bv['model_view first render']):.3f} s (model_view)"
-            rows.append(f"| {t_key} | {action} | {p50:.3f} s | {percentile(times, 95):.3f} s | {cell} | {ratio} |")
+            rows.append(f"| {t_key} | {action} | {p50:.3f} s | {percentile(times, 95):.3f} s | "
+                        f"{percentile(settled, 95):.3f} s | {cell} | {ratio} |")
+    return "\n".join(rows)
+
+
+def measure_corpus_tab(actions: int) -> dict[str, list[float]]:
+    """The Corpus tab's actions (``bench/browser_corpus.py``) on its bench store, in ms."""
+    from bench import browser_corpus
+
+    browser_corpus.build_store(browser_corpus.STORE)
+    port = free_port()
+    server = start_server(browser_corpus.STORE, port)
+    driver = make_driver(1600, 1400)
+    driver.set_script_timeout(TIMEOUT_S + 30)
+    try:
+        return browser_corpus.measure_corpus(driver, f"http://127.0.0.1:{port}", actions,
+                                             run_a=browser_corpus.run_names(browser_corpus.MODELS[0]))
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def measure_playground_tab(actions: int) -> dict[str, list[float]]:
+    """The Playground's run and predict (``bench/browser_playground.py``) with its worker, in ms."""
+    import tempfile
+
+    from attnviz.pipeline.playground.client import shutdown_worker
+    from bench import browser_playground
+
+    root = Path(tempfile.mkdtemp(prefix="attnviz-bench-pg-browser-"))
+    store = root / "store.h5"
+    browser_playground.build_store(store)
+    folder = root / "playground"
+    os.environ["ATTNVIZ_PLAYGROUND_DIR"] = str(folder)  # the server (and its worker) inherit it
+    port = free_port()
+    server = start_server(store, port)
+    driver = make_driver(1600, 1400)
+    driver.set_script_timeout(browser_playground.SETUP_TIMEOUT_S + 30)
+    try:
+        return browser_playground.measure_playground(driver, f"http://127.0.0.1:{port}", actions)
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(timeout=10)
+        shutdown_worker(folder)
+        os.environ.pop("ATTNVIZ_PLAYGROUND_DIR", None)
+
+
+def ms_table(title: str, times: dict[str, list[float]]) -> str:
+    """A tab's actions as one Markdown table: p50 / p95 in ms."""
+    rows = [f"| {title} | n | p50 | p95 |", "| --- | ---: | ---: | ---: |"]
+    for action, ms in times.items():
+        rows.append(f"| {action} | {len(ms)} | {statistics.median(ms):.0f} ms | {percentile(ms, 95):.0f} ms |")
     return "\n".join(rows)
 
 
@@ -412,6 +490,8 @@ def main() -> None:
     parser.add_argument("--bertviz-renders", type=int, default=3, help="first renders of each bertviz view")
     parser.add_argument("--no-bertviz", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 actions, T = 16 only")
+    parser.add_argument("--no-corpus", action="store_true", help="skip the Corpus tab's actions")
+    parser.add_argument("--no-playground", action="store_true", help="skip the Playground's run and predict")
     ns = parser.parse_args()
     if ns.quick:
         ns.actions, ns.lengths, ns.bertviz_renders = 3, "16", min(ns.bertviz_renders, 3)
@@ -425,7 +505,7 @@ def main() -> None:
     results: dict[str, Any] = {"actions": ns.actions, "quiet_ms": QUIET_MS, "lengths": {}}
     port = free_port()
     server = start_server(STORE, port)
-    driver = make_driver(1600, 1400)
+    driver = make_driver(1600, 1000)
     driver.set_script_timeout(TIMEOUT_S + 30)
     try:
         for t in lengths:
@@ -442,8 +522,16 @@ def main() -> None:
         driver.quit()
         server.terminate()
         server.wait(timeout=10)
+    if not ns.no_corpus:
+        results["corpus_ms"] = measure_corpus_tab(ns.actions)
+    if not ns.no_playground:
+        results["playground_ms"] = measure_playground_tab(ns.actions)
     text = table(results)
     print(text)
+    if "corpus_ms" in results:
+        print("\n" + ms_table("Corpus tab (bench/browser_corpus.py)", results["corpus_ms"]))
+    if "playground_ms" in results:
+        print("\n" + ms_table("Playground, model loaded (bench/browser_playground.py)", results["playground_ms"]))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "browser.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'browser.json'}", file=sys.stderr)

@@ -120,6 +120,7 @@ def measure_set(name: str, lm: LoadedModel, args: argparse.Namespace, tmp: Path,
     def options(store: Path, **extra: object) -> PrecomputeOptions:
         return PrecomputeOptions(model=args.model, input=path, store=store, batch_size=args.batch_size,
                                  threads=args.threads, capture="attention", device=args.device,
+                                 analyze=False,  # the pipeline alone (the analysis is its own scan)
                                  **extra)  # type: ignore[arg-type]
 
     bare_forward(lm, encoded[:64], args.batch_size)  # warm-up

@@ -81,7 +81,8 @@ def bench_precompute(args: argparse.Namespace) -> None:
     from attnviz.pipeline.store import store_size
 
     cores = usable_cores()
-    common = dict(limit=args.n, shard_size=args.shard_size, batch_size=args.batch_size, capture="attention")
+    common = dict(limit=args.n, shard_size=args.shard_size, batch_size=args.batch_size, capture="attention",
+                  analyze=False)  # the shards alone: the analysis after them is a scan, timed by 'scan' below
     print(f"precompute: model {args.model}, {args.n} examples of {args.input}, shard size {args.shard_size}, "
           f"batch {args.batch_size}, {_load()}")
     tmp = Path(tempfile.mkdtemp(prefix="attnviz-scale-"))

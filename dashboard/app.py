@@ -1,4 +1,4 @@
-"""The attnviz Dash app: header (store and run selectors), tabs (Example, Corpus, Playground), URL state.
+"""The attnviz Dash app: header (store and run selectors), tabs (Example, Corpus, Playground, Training), URL state.
 
 ``create_app(store_path)`` builds an app for one store; other stores of its data directory (default: the
 store's folder) open with ``?store=NAME`` or the Store menu. ``server`` is the WSGI entry for gunicorn with
@@ -41,15 +41,22 @@ from attnviz.dashboard.data import (
     current_store_path,
     data_dir_of,
     get_reader,
+    preferred_run,
 )
 from attnviz.dashboard.example import callbacks as example_callbacks
 from attnviz.dashboard.example import layout as example_layout
 from attnviz.dashboard.example import sync
 from attnviz.dashboard.playground import callbacks as playground_callbacks
 from attnviz.dashboard.playground import layout as playground_layout
+from attnviz.dashboard.security import resolve_store
+from attnviz.dashboard.training import callbacks as training_callbacks
+from attnviz.dashboard.training import layout as training_layout
+from attnviz.pipeline.store import StoreError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TAB_STYLE = {"padding": "6px 14px"}
+#: Classes of the header's Run box where it shows (Bootstrap's d-flex is !important: hidden with d-none).
+RUN_BOX_CLASS = "d-flex align-items-center ms-auto"
 #: Largest callback request body accepted (413 beyond); ``ATTNVIZ_MAX_REQUEST_BYTES`` overrides it.
 MAX_REQUEST_BYTES = int(os.environ.get("ATTNVIZ_MAX_REQUEST_BYTES", str(4 << 20)))
 
@@ -102,7 +109,7 @@ def _header(store_path: str, data_dir: Path) -> dbc.Navbar:
         html.Div([
             dbc.Label("Run", html_for=ids.RUN_SELECT, className="text-white small mb-0 me-2"),
             dbc.Select(id=ids.RUN_SELECT, options=[], size="sm", style={"minWidth": "22rem"}),
-        ], className="d-flex align-items-center ms-auto"),
+        ], id=ids.RUN_BOX, className=RUN_BOX_CLASS),
     ], fluid=True), color="dark", dark=True, className="mb-2 py-1")
 
 
@@ -123,6 +130,9 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> 
                     style=TAB_STYLE, selected_style=TAB_STYLE),
             dcc.Tab(label="Playground", value="playground",
                     children=html.Div(playground_layout.layout(), className="pt-2"),
+                    style=TAB_STYLE, selected_style=TAB_STYLE),
+            dcc.Tab(label="Training", value="training",
+                    children=html.Div(training_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
         ]), fluid=True),
     ])
@@ -155,17 +165,54 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     security.install_request_checks(server, lambda: security.server_callbacks(app.callback_map),
                                     lambda: prop_types)
     security.install_headers(server)
+    install_default_run(server)
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)
     corpus_callbacks.register_callbacks(app)
     playground_callbacks.register_callbacks(app)
+    training_callbacks.register_callbacks(app)
     register_store_callbacks(app)
     return app
 
 
+#: The header's Run selector is shown on the Example and Corpus tabs (the Playground runs its own model).
+RUN_BOX_JS = f"""function (tab) {{
+    return tab === 'playground' ? 'd-none' : '{RUN_BOX_CLASS}';
+}}"""
+
+
+def install_default_run(server: Any) -> None:
+    """A page opened without ``run=`` is sent (302) to the same address with the store's preferred run
+    (:func:`attnviz.dashboard.data.preferred_run`: trained weights before random ones) when that is not the first
+    run (which the page shows by itself), so a new user first sees a model that has learnt something; every other
+    parameter, and the fragment, is kept."""
+    import flask
+
+    @server.before_request
+    def _default_run() -> Any:
+        request = flask.request
+        if request.method != "GET" or request.path != "/" or "run" in request.args:
+            return None
+        config = flask.current_app.config
+        name = request.args.get("store")
+        try:
+            path = resolve_store(data_dir_of(config), name) if name else Path(config[CONFIG_STORE_KEY])
+            reader = get_reader(path)
+            run = preferred_run(reader)
+            first = reader.runs()[0] if reader.runs() else None
+        except (security.SecurityError, StoreError, OSError):
+            return None  # the page says what is wrong with the store
+        if run is None or run == first:
+            return None  # the page shows the first run by itself
+        query = [*request.args.items(multi=True), ("run", run)]
+        return flask.redirect("/?" + urlencode(query), code=302)
+
+
 def register_store_callbacks(app: dash.Dash) -> None:
-    """The Store menu: list the data directory's stores, show the page's one, reload the page on a change."""
+    """The Store menu: list the data directory's stores, show the page's one, reload the page on a change; the
+    Run selector hidden on the Playground."""
+    app.clientside_callback(RUN_BOX_JS, Output(ids.RUN_BOX, "className"), Input(ids.TABS, "value"))
 
     @app.callback(Output(ids.STORE_SELECT, "options"), Output(ids.STORE_SELECT, "value"),
                   Output(ids.STORE_PATH, "children"),

@@ -158,12 +158,30 @@ def current_reader() -> StoreReader:
 
 
 def run_label(reader: StoreReader, run: str) -> str:
-    """Run selector label: run name, model, "(random weights)" for untrained models and "(N-bit attention)"
-    for runs stored with rounded attention weights."""
+    """Run selector label: run name, model, "(random weights)" for untrained models, "(trained here)" for models
+    trained by an attnviz command, "(step N)" for a training checkpoint and "(N-bit attention)" for runs stored
+    with rounded attention weights."""
     meta = run_meta(reader.run_info(run).meta)
     label = f"{run} — {meta.model or '?'}"
     if meta.random_weights:
         label += " (random weights)"
+    elif meta.model_info.get("trained_by"):
+        label += " (trained here)"
+    if meta.series and isinstance(meta.series.get("step"), int):
+        label += f" (step {meta.series['step']})"
     if meta.mantissa_bits:
         label += f" ({meta.mantissa_bits}-bit attention)"
     return label
+
+
+def preferred_run(reader: StoreReader) -> str | None:
+    """The run a page opened without ``run=`` shows: the first (in store order) with trained weights that is not a
+    playground run, else the first trained one, else the first run; None for a store without runs."""
+    runs = reader.runs()
+    metas = {run: run_meta(reader.run_info(run).meta) for run in runs}
+    for accept in (lambda m: not m.random_weights and not m.playground, lambda m: not m.random_weights,
+                   lambda m: True):
+        for run in runs:
+            if accept(metas[run]):
+                return run
+    return None

@@ -55,6 +55,40 @@ def title(text: str) -> dict[str, Any]:
     return {"text": text, "x": 0.01, "xanchor": "left", "font": {"size": 14}}
 
 
+#: Pixels kept free at the top of a figure for Plotly's toolbar (the modebar, drawn over the top right corner).
+TOOLBAR_PX = 30
+#: Pixels per line of a 14 px title.
+TITLE_LINE_PX = 20
+
+
+def subtitled(text: str, subtitle: str | None) -> str:
+    """A title with a second, smaller grey line (a run name, a note), or just ``text``."""
+    if not subtitle:
+        return text
+    return f"{text}<br><span style=\"font-size:11px;color:#6c757d\">{subtitle}</span>"
+
+
+def clear_of_toolbar(fig: Figure) -> Figure:
+    """``fig`` with its title moved below the toolbar's band (anchored to the top of the figure, not to the plot)
+    and the top margin (and the height, so the plot keeps its size) grown to hold the band and every line of the
+    title: the two never overlap however narrow the figure is. A figure without a title keeps its layout."""
+    layout = fig["layout"]
+    head = layout.get("title")
+    text = head.get("text", "") if isinstance(head, dict) else str(head or "")
+    if not text:
+        return fig
+    lines = text.count("<br>") + 1
+    layout["title"] = {**(head if isinstance(head, dict) else title(text)), "yref": "container", "y": 1,
+                       "yanchor": "top", "pad": {"t": TOOLBAR_PX}}
+    margin = dict(layout.get("margin") or BASE_LAYOUT["margin"])
+    before = int(margin.get("t", 0))
+    margin["t"] = max(before, TOOLBAR_PX + TITLE_LINE_PX * lines + 8)
+    layout["margin"] = margin
+    if isinstance(layout.get("height"), int | float):  # the plot area keeps its height
+        layout["height"] = int(layout["height"]) + margin["t"] - before
+    return fig
+
+
 def layout(**values: Any) -> dict[str, Any]:
     """:data:`BASE_LAYOUT` updated with ``values`` (a ``title`` string becomes a title dict)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE_LAYOUT.items()}

@@ -4,6 +4,7 @@ URL = "url"
 STORE_NAV = "store-nav"  #: a second location that reloads the page on another store
 TABS = "tabs"
 RUN_SELECT = "run-select"
+RUN_BOX = "run-box"  #: the header's Run label and selector (hidden on the Playground, which runs its own model)
 STORE_SELECT = "store-select"
 STORE_PATH = "store-path"
 VIEW_STATE = "view-state"  #: the resolved selection every Example figure listens to

@@ -8,6 +8,7 @@ a traceback.
 from __future__ import annotations
 
 import logging
+import textwrap
 
 import dash_bootstrap_components as dbc
 
@@ -37,11 +38,17 @@ def message(text: str, color: str = "warning", id_: str | None = None) -> dbc.Al
     return dbc.Alert(text, color=color, className="mb-0 py-2 small", **kwargs)
 
 
-def message_figure(text: str, *, title: str | None = None, height: int = 260) -> Figure:
-    """An empty figure that shows ``text`` in its middle (missing captures, bad selections, errors)."""
+def message_figure(text: str, *, title: str | None = None, height: int = 260, wrap: int | None = None) -> Figure:
+    """An empty figure that shows ``text`` in its middle (missing captures, bad selections, errors); ``wrap``
+    breaks it into lines of at most that many characters (a narrow figure would cut a long line on both sides).
+    ``layout.meta.message`` keeps the text as given."""
+    shown = text
+    if wrap:
+        shown = "<br>".join("<br>".join(textwrap.wrap(line, wrap, break_long_words=False)) or line
+                            for line in text.split("<br>"))
     return figure(
         [], title=title or "", height=height, xaxis={"visible": False}, yaxis={"visible": False},
         meta={"message": text},
-        annotations=[{"text": text, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper", "showarrow": False,
+        annotations=[{"text": shown, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper", "showarrow": False,
                       "font": {"size": 14, "color": "#8a4b00"}, "align": "center"}],
     )

@@ -1,11 +1,12 @@
-"""The dashboard's selection as a URL query string: parse it tolerantly, format it, link into the Example tab.
+"""The dashboard's state in the URL: the Example tab's selection as the query string (parse it tolerantly,
+format it, link into the Example tab) and the Corpus tab's and the Playground's in the fragment (below).
 
 Pure functions, no Dash and no store: the app validates a parsed state against the store separately
 (run names, layer counts), because only the store knows those bounds.
 
 Query keys::
 
-    tab      example | corpus | playground           (default example)
+    tab      example | corpus | playground | training  (default example)
     run      run name                                  (default: the first run of the store)
     example  example index >= 0                        (default 0)
     layer    layer index >= 0                          (default 0)
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlencode
 
 from attnviz.dashboard.callback_inputs import InputRefusedError
 
-TABS: tuple[str, ...] = ("example", "corpus", "playground")
+TABS: tuple[str, ...] = ("example", "corpus", "playground", "training")
 KINDS: tuple[str, ...] = ("self", "decoder", "cross")
 ATTN_MODES: tuple[str, ...] = ("raw", "rollout")
 MEAN_HEAD = "mean"  #: URL value of ``head`` for "mean of all heads"
@@ -164,3 +165,115 @@ def example_href(run: str, example: int, layer: int | None = None, head: int | N
                       head=int(head) if head is not None else 0, kind=kind)
     href = "/" + format_state(state)
     return href + "&" + urlencode({"store": store}) if store else href
+
+
+# --------------------------------------------------------------------------------------------------------
+# The fragment (``#...``): the Corpus tab's and the Playground's state
+# --------------------------------------------------------------------------------------------------------
+#
+# The query string belongs to the Example tab (``example.js`` rewrites it whole), so the other tabs keep their
+# state in the fragment, which every URL change keeps: ``corpus.<key>`` and ``pg.<key>`` entries, written by the
+# page (``assets/state.js``, with ``history.replaceState``: changing them adds no history entry) and read back
+# here when a page opens. Run A of the Corpus tab is the query string's ``run``.
+#
+#   corpus.b        run B                                pg.model, pg.layers, pg.heads, pg.hidden, pg.seed
+#   corpus.kind     attention kind                       pg.task, pg.src, pg.tgt      (translation languages)
+#   corpus.metric   metric name                          pg.input        typed | random
+#   corpus.agg      mean | median | std | p90            pg.text, pg.second           (typed input)
+#   corpus.length   LO-HI (tokens; absent: all)          pg.length, pg.rseed          (random input)
+#   corpus.truncated  yes | no (absent: any)             pg.gen_n, pg.mode, pg.temp, pg.gen_seed, pg.mask
+#   corpus.f.NAME   a chosen value of metadata field     pg.result       run | predict (a result was shown:
+#                   NAME (repeated for several)                          it is computed again on opening)
+#   corpus.head     LAYER.HEAD (the picked head)         pg.kind, pg.layer, pg.head, pg.step (its view)
+
+CORPUS_PREFIX = "corpus."
+PLAYGROUND_PREFIX = "pg."
+#: The Playground's fragment keys (after ``pg.``) that hold its inputs and settings, in the page's order.
+PLAYGROUND_KEYS: tuple[str, ...] = (
+    "model", "layers", "heads", "hidden", "seed", "task", "src", "tgt", "input", "text", "second", "length",
+    "rseed", "gen_n", "mode", "temp", "gen_seed", "mask", "result", "kind", "layer", "head", "step")
+
+
+def parse_fragment(fragment: str | None) -> dict[str, list[str]]:
+    """The entries of a URL fragment (with or without ``#``), values in order."""
+    return parse_qs((fragment or "").lstrip("#"), keep_blank_values=True)
+
+
+def format_fragment(entries: list[tuple[str, str]]) -> str:
+    """A fragment (``#...``, or ``""`` when empty) holding ``entries`` in order (``assets/state.js`` writes the
+    same, Corpus entries first)."""
+    text = urlencode(entries)
+    return "#" + text if text else ""
+
+
+def _int_pair(raw: str | None, sep: str) -> tuple[int, int] | None:
+    if not raw:
+        return None
+    lo, found, hi = raw.partition(sep)
+    if not found or not lo.strip().isdigit() or not hi.strip().isdigit():
+        return None
+    return int(lo), int(hi)
+
+
+@dataclass(frozen=True)
+class CorpusWish:
+    """The Corpus tab's state a URL fragment asks for (``present``: it has any ``corpus.`` entry). Values are as
+    given: the tab checks them against the runs (an unknown run or metric falls back as if absent)."""
+
+    present: bool = False
+    run_b: str | None = None
+    kind: str | None = None
+    metric: str | None = None
+    agg: str | None = None
+    length: tuple[int, int] | None = None
+    truncated: str | None = None
+    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    head: tuple[int, int] | None = None
+
+    def field_values(self) -> dict[str, list[str]]:
+        """The chosen metadata filter values by field."""
+        return {name: list(values) for name, values in self.fields}
+
+
+def corpus_wish(fragment: str | None) -> CorpusWish:
+    """The :class:`CorpusWish` of a fragment; malformed entries are left out (never raises)."""
+    params = parse_fragment(fragment)
+    entries = {k[len(CORPUS_PREFIX):]: v for k, v in params.items() if k.startswith(CORPUS_PREFIX)}
+    if not entries:
+        return CorpusWish()
+
+    def first(key: str) -> str | None:
+        values = entries.get(key)
+        return values[0].strip() or None if values else None
+
+    length = _int_pair(first("length"), "-")
+    head = _int_pair(first("head"), ".")
+    truncated = first("truncated")
+    fields = tuple((k[2:], tuple(v for v in values if v != "")) for k, values in entries.items()
+                   if k.startswith("f.") and len(k) > 2 and any(values))
+    return CorpusWish(present=True, run_b=first("b"), kind=first("kind"), metric=first("metric"),
+                      agg=first("agg"), length=length if length and length[0] <= length[1] else None,
+                      truncated=truncated if truncated in ("yes", "no") else None, fields=fields, head=head)
+
+
+def corpus_fragment(wish: CorpusWish) -> list[tuple[str, str]]:
+    """The ``corpus.`` entries of a wish, in the order ``assets/state.js`` writes them."""
+    out: list[tuple[str, str]] = []
+    for key, value in (("b", wish.run_b), ("kind", wish.kind), ("metric", wish.metric), ("agg", wish.agg)):
+        if value:
+            out.append((CORPUS_PREFIX + key, value))
+    if wish.length is not None:
+        out.append((CORPUS_PREFIX + "length", f"{wish.length[0]}-{wish.length[1]}"))
+    if wish.truncated in ("yes", "no"):
+        out.append((CORPUS_PREFIX + "truncated", wish.truncated))
+    for name, values in wish.fields:
+        out.extend((f"{CORPUS_PREFIX}f.{name}", v) for v in values)
+    if wish.head is not None:
+        out.append((CORPUS_PREFIX + "head", f"{wish.head[0]}.{wish.head[1]}"))
+    return out
+
+
+def playground_wish(fragment: str | None) -> dict[str, str]:
+    """The Playground's entries of a fragment (key without ``pg.`` -> its first value); unknown keys left out."""
+    params = parse_fragment(fragment)
+    return {key: params[PLAYGROUND_PREFIX + key][0] for key in PLAYGROUND_KEYS if PLAYGROUND_PREFIX + key in params}

@@ -92,12 +92,17 @@ _D = PrecomputeOptions.default
 def precompute(
     model: str = typer.Option(_D("model"), help="model_info name (see 'attnviz models')"),
     input: str = typer.Option(..., "--input", "-i",
-                              help="sentence file (.txt, .tsv pairs, .jsonl) or random:length=N,count=N,seed=N"),
+                              help="sentence file (.txt, .tsv pairs, .jsonl) or random:length=N,count=N,seed=N "
+                                   "(,repeat=2: each sequence repeated twice)"),
     store: Path = typer.Option(..., help="store file, e.g. data/stores/demo.h5 (created if missing)"),
     run: str | None = typer.Option(_D("run"), help="run name (default: <model>--<input name>)"),
     limit: int | None = typer.Option(_D("limit"), help="only the first N examples"),
     batch_size: int = typer.Option(_D("batch_size"), help="examples per forward pass"),
     max_length: int | None = typer.Option(_D("max_length"), help="truncate inputs to this many tokens (flagged)"),
+    long_inputs: str = typer.Option(
+        _D("long_inputs").spec(), help="inputs longer than the model accepts: 'truncate' (flagged) or "
+                                       "'window[:STRIDE]': overlapping windows of the model's length, every STRIDE "
+                                       "tokens (default: half a window), stored as linked examples"),
     capture: str = typer.Option(",".join(_D("capture")), help="comma list of attention,qkv,hidden,embeddings"),
     dtype: str = typer.Option(_D("dtype"), help="stored tensor dtype: float16 or float32"),
     mantissa_bits: int | None = typer.Option(
@@ -116,9 +121,12 @@ def precompute(
                                                   "cuda:N or mps"),
     model_dtype: str = typer.Option(_D("model_dtype"), help="dtype the model runs in: float32, float16 or bfloat16 "
                                                             "(metrics are computed from its attention in float32)"),
+    analyze: bool = typer.Option(_D("analyze"), help="after the last shard, cache head similarity and relative "
+                                                     "positions (what 'attnviz analyze' does) unless up to date"),
 ) -> None:
     """Run a model over sentences and write attention, captures and per-head metrics to an HDF5 store."""
     from attnviz.pipeline.models.info import parse_overrides
+    from attnviz.pipeline.precompute.windows import parse_long_inputs
 
     bar = _ProgressBar(f"precompute {model}")
     try:
@@ -126,7 +134,8 @@ def precompute(
             model=model, input=input, store=store, run=run, limit=limit, batch_size=batch_size,
             max_length=max_length, capture=parse_capture(capture), dtype=dtype, mantissa_bits=mantissa_bits,
             threads=threads, overrides=parse_overrides(set_), shard_size=shard_size, workers=workers,
-            scheduler=scheduler, attention=attention, device=device, model_dtype=model_dtype)
+            scheduler=scheduler, long_inputs=parse_long_inputs(long_inputs), analyze=analyze, attention=attention,
+            device=device, model_dtype=model_dtype)
         if options.distributed:
             from attnviz.pipeline.precompute.distributed import precompute_distributed
 
@@ -264,7 +273,9 @@ def analyze(
     workers: int | None = typer.Option(None, help="dask LocalCluster worker processes (0: in this process)"),
     scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
 ) -> None:
-    """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store."""
+    """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store.
+
+    precompute does this after its last shard; this command is for stores made before, or other parameters."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from attnviz.pipeline.precompute.analyze import analyze as run_analyze
@@ -282,6 +293,48 @@ def analyze(
     except _user_errors() as exc:
         fail(str(exc))
     out.print(summary.line(), highlight=False, soft_wrap=True)
+
+
+@app.command("train-demo")
+def train_demo(
+    store: Path = typer.Option(..., help="store file the training series are recorded into (created if missing)"),
+    out_dir: Path = typer.Option(Path("data/models/train-demo"), "--out",
+                                 help="folder of the trained model and its checkpoints "
+                                                                 "(the model_info entry 'train-demo' reads "
+                                                                 "data/models/train-demo/model)"),
+    steps: int = typer.Option(1200, help="optimizer steps"),
+    every: int = typer.Option(100, help="record the series every N steps"),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)"),
+    force: bool = typer.Option(False, help="train again even if a finished model is there (restarts the series)"),
+) -> None:
+    """Train a small GPT-2 on the bundled corpora (CPU, a few minutes), recording its attention every N steps."""
+    from attnviz.pipeline.training.demo import DemoSettings
+    from attnviz.pipeline.training.demo import train_demo as run_train_demo
+
+    try:
+        settings = DemoSettings(steps=steps, every=every)
+        summary = run_train_demo(store, out=out_dir, settings=settings, force=force, threads=threads,
+                                 say=lambda text: err.print(text, highlight=False, soft_wrap=True))
+    except _user_errors() as exc:
+        fail(str(exc))
+    out.print(summary.line(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def series(
+    store: Path = typer.Option(..., help="store file"),
+    name: str | None = typer.Option(None, "--series", help="series to report (default: list the series)"),
+) -> None:
+    """Report a training series: checkpoints, loss, when each head's pattern label changed, entropy collapse."""
+    from attnviz.pipeline.series import series_report
+    from attnviz.pipeline.store import StoreReader
+
+    try:
+        reader = StoreReader(store)
+        text = series_report(reader, name)
+    except _user_errors() as exc:
+        fail(str(exc))
+    out.print(text, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

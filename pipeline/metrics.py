@@ -25,6 +25,8 @@ _CHUNK_ELEMENTS = 1 << 18  # attention weights per chunk in _row_statistics (kee
 
 #: A key is "active" for a query when its weight is >= this; "sparse" when below it (docs/metrics.md).
 SPARSITY_THRESHOLD: float = 0.01
+#: Rows spread evenly over more keys than this have every weight below the threshold (docs/metrics.md).
+_EVEN_LIMIT = round(1 / SPARSITY_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -56,21 +58,26 @@ METRICS: dict[str, MetricSpec] = {
         _spec("kl_uniform", "KL from uniform", "nats", "mean over queries of sum_{j in K_i} a_ij ln(a_ij n_i)"),
         _spec(
             "sparsity",
-            "Sparsity",
+            f"Sparsity (weights < {SPARSITY_THRESHOLD:g})",
             "fraction",
-            f"fraction of all valid (query, key) weights < {SPARSITY_THRESHOLD} (pooled over the example)",
+            f"fraction of all valid (query, key) weights < {SPARSITY_THRESHOLD} (pooled over the example); "
+            f"a row spread evenly over more than {_EVEN_LIMIT} keys counts as wholly sparse "
+            f"(1/n < {SPARSITY_THRESHOLD}): read it with Normalized entropy",
         ),
         _spec(
             "token_sparsity_avg",
-            "Active keys (mean)",
+            f"Active keys ≥ {SPARSITY_THRESHOLD:g} (mean)",
             "keys",
-            f"mean over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}",
+            f"mean over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}; 0 for a row spread "
+            f"evenly over more than {_EVEN_LIMIT} keys (every weight 1/n < {SPARSITY_THRESHOLD}), which is broad "
+            "attention, not sparse: read it with Normalized entropy",
         ),
         _spec(
             "token_sparsity_max",
-            "Active keys (max)",
+            f"Active keys ≥ {SPARSITY_THRESHOLD:g} (max)",
             "keys",
-            f"max over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD}",
+            f"max over queries of the number of valid keys with weight >= {SPARSITY_THRESHOLD} (0 when every row "
+            f"is spread over more than {_EVEN_LIMIT} keys)",
         ),
         _spec("confidence", "Confidence", "weight", "mean over queries of max_{j in K_i} a_ij"),
         _spec("mass_first", "Mass on first token", "weight", "mean over queries of the weight on the first key"),
@@ -105,8 +112,25 @@ METRICS: dict[str, MetricSpec] = {
             "mean over queries of sum_{j in K_i} a_ij |i - j|",
             self_only=True,
         ),
+        _spec(
+            "duplicate_token",
+            "Duplicate-token score",
+            "weight",
+            "share of the attention on earlier copies of the query's own token (TransformerLens head detector)",
+            self_only=True,
+        ),
+        _spec(
+            "induction",
+            "Induction score",
+            "weight",
+            "share of the attention on the token after an earlier copy of the query's token (TransformerLens)",
+            self_only=True,
+        ),
     )
 }
+
+#: The head-detector scores: they compare token ids, so they need ``key_ids`` (NaN without them).
+DETECTOR_METRICS: tuple[str, ...] = ("duplicate_token", "induction")
 
 # The flag-mass metrics and their bits, in the order of the key indicator columns after "first".
 _FLAG_METRICS: tuple[tuple[str, int], ...] = (
@@ -249,6 +273,34 @@ def _row_statistics(
     return st
 
 
+def _detector_scores(attn: np.ndarray, valid: np.ndarray, key_ids: np.ndarray, rowsum: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+    """TransformerLens's duplicate-token and induction head scores (``error_measure="mul"``), ``[B, L, H]``.
+
+    ``score = sum_{(i, j) in P} a_ij / sum_{i in Q, j in K_i} a_ij`` with the 0/1 detection pattern ``P``:
+    duplicate token ``P[i, j] = [j < i and id_j = id_i]``, induction ``P[i, j] = [j - 1 < i and
+    id_{j-1} = id_i]`` (the token right after an earlier copy of the query's token), both restricted to valid
+    pairs (``j`` and, for induction, ``j - 1`` in ``K_i``). The pattern is sparse, so its weights are gathered
+    rather than masked: the cost grows with the number of repeated tokens, not with ``T²``. NaN where the
+    example has no qualifying row or its weights sum to 0.
+    """
+    b, n_layers, n_heads, tq, _ = attn.shape
+    same = key_ids[:, :, None] == key_ids[:, None, :]  # [B, T, T]: id_i == id_j
+    duplicate = same & valid & np.tri(tq, tq, -1, dtype=bool)[None]  # j < i, (i, j) valid
+    induction = np.zeros_like(duplicate)
+    induction[:, :, 1:] = duplicate[:, :, :-1] & valid[:, :, 1:]  # key j whose j - 1 is an earlier copy
+    den = rowsum.sum(axis=-1, dtype=np.float64)  # [B, L, H]; rows outside Q are 0
+    has_rows = np.asarray(valid.any(axis=(1, 2)))[:, None, None]
+    out = {}
+    for name, pattern in (("duplicate_token", duplicate), ("induction", induction)):
+        num = np.zeros((b, n_layers, n_heads))
+        bi, qi, ki = np.nonzero(pattern)
+        if bi.size:
+            np.add.at(num, bi, attn[bi, :, :, qi, ki].astype(np.float64))  # [P, L, H] summed per example
+        out[name] = np.divide(num, den, out=np.full(num.shape, np.nan), where=has_rows & (den != 0))
+    return out
+
+
 def attention_metrics(
     attn: np.ndarray,
     query_mask: np.ndarray,
@@ -258,6 +310,7 @@ def attention_metrics(
     causal: bool,
     self_attention: bool,
     threshold: float = SPARSITY_THRESHOLD,
+    key_ids: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Every metric in ``METRICS`` for every example, layer and head of a padded batch.
 
@@ -270,6 +323,8 @@ def attention_metrics(
         self_attention: queries and keys index the same sequence (needs ``Tq == Tk``); False for
             cross-attention, where the self-only metrics are NaN.
         threshold: sparsity threshold, in ``(0, 1]``.
+        key_ids: ``[B, Tk]`` token ids of the keys (of the queries too: self-attention), for the head-detector
+            scores (:data:`DETECTOR_METRICS`), which are NaN without them; padding ids are never read.
 
     Returns:
         ``name -> [B, L, H]`` float32 for every name in ``METRICS``, in registry order; NaN where a
@@ -280,6 +335,10 @@ def attention_metrics(
     key_mask = np.asarray(key_mask, dtype=bool)
     key_flags = np.asarray(key_flags)
     _check_inputs(attn, query_mask, key_mask, key_flags, causal, self_attention, threshold)
+    if key_ids is not None:
+        key_ids = np.asarray(key_ids)
+        if key_ids.shape != key_mask.shape:
+            raise ValueError(f"key_ids must be [B, Tk] = {key_mask.shape}, got {key_ids.shape}")
     b, n_layers, n_heads, tq, tk = attn.shape
     f32 = np.float32
 
@@ -329,6 +388,7 @@ def attention_metrics(
         rows["mass_prev"], weights["mass_prev"] = st["prev"], w_prev
         rows["mass_next"], weights["mass_next"] = st["next"], w_next
         rows["mean_distance"], weights["mean_distance"] = st["distance"], ok
+    detectors = _detector_scores(attn, valid, key_ids, rowsum) if self_attention and key_ids is not None else {}
 
     # Weighted means over rows, one float64 matrix product per distinct row weighting (the weights are 0/1).
     means: dict[str, np.ndarray] = {}
@@ -356,7 +416,9 @@ def attention_metrics(
                 val = np.where(mx >= 0, mx, np.nan)
         elif name in means:
             val = means[name]
-        else:  # self-only metric of cross-attention
+        elif name in detectors:
+            val = detectors[name]
+        else:  # self-only metric of cross-attention (or a head-detector score without token ids)
             val = np.full((b, n_layers, n_heads), np.nan)
         out[name] = np.asarray(val, dtype=f32)
     return out
@@ -369,6 +431,7 @@ def example_metrics(
     causal: bool,
     self_attention: bool,
     threshold: float = SPARSITY_THRESHOLD,
+    key_ids: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``attention_metrics`` for one unpadded example (every query and key valid).
 
@@ -376,6 +439,7 @@ def example_metrics(
         attn: ``[L, H, Tq, Tk]`` attention weights.
         key_flags: ``[Tk]`` uint8 flags.
         causal, self_attention, threshold: as for ``attention_metrics``.
+        key_ids: ``[Tk]`` token ids (for the head-detector scores; NaN without them).
 
     Returns:
         ``name -> [L, H]`` float32 for every name in ``METRICS``.
@@ -392,6 +456,7 @@ def example_metrics(
         causal=causal,
         self_attention=self_attention,
         threshold=threshold,
+        key_ids=None if key_ids is None else np.asarray(key_ids)[None],
     )
     return {k: v[0] for k, v in res.items()}
 

@@ -92,8 +92,10 @@ def callbacks(dependencies: list[dict[str, Any]]) -> list[Callback]:
 
 
 def find(cbs: Sequence[Callback], output: str) -> Callback:
-    """The callback whose output key contains ``output`` (e.g. ``"example-payload.data"``)."""
-    matches = [c for c in cbs if output in c.key]
+    """The callback whose output key is ``output`` (e.g. ``"example-payload.data"``, also as a duplicate output
+    ``output@<hash>``), else the one whose key contains it."""
+    matches = [c for c in cbs if c.key == output or c.key.startswith(output + "@")] or [
+        c for c in cbs if output in c.key]
     if len(matches) != 1:
         raise KeyError(f"{len(matches)} callbacks write {output!r}")
     return matches[0]

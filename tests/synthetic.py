@@ -7,12 +7,14 @@ Import as ``from synthetic import synthetic_examples`` (``tests/`` is on ``sys.p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from attnviz.pipeline.metrics import METRICS, example_metrics
 from attnviz.pipeline.records import ExampleResult, TokenSequence
 from attnviz.pipeline.statistics.patterns import PATTERN_LABELS
+from attnviz.pipeline.store import shard_dir, shard_file_name, write_shard_file
 from attnviz.pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
 
 
@@ -90,3 +92,50 @@ def synthetic_meta(n_layers: int, n_heads: int, planned: int, model: str = "synt
     return {"model": model, "family": "encoder", "random_weights": True, "capture": ["attention"],
             "kinds": ["self"], "shape": {"self": [n_layers, n_heads]}, "metrics": {"self": list(METRICS)},
             "planned_examples": planned}
+
+
+def series_examples(strengths: np.ndarray, n: int, *, seed: int = 0, length: int = 10) -> list[ExampleResult]:
+    """``n`` decoder examples whose head ``(l, h)`` mixes uniform causal attention with a one-hot previous-token
+    pattern: weight ``strengths[l, h]`` on the previous token (0: uniform, near 1: collapsed, entropy near 0).
+    Metrics (head-detector scores included) come from ``example_metrics`` on the float32 attention."""
+    strengths = np.asarray(strengths, dtype=np.float64)
+    n_layers, n_heads = strengths.shape
+    uniform = np.tri(length) / np.arange(1, length + 1)[:, None]
+    prev = np.eye(length, k=-1)
+    prev[0, 0] = 1.0
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        ids = rng.integers(0, 6, size=length).astype(np.int32)  # a small vocabulary: tokens repeat
+        attn = np.stack([np.stack([(1 - s) * uniform + s * prev for s in row]) for row in strengths])
+        attn = attn.astype(np.float32)
+        flags = np.zeros(length, dtype=np.uint8)
+        metrics = example_metrics(attn, flags, causal=True, self_attention=True, key_ids=ids)
+        out.append(ExampleResult(
+            input_index=i, text=" ".join(f"t{x}" for x in ids), source=TokenSequence(
+                ids=ids, strings=[f"t{x}" for x in ids], flags=flags),
+            attention={"self": attn}, metrics={"self": metrics}, meta={"line": i + 1}))
+    return out
+
+
+def write_series(store: Path, series: str, steps: Sequence[int], strengths: Sequence[np.ndarray], *,
+                 n: int = 6, probe: str = "synthetic-probe", model: str = "synthetic") -> list[str]:
+    """Write a training series: one checkpoint run per step, whose heads have the given previous-token
+    ``strengths`` (``[L, H]`` per step; see :func:`series_examples`); loss falls with the step. Returns the runs."""
+    from attnviz.pipeline.store import StoreWriter, checkpoint_run_name
+
+    writer = StoreWriter(store)
+    runs = []
+    for k, (step, strength) in enumerate(zip(steps, strengths, strict=True)):
+        layers, heads = np.shape(strength)
+        run = checkpoint_run_name(series, step)
+        meta = {**synthetic_meta(layers, heads, n, model=model), "family": "decoder", "random_weights": False,
+                "series": {"name": series, "step": int(step), "epoch": None, "loss": 5.0 / (1 + k),
+                           "learning_rate": 1e-3, "probe_fingerprint": probe,
+                           "log": [[int(step), 5.0 / (1 + k), 1e-3]] if k else []}}
+        writer.begin_run(run, meta, fingerprint_keys=[])
+        path = shard_dir(store, run) / shard_file_name(0, n)
+        write_shard_file(path, run, 0, series_examples(strength, n, seed=k))
+        writer.commit_shard(run, path)
+        runs.append(run)
+    return runs

@@ -24,6 +24,7 @@ from browser_helpers import TIMEOUT, array, graph, message, wait_figure
 from callback_client import callbacks, find, message_of, response_props
 from dash.testing.wait import until
 from dashboard_fixtures import LiveServer, start_live_server
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from store_helpers import write_shard
 from synthetic import synthetic_examples, synthetic_meta
@@ -186,9 +187,15 @@ def put(path: Path, data: bytes) -> None:
 
 
 def alert_text(dash_duo, cid: str) -> str:
-    """The text of an alert, "" while it is closed (a closed dbc.Alert is not in the page)."""
-    found = dash_duo.driver.find_elements(By.ID, cid)
-    return found[0].text if found and found[0].is_displayed() else ""
+    """The text of an alert, "" while it is closed (a closed dbc.Alert is not in the page); read again when the
+    alert was redrawn between finding it and reading it."""
+    for _ in range(5):
+        found = dash_duo.driver.find_elements(By.ID, cid)
+        try:
+            return found[0].text if found and found[0].is_displayed() else ""
+        except StaleElementReferenceException:
+            continue
+    return ""
 
 
 def callback_errors(server: LiveServer) -> list[dict]:

@@ -153,8 +153,6 @@ def test_the_corpus_views_read_the_same_numbers_from_the_index(stores: tuple[Pat
             got, ref = data.heats(ia, "self", metric, filt), data.heats(pa, "self", metric, filt)
             for agg in ref:
                 np.testing.assert_allclose(got[agg], ref[agg], err_msg=f"{metric} {agg} {filt}", **close)
-                np.testing.assert_allclose(data.layer_agg(ia, "self", metric, agg, filt),
-                                           data.layer_agg(pa, "self", metric, agg, filt), **close)
             for name, values in data.profile(pa, "self", metric, filt).items():
                 np.testing.assert_allclose(data.profile(ia, "self", metric, filt)[name], values, **close)
             if data.count(pa, filt) == 0:
@@ -169,12 +167,11 @@ def test_the_corpus_views_read_the_same_numbers_from_the_index(stores: tuple[Pat
                 edges = np.linspace(r.lo, r.hi + 1e-3, 41)
                 np.testing.assert_array_equal(data.head_histogram(ia, "self", metric, filt, row, edges),
                                               data.head_histogram(pa, "self", metric, filt, row, edges))
-            for per_layer in (False, True):
-                got_t = data.comparison(ia, ib, "self", metric, filt, per_layer)
-                ref_t = data.comparison(pa, pb, "self", metric, filt, per_layer)
-                assert (got_t.method, got_t.n_pairs, got_t.n_a) == (ref_t.method, ref_t.n_pairs, ref_t.n_a)
-                np.testing.assert_allclose(got_t.p, ref_t.p, **close)
-                np.testing.assert_array_equal(got_t.significant, ref_t.significant)
+            got_t = data.comparison(ia, ib, "self", metric, filt)
+            ref_t = data.comparison(pa, pb, "self", metric, filt)
+            assert (got_t.method, got_t.n_pairs, got_t.n_a) == (ref_t.method, ref_t.n_pairs, ref_t.n_a)
+            np.testing.assert_allclose(got_t.p, ref_t.p, **close)
+            np.testing.assert_array_equal(got_t.significant, ref_t.significant)
         means_i, means_p = data.filtered_means(ia, "self", filt), data.filtered_means(pa, "self", filt)
         assert means_i.keys() == means_p.keys()
         for name in means_p:
@@ -196,7 +193,7 @@ def test_beyond_the_sample_size_the_tests_run_on_the_same_inputs_of_both_runs(
     assert 50 < ca.sample_index.size < 150
     np.testing.assert_array_equal(ca.sample_key, cb.sample_key)  # the same inputs (same texts)
     filt = FILTERS[1]
-    test = data.comparison(a, b, "self", "entropy", filt, per_layer=False)
+    test = data.comparison(a, b, "self", "entropy", filt)
     # The reference: the per-example rows of the sampled examples, filtered, paired by input.
     with StoreReader(store) as reader:
         rows = [reader.metrics(run, "entropy").reshape(N, -1).T for run in ("a", "b")]

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from browser_helpers import TIMEOUT, array, wait_figure
+from browser_helpers import TIMEOUT, array, message, wait_figure
 from dash.testing.wait import until
 from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
@@ -216,22 +216,26 @@ def test_csv_export_downloads_the_head_table(page, reader: StoreReader) -> None:
     with open(target, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
-    expected = {"Layer", "Head", "Pattern", "A entropy (mean)", "A entropy (p90)", "mean mass_prev"}
+    # every column has a readable name: the metrics' labels and units, not their internal names
+    expected = {"Layer", "Head", "Pattern", "A Entropy (mean)", "A Entropy (p90)", "Mean Mass on previous (weight)"}
     assert expected <= set(rows[0])
-    got = np.array([[float(r["A entropy (mean)"]) for r in rows if int(r["Layer"]) == layer]
+    assert not any("_" in name for name in rows[0]), sorted(rows[0])
+    got = np.array([[float(r["A Entropy (mean)"]) for r in rows if int(r["Layer"]) == layer]
                     for layer in (0, 1)])
     np.testing.assert_allclose(got, nan_agg(entropy, "mean"), rtol=1e-4)
     patterns = {(int(r["Layer"]), int(r["Head"])): r["Pattern"] for r in rows}
     assert patterns[(0, 0)] == "previous token" and patterns[(0, 3)] == "first token / [CLS] sink"
 
 
-def test_different_head_grids_are_compared_per_layer(page, reader: StoreReader) -> None:
+def test_different_head_grids_say_why_there_is_no_a_minus_b_and_compare_per_layer(page, reader: StoreReader) -> None:
     page.select_dcc_dropdown("#corpus-run-b", value="narrow")
     a = np.nanmean(reader.metrics("pair-a", "entropy"), axis=2)
     b = np.nanmean(reader.metrics("narrow", "entropy"), axis=2)
-    fig = wait_figure(page, "corpus-diff", lambda f: f["data"][0]["type"] == "bar", "per-layer bars")
-    np.testing.assert_allclose(array(fig["data"][0]["y"]), a.mean(axis=0) - b.mean(axis=0), rtol=1e-4,
-                               atol=1e-6)
+    fig = wait_figure(page, "corpus-diff", lambda f: "do not correspond" in message(f), "no A − B per head")
+    assert not fig["data"] and "per-layer profile" in message(fig)
+    prof = wait_figure(page, "corpus-profile", lambda f: len(f["data"]) == 6, "A and B profiles")
+    np.testing.assert_allclose(array(prof["data"][2]["y"]), a.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(array(prof["data"][5]["y"]), b.mean(axis=0), rtol=1e-5)
     sim = wait_figure(page, "corpus-similarity-b", lambda f: f["data"][0]["type"] == "heatmap",
                       "B similarity")
     assert len(sim["data"][0]["x"]) == 6
@@ -295,7 +299,7 @@ def test_metric_and_aggregate_switches_are_drawn_in_the_browser_from_the_servers
     wait_figure(page, "corpus-heatmap-a", z_close(za), "A entropy p90 (browser)")
     wait_figure(page, "corpus-heatmap-b", z_close(zb), "B entropy p90 (browser)")
     wait_figure(page, "corpus-diff", z_close(za - zb), "A - B p90 (browser)")
-    until(lambda: any(c.get("headerName") == "B entropy (p90)" for c in page.driver.execute_script(
+    until(lambda: any(c.get("headerName") == "B Entropy (p90)" for c in page.driver.execute_script(
         "return document.querySelector('#corpus-head-table') && "
         "[...document.querySelectorAll('#corpus-head-table .ag-header-cell')].map("
         "c => ({headerName: c.innerText.trim()}))") or []), timeout=TIMEOUT)

@@ -441,13 +441,9 @@ def test_playground_added_store_outside_the_data_dir_is_never_opened(
 # ---- the same faults in a browser ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def _headless(pytestconfig: pytest.Config) -> None:
-    pytestconfig.option.headless = True
-
-
 @pytest.mark.browser
-def test_browser_store_vanishes_and_returns(dash_duo, _headless: None, dashboard_store: Path,
+@pytest.mark.usefixtures("headless")  # before dash_duo starts its browser
+def test_browser_store_vanishes_and_returns(dash_duo, dashboard_store: Path,
                                             tmp_path: Path) -> None:
     from dash.testing.wait import until
     from selenium.webdriver.support.select import Select

@@ -221,7 +221,8 @@ def test_serve_checks_the_store_and_warns_on_public_binds(tmp_path: Path) -> Non
 
 
 def _callback_payload(app, output: str, inputs: list[dict]) -> dict:
-    key = next(k for k in app.callback_map if output in k)
+    key = next((k for k in app.callback_map if k == output or k.startswith(output + "@")), None) or next(
+        k for k in app.callback_map if output in k)
     outputs = [{"id": p.rsplit(".", 1)[0], "property": p.rsplit(".", 1)[1]}
                for p in key.strip(".").split("...")]
     return {"output": key, "outputs": outputs if key.startswith("..") else outputs[0], "inputs": inputs,

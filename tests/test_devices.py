@@ -53,17 +53,21 @@ def test_torch_metrics_equal_the_numpy_reference_on_the_cpu(model: str) -> None:
         attn = torch.stack(layers, 1).float()
         q_side, k_side = KIND_SIDES[kind]
         flags = np.zeros(out.masks[k_side].shape, np.uint8)
+        key_ids = np.full(out.masks[k_side].shape, -1, np.int64)
         for n, e in enumerate(batch):
             ids = e.source_ids if k_side == "source" else e.target_ids or []
             flags[n, :len(ids)] = classifier.flags(ids)
+            key_ids[n, :len(ids)] = ids
         causal, self_attention = kind == "decoder" or lm.family == "decoder", kind != "cross"
         ref = attention_metrics(attn.numpy(), out.masks[q_side], out.masks[k_side], flags, causal=causal,
-                                self_attention=self_attention)
+                                self_attention=self_attention, key_ids=key_ids)
         got = attention_metrics_torch(attn, out.masks[q_side], out.masks[k_side], flags, causal=causal,
-                                      self_attention=self_attention)
+                                      self_attention=self_attention, key_ids=key_ids)
         _assert_metrics_agree(ref, got, f"{model} {kind}")
         if not self_attention:
             assert np.isnan(got["mass_prev"].numpy()).all()
+        elif kind == "self":  # "the" twice in the first sentence: a duplicate-token score is defined
+            assert np.isfinite(got["duplicate_token"].numpy()).any()
     assert kinds == ({"self", "decoder", "cross"} if lm.family == "encoder-decoder" else {"self"})
 
 
@@ -84,9 +88,14 @@ def test_torch_metrics_ignore_garbage_outside_the_valid_keys(causal: bool, self_
     garbage = rng.choice([np.nan, np.inf, -3.0, 7.0], size=attn.shape).astype(np.float32)
     attn = np.where(valid[:, None, None], attn, garbage).astype(np.float32)
     flags = rng.integers(0, 16, size=(b, tk)).astype(np.uint8)
-    ref = attention_metrics(attn, qm, km, flags, causal=causal, self_attention=self_attention)
-    got = attention_metrics_torch(torch.from_numpy(attn), qm, km, flags, causal=causal, self_attention=self_attention)
+    key_ids = np.where(km, rng.integers(0, 3, size=(b, tk)), -1)  # few ids: many repeats (detector scores)
+    ref = attention_metrics(attn, qm, km, flags, causal=causal, self_attention=self_attention, key_ids=key_ids)
+    got = attention_metrics_torch(torch.from_numpy(attn), qm, km, flags, causal=causal,
+                                  self_attention=self_attention, key_ids=key_ids)
     _assert_metrics_agree(ref, got, f"causal={causal} self={self_attention}")
+    without = attention_metrics_torch(torch.from_numpy(attn), qm, km, flags, causal=causal,
+                                      self_attention=self_attention)
+    assert np.isnan(without["induction"].numpy()).all()  # no token ids: the detector scores are undefined
 
 
 def test_the_pipeline_stores_the_same_metrics_with_torch_metrics(tmp_path: Path) -> None:

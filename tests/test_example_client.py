@@ -14,7 +14,8 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 import pytest
-from browser_helpers import TIMEOUT
+from browser_helpers import BELOW_FIRST_SCREEN, TIMEOUT
+from dash.testing import errors as dash_errors
 from dash.testing.wait import until
 from dashboard_fixtures import BERT_RUN, GPT2_RUN, SEQ2SEQ_RUN, LiveServer, start_live_server
 from selenium.webdriver.support.select import Select
@@ -31,12 +32,20 @@ GRAPHS = ("attn-matrix", "head-view", "model-view", "timestep-bars", "timestep-l
 
 # The figure a graph shows (data, title, shapes, meta), typed arrays as lists.
 _FIGURE_JS = """
-const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
-if (!gd || !gd.data || !gd.layout) { return null; }
+const done = arguments[arguments.length - 1];
+const el = document.getElementById(arguments[0]);
+if (el && arguments[1]) { el.scrollIntoView({block: 'center', behavior: 'instant'}); }
+// a person looks for a moment: the page sees the view come into view (two frames) before it is read
+const wait = el && arguments[1] ? (f) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(f, 20)))
+                                : (f) => f();
+wait(() => {
+const gd = (el && el.__figure) || document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+if (!gd || !gd.data || !gd.layout) { done(null); return; }
 const title = gd.layout.title && (gd.layout.title.text !== undefined ? gd.layout.title.text : gd.layout.title);
-return JSON.stringify({data: gd.data, title: title || '', shapes: gd.layout.shapes || [],
-                       meta: gd.layout.meta || null},
-                      (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : (Number.isNaN(v) ? 'NaN' : v));
+done(JSON.stringify({data: gd.data, title: title || '', shapes: gd.layout.shapes || [],
+                     meta: gd.layout.meta || null},
+                    (k, v) => ArrayBuffer.isView(v) ? Array.from(v) : (Number.isNaN(v) ? 'NaN' : v)));
+});
 """
 
 
@@ -52,7 +61,7 @@ def layer_server(dashboard_store: Path) -> Iterator[LiveServer]:
 
 
 def shown(dash_duo, graph_id: str) -> dict | None:
-    raw = dash_duo.driver.execute_script(_FIGURE_JS, graph_id)
+    raw = dash_duo.driver.execute_async_script(_FIGURE_JS, graph_id, graph_id in BELOW_FIRST_SCREEN)
     return json.loads(raw) if raw else None
 
 
@@ -120,14 +129,24 @@ def check_views(dash_duo, reader: StoreReader, pin: tuple[str, int] | None = Non
             last[gid] = ["not drawn"] if page is None else same_figure(page, expected[gid], gid)
         return not any(last.values())
 
-    until(equal, timeout=TIMEOUT, msg=f"views differ for {url_search(dash_duo)}: {last}")
+    try:
+        until(equal, timeout=TIMEOUT)
+    except dash_errors.TestingTimeoutError as exc:  # the message names what differed at the last try
+        raise AssertionError(f"views differ for {url_search(dash_duo)}: {last}") from exc
     return {gid: shown(dash_duo, gid) for gid in GRAPHS}
 
 
 def open_url(dash_duo, server: LiveServer, **query: object) -> None:
     dash_duo.server_url = server.url
+    dash_duo.driver.set_window_size(1600, 1000)  # the screen the layout is made for (views below drawn on scroll)
     dash_duo.driver.get(f"{server.url}/?{urlencode(query)}")
     dash_duo.wait_for_element("#attn-matrix .js-plotly-plot", timeout=TIMEOUT)
+
+
+def top(dash_duo) -> None:
+    """Back to the controls, as a person would after looking at the views below."""
+    dash_duo.driver.execute_script(
+        "document.getElementById('example-next').scrollIntoView({block: 'center', behavior: 'instant'});")
 
 
 def select(dash_duo, select_id: str, value: str) -> None:
@@ -143,10 +162,9 @@ def set_step(dash_duo, step: int) -> None:
 
 
 def pin(dash_duo, side: str, index: int) -> None:
-    dash_duo.driver.execute_script(
-        "const gd = document.querySelector('#head-view .js-plotly-plot');"
-        "gd.emit('plotly_click', {points: [{curveNumber: arguments[0], pointNumber: arguments[1], "
-        "pointIndex: arguments[1]}], event: {}});", 0 if side == "query" else 1, index)
+    assert dash_duo.driver.execute_script(
+        "return window.dash_clientside.attnviz_example._internal.clickHeadViewToken(arguments[0], arguments[1]);",
+        side, index)
 
 
 def walk(dash_duo, server: LiveServer, reader: StoreReader, run: str, kind: str = "self") -> None:
@@ -168,10 +186,12 @@ def walk(dash_duo, server: LiveServer, reader: StoreReader, run: str, kind: str 
     check_views(dash_duo, reader, ("query", 2))
     select(dash_duo, "head-select", "mean")  # the pin stays for another head of the same example
     check_views(dash_duo, reader, ("query", 2))
+    top(dash_duo)
     dash_duo.find_element("#example-next").click()  # a new example clears it
     until(lambda: parse_state(url_search(dash_duo)).example == 2, timeout=TIMEOUT)
     check_views(dash_duo, reader)
     if kind != "cross":
+        top(dash_duo)
         dash_duo.driver.find_element("xpath", "//*[@id='attn-mode']//label[normalize-space()='rollout']").click()
         until(lambda: parse_state(url_search(dash_duo)).attn == "rollout", timeout=TIMEOUT)
         check_views(dash_duo, reader)

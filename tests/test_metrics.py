@@ -28,7 +28,8 @@ from attnviz.pipeline.metrics import (
 from attnviz.pipeline.token_classes import CLS_OR_BOS, PUNCTUATION, SEP_OR_EOS, SPECIAL
 
 FLAG_MASSES = {"mass_cls": CLS_OR_BOS, "mass_sep": SEP_OR_EOS, "mass_special": SPECIAL, "mass_punct": PUNCTUATION}
-SELF_ONLY = {"mass_self", "mass_prev", "mass_next", "mean_distance"}
+SELF_ONLY = {"mass_self", "mass_prev", "mass_next", "mean_distance", "duplicate_token", "induction"}
+DETECTORS = {"duplicate_token", "induction"}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -44,8 +45,10 @@ def reference_metrics(
     causal: bool,
     self_attention: bool,
     threshold: float = SPARSITY_THRESHOLD,
+    ids: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every metric by the written definition, one row at a time, in float64."""
+    """Every metric by the written definition, one row at a time, in float64 (the head-detector scores only
+    with token ``ids``, else NaN as in the module)."""
     n_b, n_l, n_h, tq, tk = attn.shape
     out = {name: np.full((n_b, n_l, n_h), np.nan) for name in METRICS}
     for b in range(n_b):
@@ -56,6 +59,8 @@ def reference_metrics(
                 per_row: dict[str, list[float]] = defaultdict(list)
                 pairs = 0
                 sparse_pairs = 0
+                detector = {"total": 0.0, "duplicate_token": 0.0, "induction": 0.0}
+                rows_seen = 0
                 for i in range(tq):
                     if not qmask[b, i]:
                         continue
@@ -93,6 +98,13 @@ def reference_metrics(
                         if i + 1 < tk and kmask[b, i + 1]:
                             per_row["mass_next"].append(row.get(i + 1, 0.0))
                         per_row["mean_distance"].append(sum(p * abs(i - j) for j, p in row.items()))
+                        rows_seen += 1
+                        for j, p in row.items():
+                            detector["total"] += p
+                            if ids is not None and j < i and ids[b, j] == ids[b, i]:
+                                detector["duplicate_token"] += p
+                            if ids is not None and j - 1 in row and j - 1 < i and ids[b, j - 1] == ids[b, i]:
+                                detector["induction"] += p
                 for name, values in per_row.items():
                     if name == "token_sparsity_max":
                         out[name][b, layer, head] = max(values)
@@ -100,6 +112,9 @@ def reference_metrics(
                         out[name][b, layer, head] = sum(values) / len(values)
                 if pairs:
                     out["sparsity"][b, layer, head] = sparse_pairs / pairs
+                if ids is not None and rows_seen and detector["total"] != 0:
+                    for name in DETECTORS:
+                        out[name][b, layer, head] = detector[name] / detector["total"]
     return out
 
 
@@ -205,6 +220,12 @@ def make_batch(
 MODES = {"encoder": (False, True), "causal": (True, True), "cross": (False, False)}  # causal, self
 
 
+def batch_ids(rng: np.random.Generator, key_mask: np.ndarray, vocabulary: int = 4) -> np.ndarray:
+    """Token ids for a batch's keys: a small vocabulary (so that tokens repeat), garbage in the padding."""
+    ids = rng.integers(0, vocabulary, size=key_mask.shape)
+    return np.where(key_mask, ids, rng.integers(-3, vocabulary, size=key_mask.shape))
+
+
 def assert_metrics_close(got: dict, want: dict, rtol: float = 2e-5, atol: float = 2e-6) -> None:
     assert list(got) == list(METRICS)
     for name in METRICS:
@@ -224,8 +245,9 @@ def test_matches_reference_padded_batch(mode: str, seed: int) -> None:
     k_lens = [int(x) for x in rng.integers(1, 10, size=6)] if mode == "cross" else None
     attn, qm, km, fl, _ = make_batch(rng, mode, q_lens, k_lens)
     causal, self_attention = MODES[mode]
-    got = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention)
-    want = reference_metrics(attn, qm, km, fl, causal, self_attention)
+    ids = batch_ids(rng, km)
+    got = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention, key_ids=ids)
+    want = reference_metrics(attn, qm, km, fl, causal, self_attention, ids=ids)
     assert_metrics_close(got, want)
     for name in METRICS:
         assert got[name].shape == attn.shape[:3] and got[name].dtype == np.float32
@@ -244,8 +266,9 @@ def test_matches_reference_left_padding(mode: str, extra_pad: int) -> None:
     k_lens = [5, 2, 7, 4] if mode == "cross" else None
     attn, qm, km, fl, _ = make_batch(rng, mode, [3, 9, 6, 1], k_lens, left_pad=True, extra_pad=extra_pad)
     causal, self_attention = MODES[mode]
-    got = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention)
-    assert_metrics_close(got, reference_metrics(attn, qm, km, fl, causal, self_attention))
+    ids = batch_ids(rng, km)
+    got = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention, key_ids=ids)
+    assert_metrics_close(got, reference_metrics(attn, qm, km, fl, causal, self_attention, ids=ids))
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -256,16 +279,18 @@ def test_matches_reference_with_query_holes(mode: str) -> None:
     attn, qm, km, fl, _ = make_batch(rng, mode, [7, 4, 8], k_lens, extra_pad=2)
     qm[0, 0] = qm[1, 2] = qm[2, 7] = False
     causal, self_attention = MODES[mode]
-    got = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention)
-    assert_metrics_close(got, reference_metrics(attn, qm, km, fl, causal, self_attention))
+    ids = batch_ids(rng, km)
+    got = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention, key_ids=ids)
+    assert_metrics_close(got, reference_metrics(attn, qm, km, fl, causal, self_attention, ids=ids))
 
 
 def test_matches_reference_larger_batch() -> None:
     """Several examples per internal chunk and windows cropped to different lengths."""
     rng = np.random.default_rng(11)
     attn, qm, km, fl, _ = make_batch(rng, "encoder", [int(x) for x in rng.integers(1, 31, 10)], n_heads=2)
-    got = attention_metrics(attn, qm, km, fl, causal=False, self_attention=True)
-    assert_metrics_close(got, reference_metrics(attn, qm, km, fl, False, True))
+    ids = batch_ids(rng, km, vocabulary=6)
+    got = attention_metrics(attn, qm, km, fl, causal=False, self_attention=True, key_ids=ids)
+    assert_metrics_close(got, reference_metrics(attn, qm, km, fl, False, True, ids=ids))
 
 
 @pytest.mark.parametrize("threshold", [0.05, 0.3])
@@ -309,6 +334,19 @@ def test_uniform_attention(n: int) -> None:
     expected_active = n if 1.0 / n >= SPARSITY_THRESHOLD else 0
     assert (m["token_sparsity_avg"] == expected_active).all()
     assert (m["sparsity"] == (0.0 if expected_active else 1.0)).all()
+
+
+def test_a_uniform_512_token_head_has_no_active_key_and_is_told_apart_by_entropy_norm() -> None:
+    """The issue's head: uniform over 512 tokens, every weight 1/512 < θ, so no active key and sparsity 1 although
+    the head is as broad as can be (docs/metrics.md, "Long, broad rows"); entropy_norm = 1 says so."""
+    n = 512
+    attn = np.full((1, 1, n, n), 1.0 / n, dtype=np.float32)
+    m = example_metrics(attn, np.zeros(n, np.uint8), causal=False, self_attention=True)
+    assert m["token_sparsity_avg"][0, 0] == 0.0 and m["token_sparsity_max"][0, 0] == 0.0
+    assert m["sparsity"][0, 0] == 1.0
+    np.testing.assert_allclose(m["entropy_norm"], 1.0, rtol=1e-5)
+    assert METRICS["token_sparsity_avg"].label == "Active keys ≥ 0.01 (mean)"
+    assert "Normalized entropy" in METRICS["token_sparsity_avg"].description
 
 
 def test_uniform_causal_attention() -> None:
@@ -424,10 +462,12 @@ def test_padding_invariance(mode: str) -> None:
     k_lens = [7, 2, 4, 9, 9] if mode == "cross" else None
     attn, qm, km, fl, examples = make_batch(rng, mode, q_lens, k_lens)
     causal, self_attention = MODES[mode]
-    batched = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention)
+    ids = batch_ids(rng, km)
+    batched = attention_metrics(attn, qm, km, fl, causal=causal, self_attention=self_attention, key_ids=ids)
     for b, ex in enumerate(examples):
         flags = fl[b, : ex.shape[-1]]
-        alone = example_metrics(ex, flags, causal=causal, self_attention=self_attention)
+        alone = example_metrics(ex, flags, causal=causal, self_attention=self_attention,
+                                key_ids=ids[b, : ex.shape[-1]])
         for name in METRICS:
             np.testing.assert_allclose(batched[name][b], alone[name], rtol=1e-6, atol=1e-6, equal_nan=True)
 
@@ -436,11 +476,13 @@ def test_garbage_values_do_not_leak() -> None:
     """Changing only padded / masked entries (to NaN, inf, huge) changes nothing."""
     rng = np.random.default_rng(4)
     attn, qm, km, fl, _ = make_batch(rng, "causal", [4, 7, 2])
-    base = attention_metrics(attn, qm, km, fl, causal=True, self_attention=True)
+    ids = batch_ids(rng, km)
+    base = attention_metrics(attn, qm, km, fl, causal=True, self_attention=True, key_ids=ids)
     valid = qm[:, :, None] & km[:, None, :] & np.tri(7, dtype=bool)
     for fill in (0.0, np.nan, np.inf, -np.inf, 1e30):
         other = np.where(valid[:, None, None], attn, np.float32(fill))
-        again = attention_metrics(other, qm, km, fl, causal=True, self_attention=True)
+        other_ids = np.where(km, ids, 99)  # padding ids are never read either
+        again = attention_metrics(other, qm, km, fl, causal=True, self_attention=True, key_ids=other_ids)
         for name in METRICS:
             np.testing.assert_array_equal(again[name], base[name], err_msg=f"{name} fill={fill}")
             if name not in {"mass_prev", "mass_next", "entropy_norm"}:
@@ -459,7 +501,7 @@ def test_example_without_valid_queries_is_nan() -> None:
     rng = np.random.default_rng(8)
     attn, qm, km, fl, _ = make_batch(rng, "encoder", [3, 4])
     qm[1] = False
-    m = attention_metrics(attn, qm, km, fl, causal=False, self_attention=True)
+    m = attention_metrics(attn, qm, km, fl, causal=False, self_attention=True, key_ids=batch_ids(rng, km))
     for name in METRICS:
         assert np.isnan(m[name][1]).all(), name
         assert np.isfinite(m[name][0]).all(), name
@@ -493,6 +535,8 @@ def test_registry() -> None:
         "mass_prev",
         "mass_next",
         "mean_distance",
+        "duplicate_token",
+        "induction",
     ]
     assert {n for n, s in METRICS.items() if s.self_only} == SELF_ONLY
     for name, spec in METRICS.items():

@@ -746,13 +746,9 @@ def test_gunicorn_refuses_to_start_on_an_unsafe_configuration(dashboard_store: P
 # ---- the Store menu and ?store= in a browser -------------------------------------------------------------------
 
 
-@pytest.fixture
-def _headless(pytestconfig: pytest.Config) -> None:
-    pytestconfig.option.headless = True
-
-
 @pytest.mark.browser
-def test_browser_store_parameter_stays_in_the_url_and_traversal_is_refused(dash_duo, _headless: None,
+@pytest.mark.usefixtures("headless")  # before dash_duo starts its browser
+def test_browser_store_parameter_stays_in_the_url_and_traversal_is_refused(dash_duo,
                                                                            data_dir: Path) -> None:
     from urllib.parse import parse_qs, urlsplit
 

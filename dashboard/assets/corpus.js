@@ -81,8 +81,10 @@
       const names = (fig.data && fig.data[0] && fig.data[0].x) || [];
       const i = names.indexOf("L" + layer + "H" + h);
       if (i < 0) { return []; }
-      return [{type: "line", xref: "x", yref: "paper", x0: i, x1: i, y0: 0, y1: 1, line: {color: colour, width: 1}},
-              {type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: i, y1: i, line: {color: colour, width: 1}}];
+      return [{type: "line", xref: "x", yref: "y domain", x0: i, x1: i, y0: 0, y1: 1,
+               line: {color: colour, width: 1}},
+              {type: "line", xref: "x domain", yref: "y", x0: 0, x1: 1, y0: i, y1: i,
+               line: {color: colour, width: 1}}];
     }
     return null;
   }

@@ -36,13 +36,24 @@
     return halfTable;
   }
 
+  function bytesOf(text) {
+    if (Uint8Array.fromBase64) { return Uint8Array.fromBase64(text); }  // native (Chromium 140+)
+    const raw = atob(text);
+    const bytes = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) { bytes[i] = raw.charCodeAt(i); }
+    return bytes;
+  }
+
+  /** A base64 float16 / float32 array as numbers: float32 as is, float16 read in place where the browser has
+   * Float16Array (its values are the stored halves, exactly), else converted once. */
   function decodeSpec(spec) {
     if (!spec) { return null; }
-    const text = atob(spec.bdata);
-    const bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) { bytes[i] = text.charCodeAt(i); }
-    if (spec.dtype === "f4") { return new Float32Array(bytes.buffer); }
-    const raw = new Uint16Array(bytes.buffer);
+    const bytes = bytesOf(spec.bdata);
+    if (spec.dtype === "f4") { return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4); }
+    if (typeof Float16Array === "function") {
+      return new Float16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+    }
+    const raw = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
     const table = half();
     const out = new Float32Array(raw.length);
     for (let i = 0; i < raw.length; i++) { out[i] = table[raw[i]]; }
@@ -148,7 +159,7 @@
     const block = p.tq * p.tk;
     const base = li * p.n_heads * block;
     if (head === null) { return meanOf(d.attention, base, p.n_heads, block, block); }
-    return d.attention.subarray(base + head * block, base + (head + 1) * block);
+    return f32(d.attention.subarray(base + head * block, base + (head + 1) * block));
   }
 
   /** Every head of a layer: [H] arrays of [Tq*Tk]. */
@@ -157,7 +168,7 @@
     const block = p.tq * p.tk;
     const base = li * p.n_heads * block;
     const out = [];
-    for (let h = 0; h < p.n_heads; h++) { out.push(d.attention.subarray(base + h * block, base + (h + 1) * block)); }
+    for (let h = 0; h < p.n_heads; h++) { out.push(f32(d.attention.subarray(base + h * block, base + (h + 1) * block))); }
     return out;
   }
 
@@ -178,10 +189,13 @@
       if (d.stepRows) { a = d.stepRows; base = l * p.n_heads * tk; stride = tk; }
       else { a = d.attention; base = l * p.n_heads * p.tq * tk + step * tk; stride = p.tq * tk; }
       rows.push(head === null ? meanOf(a, base, p.n_heads, tk, stride)
-        : a.subarray(base + head * stride, base + head * stride + tk));
+        : f32(a.subarray(base + head * stride, base + head * stride + tk)));
     }
     return rows;
   }
+
+  /** Float32 numbers for Plotly (a float16 slice converted: the same values). */
+  function f32(a) { return a instanceof Float32Array ? a : Float32Array.from(a); }
 
   function rowsOf(flat, n, width) {
     const rows = [];
@@ -388,78 +402,401 @@
     return d.layersData;
   }
 
+  // ---------------------------------------------------------------------------------------------------
+  // The head view on a canvas: the figure model above (the same traces as figures.head_view_figure), drawn
+  // without Plotly, one fixed row per token in a scrolling box (legible at any length), lines culled to the rows
+  // in view. A click on a token label pins it (set_props on the click store).
+  // ---------------------------------------------------------------------------------------------------
+  const HV = { row: 18, pad: 10, font: "12px system-ui, sans-serif", bold: "bold 12px system-ui, sans-serif",
+    text: "#333333", quiet: "#999999", pinned: "#ff7f0e" };
+
+  function headViewBox(el) {
+    if (el.__hv && el.contains(el.__hv.canvas)) { return el.__hv; }
+    el.innerHTML = "";
+    const make = (tag, css) => { const n = document.createElement(tag); Object.assign(n.style, css); return n; };
+    const title = make("div", { fontSize: "13px", fontWeight: "600", lineHeight: "18px", minHeight: "18px" });
+    const legend = make("div", { fontSize: "11px", lineHeight: "16px" });
+    const scroll = make("div", { overflowY: "auto", position: "relative", flex: "1 1 auto", minHeight: "0" });
+    const canvas = make("canvas", { position: "sticky", top: "0", display: "block", width: "100%", cursor: "pointer" });
+    const spacer = make("div", {});
+    const tip = make("div", { position: "absolute", display: "none", pointerEvents: "none", zIndex: "5",
+      background: "rgba(255,255,255,0.95)", border: "1px solid #adb5bd", borderRadius: "3px", padding: "2px 6px",
+      fontSize: "12px", whiteSpace: "nowrap" });
+    Object.assign(el.style, { display: "flex", flexDirection: "column", position: "relative" });
+    scroll.append(canvas, spacer);
+    el.append(title, legend, scroll, tip);
+    const box = { el: el, title: title, legend: legend, scroll: scroll, canvas: canvas, spacer: spacer, tip: tip,
+      fig: null, hover: null };
+    scroll.addEventListener("scroll", () => paintHeadView(box));
+    canvas.addEventListener("mousemove", (e) => {
+      const hit = headViewHit(box, e.clientX, e.clientY);
+      const key = hit ? hit.side + hit.index : null;
+      if (key !== box.hover) { box.hover = key; showTip(box, hit, e); }
+      else if (hit) { placeTip(box, e); }
+    });
+    canvas.addEventListener("mouseleave", () => { box.hover = null; tip.style.display = "none"; });
+    canvas.addEventListener("click", (e) => {
+      const hit = headViewHit(box, e.clientX, e.clientY);
+      if (hit) { onHeadViewClick(hit); }
+    });
+    if (window.ResizeObserver) { new ResizeObserver(() => paintHeadView(box)).observe(scroll); }
+    el.__hv = box;
+    return box;
+  }
+
+  /** Where the label columns end (queries, right-aligned) and start (keys), in CSS pixels. */
+  function headViewColumns(width) { return { q: Math.round(width * 0.36), k: Math.round(width * 0.64) }; }
+
+  /** The token label under a point of the page: {side, index}, or null. */
+  function headViewHit(box, clientX, clientY) {
+    const fig = box.fig;
+    if (!fig || !fig.data || fig.data.length < 2) { return null; }
+    const r = box.canvas.getBoundingClientRect();
+    const x = clientX - r.left, y = clientY - r.top + box.scroll.scrollTop;
+    const cols = headViewColumns(r.width);
+    const side = x <= cols.q + 8 ? "query" : x >= cols.k - 8 ? "key" : null;
+    if (side === null) { return null; }
+    const n = fig.data[side === "query" ? 0 : 1].text.length;
+    const index = Math.floor((y - HV.pad) / HV.row);
+    return index >= 0 && index < n ? { side: side, index: index } : null;
+  }
+
+  function placeTip(box, e) {
+    const r = box.el.getBoundingClientRect();
+    box.tip.style.left = Math.min(e.clientX - r.left + 12, r.width - box.tip.offsetWidth - 4) + "px";
+    box.tip.style.top = (e.clientY - r.top + 14) + "px";
+  }
+
+  function showTip(box, hit, e) {
+    if (!hit) { box.tip.style.display = "none"; return; }
+    const trace = box.fig.data[hit.side === "query" ? 0 : 1];
+    box.tip.textContent = (trace.hovertext || [])[hit.index] || "";
+    box.tip.style.display = "block";
+    placeTip(box, e);
+  }
+
+  /** Draw ``fig`` (a head-view figure model, or a message figure) into the head view's box. */
+  function renderHeadView(el, fig) {
+    const box = headViewBox(el);
+    box.fig = fig;
+    el.__figure = fig;  // what the view shows (the browser tests compare it with figures.head_view_figure)
+    const meta = fig.layout.meta || {};
+    box.title.textContent = meta.message !== undefined ? "" : fig.layout.title.text;
+    const heads = fig.data.slice(2).filter((t) => t.showlegend);
+    box.legend.innerHTML = "";
+    heads.forEach((t) => {
+      const item = document.createElement("span");
+      item.style.marginRight = "8px";
+      item.innerHTML = '<span style="display:inline-block;width:10px;height:10px;margin-right:3px;background:'
+        + t.line.color + '"></span>';
+      item.appendChild(document.createTextNode(t.name));
+      box.legend.appendChild(item);
+    });
+    const rows = fig.data.length >= 2 ? Math.max(fig.data[0].text.length, fig.data[1].text.length) : 0;
+    const view = box.scroll.clientHeight;
+    const content = meta.message !== undefined ? view : 2 * HV.pad + rows * HV.row;
+    box.spacer.style.height = Math.max(0, content - view) + "px";
+    const pinned = meta.selected;
+    if (pinned) {  // keep a pinned token in view
+      const y = HV.pad + pinned[1] * HV.row;
+      if (y < box.scroll.scrollTop || y + HV.row > box.scroll.scrollTop + view) {
+        box.scroll.scrollTop = Math.max(0, y - view / 2);
+      }
+    }
+    paintHeadView(box);
+    requestAnimationFrame(() => el.dispatchEvent(new CustomEvent("attnviz:drawn", { bubbles: true })));
+  }
+
+  function fitText(ctx, text, width) {
+    if (ctx.measureText(text).width <= width) { return text; }
+    let lo = 0, hi = text.length;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (ctx.measureText(text.slice(0, mid) + "…").width <= width) { lo = mid; } else { hi = mid - 1; }
+    }
+    return text.slice(0, lo) + "…";
+  }
+
+  function paintHeadView(box) {
+    const fig = box.fig;
+    const canvas = box.canvas;
+    const width = box.scroll.clientWidth, height = box.scroll.clientHeight;
+    if (!fig || width <= 0 || height <= 0) { return; }
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(width * dpr) || canvas.height !== Math.round(height * dpr)) {
+      canvas.width = Math.round(width * dpr); canvas.height = Math.round(height * dpr);
+      canvas.style.height = height + "px";
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    const meta = fig.layout.meta || {};
+    if (meta.message !== undefined) {
+      ctx.fillStyle = HV.quiet; ctx.font = HV.font; ctx.textAlign = "center"; ctx.textBaseline = "middle";
+      ctx.fillText(fitText(ctx, meta.message, width - 20), width / 2, height / 2);
+      return;
+    }
+    const top = box.scroll.scrollTop;
+    const first = Math.max(0, Math.floor((top - HV.pad) / HV.row) - 1);
+    const last = Math.floor((top + height - HV.pad) / HV.row) + 1;
+    const yOf = (i) => HV.pad + i * HV.row + HV.row / 2 - top;
+    const cols = headViewColumns(width);
+    const x0 = cols.q + 6, x1 = cols.k - 6;
+    ctx.lineWidth = 2;
+    for (let t = 2; t < fig.data.length; t++) {
+      const trace = fig.data[t];
+      const ys = trace.y;
+      ctx.globalAlpha = trace.opacity;
+      ctx.strokeStyle = trace.line.color;
+      ctx.beginPath();
+      for (let s = 0; s + 1 < ys.length; s += 3) {
+        const a = ys[s], b = ys[s + 1];
+        if ((a < first && b < first) || (a > last && b > last)) { continue; }
+        ctx.moveTo(x0, yOf(a)); ctx.lineTo(x1, yOf(b));
+      }
+      ctx.stroke();
+    }
+    ctx.globalAlpha = 1;
+    ctx.textBaseline = "middle";
+    [[fig.data[0], cols.q, "right"], [fig.data[1], cols.k, "left"]].forEach(([trace, x, align]) => {
+      ctx.textAlign = align;
+      const colour = trace.marker.color;
+      const n = trace.text.length;
+      for (let i = first; i <= Math.min(last, n - 1); i++) {
+        const on = colour[i] >= 0.5;
+        ctx.font = on ? HV.bold : HV.font;
+        ctx.fillStyle = on ? HV.pinned : HV.text;
+        ctx.fillText(fitText(ctx, trace.text[i], cols.q - 8), x, yOf(i));
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Drawing: every attention view lives in a box the page owns (Plotly or the head view's canvas), so a change
+  // is drawn in the event that made it, with no Dash round trip; views below the first screen are drawn when
+  // they scroll into view.
+  // ---------------------------------------------------------------------------------------------------
+  const LAZY = ["model-view", "timestep-bars", "timestep-layers"];
+  const MODEL_VIEW_CLICK = "model-view-click";
+  const HEAD_VIEW_CLICK = "head-view-click";
+  const SHOWN_PX = 120;  // a view counts as in view when this much of it shows (a sliver at the bottom does not)
+  const watched = {};
+  let observer = null;
+
+  /** Whether a view's element is on the screen. */
+  function onScreen(id) {
+    const el = document.getElementById(id);
+    if (!el) { return false; }
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && r.bottom > SHOWN_PX && r.top < window.innerHeight - SHOWN_PX;
+  }
+
+  /** Watch the views below the first screen: one that scrolls into view is drawn then, if it is behind. */
+  function watchVisibility() {
+    if (!window.IntersectionObserver) { return; }
+    if (observer === null) {
+      observer = new IntersectionObserver((entries) => {
+        const arrived = entries.filter((e) => e.isIntersecting).map((e) => e.target.id);
+        if (arrived.length && current.state && current.payload) {
+          paintBelow(current.state, current.payload, arrays(current.payload), arrived);
+        }
+      }, { rootMargin: -SHOWN_PX + "px 0px " + -SHOWN_PX + "px 0px" });
+    }
+    for (const id of LAZY) {
+      const el = document.getElementById(id);
+      if (el && watched[id] !== el) {
+        if (watched[id]) { observer.unobserve(watched[id]); }
+        observer.observe(el);
+        watched[id] = el;
+      }
+    }
+  }
+
   function withFilename(config, stem) {
     const out = Object.assign({}, config || {});
     out.toImageButtonOptions = Object.assign({}, out.toImageButtonOptions || {}, { filename: stem });
     return out;
   }
 
-  // What each graph shows now, so that a change redraws only the views it affects.
+  // What each view shows now, so that a change redraws only the views it affects.
   let drawn = {};
+  // The selection and data last drawn, and the pinned token: a control's own event draws from them at once
+  // (see onControl), before Dash's callbacks carry the change to the URL and the server.
+  const current = { state: null, payload: null, pin: null };
 
-  /**
-   * Draw the attention views for the view state from the payload: [matrix figure, matrix config, head view
-   * figure, head view config, model view figure, model view config, step bars, step layers, pinned token]. A
-   * view whose inputs did not change, or a payload that is not the one the state needs yet, leaves the graph as
-   * it is. A click on a head-view token pins it (again: unpins); another example, run or kind clears the pin.
-   */
-  ns.draw = function (state, payload, click, pinned, matrixConfig, headConfig, modelConfig) {
-    const out = new Array(9).fill(noUpdate());
-    const pin = nextPin(triggered().indexOf("head-view.clickData") >= 0, click, state, pinned);
-    if (pin !== pinned) { out[8] = pin; }
-    if (!state || !payload || !sameKey(payload.key, keyOf(state))) { return out; }
-    const d = arrays(payload);
-    const sig = {
+  function signatures(d, state, pin, payload) {
+    return {
       matrix: [d.id, state.layer, state.head, state.step, state.attn, state.redraw].join("|"),
-      head: [d.id, state.layer, state.head, JSON.stringify(validPinOrNull(pin, payload, state)), state.redraw]
-        .join("|"),
+      head: [d.id, state.layer, state.head, JSON.stringify(validPin(pin, payload, state)), state.redraw].join("|"),
       model: [d.id, state.layer, state.head, state.redraw].join("|"),
       step: [d.id, state.layer, state.head, state.step, state.redraw].join("|"),
     };
+  }
+
+  /** Plotly draws ``fig`` in the box ``id`` (a div the page owns), filling the box's height if it has one. */
+  function renderGraph(id, fig, config) {
+    const host = document.getElementById(id);
+    if (!host || !window.Plotly) { return; }
+    if (host.clientHeight > 0 && host.classList.contains("attnviz-fill")) { fig.layout.height = host.clientHeight; }
+    if (!host.__gd || !host.contains(host.__gd)) {
+      host.innerHTML = "";
+      host.__gd = document.createElement("div");
+      host.appendChild(host.__gd);
+    }
+    const gd = host.__gd;
+    window.Plotly.react(gd, fig.data, fig.layout, Object.assign({ responsive: true }, config));
+    if (id === "model-view" && !gd.__clickHooked && gd.on) {
+      gd.on("plotly_click", onModelViewClick);
+      gd.__clickHooked = true;
+    }
+  }
+
+  function configFor(payload, state, view) {
+    return withFilename(payload.templates.matrix_config, exampleStem(state, view));
+  }
+
+  /** Draw the first screen's views (matrix, head view) for ``state`` where they show something else. */
+  function paintMain(state, payload, d, pin) {
+    const sig = signatures(d, state, pin, payload);
+    if (drawn.matrix !== sig.matrix) {
+      renderGraph("attn-matrix", matrixFigure(payload, d, state), configFor(payload, state, "matrix"));
+      drawn.matrix = sig.matrix;
+    }
+    const headEl = document.getElementById("head-view");
+    if (drawn.head !== sig.head && headEl) {
+      renderHeadView(headEl, headViewFigure(payload, d, state, pin));
+      drawn.head = sig.head;
+    }
+  }
+
+  /** Draw the views below the first screen that are behind and on the screen (or in ``arrived``). */
+  function paintBelow(state, payload, d, arrived) {
+    const sig = signatures(d, state, null, payload);
+    const shown = (id) => (arrived || []).indexOf(id) >= 0 || onScreen(id);
+    if (drawn.model !== sig.model && shown("model-view")) {
+      renderGraph("model-view", modelViewFigure(payload, state), configFor(payload, state, "modelview"));
+      drawn.model = sig.model;
+    }
+    if (drawn.step !== sig.step && (shown("timestep-bars") || shown("timestep-layers"))) {
+      const figs = timestepFigures(payload, d, state);
+      renderGraph("timestep-bars", figs[0], configFor(payload, state, "timestep"));
+      renderGraph("timestep-layers", figs[1], configFor(payload, state, "timestep_layers"));
+      drawn.step = sig.step;
+    }
+  }
+
+  /** Every view shows the message (an example out of range, a kind the run lacks, a store error). */
+  function paintMessage(payload, d) {
+    const key = "error|" + d.id;
+    if (drawn.error === key) { return; }
+    drawn = { error: key };
+    const msg = () => messageFigure(payload, payload.error);
+    for (const id of ["attn-matrix"].concat(LAZY)) { renderGraph(id, msg(), { displaylogo: false }); }
+    const headEl = document.getElementById("head-view");
+    if (headEl) { renderHeadView(headEl, msg()); }
+  }
+
+  /**
+   * Draw the attention views for the view state from the payload (matrix and head view always, the views below
+   * the first screen when on the screen) and return the pinned token. A view whose inputs did not change, or a
+   * payload that is not the one the state needs yet, leaves the view as it is. A click on a head-view token
+   * pins it (again: unpins); another example, run or kind clears the pin.
+   */
+  ns.draw = function (state, payload, click, pinned) {
+    const pin = nextPin(triggered().indexOf(HEAD_VIEW_CLICK + ".data") >= 0, click, state, pinned);
+    const out = pin !== pinned ? pin : noUpdate();
+    if (!state || !payload || !sameKey(payload.key, keyOf(state))) { return out; }
+    watchVisibility();
+    const d = arrays(payload);
     if (payload.error) {
-      const msg = messageFigure(payload, payload.error);
-      const key = "error|" + d.id;
-      if (drawn.error !== key) {
-        drawn = { error: key };
-        out[0] = msg; out[2] = msg; out[4] = msg; out[6] = msg; out[7] = msg;
-      }
+      current.state = null;
+      paintMessage(payload, d);
       return out;
     }
-    // The modebar's image file names name the example and view, not the layer and head: a config change makes
-    // Plotly draw the graph from scratch. Save PNG / Save SVG name the file after the whole selection (ns.save).
-    const names = [exampleStem(state, "matrix"), exampleStem(state, "headview"), exampleStem(state, "modelview")];
-    [matrixConfig, headConfig, modelConfig].forEach((config, n) => {
-      const current = ((config || {}).toImageButtonOptions || {}).filename;
-      if (current !== names[n]) { out[2 * n + 1] = withFilename(config, names[n]); }
-    });
-    if (drawn.matrix !== sig.matrix) { out[0] = matrixFigure(payload, d, state); }
-    if (drawn.head !== sig.head) { out[2] = headViewFigure(payload, d, state, pin); }
-    if (drawn.model !== sig.model) { out[4] = modelViewFigure(payload, state); }
-    if (drawn.step !== sig.step) {
-      const figs = timestepFigures(payload, d, state);
-      out[6] = figs[0]; out[7] = figs[1];
-    }
-    drawn = sig;
+    delete drawn.error;
+    Object.assign(current, { state: state, payload: payload, pin: pin });
+    paintMain(state, payload, d, pin);
+    paintBelow(state, payload, d, []);
     return out;
   };
 
-  function validPinOrNull(pin, payload, state) {
-    return payload.error ? null : validPin(pin, payload, state);
+  /** A model-view cell click selects its layer and head: drawn at once, then the selects tell Dash. */
+  function onModelViewClick(event) {
+    const point = event && event.points && event.points[0];
+    if (!point || !current.state) { return; }
+    const y = String(point.y), x = String(point.x);
+    const l = parseInt(y.slice(1), 10), h = parseInt(x.slice(1), 10);
+    if (y.charAt(0) !== "L" || x.charAt(0) !== "H" || isNaN(l) || isNaN(h)) { return; }
+    const next = Object.assign({}, current.state, { layer: l, head: h });
+    delete next.owns;
+    if (sameKey(current.payload.key, keyOf(next))) {
+      current.state = next;
+      const d = arrays(current.payload);
+      paintMain(next, current.payload, d, current.pin);
+      paintBelow(next, current.payload, d, []);
+    }
+    window.dash_clientside.set_props(MODEL_VIEW_CLICK, { data: { layer: l, head: h, at: Date.now() } });
   }
+
+  /**
+   * A control's own DOM event (layer, head, query position, raw / rollout) or a head-view token click draws the
+   * first screen at once from the data the page holds; the same change then reaches Dash (``ns.controls``,
+   * ``ns.draw``), which finds those views drawn and updates the URL and the views below.
+   */
+  function onControl(event) {
+    const st = current.state, payload = current.payload;
+    const target = event.target;
+    if (!st || !payload || !target) { return; }
+    const next = Object.assign({}, st);
+    delete next.owns;
+    const id = target.id;
+    if (id === "layer-select" && event.type === "change") {
+      const l = parseInt(target.value, 10);
+      if (isNaN(l)) { return; }
+      next.layer = l;
+    } else if (id === "head-select" && event.type === "change") {
+      if (target.value === "mean") { next.head = null; }
+      else if (!isNaN(parseInt(target.value, 10))) { next.head = parseInt(target.value, 10); } else { return; }
+    } else if (id === "step-input" && event.type === "input") {
+      const v = parseInt(target.value, 10);
+      if (isNaN(v)) { return; }
+      next.step = Math.min(Math.max(v, 0), Math.max(0, (st.steps || 1) - 1));
+    } else if (target.closest && target.closest("#attn-mode") && event.type === "change") {
+      if (target.value !== "raw" && target.value !== "rollout") { return; }
+      next.attn = target.value;
+    } else { return; }
+    if (!sameKey(payload.key, keyOf(next))) { return; }  // needs other data: the server is asked (ns.fanOut)
+    current.state = next;
+    paintMain(next, payload, arrays(payload), current.pin);
+    paintBelow(next, payload, arrays(payload), []);
+  }
+
+  /** A head-view token click: the pin drawn at once (see onControl), then told to Dash. */
+  function onHeadViewClick(hit) {
+    if (current.state && current.payload) {
+      current.pin = nextPin(true, hit, current.state, current.pin);
+      paintMain(current.state, current.payload, arrays(current.payload), current.pin);
+    }
+    if (window.dash_clientside.set_props) {
+      window.dash_clientside.set_props(HEAD_VIEW_CLICK, { data: { side: hit.side, index: hit.index, at: Date.now() } });
+    }
+  }
+
+  document.addEventListener("change", onControl);
+  document.addEventListener("input", onControl);
 
   // ---------------------------------------------------------------------------------------------------
   // State: controls, pin, URL, data key, panels
   // ---------------------------------------------------------------------------------------------------
 
-  /** Layer, head, query position, raw/rollout and a model-view click change the view state here, without the
-   * server: [view state, layer select value, head select value, step input value]. */
+  /** Layer, head, query position, raw/rollout and a model-view click ({layer, head}) change the view state here,
+   * without the server: [view state, layer select value, head select value, step input value]. */
   ns.controls = function (layer, head, step, attn, click, state) {
     const out = [noUpdate(), noUpdate(), noUpdate(), noUpdate()];
     if (!state) { return out; }
     const next = Object.assign({}, state);
     delete next.owns;
     const trig = triggered();
-    const point = click && click.points && click.points[0];
     if (trig.indexOf("view-state.data") >= 0) {
       // the server's answer (sync.py): keep the page's own value of the fields it does not set, which may have
       // changed while it was answering
@@ -480,12 +817,9 @@
       out[0] = sameState(next, answered) ? noUpdate() : next;
       return out;
     }
-    if (trig.indexOf("model-view.clickData") >= 0 && point) {
-      const y = String(point.y), x = String(point.x);
-      const l = parseInt(y.slice(1), 10), h = parseInt(x.slice(1), 10);
-      if (y.charAt(0) !== "L" || x.charAt(0) !== "H" || isNaN(l) || isNaN(h)) { return out; }
-      next.layer = l; next.head = h;
-      out[1] = String(l); out[2] = String(h);
+    if (trig.indexOf(MODEL_VIEW_CLICK + ".data") >= 0 && click) {
+      next.layer = click.layer; next.head = click.head;
+      out[1] = String(click.layer); out[2] = String(click.head);
     } else {
       const l = parseInt(layer, 10);
       if (!isNaN(l)) { next.layer = l; }
@@ -501,18 +835,16 @@
     return out;
   };
 
-  /** The head view's pinned token after a click (toggles) or a selection change (cleared on a new example). */
+  /** The head view's pinned token after a click ({side, index}: toggles) or a selection change (cleared on a new
+   * example). */
   function nextPin(clicked, click, state, pin) {
     if (!state) { return null; }
     const key = [state.run, state.example, state.kind];
     const same = pin && pin.key && pin.key.length === 3 && pin.key.every((v, i) => v === key[i]);
     if (!clicked) { return same ? pin : null; }
-    const point = ((click || {}).points || [])[0];
-    if (!point || (point.curveNumber !== 0 && point.curveNumber !== 1)) { return pin; }
-    const side = point.curveNumber === 0 ? "query" : "key";
-    const index = parseInt(point.pointIndex !== undefined ? point.pointIndex : point.pointNumber || 0, 10);
-    if (same && pin.side === side && pin.index === index) { return null; }
-    return { key: key, side: side, index: index };
+    if (!click || (click.side !== "query" && click.side !== "key") || !(click.index >= 0)) { return pin; }
+    if (same && pin.side === click.side && pin.index === click.index) { return null; }
+    return { key: key, side: click.side, index: click.index };
   }
 
   /** The URL of the view state (and tab), when it shows something else. */
@@ -543,18 +875,24 @@
   }
 
   const SELECTION = ["run", "example", "kind", "layer", "head", "step", "attn"];
+  let pending = null;  // the data key asked for and not answered yet
 
   /**
    * What follows from the view state, each only when it changed: [URL, payload key (the data the page needs:
    * the server is asked when it changes), run and example (the picker's text), and the selection of each panel
    * below the views while it is open (metrics, debugging, embeddings; closed panels draw nothing)].
    */
-  ns.fanOut = function (state, tab, openItems, key, exampleId, metrics, debug, embeddings) {
+  ns.fanOut = function (state, tab, openItems, payload, exampleId, metrics, debug, embeddings) {
     const open = (name) => (Array.isArray(openItems) ? openItems.indexOf(name) >= 0 : openItems === name);
     const nextKey = state ? keyOf(state) : null;
+    // the data is asked for when neither the data the page holds (the server's answer to a new example brings
+    // it) nor a request still unanswered is for this key
+    if (payload && pending && sameKey(payload.key, pending)) { pending = null; }
+    const have = !nextKey || (payload && sameKey(nextKey, payload.key)) || (pending && sameKey(nextKey, pending));
+    if (!have) { pending = nextKey; }
     return [
       urlOf(state, tab),
-      !nextKey || sameKey(nextKey, key) ? noUpdate() : nextKey,
+      have ? noUpdate() : nextKey,
       changed(state, ["run", "example"], exampleId),
       changed(state, SELECTION, metrics, open("metrics")),
       changed(state, SELECTION, debug, open("debug")),
@@ -576,7 +914,25 @@
   };
 
   // For the browser tests: the same helpers the callbacks use.
-  ns._internal = { keyOf: keyOf, formatUrl: formatUrl, urlShows: urlShows, decodeSpec: decodeSpec };
+  /** A person's click on a head-view token label (scrolled into view first): the DOM event the canvas gets. */
+  function clickHeadViewToken(side, index) {
+    const box = (document.getElementById("head-view") || {}).__hv;
+    if (!box) { return false; }
+    const y = HV.pad + index * HV.row;
+    if (y < box.scroll.scrollTop || y + HV.row > box.scroll.scrollTop + box.scroll.clientHeight) {
+      box.scroll.scrollTop = Math.max(0, y - box.scroll.clientHeight / 2);
+      paintHeadView(box);
+    }
+    const r = box.canvas.getBoundingClientRect();
+    const cols = headViewColumns(r.width);
+    const x = r.left + (side === "query" ? cols.q - 4 : cols.k + 4);
+    const cy = r.top + y - box.scroll.scrollTop + HV.row / 2;
+    box.canvas.dispatchEvent(new MouseEvent("click", { clientX: x, clientY: cy, bubbles: true }));
+    return true;
+  }
+
+  ns._internal = { keyOf: keyOf, formatUrl: formatUrl, urlShows: urlShows, decodeSpec: decodeSpec,
+    clickHeadViewToken: clickHeadViewToken };
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, { attnviz_example: ns });
 })();

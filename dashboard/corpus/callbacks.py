@@ -33,8 +33,11 @@ from attnviz.dashboard.corpus.views import (
     run_choices,
     table_columns,
     table_rows,
+    wished_head,
 )
 from attnviz.dashboard.messages import error_text, message_figure
+from attnviz.dashboard.urlstate import corpus_wish
+from attnviz.pipeline.statistics.aggregates import AGGREGATES
 from attnviz.pipeline.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -117,35 +120,67 @@ def _figures(n: int, title: str = "") -> Callable[[str], list[dict]]:
 def register_callbacks(app: dash.Dash) -> None:
     """Attach the tab's callbacks to ``app``."""
     _register_controls(app)
+    _register_url(app)
     _register_views(app)
     _register_head(app)
     _register_browser(app)
 
 
 def _register_controls(app: dash.Dash) -> None:
-    """Run B / kind / metric choices and the example filters."""
+    """Run B / kind / metric / aggregate / truncation / picked head choices and the example filters. The URL
+    fragment's Corpus entries (a copied link) are read here, where the controls get their options; the page
+    writes the fragment back from the controls (:func:`_register_url`)."""
     @app.callback(
         Output(ids.RUN_B, "options"), Output(ids.RUN_B, "value"), Output(ids.KIND, "options"),
-        Output(ids.KIND, "value"),
-        Output(ids.METRIC, "options"), Output(ids.METRIC, "value"), _error_output("runs"),
+        Output(ids.KIND, "value"), Output(ids.METRIC, "options"), Output(ids.METRIC, "value"),
+        Output(ids.AGG, "value"), Output(ids.TRUNCATED, "value"), Output(ids.HEAD, "data", allow_duplicate=True),
+        _error_output("runs"),
         Input(app_ids.RUN_SELECT, "value"), State(ids.RUN_B, "value"), State(ids.KIND, "value"),
-        State(ids.METRIC, "value"),
+        State(ids.METRIC, "value"), State(ids.HEAD, "data"), State(app_ids.URL, "hash"),
+        prevent_initial_call=True,
     )
-    def corpus_runs(run_a, run_b, kind, metric):
-        return _guard("runs", lambda: run_choices(run_a, run_b, kind, metric), lambda _: [dash.no_update] * 6)
+    def corpus_runs(run_a, run_b, kind, metric, head, fragment):
+        wish = corpus_wish(fragment if isinstance(fragment, str) else None)
+        notes: list[str] = []
+
+        def build() -> list[Any]:
+            choice = run_choices(run_a, run_b, kind, metric, wish)
+            notes.append(choice.note)
+            agg = wish.agg if wish.agg in AGGREGATES else ("mean" if wish.present else dash.no_update)
+            truncated = wish.truncated or ("any" if wish.present else dash.no_update)
+            picked = wished_head(wish, run_a, choice.kind) if wish.present else dash.no_update
+            if picked == head:
+                picked = dash.no_update
+            return [choice.run_b_options, choice.run_b, choice.kind_options, choice.kind, choice.metric_options,
+                    choice.metric, agg, truncated, picked]
+
+        out = _guard("runs", build, lambda _: [dash.no_update] * 9)
+        # a run B the link names but the store lacks is said in the tab's alert (through the runs' error slot)
+        return (*out[:-1], out[-1] or (notes[0] if notes else ""))
 
     @app.callback(
         Output(ids.LENGTH, "min"), Output(ids.LENGTH, "max"), Output(ids.LENGTH, "value"),
         Output(ids.LENGTH, "marks"),
         Output(ids.FIELDS, "children"), _error_output("filters"),
         Input(app_ids.TABS, "value"), Input(app_ids.RUN_SELECT, "value"), Input(ids.RUN_B, "value"),
-        State(ids.field(ALL), "value"), State(ids.field(ALL), "id"),
+        State(ids.field(ALL), "value"), State(ids.field(ALL), "id"), State(app_ids.URL, "hash"),
     )
-    def corpus_filters(tab, run_a, run_b, values, field_ids):
+    def corpus_filters(tab, run_a, run_b, values, field_ids, fragment):
         if tab != "corpus":
             raise PreventUpdate
-        return _guard("filters", lambda: filter_controls(run_a, run_b, values or [], field_ids or []),
+        wish = corpus_wish(fragment if isinstance(fragment, str) else None)
+        return _guard("filters", lambda: filter_controls(run_a, run_b, values or [], field_ids or [], wish),
                       lambda _: [dash.no_update] * 5)
+
+
+def _register_url(app: dash.Dash) -> None:
+    """The page writes the tab's state into the URL fragment (``assets/state.js``: ``corpus.*`` entries)."""
+    app.clientside_callback(
+        ClientsideFunction("attnviz_state", "corpus"), Output(app_ids.URL, "hash", allow_duplicate=True),
+        Input(ids.RUN_B, "value"), Input(ids.KIND, "value"), Input(ids.METRIC, "value"), Input(ids.AGG, "value"),
+        Input(ids.LENGTH, "value"), Input(ids.TRUNCATED, "value"), Input(ids.field(ALL), "value"),
+        Input(ids.HEAD, "data"), State(app_ids.TABS, "value"), State(ids.LENGTH, "min"), State(ids.LENGTH, "max"),
+        State(ids.field(ALL), "id"), prevent_initial_call=True)
 
 
 def _register_views(app: dash.Dash) -> None:

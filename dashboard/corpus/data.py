@@ -31,7 +31,6 @@ from attnviz.pipeline.statistics.aggregates import (
     extreme_examples,
     group_mean,
     layer_profile,
-    layer_rows,
     make_groups,
 )
 from attnviz.pipeline.statistics.corpus_index import Reader, filtered_moments, quantiles
@@ -344,50 +343,32 @@ def filtered_pairs(a: Run, b: Run, filt: ExampleFilter) -> tuple[np.ndarray, np.
     return ia[keep], ib[keep]
 
 
-def comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter, per_layer: bool
-               ) -> HeadTest:
-    """The A/B test of every head (or every layer's mean over heads when ``per_layer``)."""
+def comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter) -> HeadTest:
+    """The A/B test of every head (runs of the same layer × head grid)."""
     def compute() -> HeadTest:
-        sampled = _sampled_comparison(a, b, kind, metric, filt, per_layer)
+        sampled = _sampled_comparison(a, b, kind, metric, filt)
         if sampled is not None:
             return sampled
         ra, rb = metric_rows(a, kind, metric), metric_rows(b, kind, metric)
-        if per_layer:
-            ra, rb = layer_rows(ra, a.shape(kind)[0]), layer_rows(rb, b.shape(kind)[0])
         columns = (np.flatnonzero(mask(a, filt)), np.flatnonzero(mask(b, filt)))
         return compare_rows(ra, rb, pairs=filtered_pairs(a, b, filt), columns=columns)
 
-    return _derived_cache.get(("test", a.stamp, b.stamp, kind, metric, filt, per_layer), compute)
+    return _derived_cache.get(("test", a.stamp, b.stamp, kind, metric, filt), compute)
 
 
-def _sampled_comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter, per_layer: bool
-                        ) -> HeadTest | None:
+def _sampled_comparison(a: Run, b: Run, kind: str, metric: str, filt: ExampleFilter) -> HeadTest | None:
     """The A/B test on the two runs' index samples (all of each run up to the sample size), or None when either
     is not indexed. The samples hold the same inputs in both runs (hashes of the text), so pairs stay pairs."""
     ca, cb = run_index(a), run_index(b)
     fa, fb = metric_index(a, kind, metric), metric_index(b, kind, metric)
     if ca is None or cb is None or fa is None or fb is None or fa.index.sample is None or fb.index.sample is None:
         return None
-    rows_a = _layer_rows(a, kind) if per_layer else _head_rows(a, kind)
-    rows_b = _layer_rows(b, kind) if per_layer else _head_rows(b, kind)
-    ra, rb = fa.index.sample[rows_a], fb.index.sample[rows_b]
+    ra, rb = fa.index.sample[_head_rows(a, kind)], fb.index.sample[_head_rows(b, kind)]
     keep_a, keep_b = _keep(a, filt)[ca.sample_group], _keep(b, filt)[cb.sample_group]
     ia, ib = _pairs_cache.get(("sample", a.stamp, b.stamp), lambda: pair_examples(ca.sample_key, cb.sample_key))
     both = keep_a[ia] & keep_b[ib]
     return compare_rows(ra, rb, pairs=(ia[both], ib[both]),
                         columns=(np.flatnonzero(keep_a), np.flatnonzero(keep_b)))
-
-
-def layer_agg(run: Run, kind: str, metric: str, agg: str, filt: ExampleFilter) -> np.ndarray:
-    """``[L]`` aggregate of the per-example layer means (mean over heads) of a metric."""
-    def compute() -> np.ndarray:
-        indexed = _indexed_aggregates(run, kind, metric, filt, [agg], _layer_rows(run, kind))
-        if indexed is not None:
-            return indexed[agg]
-        per_layer = layer_rows(metric_rows(run, kind, metric), run.shape(kind)[0])
-        return aggregate_rows(per_layer, agg, mask(run, filt))
-
-    return _derived_cache.get(("layer", run.stamp, kind, metric, agg, filt), compute)
 
 
 def profile(run: Run, kind: str, metric: str, filt: ExampleFilter) -> dict[str, np.ndarray]:

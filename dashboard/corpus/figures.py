@@ -11,22 +11,43 @@ from typing import Any
 
 import numpy as np
 
-from attnviz.dashboard.figjson import Figure, figure, typed
+from attnviz.dashboard.figjson import Figure, clear_of_toolbar, subtitled, typed
+from attnviz.dashboard.figjson import figure as _figure
 from attnviz.dashboard.messages import message_figure
 from attnviz.dashboard.style import SELECT_COLOUR
 from attnviz.pipeline.statistics.patterns import PATTERN_LABELS
+from attnviz.pipeline.statistics.similarity import cluster_tree
 
 COLOUR_A = "#1f77b4"
 COLOUR_B = "#d62728"
 #: One colour per pattern label, in PATTERN_LABELS order.
 PATTERN_COLOURS: dict[str, str] = {
     "previous": "#1f77b4", "next": "#17becf", "self": "#9467bd", "first": "#d62728", "sep": "#ff7f0e",
-    "punct": "#8c564b", "broad": "#2ca02c", "heterogeneous": "#d9d9d9",
+    "punct": "#8c564b", "induction": "#e377c2", "duplicate": "#bcbd22", "broad": "#2ca02c",
+    "heterogeneous": "#d9d9d9",
 }
 
+#: What a pattern cell shows (one or two characters, so neighbouring cells never run together); the colour bar
+#: and the hover name the pattern in full.
+PATTERN_MARKS: dict[str, str] = {
+    "previous": "←", "next": "→", "self": "↺", "first": "1st", "sep": "SEP", "punct": ".,", "induction": "ind",
+    "duplicate": "dup", "broad": "≈", "heterogeneous": "",
+}
+#: The colour bar's names of the patterns (short enough not to be cut at the figure's edge).
+PATTERN_SHORT: dict[str, str] = {
+    "previous": "← previous", "next": "→ next", "self": "↺ self", "first": "1st / [CLS]", "sep": "SEP [SEP]",
+    "punct": "., punctuation", "induction": "ind induction", "duplicate": "dup duplicate token", "broad": "≈ broad",
+    "heterogeneous": "mixed",
+}
+
+
+def figure(data: list[dict[str, Any]], **layout_values: Any) -> Figure:
+    """A Corpus figure: its title (and subtitle line) kept clear of Plotly's toolbar."""
+    return clear_of_toolbar(_figure(data, **layout_values))
+
+
 __all__ = ["COLOUR_A", "COLOUR_B", "HISTOGRAM_BINS", "difference_figure", "distribution_figure", "heatmap_figure",
-           "histogram_figure", "shared_edges",
-           "layer_difference_figure", "pattern_figure", "profile_figure", "relpos_figure",
+           "histogram_figure", "pattern_figure", "profile_figure", "relpos_figure", "shared_edges",
            "similarity_figure", "similarity_shapes", "head_name", "parse_head_name"]
 
 
@@ -79,9 +100,9 @@ def _height(n_layers: int) -> int:
 
 def heatmap_figure(z: np.ndarray, *, title: str, label: str, zmin: float | None = None,
                    zmax: float | None = None, selected: tuple[int, int] | None = None,
-                   colorscale: str = "Viridis", selectable: bool = True) -> Figure:
+                   colorscale: str = "Viridis", selectable: bool = True, subtitle: str | None = None) -> Figure:
     """A layer × head heatmap of one aggregate (NaN cells blank); ``selected`` is outlined (and a head picked
-    later, when ``selectable``)."""
+    later, when ``selectable``); ``subtitle`` (the run) goes on a second, smaller title line."""
     z = np.asarray(z, dtype=np.float32)
     n_layers, n_heads = z.shape
     trace = {"type": "heatmap", "z": typed(z), **_grid_xy(n_layers, n_heads), "colorscale": colorscale,
@@ -89,9 +110,9 @@ def heatmap_figure(z: np.ndarray, *, title: str, label: str, zmin: float | None 
              "hovertemplate": "layer %{y}, head %{x}<br>" + label + " %{z:.4g}<extra></extra>"}
     if zmin is not None and zmax is not None and np.isfinite([zmin, zmax]).all():
         trace.update(zmin=float(zmin), zmax=float(zmax) if zmax > zmin else float(zmin) + 1e-9)
-    return figure([trace], title=title, height=_height(n_layers), shapes=_selected_shape(selected, *z.shape),
-                  meta=_select_meta(n_layers, n_heads, selectable), margin={"l": 55, "r": 10, "t": 40, "b": 45},
-                  **_grid_axes(n_layers, n_heads))
+    return figure([trace], title=subtitled(title, subtitle), height=_height(n_layers),
+                  shapes=_selected_shape(selected, *z.shape), meta=_select_meta(n_layers, n_heads, selectable),
+                  margin={"l": 55, "r": 10, "t": 40, "b": 45}, **_grid_axes(n_layers, n_heads))
 
 
 def _symmetric_range(values: np.ndarray) -> float:
@@ -131,24 +152,6 @@ def difference_figure(diff: np.ndarray, significant: np.ndarray, q: np.ndarray, 
                   meta={"label": label, **_select_meta(n_layers, n_heads, True)},
                   shapes=_selected_shape(selected, n_layers, n_heads),
                   margin={"l": 55, "r": 10, "t": 40, "b": 45}, **axes)
-
-
-def layer_difference_figure(diff: np.ndarray, significant: np.ndarray, q: np.ndarray, *, title: str,
-                            label: str, test: str = "") -> Figure:
-    """A − B per layer (runs whose heads differ): bars, significant layers outlined in black."""
-    diff = np.asarray(diff, dtype=np.float32)
-    n = diff.shape[0]
-    colours = [COLOUR_A if v >= 0 else COLOUR_B for v in np.nan_to_num(diff)]
-    lines = ["black" if s else "rgba(0,0,0,0)" for s in significant]
-    hover = [f"q = {v:.3g}" if np.isfinite(v) else "no test" for v in q]
-    bar = {"type": "bar", "x": typed(np.arange(n)), "y": typed(diff), "text": hover,
-           "marker": {"color": colours, "line": {"color": lines, "width": 2}},
-           "hovertemplate": "layer %{x}<br>A − B %{y:.4g}<br>%{text}<extra></extra>"}
-    return figure([bar], title=title, height=280, meta={"label": label},
-                  xaxis={"title": {"text": f"layer — outlined: {test}" if test else "layer",
-                                   "font": {"size": 11}}, "dtick": 1},
-                  yaxis={"title": {"text": f"A − B ({label})"}},
-                  margin={"l": 60, "r": 10, "t": 40, "b": 45})
 
 
 def profile_figure(profiles: Sequence[tuple[str, dict[str, np.ndarray], str]], *, title: str,
@@ -223,9 +226,10 @@ def distribution_figure(samples: Sequence[tuple[str, np.ndarray, str]], *, title
 
 
 def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] | None = None,
-                   selectable: bool = True) -> Figure:
-    """Layer × head map of pattern labels (``statistics.patterns.classify_heads`` keys), a colour each;
-    ``selected`` is outlined (and a head picked later, when ``selectable``)."""
+                   selectable: bool = True, subtitle: str | None = None) -> Figure:
+    """Layer × head map of pattern labels (``statistics.patterns.classify_heads`` keys), a colour each and a
+    one- or two-character mark (:data:`PATTERN_MARKS`); ``selected`` is outlined (and a head picked later, when
+    ``selectable``)."""
     keys = list(PATTERN_LABELS)
     labels = np.asarray(labels, dtype=object)
     n_layers, n_heads = labels.shape
@@ -235,53 +239,80 @@ def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] 
     scale = []
     for i, key in enumerate(keys):  # a stepwise colour scale: code i covers [i/k, (i+1)/k]
         scale += [[i / k, PATTERN_COLOURS[key]], [(i + 1) / k, PATTERN_COLOURS[key]]]
-    short = {"previous": "prev", "next": "next", "self": "self", "first": "CLS", "sep": "SEP",
-             "punct": "punct", "broad": "broad", "heterogeneous": ""}
     text = [[PATTERN_LABELS.get(v, "undefined") for v in row] for row in labels]
-    cell = [[short.get(v, "") for v in row] for row in labels]
+    cell = [[PATTERN_MARKS.get(v, "") for v in row] for row in labels]
     trace = {"type": "heatmap", "z": typed(codes), **_grid_xy(n_layers, n_heads),
              "zmin": -0.5, "zmax": k - 0.5, "colorscale": scale, "customdata": text,
-             "text": cell, "texttemplate": "%{text}" if n_heads <= 16 else "",
-             "textfont": {"size": 9},
-             "colorbar": {"tickvals": list(range(k)), "ticktext": [PATTERN_LABELS[x] for x in keys],
-                          "thickness": 12, "len": 1.0},
+             "text": cell, "texttemplate": "%{text}" if n_heads <= 24 else "",
+             "textfont": {"size": 10 if n_heads <= 12 else 8},
+             "colorbar": {"tickvals": list(range(k)), "ticktext": [PATTERN_SHORT[x] for x in keys],
+                          "thickness": 12, "len": 1.0, "tickfont": {"size": 10}},
              "hovertemplate": "layer %{y}, head %{x}<br>%{customdata}<extra></extra>"}
-    return figure([trace], title=title, height=_height(n_layers),
+    return figure([trace], title=subtitled(title, subtitle), height=_height(n_layers),
                   shapes=_selected_shape(selected, n_layers, n_heads),
                   meta=_select_meta(n_layers, n_heads, selectable), margin={"l": 55, "r": 10, "t": 40, "b": 45},
                   **_grid_axes(n_layers, n_heads))
 
 
 def similarity_figure(distance: np.ndarray, order: np.ndarray, n_heads: int, *, title: str,
-                      selected: tuple[int, int] | None = None) -> Figure:
-    """Head × head Jensen–Shannon distance, rows and columns in clustered order, labelled ``L<l>H<h>``; the
-    ``selected`` head's row and column are marked (:func:`similarity_shapes`; ``assets/corpus.js`` marks a head
-    picked later the same way)."""
-    order = np.asarray(order, dtype=np.int64)
-    d = np.asarray(distance, dtype=np.float32)[np.ix_(order, order)]
-    names = [head_name(int(c) // n_heads, int(c) % n_heads) for c in order]
+                      selected: tuple[int, int] | None = None, subtitle: str | None = None) -> Figure:
+    """Head × head Jensen–Shannon distance in clustered order, labelled ``L<l>H<h>``, under the dendrogram of
+    that clustering (average linkage, as ``attnviz analyze`` ordered the heads); the ``selected`` head's row and
+    column are marked (:func:`similarity_shapes`; ``assets/corpus.js`` marks a head picked later the same way)."""
+    d_all = np.asarray(distance, dtype=np.float32)
+    tree = cluster_tree(d_all)
+    order = tree.order if tree is not None else np.asarray(order, dtype=np.int64)
+    d = d_all[np.ix_(order, order)]
+    c = len(order)
+    names = [head_name(int(i) // n_heads, int(i) % n_heads) for i in order]
     trace = {"type": "heatmap", "z": typed(d), "x": names, "y": names, "colorscale": "Viridis",
              "reversescale": True, "zmin": 0.0, "zmax": max(float(np.nanmax(d)) if d.size else 0.0, 1e-3),
-             "colorbar": {"title": {"text": "JS distance"}, "thickness": 12},
+             "colorbar": {"title": {"text": "JS distance", "side": "right"}, "thickness": 12, "len": 0.78,
+                          "y": 0, "yanchor": "bottom"},
              "hovertemplate": "%{y} vs %{x}<br>JS distance %{z:.3f}<extra></extra>"}
-    size = int(min(640, max(320, 120 + 5 * len(names))))
-    axis = {"type": "category", "tickfont": {"size": 8}, "showgrid": False,
-            "showticklabels": len(names) <= 160}
-    return figure([trace], title=title, height=size, shapes=similarity_shapes(names, selected),
-                  meta={"select": "similarity", "select_colour": SELECT_COLOUR}, xaxis=dict(axis),
-                  yaxis={**axis, "autorange": "reversed"}, margin={"l": 60, "r": 10, "t": 40, "b": 60})
+    data: list[dict[str, Any]] = [trace]
+    top = 0.8 if tree is not None else 1.0
+    if tree is not None:  # the dendrogram above the map: leaf k sits over column k
+        xs: list[float] = []
+        ys: list[float] = []
+        for ic, dc in zip(tree.icoord, tree.dcoord, strict=True):
+            xs += [(x - 5.0) / 10.0 for x in ic] + [np.nan]
+            ys += list(dc) + [np.nan]
+        data.append({"type": "scatter", "mode": "lines", "x": typed(np.array(xs)), "y": typed(np.array(ys)),
+                     "xaxis": "x2", "yaxis": "y2", "line": {"color": "#495057", "width": 1},
+                     "hoverinfo": "skip", "showlegend": False})
+    font = 11 if c <= 48 else 9 if c <= 96 else 7
+    size = int(min(900, max(380, 150 + (font + 3) * c)))
+    axis = {"type": "category", "tickfont": {"size": font}, "showgrid": False, "showticklabels": c <= 160,
+            "automargin": True}
+    layout: dict[str, Any] = {"xaxis": dict(axis), "yaxis": {**axis, "autorange": "reversed", "domain": [0, top]}}
+    if tree is not None:
+        layout["xaxis2"] = {"range": [-0.5, c - 0.5], "visible": False, "anchor": "y2", "domain": [0, 1]}
+        layout["yaxis2"] = {"domain": [top + 0.02, 1], "visible": False, "rangemode": "tozero", "anchor": "x2"}
+    return figure(data, title=subtitled(title, subtitle), height=size, shapes=similarity_shapes(names, selected),
+                  meta={"select": "similarity", "select_colour": SELECT_COLOUR},
+                  margin={"l": 60, "r": 10, "t": 40, "b": 60}, **layout)
 
 
 def similarity_shapes(names: Sequence[str], selected: tuple[int, int] | None) -> list[dict[str, Any]]:
-    """The lines marking head ``selected``'s row and column on a similarity map whose heads are ``names``."""
+    """The lines marking head ``selected``'s row and column on a similarity map whose heads are ``names`` (within
+    the map, not over its dendrogram)."""
     name = head_name(*selected) if selected is not None else None
     if name is None or name not in names:
         return []
     i = list(names).index(name)
-    return [{"type": "line", "xref": "x", "yref": "paper", "x0": i, "x1": i, "y0": 0, "y1": 1,
+    return [{"type": "line", "xref": "x", "yref": "y domain", "x0": i, "x1": i, "y0": 0, "y1": 1,
              "line": {"color": SELECT_COLOUR, "width": 1}},
-            {"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": i, "y1": i,
+            {"type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": i, "y1": i,
              "line": {"color": SELECT_COLOUR, "width": 1}}]
+
+
+def _offset_step(max_offset: int) -> int:
+    """Tick step of the relative-position axis: at most ~10 labels across ``-k..k``."""
+    for step in (1, 2, 4, 5, 8, 10, 16, 20, 25, 50, 100):
+        if 2 * max_offset / step <= 10:
+            return step
+    return max(1, max_offset // 5)
 
 
 def relpos_figure(curves: Sequence[tuple[str, np.ndarray, str]], max_offset: int, *, title: str) -> Figure:
@@ -291,8 +322,8 @@ def relpos_figure(curves: Sequence[tuple[str, np.ndarray, str]], max_offset: int
              "line": {"color": colour, "width": 2},
              "hovertemplate": "offset %{x}<br>mean weight %{y:.4f}<extra>" + name + "</extra>"}
             for name, curve, colour in curves]
-    xaxis = {"title": {"text": "key offset j − i"}, "dtick": 1 if max_offset <= 16 else None,
-             "zeroline": True}
+    xaxis = {"title": {"text": "key offset j − i (negative: earlier keys)"}, "tick0": 0,
+             "dtick": _offset_step(max_offset), "zeroline": True, "range": [-max_offset - 0.5, max_offset + 0.5]}
     return figure(data, title=title, height=280, xaxis=xaxis,
                   yaxis={"title": {"text": "mean attention weight"}, "rangemode": "tozero"},
                   legend={"orientation": "h", "y": -0.3}, margin={"l": 60, "r": 10, "t": 40, "b": 40})

@@ -1,7 +1,8 @@
 """Callbacks of the Example tab.
 
 The attention views (matrix, head view, model view, time step) are drawn in the page
-(``dashboard/assets/example.js``) from one example's data, which the server sends once per run, example, kind and
+(``dashboard/assets/example.js``; the head view on a canvas, the views below the first screen when they scroll
+into view) from one example's data, which the server sends once per run, example, kind and
 raw/rollout (:mod:`.payload`); changing the layer, head, query position or pinned token asks the server nothing.
 The panels below (metrics, debugging, embeddings) are drawn by the server, and only while they are open. A
 selection that cannot be drawn shows a message in place of the figure (never a traceback).
@@ -85,17 +86,16 @@ def _register_attention(app: dash.Dash) -> None:
         Output(ids.EXAMPLE_ID, "data"), Output(ids.METRICS_STATE, "data"), Output(ids.DEBUG_STATE, "data"),
         Output(ids.EMBEDDINGS_STATE, "data"),
         Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), Input(ids.DETAILS, "active_item"),
-        State(ids.PAYLOAD_KEY, "data"), State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
+        Input(ids.PAYLOAD, "data"), State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
         State(ids.DEBUG_STATE, "data"), State(ids.EMBEDDINGS_STATE, "data"))
-    app.callback(Output(ids.PAYLOAD, "data"), Input(ids.PAYLOAD_KEY, "data"), prevent_initial_call=True)(load_payload)
+    # the sync callback (sync.py) sends the data of a new example with its answer; this one answers the page's
+    # own requests (e.g. raw -> rollout)
+    app.callback(Output(ids.PAYLOAD, "data", allow_duplicate=True), Input(ids.PAYLOAD_KEY, "data"),
+                 prevent_initial_call=True)(load_payload)
     app.clientside_callback(
-        ClientsideFunction(client, "draw"),
-        Output(ids.MATRIX, "figure"), Output(ids.MATRIX, "config"), Output(ids.HEAD_VIEW, "figure"),
-        Output(ids.HEAD_VIEW, "config"), Output(ids.MODEL_VIEW, "figure"), Output(ids.MODEL_VIEW, "config"),
-        Output(ids.TIMESTEP_BARS, "figure"), Output(ids.TIMESTEP_LAYERS, "figure"), Output(ids.HEAD_VIEW_PIN, "data"),
-        Input(app_ids.VIEW_STATE, "data"), Input(ids.PAYLOAD, "data"), Input(ids.HEAD_VIEW, "clickData"),
-        State(ids.HEAD_VIEW_PIN, "data"), State(ids.MATRIX, "config"), State(ids.HEAD_VIEW, "config"),
-        State(ids.MODEL_VIEW, "config"))
+        ClientsideFunction(client, "draw"), Output(ids.HEAD_VIEW_PIN, "data"),
+        Input(app_ids.VIEW_STATE, "data"), Input(ids.PAYLOAD, "data"), Input(ids.HEAD_VIEW_CLICK, "data"),
+        State(ids.HEAD_VIEW_PIN, "data"))
 
 
 def _register_details(app: dash.Dash) -> None:

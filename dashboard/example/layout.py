@@ -14,6 +14,8 @@ from attnviz.dashboard.messages import message_figure
 
 #: A view that takes longer than this shows a spinner (shorter waits would only flicker).
 LOADING_DELAY_MS = 300
+#: Height of the matrix and head view: with the header, both fit a 1600 x 1000 screen.
+MAIN_VIEW_HEIGHT = 680
 
 
 def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
@@ -26,53 +28,53 @@ def _card(title: str, body: Any, class_name: str = "") -> dbc.Card:
                     className="mb-3 shadow-sm " + class_name)
 
 
+def _labelled(label: Any, control: Any, **col: Any) -> dbc.Col:
+    return dbc.Col([dbc.Label(label, className="small mb-0"), control], **col)
+
+
 def _picker() -> dbc.Card:
+    """The control panel's input part: which example (index, prev / next, search) and its text."""
     return dbc.Card(dbc.CardBody([
+        dbc.Label("Example", html_for=ids.EXAMPLE_INDEX, className="small mb-0"),
+        dbc.InputGroup([
+            dbc.Button("‹ prev", id=ids.EXAMPLE_PREV, color="secondary", outline=True, size="sm"),
+            dbc.Input(id=ids.EXAMPLE_INDEX, type="number", min=0, step=1, value=0, size="sm",
+                      style={"maxWidth": "6rem"}),
+            dbc.InputGroupText("of 0", id=ids.EXAMPLE_COUNT, className="small"),
+            dbc.Button("next ›", id=ids.EXAMPLE_NEXT, color="secondary", outline=True, size="sm"),
+        ], size="sm"),
         dbc.Row([
-            dbc.Col([
-                dbc.Label("Example", html_for=ids.EXAMPLE_INDEX, className="small mb-0"),
-                dbc.InputGroup([
-                    dbc.Button("‹ prev", id=ids.EXAMPLE_PREV, color="secondary", outline=True, size="sm"),
-                    dbc.Input(id=ids.EXAMPLE_INDEX, type="number", min=0, step=1, value=0, size="sm",
-                              style={"maxWidth": "6rem"}),
-                    dbc.InputGroupText("of 0", id=ids.EXAMPLE_COUNT, className="small"),
-                    dbc.Button("next ›", id=ids.EXAMPLE_NEXT, color="secondary", outline=True, size="sm"),
-                ], size="sm"),
-            ], width="auto"),
-            dbc.Col([
-                dbc.Label("Search the corpus", html_for=ids.EXAMPLE_SEARCH, className="small mb-0"),
-                dbc.Input(id=ids.EXAMPLE_SEARCH, type="search", placeholder="words in a sentence…", debounce=True,
-                          size="sm"),
-            ], md=3),
-            dbc.Col([
-                dbc.Label("Matches", html_for=ids.EXAMPLE_SEARCH_RESULTS, className="small mb-0"),
-                dbc.Select(id=ids.EXAMPLE_SEARCH_RESULTS, options=[], placeholder="type a search first", size="sm"),
-            ]),
-        ], className="g-2 align-items-end"),
-        html.Div(id=ids.EXAMPLE_TEXT, className="mt-2"),
+            _labelled("Search the corpus", dbc.Input(id=ids.EXAMPLE_SEARCH, type="search", size="sm",
+                                                     placeholder="words in a sentence…", debounce=True), width=6),
+            _labelled("Matches", dbc.Select(id=ids.EXAMPLE_SEARCH_RESULTS, options=[], size="sm",
+                                            placeholder="type a search first"), width=6),
+        ], className="g-2 mt-1"),
+        html.Div(id=ids.EXAMPLE_TEXT, className="mt-2 small"),
     ], className="p-2"), className="mb-2 shadow-sm")
 
 
 def _controls() -> dbc.Card:
-    def labelled(label: Any, control: Any, **col: Any) -> dbc.Col:
-        return dbc.Col([dbc.Label(label, className="small mb-0"), control], **col)
-
-    return dbc.Card(dbc.CardBody(dbc.Row([
-        labelled("Layer", dbc.Select(id=ids.LAYER_SELECT, options=[], size="sm"), width=2),
-        labelled("Head", dbc.Select(id=ids.HEAD_SELECT, options=[], size="sm"), width=2),
-        labelled(html.Span("query position", id=ids.STEP_LABEL),
-                 dbc.Input(id=ids.STEP_INPUT, type="number", min=0, step=1, value=0, size="sm"), width=1),
-        labelled("Attention", dbc.Select(id=ids.KIND_SELECT, options=[], size="sm"), width=2),
-        labelled("Matrix shows", dbc.RadioItems(
-            id=ids.ATTN_MODE, inline=True, value="raw", className="small",
-            options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"}]), width="auto"),
-        dbc.Col(dbc.ButtonGroup([
+    """The control panel's view part: layer, head, query position, attention kind, raw / rollout, export."""
+    return dbc.Card(dbc.CardBody([
+        dbc.Row([
+            _labelled("Layer", dbc.Select(id=ids.LAYER_SELECT, options=[], size="sm"), width=4),
+            _labelled("Head", dbc.Select(id=ids.HEAD_SELECT, options=[], size="sm"), width=4),
+            _labelled(html.Span("query position", id=ids.STEP_LABEL),
+                      dbc.Input(id=ids.STEP_INPUT, type="number", min=0, step=1, value=0, size="sm"), width=4),
+        ], className="g-2"),
+        dbc.Row([
+            _labelled("Attention", dbc.Select(id=ids.KIND_SELECT, options=[], size="sm"), width=7),
+            _labelled("Matrix shows", dbc.RadioItems(
+                id=ids.ATTN_MODE, inline=True, value="raw", className="small",
+                options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"}]), width=5),
+        ], className="g-2 mt-1"),
+        dbc.ButtonGroup([
             dbc.Button("Reset", id=ids.RESET, color="secondary", outline=True, size="sm",
                        title="back to layer 0, head 0, step 0, raw self-attention; resets zoom"),
             dbc.Button("Save PNG", id=ids.SAVE_PNG, color="primary", outline=True, size="sm"),
             dbc.Button("Save SVG", id=ids.SAVE_SVG, color="primary", outline=True, size="sm"),
-        ]), width="auto", className="ms-auto"),
-    ], className="g-2 align-items-end"), className="p-2"), className="mb-2 shadow-sm")
+        ], className="mt-2"),
+    ], className="p-2"), className="mb-2 shadow-sm")
 
 
 def _details() -> dbc.Accordion:
@@ -90,28 +92,42 @@ def _details() -> dbc.Accordion:
     ], id=ids.DETAILS, always_open=True, start_collapsed=True, active_item=[], className="mb-3 shadow-sm")
 
 
+def _view(view_id: str, height: int, fill: bool = False) -> html.Div:
+    """A view's box: example.js draws its figure in it with Plotly (no Dash round trip per change), at the box's
+    height when ``fill``. It shows "loading…" until then."""
+    return html.Div(html.Div("loading…", className="text-muted small p-2"), id=view_id,
+                    className="attnviz-fill" if fill else "", style={"height" if fill else "minHeight": f"{height}px"})
+
+
+def _head_view() -> html.Div:
+    """The head view's box: example.js draws it on a canvas (its title, legend and a scrolling token list)."""
+    return html.Div(id=ids.HEAD_VIEW, className="attnviz-head-view", style={"height": f"{MAIN_VIEW_HEIGHT}px"})
+
+
 def layout() -> html.Div:
-    """The tab's content."""
+    """The tab's content: the example's views on the left (matrix and head view on the first screen, model view
+    and time step below, drawn when they scroll into view), the example and view controls on the right."""
     views = dcc.Loading([
         dcc.Store(id=ids.PAYLOAD),
         dbc.Row([
-            dbc.Col(_card("Attention matrix (queries × keys)", _graph(ids.MATRIX, 480)), lg=7),
-            dbc.Col(_card("Head view", _graph(ids.HEAD_VIEW, 480)), lg=5),
+            dbc.Col(_card("Attention matrix (queries × keys)", _view(ids.MATRIX, MAIN_VIEW_HEIGHT, fill=True)), lg=7),
+            dbc.Col(_card("Head view", _head_view()), lg=5),
         ], className="g-3"),
         dbc.Row([
-            dbc.Col(_card("Model view (all layers × heads)", _graph(ids.MODEL_VIEW, 400)), lg=7),
-            dbc.Col(_card("Time step", [_graph(ids.TIMESTEP_BARS, 300), _graph(ids.TIMESTEP_LAYERS, 260)]), lg=5),
+            dbc.Col(_card("Model view (all layers × heads)", _view(ids.MODEL_VIEW, 400)), lg=7),
+            dbc.Col(_card("Time step", [_view(ids.TIMESTEP_BARS, 300), _view(ids.TIMESTEP_LAYERS, 260)]), lg=5),
         ], className="g-3"),
     ], target_components=cast(Any, {ids.PAYLOAD: "data"}), delay_show=LOADING_DELAY_MS, type="circle",
         overlay_style={"visibility": "visible", "opacity": 0.6})
-    stores = [dcc.Store(id=cid) for cid in (ids.HEAD_VIEW_PIN, ids.SAVE_STATUS, ids.PAYLOAD_KEY, ids.URL_REQUEST,
-                                            ids.EXAMPLE_ID, ids.METRICS_STATE, ids.DEBUG_STATE,
-                                            ids.EMBEDDINGS_STATE)]
+    stores = [dcc.Store(id=cid) for cid in (ids.HEAD_VIEW_PIN, ids.HEAD_VIEW_CLICK, ids.MODEL_VIEW_CLICK,
+                                            ids.SAVE_STATUS, ids.PAYLOAD_KEY, ids.URL_REQUEST, ids.EXAMPLE_ID,
+                                            ids.METRICS_STATE, ids.DEBUG_STATE, ids.EMBEDDINGS_STATE)]
     return html.Div([
-        _picker(),
-        _controls(),
-        dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small"),
         *stores,
-        views,
-        _details(),
+        dbc.Row([
+            dbc.Col([views, _details()], lg=9),
+            dbc.Col([_picker(), _controls(),
+                     dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small")],
+                    lg=3, className="attnviz-controls"),
+        ], className="g-3"),
     ])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,28 @@ BUDGET_BYTES = 8 * 2**20
 
 #: Environment variable that overrides :data:`BUDGET_BYTES` (a browser short of memory; the tests' long path).
 BUDGET_ENV = "ATTNVIZ_PAYLOAD_BUDGET_BYTES"
+
+#: Examples whose whole attention (float16) and view templates are kept for their next layer: an example sent one
+#: layer at a time is asked for again at each layer change (at most 2 x ~38 MB for 6 x 12 heads at T = 512).
+_KEPT_EXAMPLES = 2
+_kept: OrderedDict[tuple[int, str, int, str], dict[str, Any]] = OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def _example_arrays(reader: StoreReader, run: str, i: int, kind: str, build: Any) -> dict[str, Any]:
+    """``build()`` for this reader, run, example and kind, kept for the next :data:`_KEPT_EXAMPLES` asks (a store's
+    examples never change once written; a reader reopened after a repair is another key)."""
+    key = (id(reader), run, i, kind)
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
+    value = build()
+    with _kept_lock:
+        _kept[key] = value
+        while len(_kept) > _KEPT_EXAMPLES:
+            _kept.popitem(last=False)
+    return value
 
 
 def budget_bytes() -> int:
@@ -119,7 +143,7 @@ def templates(q: list[str], k: list[str], query_axis: str, key_axis: str, n_laye
                                                                    key_axis=key_axis), "z"),
         "head_edges": {"one": list(HEAD_VIEW_EDGES), "all": list(figures.MULTI_HEAD_EDGES)},
         "head_colours": list(figures.HEAD_COLOURS), "select_colour": SELECT_COLOUR,
-        "max_segments": figures.HEAD_VIEW_MAX_SEGMENTS,
+        "max_segments": figures.HEAD_VIEW_MAX_SEGMENTS, "matrix_config": figures.image_config("matrix"),
     }
 
 
@@ -173,7 +197,8 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
         "kind_label": views.kind_label(kind, data.family(reader, run)),
         "step_word": "generation step" if causal else "query position",
         "model_view": views.model_view(reader, state.with_changes(head=None)),
-        "templates": templates(q, k, qa, ka, n_layers),
+        "templates": _example_arrays(reader, run, i, kind + "|templates",
+                                     lambda: templates(q, k, qa, ka, n_layers)),
     })
     if detail == "all":
         out["layers"] = list(range(n_layers))
@@ -182,10 +207,12 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     else:
         layer = min(max(state.layer, 0), n_layers - 1)
         step = min(max(state.step, 0), len(q) - 1)
+        whole = _example_arrays(reader, run, i, kind, lambda: {
+            "attention": reader.attention(run, i, kind=kind).astype(np.float16)})["attention"]
         out["layers"] = [layer]
-        out["attention"] = encode(reader.attention(run, i, layer, kind=kind)[None], "f2")
+        out["attention"] = encode(whole[layer][None], "f2")
         out["step"] = step
-        out["step_rows"] = encode(reader.attention(run, i, kind=kind)[:, :, step, :], "f2")
+        out["step_rows"] = encode(whole[:, :, step, :], "f2")
     out["rollout"], out["rollout_error"] = None, None
     if state.attn == "rollout":
         try:

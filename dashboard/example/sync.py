@@ -20,8 +20,9 @@ from dash.exceptions import PreventUpdate
 from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.data import current_reader, run_label
 from attnviz.dashboard.example import ids
+from attnviz.dashboard.example.callbacks import load_payload
 from attnviz.dashboard.example.data import is_causal
-from attnviz.dashboard.example.payload import detail_level
+from attnviz.dashboard.example.payload import detail_level, payload_key
 from attnviz.dashboard.example.views import kind_label
 from attnviz.dashboard.messages import error_text
 from attnviz.dashboard.urlstate import MEAN_HEAD, ViewState, parse_state
@@ -150,7 +151,7 @@ SYNC_OUTPUTS: tuple[tuple[str, str], ...] = (
     (ids.HEAD_SELECT, "options"), (ids.STEP_INPUT, "value"), (ids.STEP_INPUT, "max"), (ids.STEP_LABEL, "children"),
     (ids.KIND_SELECT, "value"), (ids.KIND_SELECT, "options"), (ids.ATTN_MODE, "value"),
     (ids.EXAMPLE_SEARCH_RESULTS, "value"), (app_ids.VIEW_STATE, "data"), (ids.STATE_ALERT, "children"),
-    (ids.STATE_ALERT, "is_open"),
+    (ids.STATE_ALERT, "is_open"), (ids.PAYLOAD, "data"),
 )
 
 
@@ -171,7 +172,7 @@ def register_callbacks(app: dash.Dash) -> None:
         Output(ids.LAYER_SELECT, "value", allow_duplicate=True), Output(ids.HEAD_SELECT, "value", allow_duplicate=True),
         Output(ids.STEP_INPUT, "value", allow_duplicate=True),
         Input(ids.LAYER_SELECT, "value"), Input(ids.HEAD_SELECT, "value"), Input(ids.STEP_INPUT, "value"),
-        Input(ids.ATTN_MODE, "value"), Input(ids.MODEL_VIEW, "clickData"), Input(app_ids.VIEW_STATE, "data"),
+        Input(ids.ATTN_MODE, "value"), Input(ids.MODEL_VIEW_CLICK, "data"), Input(app_ids.VIEW_STATE, "data"),
         prevent_initial_call=True)
 
     @app.callback(
@@ -181,9 +182,10 @@ def register_callbacks(app: dash.Dash) -> None:
         Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.KIND_SELECT, "value"), Input(ids.RESET, "n_clicks"),
         State(app_ids.TABS, "value"), State(ids.LAYER_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
         State(ids.STEP_INPUT, "value"), State(ids.ATTN_MODE, "value"), State(app_ids.VIEW_STATE, "data"),
+        State(app_ids.RUN_SELECT, "options"), State(ids.PAYLOAD, "data"),
     )
     def sync(request, run, example, _prev, _next, search_pick, kind, reset_clicks, tab, layer, head, step, attn,
-             current):
+             current, shown_runs, shown_payload):
         trigger = ctx.triggered_id
         if trigger == ids.EXAMPLE_INDEX and example is None:
             raise PreventUpdate  # a number field being retyped: wait for a number, don't refill it
@@ -201,7 +203,9 @@ def register_callbacks(app: dash.Dash) -> None:
                 asked = _apply_control(reader, asked, previous, trigger, search_pick)
             state, messages = resolve_state(reader, asked, explain=from_url)
             controls = control_values(reader, state)
-            out[(app_ids.RUN_SELECT, "options")] = run_options(reader)
+            options = run_options(reader)
+            # an output set to the value it has still fires the callbacks that listen to it (the Corpus tab's)
+            out[(app_ids.RUN_SELECT, "options")] = dash.no_update if options == shown_runs else options
             # Reset also redraws every view (which resets their zoom): its click count goes into the state
             extra = {"detail": detail_level(reader, state), "steps": controls["step_max"] + 1,
                      "redraw": reset_clicks if isinstance(reset_clicks, int) else 0}
@@ -216,6 +220,13 @@ def register_callbacks(app: dash.Dash) -> None:
             f for f in CLIENT_FIELDS if getattr(state, f) != getattr(asked, f)}
         out.update(_state_outputs(state, controls, messages, {**extra, "owns": sorted(owns)}, current=current,
                                   reset=reset, set_tab=from_url))
+        if state.run == run:
+            out[(app_ids.RUN_SELECT, "value")] = dash.no_update
+        # a new example (or run, kind, URL) comes with its data: one round trip, not two (the page asks for data
+        # itself only when a change of its own needs other data, e.g. raw -> rollout)
+        key = payload_key(state, extra["detail"])
+        if not isinstance(shown_payload, dict) or shown_payload.get("key") != key:
+            out[(ids.PAYLOAD, "data")] = load_payload(key)
         return tuple(out.values())
 
 

@@ -21,27 +21,34 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
+from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.data import get_reader, requested_store
 from attnviz.dashboard.example import figures, views
 from attnviz.dashboard.messages import message
 from attnviz.dashboard.playground import data, ids
 from attnviz.dashboard.playground import figures as pg_figures
 from attnviz.dashboard.playground.controls import (
+    JOB_KEYS,
     added_of,
     as_int,
     choice_args,
     head_options,
     layer_options,
     model_infos,
+    pending_of,
+    predict_block,
+    restore_request,
+    restored_view,
     result_summary_of,
     select_model,
     step_range,
     view_state,
 )
 from attnviz.dashboard.playground.panels import generation_panel, masked_panel, result_summary, token_options
-from attnviz.dashboard.urlstate import example_href
+from attnviz.dashboard.urlstate import example_href, playground_wish
 from attnviz.pipeline.models.info import ModelInfoError, get_model_info
 from attnviz.pipeline.playground.records import DEFAULT_TIMEOUT_S, PlaygroundError, SlowJobError, model_defaults
 from attnviz.pipeline.store import StoreError
@@ -62,21 +69,62 @@ _NO_RESULT: tuple[Any, ...] = ([], "self", [], 0, [], 0, None, None, None, [])
 # --------------------------------------------------------------------------------------------------------
 
 
-def on_selection(model: str | None, task: str | None, source: str | None, target: str | None) -> tuple:
-    """Model, task and languages reconciled; the configuration fields of the model (fixed for trained ones)."""
+def selection_outputs(model: str | None, task: str | None, source: str | None, target: str | None,
+                      trigger: str | None, config: list[Any] | None = None) -> tuple:
+    """Model, task and languages reconciled; the configuration fields of the model (fixed for trained ones):
+    its defaults, or ``config`` (layers, heads, hidden size, seed: a copied link's) for a random-weight model."""
     infos = model_infos()
-    model, task, note = select_model(infos, model, task, source, target, ctx.triggered_id)
+    model, task, note = select_model(infos, model, task, source, target, trigger)
     info = infos.get(model or "")
     if info is None:
         return (model, task, None, None, None, None, True, True, True, True, note, "")
     d = model_defaults(info)
     fixed = not info.random_weights
+    values = [d["layers"], d["heads"], d["hidden"], d["seed"]]
+    if config is not None and not fixed:
+        values = [as_int(v, default) for v, default in zip(config, values, strict=True)]
     text = info.description or info.display_name
     if fixed:
         text += " · configuration fixed (trained weights)"
     notes = html.Div([text, html.Div(note, className="text-danger", id=ids.MODEL_WARNING) if note else None])
-    return (model, task, d["layers"], d["heads"], d["hidden"], d["seed"], fixed, fixed, fixed, fixed, notes,
-            f"playground-{info.name}")
+    return (model, task, *values, fixed, fixed, fixed, fixed, notes, f"playground-{info.name}")
+
+
+def on_selection(model: str | None, task: str | None, source: str | None, target: str | None,
+                 pending: Any) -> tuple:
+    """:func:`selection_outputs` after the model, task or a language changed; when the model just became a copied
+    link's (``pending``, set by :func:`on_restore`), the link's configuration is kept."""
+    job = pending_of(pending)
+    config = None
+    if job is not None and job["values"][0] == model and ids.MODEL in _triggered():
+        config = job["values"][1:5]
+    return selection_outputs(model, task, source, target, ctx.triggered_id, config)
+
+
+#: The job controls' (component id, property) after the model's (the first 12 outputs of pg_restore are
+#: :func:`selection_outputs`'), in ``controls.JOB_KEYS`` order from "input".
+_RESTORED_CONTROLS = (ids.INPUT_KIND, ids.TEXT, ids.SECOND, ids.LENGTH, ids.RANDOM_SEED, ids.GEN_N, ids.GEN_MODE,
+                      ids.GEN_TEMP, ids.GEN_SEED, ids.MASK_POS)
+
+
+def on_restore(fragment: Any, restored: Any) -> tuple:
+    """Once per page, when the page knows its URL fragment: the Playground's controls from a copied link's
+    ``pg.*`` entries (or the defaults), and the link's job (``pg-pending``: run again, its view shown) if it
+    showed a result (``pg-autorun`` starts it). Returns selection_outputs, the languages, the other job controls,
+    pending, autorun, restored, note."""
+    if restored or not isinstance(fragment, str):
+        raise PreventUpdate
+    request = restore_request(playground_wish(fragment), model_infos())
+    values = request["values"]
+    model, task = values[0], values[JOB_KEYS.index("task")]
+    src, tgt = request["src"], request["tgt"]
+    selection = selection_outputs(model, task, src, tgt, "restore", values[1:5])
+    rest = [values[JOB_KEYS.index("input") + k] for k in range(len(_RESTORED_CONTROLS))]
+    linked = bool(playground_wish(fragment)) and not request["note"]
+    note = message(request["note"], "warning") if request["note"] else no_update
+    autorun = {"op": request["op"]} if linked and request["op"] else no_update
+    return (*selection, src or no_update, tgt or no_update, *rest, request if linked else no_update, autorun, True,
+            note)
 
 
 def on_task(task: str | None) -> tuple:
@@ -109,15 +157,27 @@ def _predict_note(info: Any, summary: dict | None) -> str:
     return note
 
 
-def on_predict_mode(model: str | None, summary: dict | None) -> tuple:
-    """Generation controls for causal and encoder-decoder models, masked-token controls for encoders."""
+def on_predict_mode(model: str | None, summary: dict | None, _error: Any = None) -> tuple:
+    """Generation controls for causal and encoder-decoder models, masked-token controls for encoders; the
+    button disabled, with the reason beside it, for a model that cannot predict words (known from its
+    checkpoint before it runs: :func:`~attnviz.dashboard.playground.controls.predict_block`). Also after each
+    job (its error line), since a running job re-enables the button when it ends."""
+    summary = result_summary_of(summary)
+    # Enabling is left to the jobs' "running" state (a job may be running now), except after another model
+    # was chosen.
+    enable = False if ctx.triggered_id == ids.MODEL else no_update
     try:
         info = get_model_info(model or "")
     except ModelInfoError:
-        return _HIDDEN, _HIDDEN, "", "Predict output words"
+        return _HIDDEN, _HIDDEN, "", "Predict output words", enable
+    blocked = predict_block(model, summary)
+    label = "Predict masked word" if info.family == "encoder" else "Predict output words"
+    if blocked:
+        note: Any = html.Span(blocked, id=ids.PREDICT_BLOCKED, className="text-danger")
+        return _HIDDEN, _HIDDEN, note, label, True
     if info.family == "encoder":
-        return _HIDDEN, _BLOCK, _predict_note(info, summary), "Predict masked word"
-    return _BLOCK, _HIDDEN, _predict_note(info, summary), "Predict output words"
+        return _HIDDEN, _BLOCK, _predict_note(info, summary), label, enable
+    return _BLOCK, _HIDDEN, _predict_note(info, summary), label, enable
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -171,11 +231,18 @@ def job_request(predict: bool, values: tuple[Any, ...]) -> tuple[str, dict[str, 
     return op, args
 
 
-def submit_job(run: int | None, predict: int | None, *rest: Any) -> tuple:
+def submit_job(run: int | None, predict: int | None, autorun: Any, *rest: Any) -> tuple:
     """Run the model (or predict words) now when the worker can answer quickly; else hand the job to the
-    background callback (``pg-job``). Returns (result summary, error line, background request)."""
-    *values, session = rest
+    background callback (``pg-job``). A copied link's job (``autorun``, once per page) runs with the link's values
+    (``pg-pending``), whatever the controls show while they are being restored. Returns (result summary, error
+    line, background request)."""
+    *values, pending, session = rest
     is_predict = ctx.triggered_id == ids.PREDICT
+    if ctx.triggered_id == ids.AUTORUN:
+        job = pending_of(pending)
+        if job is None or not job.get("op"):
+            raise PreventUpdate
+        values, is_predict = list(job["values"]), job["op"] == "predict"
     try:
         op, args = job_request(is_predict, tuple(values))
     except (ModelInfoError, PlaygroundError) as exc:
@@ -292,26 +359,43 @@ def _figures(summary: dict, kind: Any, layer: Any, head: Any, step: Any) -> list
 _PANEL_OUTPUTS, _SLIDER_OUTPUTS = 10, 5
 
 
-def on_views(summary: dict | None, kind: str | None, layer: Any, head: Any, step: Any) -> tuple:
+def on_views(summary: dict | None, kind: str | None, layer: Any, head: Any, step: Any, pending: Any = None
+             ) -> tuple:
     """Everything the result shows, in one response: on a new result its panels, the kind, layer, head and mask
     options and the selection, the time-step slider and the six figures; on a new kind the slider and the
-    figures; on a new layer, head or time step the figures. Each figure is built once per change."""
+    figures; on a new layer, head or time step the figures. Each figure is built once per change. The first
+    result after a copied link opened shows the link's view (``pending``, then cleared: the last output)."""
     summary = result_summary_of(summary)
     keep = (no_update,) * (_PANEL_OUTPUTS + _SLIDER_OUTPUTS)
     if not summary:
         if ids.RESULT in _triggered():
-            return (*_NO_RESULT, 0, 0, {}, 0, "time step", *[pg_figures.empty()] * len(ids.GRAPHS))
-        return (*keep, *[pg_figures.empty()] * len(ids.GRAPHS))
+            return (*_NO_RESULT, 0, 0, {}, 0, "time step", *[pg_figures.empty()] * len(ids.GRAPHS), no_update)
+        return (*keep, *[pg_figures.empty()] * len(ids.GRAPHS), no_update)
     triggered = _triggered()
     if ids.RESULT in triggered:
-        panels = _panels(summary)
+        panels = list(_panels(summary))
+        job = pending_of(pending)
+        view = job.get("view") if job is not None else None
+        wanted: dict[str, Any] = {}
+        if view:
+            kinds = [o["value"] for o in panels[0]]
+            shape = {k: tuple(v) for k, v in summary.get("shape", {}).items()}
+            shown = view.get("kind") if view.get("kind") in kinds else str(panels[1])
+            wanted = restored_view(view, kinds, shape, step_range(summary, shown)[:2])
+            panels[1] = wanted.get("kind", panels[1])
+            panels[3] = wanted.get("layer", panels[3])
+            panels[5] = wanted.get("head", panels[5])
         kind, layer, head = panels[1], panels[3], panels[5]
-        slider = _step_slider(summary, str(kind))
-        return (*panels, *slider, *_figures(summary, kind, layer, head, slider[3]))
+        slider = list(_step_slider(summary, str(kind)))
+        if view and "step" in wanted:
+            slider[3] = wanted["step"]
+        return (*panels, *slider, *_figures(summary, kind, layer, head, slider[3]),
+                None if job is not None else no_update)
     if ids.KIND in triggered and isinstance(kind, str) and kind in summary["kinds"]:
-        slider = _step_slider(summary, kind)
-        return (*keep[:_PANEL_OUTPUTS], *slider, *_figures(summary, kind, layer, head, slider[3]))
-    return (*keep, *_figures(summary, kind, layer, head, step))
+        new_slider = _step_slider(summary, kind)
+        return (*keep[:_PANEL_OUTPUTS], *new_slider, *_figures(summary, kind, layer, head, new_slider[3]),
+                no_update)
+    return (*keep, *_figures(summary, kind, layer, head, step), no_update)
 
 
 def _triggered() -> set[str]:
@@ -347,28 +431,47 @@ def _manager(app: dash.Dash, folder: Path) -> Any:
 def _register_controls(app: dash.Dash) -> None:
     app.clientside_callback(_SESSION_JS, Output(ids.SESSION, "data"), Input(ids.SESSION, "modified_timestamp"),
                             State(ids.SESSION, "data"))
-    app.callback(
+    selection = (
         Output(ids.MODEL, "value"), Output(ids.TASK, "value"), Output(ids.LAYERS, "value"),
         Output(ids.HEADS, "value"), Output(ids.HIDDEN, "value"), Output(ids.MODEL_SEED, "value"),
         Output(ids.LAYERS, "disabled"), Output(ids.HEADS, "disabled"), Output(ids.HIDDEN, "disabled"),
-        Output(ids.MODEL_SEED, "disabled"), Output(ids.MODEL_NOTE, "children"), Output(ids.RUN_NAME, "value"),
-        Input(ids.MODEL, "value"), Input(ids.TASK, "value"), Input(ids.SRC_LANG, "value"),
-        Input(ids.TGT_LANG, "value"))(on_selection)
+        Output(ids.MODEL_SEED, "disabled"), Output(ids.MODEL_NOTE, "children"), Output(ids.RUN_NAME, "value"))
+    # The page's first selection comes from on_restore (the link's, or the defaults), then on_selection follows
+    # the controls.
+    app.callback(*selection, Input(ids.MODEL, "value"), Input(ids.TASK, "value"), Input(ids.SRC_LANG, "value"),
+                 Input(ids.TGT_LANG, "value"), State(ids.PENDING, "data"), prevent_initial_call=True)(on_selection)
+    app.callback(
+        *[Output(o.component_id, o.component_property, allow_duplicate=True) for o in selection],
+        Output(ids.SRC_LANG, "value"), Output(ids.TGT_LANG, "value"),
+        *[Output(c, "value") for c in _RESTORED_CONTROLS], Output(ids.PENDING, "data"), Output(ids.AUTORUN, "data"),
+        Output(ids.RESTORED, "data"), Output(ids.ERROR, "children", allow_duplicate=True),
+        Input(app_ids.URL, "hash"), State(ids.RESTORED, "data"),
+        prevent_initial_call="initial_duplicate")(on_restore)
     app.callback(Output(ids.LANG_ROW, "style"), Output(ids.SECOND_ROW, "style"),
                  Output(ids.SECOND_LABEL, "children"), Input(ids.TASK, "value"))(on_task)
     app.callback(Output(ids.TYPED_ROW, "style"), Output(ids.RANDOM_ROW, "style"),
                  Input(ids.INPUT_KIND, "value"))(on_input_kind)
     app.callback(Output(ids.GEN_CONTROLS, "style"), Output(ids.MASK_CONTROLS, "style"),
                  Output(ids.PREDICT_NOTE, "children"), Output(ids.PREDICT, "children"),
-                 Input(ids.MODEL, "value"), Input(ids.RESULT, "data"))(on_predict_mode)
+                 Output(ids.PREDICT, "disabled", allow_duplicate=True),
+                 Input(ids.MODEL, "value"), Input(ids.RESULT, "data"), Input(ids.ERROR, "children"),
+                 prevent_initial_call="initial_duplicate")(on_predict_mode)
+    app.clientside_callback(
+        ClientsideFunction("attnviz_state", "playground"), Output(app_ids.URL, "hash", allow_duplicate=True),
+        *[Input(c, "value") for c in (ids.MODEL, ids.LAYERS, ids.HEADS, ids.HIDDEN, ids.MODEL_SEED, ids.TASK,
+                                      ids.SRC_LANG, ids.TGT_LANG, ids.INPUT_KIND, ids.TEXT, ids.SECOND, ids.LENGTH,
+                                      ids.RANDOM_SEED, ids.GEN_N, ids.GEN_MODE, ids.GEN_TEMP, ids.GEN_SEED,
+                                      ids.MASK_POS)],
+        Input(ids.RESULT, "data"), *[Input(c, "value") for c in (ids.KIND, ids.LAYER, ids.HEAD, ids.STEP)],
+        State(app_ids.TABS, "value"), State(ids.LAYERS, "disabled"), prevent_initial_call=True)
 
 
 def _register_jobs(app: dash.Dash, manager: Any) -> None:
     busy = [(Output(ids.RUN, "disabled"), True, False), (Output(ids.PREDICT, "disabled"), True, False)]
     app.callback(
         Output(ids.RESULT, "data"), Output(ids.ERROR, "children"), Output(ids.JOB, "data"),
-        Input(ids.RUN, "n_clicks"), Input(ids.PREDICT, "n_clicks"),
-        *[State(i, "value") for i in JOB_STATES], State(ids.SESSION, "data"),
+        Input(ids.RUN, "n_clicks"), Input(ids.PREDICT, "n_clicks"), Input(ids.AUTORUN, "data"),
+        *[State(i, "value") for i in JOB_STATES], State(ids.PENDING, "data"), State(ids.SESSION, "data"),
         running=busy, prevent_initial_call=True,
     )(submit_job)
     # The background job's only declared output is the error line: Dash holds every callback downstream of a
@@ -412,9 +515,9 @@ def _register_views(app: dash.Dash) -> None:
         Output(ids.MASK_POS, "options"),
         Output(ids.STEP, "min"), Output(ids.STEP, "max"), Output(ids.STEP, "marks"), Output(ids.STEP, "value"),
         Output(ids.STEP_LABEL, "children"),
-        *[Output(g, "figure") for g in ids.GRAPHS],
+        *[Output(g, "figure") for g in ids.GRAPHS], Output(ids.PENDING, "data", allow_duplicate=True),
         Input(ids.RESULT, "data"), Input(ids.KIND, "value"), Input(ids.LAYER, "value"), Input(ids.HEAD, "value"),
-        Input(ids.STEP, "value"), prevent_initial_call=True)(on_views)
+        Input(ids.STEP, "value"), State(ids.PENDING, "data"), prevent_initial_call=True)(on_views)
     app.callback(Output(ids.LAYER, "value", allow_duplicate=True), Output(ids.HEAD, "value", allow_duplicate=True),
                  Input(ids.MODEL_VIEW, "clickData"), prevent_initial_call=True)(on_model_view_click)
 

@@ -9,8 +9,9 @@ from typing import Any
 from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.dashboard.playground import ids
 from attnviz.dashboard.urlstate import ViewState
+from attnviz.pipeline.models.heads import prediction_head
 from attnviz.pipeline.models.info import ModelInfo, ModelInfoError, get_model_info, known_models
-from attnviz.pipeline.playground.records import RESULT_RUN, TASK_OF_INFO_TASK
+from attnviz.pipeline.playground.records import RESULT_RUN, TASK_OF_INFO_TASK, TASKS, model_defaults
 from attnviz.pipeline.records import KIND_SIDES
 
 #: The controls whose change makes the translation task pick a model by its languages.
@@ -190,3 +191,121 @@ def head_options(n: int) -> list[dict]:
     """Options of the head dropdown: the mean of all heads, then each head."""
     return [{"label": "mean of all heads", "value": "mean"}] + [{"label": f"head {h}", "value": h}
                                                                  for h in range(n)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# A copied link: the URL fragment's pg.* entries (dashboard/urlstate.py) as the page's controls and its job
+# --------------------------------------------------------------------------------------------------------
+
+#: The job controls (``callbacks.JOB_STATES`` order) and the fragment key each is kept under.
+JOB_KEYS: tuple[str, ...] = ("model", "layers", "heads", "hidden", "seed", "task", "input", "text", "second",
+                             "length", "rseed", "gen_n", "mode", "temp", "gen_seed", "mask")
+#: What each job control holds before anything is chosen (the layout's values).
+JOB_DEFAULTS: dict[str, Any] = {"input": "typed", "text": "The quick brown fox jumps over the lazy dog.",
+                                "second": "", "length": 12, "rseed": 0, "gen_n": 8, "mode": "greedy", "temp": 1.0,
+                                "gen_seed": 0, "mask": None}
+_FLOAT_KEYS = ("temp",)
+_INT_KEYS = ("layers", "heads", "hidden", "seed", "length", "rseed", "gen_n", "gen_seed", "mask")
+
+
+def _number(key: str, raw: str | None, default: Any) -> Any:
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw) if key in _FLOAT_KEYS else int(raw)
+    except ValueError:
+        return default
+
+
+def restore_request(wish: dict[str, str], infos: dict[str, ModelInfo]) -> dict[str, Any]:
+    """What a link's Playground entries ask for (see :func:`attnviz.dashboard.urlstate.playground_wish`):
+    ``values`` (every job control, in ``JOB_KEYS`` order: the link's, else the model's or the layout's
+    defaults), the translation languages ``src``/``tgt``, ``op`` (``run``/``predict``: the result to compute again,
+    or None), its ``view`` (kind, layer, head, step) and a ``note`` for what could not be restored ("" if none).
+    Without entries (or an unknown model) the values are the page's defaults and there is no job."""
+    note = ""
+    model = wish.get("model")
+    if model is not None and model not in infos:
+        note = f"model {model!r} of this link is not in this installation's model_info: showing the default model"
+    if model not in infos:
+        model, wish = default_model(infos), {}
+    info = infos.get(model or "")
+    values: dict[str, Any] = {k: _number(k, wish.get(k), v) if k in _INT_KEYS or k in _FLOAT_KEYS
+                              else wish.get(k, v) for k, v in JOB_DEFAULTS.items()}
+    values["model"] = model
+    task = wish.get("task")
+    if info is not None:
+        allowed = _ALLOWED_TASKS[info.family]
+        default_task = TASK_OF_INFO_TASK[info.tasks[0]]
+        task = task if task in allowed and task in TASKS else default_task
+        d = model_defaults(info)
+        for key, name in (("layers", "layers"), ("heads", "heads"), ("hidden", "hidden"), ("seed", "seed")):
+            values[key] = _number(key, wish.get(key), d[name]) if info.random_weights else d[name]
+    values["task"] = task or "single"
+    if values["input"] not in ("typed", "random"):
+        values["input"] = "typed"
+    if values["mode"] not in ("greedy", "sample"):
+        values["mode"] = "greedy"
+    op = wish.get("result") if wish.get("result") in ("run", "predict") else None
+    view = {"kind": wish.get("kind"), "layer": as_int(wish.get("layer")), "head": wish.get("head"),
+            "step": as_int(wish.get("step"))}
+    return {"values": [values[k] for k in JOB_KEYS], "src": wish.get("src"), "tgt": wish.get("tgt"), "op": op,
+            "view": view, "note": note}
+
+
+def pending_of(data: Any) -> dict[str, Any] | None:
+    """The ``pg-pending`` store (a link's job, see :func:`restore_request`) as a callback received it: None when
+    empty; InputRefusedError when it lacks what the callbacks read (the server wrote it, so a client crafted it)."""
+    if not data:
+        return None
+    ok = (isinstance(data, dict) and isinstance(data.get("values"), list) and len(data["values"]) == len(JOB_KEYS)
+          and data.get("op") in (None, "run", "predict")
+          and (data.get("view") is None or isinstance(data.get("view"), dict)))
+    if not ok:
+        raise InputRefusedError("the playground's pending job is not a job request")
+    return data
+
+
+def restored_view(view: dict[str, Any] | None, kinds: list[str], shape: dict[str, Any], step_bounds: Any
+                  ) -> dict[str, Any]:
+    """The parts of a link's view (kind, layer, head, step) that a new result has: each checked against the
+    result's kinds, its layers × heads and the time-step slider's ``(lo, hi)`` for the kind (left out if not)."""
+    out: dict[str, Any] = {}
+    if not view:
+        return out
+    kind = view.get("kind")
+    if kind in kinds:
+        out["kind"] = kind
+    layers, heads = shape.get(out.get("kind", kinds[0]), (0, 0))
+    layer = view.get("layer")
+    if isinstance(layer, int) and 0 <= layer < layers:
+        out["layer"] = layer
+    head = view.get("head")
+    number = as_int(head)
+    if head == "mean":
+        out["head"] = "mean"
+    elif number is not None and 0 <= number < heads:
+        out["head"] = number
+    step = view.get("step")
+    if isinstance(step, int) and step_bounds is not None and step_bounds[0] <= step <= step_bounds[1]:
+        out["step"] = step
+    return out
+
+
+def predict_block(model: str | None, summary: dict | None) -> str:
+    """Why "Predict output words" cannot run for ``model`` (the reason shown beside the disabled button), or ""
+    when it can (or it is not known before the model runs: a hub model offline)."""
+    try:
+        info = get_model_info(model or "")
+    except ModelInfoError:
+        return ""
+    if summary and summary.get("model") == info.name and summary.get("has_lm_head") is False:
+        has_head: bool | None = False
+    else:
+        has_head = prediction_head(info)
+    if has_head is not False:
+        return ""
+    if info.family == "encoder":
+        return (f"{info.name} has no masked-language-model head (its checkpoint holds only the encoder), so it "
+                "cannot predict masked words")
+    return f"{info.name} has no language-model head, so it cannot predict words"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attnviz.dashboard.example import views
+from attnviz.dashboard.figjson import clear_of_toolbar
 from attnviz.dashboard.messages import message_figure
 from attnviz.dashboard.playground import ids
 from attnviz.dashboard.urlstate import ViewState
@@ -37,9 +38,11 @@ def _attempt(build: Callable[[], Any], n: int = 1) -> list[Any]:
 
 def draw(reader: StoreReader, state: ViewState) -> list[Any]:
     """The six figures of a result, in the order of :data:`ids.GRAPHS` (matrix, head view, model view, time
-    step bars and layers, embeddings); a view that cannot draw shows why in its place."""
-    return [*_attempt(lambda: views.matrix_view(reader, state)[0]),
-            *_attempt(lambda: views.head_view(reader, state)),
-            *_attempt(lambda: views.model_view(reader, state)),
-            *_attempt(lambda: views.timestep_view(reader, state), 2),
-            *_attempt(lambda: views.embeddings_view(reader, state))]
+    step bars and layers, embeddings), each title below Plotly's toolbar; a view that cannot draw shows why in
+    its place."""
+    figures = [*_attempt(lambda: views.matrix_view(reader, state)[0]),
+               *_attempt(lambda: views.head_view(reader, state)),
+               *_attempt(lambda: views.model_view(reader, state)),
+               *_attempt(lambda: views.timestep_view(reader, state), 2),
+               *_attempt(lambda: views.embeddings_view(reader, state))]
+    return [clear_of_toolbar(fig) if isinstance(fig, dict) else fig for fig in figures]

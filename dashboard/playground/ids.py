@@ -6,6 +6,9 @@ RESULT = "pg-result"
 ADD_REQUEST = "pg-add-request"
 ADDED = "pg-added"
 JOB = "pg-job"  #: a job handed to the background callback (too slow to answer at once)
+PENDING = "pg-pending"  #: a copied link's job and view, run once when the page opens (controls.restore_request)
+AUTORUN = "pg-autorun"  #: set once by a copied link that showed a result: runs PENDING's job
+RESTORED = "pg-restored"  #: set once the page has read the link's Playground entries (they are read only once)
 TAB = "playground"
 
 # Model and its configuration
@@ -44,6 +47,7 @@ JOB_LOADING = "pg-job-loading"  #: "running the model…" while a job takes long
 
 # Predict output words
 PREDICT_NOTE = "pg-predict-note"
+PREDICT_BLOCKED = "pg-predict-blocked"  #: why Predict is disabled for this model (inside PREDICT_NOTE)
 GEN_CONTROLS = "pg-gen-controls"
 GEN_N = "pg-gen-n"
 GEN_TEMP = "pg-gen-temp"

@@ -125,13 +125,14 @@ def _result_panel() -> dcc.Loading:
         html.Div(id=ids.SUMMARY, className="mb-2"),
         html.Div(id=ids.GENERATION, className="mb-2"),
         html.Div(id=ids.MASKED, className="mb-2"),
-        dbc.Row([
+        dbc.Row([  # the kind's names are long ("cross-attention (decoder → encoder)"): its column is widest
             dbc.Col([dbc.Label("attention", className="small mb-0"),
-                     dcc.Dropdown(id=ids.KIND, options=[], value="self", clearable=False)], width=4),
+                     dcc.Dropdown(id=ids.KIND, options=[], value="self", clearable=False, optionHeight=40,
+                                  style={"minWidth": "17rem"})], md=6),
             dbc.Col([dbc.Label("layer", className="small mb-0"),
-                     dcc.Dropdown(id=ids.LAYER, options=[], value=0, clearable=False)], width=4),
+                     dcc.Dropdown(id=ids.LAYER, options=[], value=0, clearable=False)], md=3),
             dbc.Col([dbc.Label("head", className="small mb-0"),
-                     dcc.Dropdown(id=ids.HEAD, options=[], value=0, clearable=False)], width=4),
+                     dcc.Dropdown(id=ids.HEAD, options=[], value=0, clearable=False)], md=3),
         ], className="g-1 mb-2"),
         dbc.Row([dbc.Col(_graph(ids.MATRIX), lg=6), dbc.Col(_graph(ids.HEAD_VIEW), lg=6)]),
         _graph(ids.MODEL_VIEW),
@@ -155,5 +156,8 @@ def layout() -> html.Div:
         dcc.Store(id=ids.ADD_REQUEST, storage_type="memory"),
         dcc.Store(id=ids.ADDED, storage_type="memory"),
         dcc.Store(id=ids.JOB, storage_type="memory"),
+        dcc.Store(id=ids.PENDING, storage_type="memory"),
+        dcc.Store(id=ids.AUTORUN, storage_type="memory"),
+        dcc.Store(id=ids.RESTORED, storage_type="memory", data=False),
         dbc.Row([dbc.Col(_input_panel(infos), lg=4), dbc.Col(_result_panel(), lg=8)], className="g-3"),
     ], id=ids.TAB, className="pt-2")

@@ -331,20 +331,24 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
         shapes[kind] = (len(layers), layers[0].shape[1])
         q_side, k_side = ("target", "source") if kind == "cross" else (SIDE_OF_KIND[kind],) * 2
         key_flags = np.zeros(masks[k_side].shape, dtype=np.uint8)
-        for n, fl in enumerate(flags[k_side]):
+        key_ids = np.full(masks[k_side].shape, -1, dtype=np.int64)  # padding: never read (not a valid key)
+        for n, (fl, enc) in enumerate(zip(flags[k_side], batch, strict=True)):
             key_flags[n, : len(fl)] = fl
+            ids_n = enc.source_ids if k_side == "source" else (enc.target_ids or [])
+            key_ids[n, : len(ids_n)] = ids_n
         causal, self_attention = (kind == "decoder" or lm.family == "decoder"), kind != "cross"
         if on_device:
             from attnviz.pipeline.models.torch_metrics import attention_metrics_torch
 
             found = attention_metrics_torch(torch.stack(layers, 1), masks[q_side], masks[k_side], key_flags,
-                                            causal=causal, self_attention=self_attention)
+                                            causal=causal, self_attention=self_attention, key_ids=key_ids)
             kinds_metrics[kind] = {name: values.cpu().numpy() for name, values in found.items()}
         else:
             # One layer at a time, on the model's own float32 output (no [B, L, H, Tq, Tk] copy): the same numbers
             # as the whole batch at once, 2-3x faster (the chunks of examples stay in the cache).
             per_layer = [attention_metrics(layer.float().numpy()[:, None], masks[q_side], masks[k_side], key_flags,
-                                           causal=causal, self_attention=self_attention) for layer in layers]
+                                           causal=causal, self_attention=self_attention, key_ids=key_ids)
+                         for layer in layers]
             kinds_metrics[kind] = {name: np.concatenate([m[name] for m in per_layer], axis=1)
                                    for name in per_layer[0]}
         if not kept_rows:

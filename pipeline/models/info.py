@@ -93,6 +93,9 @@ class ModelInfo(BaseModel):
     trust_remote_code: bool = False
     qkv_modules: QKVModules | None = None
     score_scale: float | None = Field(None, description="multiplier of QK^T before softmax (default 1/sqrt(d_k))")
+    trained_by: str | None = Field(None, description="the attnviz command that trains these weights here (kind: "
+                                   "local), e.g. 'attnviz train-demo': labelled 'trained here', named when the "
+                                   "folder is missing")
 
     @field_validator("config")
     @classmethod
@@ -112,8 +115,10 @@ class ModelInfo(BaseModel):
 
     @property
     def display_name(self) -> str:
-        """Name shown in the UI, marked when the weights are random."""
-        return f"{self.name} (random weights)" if self.random_weights else self.name
+        """Name shown in the UI, marked when the weights are random or were trained here."""
+        if self.random_weights:
+            return f"{self.name} (random weights)"
+        return f"{self.name} (trained here)" if self.trained_by else self.name
 
 
 def shipped_model_info_dir() -> Path:

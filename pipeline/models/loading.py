@@ -15,6 +15,7 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from attnviz.pipeline.models.heads import has_mlm_head
 from attnviz.pipeline.models.info import ModelInfo, ModelInfoError, get_model_info
 
 
@@ -241,8 +242,7 @@ def _pretrained(info: ModelInfo, path: str, overrides: dict[str, Any]) -> tuple[
     if info.family != "encoder":
         return _head_class(info.family).from_pretrained(path, **kwargs), True
     # Use the MLM head only if the checkpoint really has one (else it would be random and misleading).
-    archs = getattr(config, "architectures", None) or []
-    if any("MaskedLM" in a or "ForPreTraining" in a for a in archs):
+    if has_mlm_head(getattr(config, "architectures", None)):
         return transformers.AutoModelForMaskedLM.from_pretrained(path, **kwargs), True
     return AutoModel.from_pretrained(path, **kwargs), False
 
@@ -280,7 +280,8 @@ def load_model(name_or_info: str | ModelInfo, overrides: dict[str, Any] | None =
             elif src.kind == "local":
                 path = os.path.expanduser(src.path or "")
                 if not Path(path).is_dir():
-                    raise ModelLoadError(f"model {info.name!r}: folder {path} does not exist")
+                    how = f": train it first with '{info.trained_by}'" if info.trained_by else ""
+                    raise ModelLoadError(f"model {info.name!r}: folder {path} does not exist{how}")
             else:
                 path = src.id or ""
             tok = load_tokenizer(info, path)

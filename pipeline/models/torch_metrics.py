@@ -24,12 +24,13 @@ def _as_bool(x: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor
 
 def attention_metrics_torch(attn: torch.Tensor, query_mask: torch.Tensor | np.ndarray,
                             key_mask: torch.Tensor | np.ndarray, key_flags: torch.Tensor | np.ndarray, *,
-                            causal: bool, self_attention: bool, threshold: float = SPARSITY_THRESHOLD
-                            ) -> dict[str, torch.Tensor]:
+                            causal: bool, self_attention: bool, threshold: float = SPARSITY_THRESHOLD,
+                            key_ids: torch.Tensor | np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """:func:`attnviz.pipeline.metrics.attention_metrics` on ``attn`` ``[B, L, H, Tq, Tk]`` where it lies.
 
-    ``attn`` is cast to float32; masks and flags may be numpy arrays (moved to the device). Returns
-    ``name -> [B, L, H]`` float32 tensors on the device, in registry order (NaN where undefined).
+    ``attn`` is cast to float32; masks, flags and ``key_ids`` (the keys' token ids, for the head-detector scores,
+    which are NaN without them) may be numpy arrays (moved to the device). Returns ``name -> [B, L, H]`` float32
+    tensors on the device, in registry order (NaN where undefined).
     """
     if attn.dim() != 5:
         raise ValueError(f"attn must be [B, L, H, Tq, Tk], got shape {tuple(attn.shape)}")
@@ -105,6 +106,13 @@ def attention_metrics_torch(attn: torch.Tensor, query_mask: torch.Tensor | np.nd
         rows["mass_next"] = (nxt, w_next)
         rows["mean_distance"] = ((a * dist).sum(-1), ok)
 
+    detectors: dict[str, torch.Tensor] = {}
+    if self_attention and key_ids is not None:
+        ids = torch.as_tensor(np.asarray(key_ids) if not isinstance(key_ids, torch.Tensor) else key_ids, device=dev)
+        if ids.shape != (b, tk):
+            raise ValueError(f"key_ids must be [B, Tk] = {(b, tk)}, got {tuple(ids.shape)}")
+        detectors = _detector_scores(a, valid, ids, rowsum)
+
     out: dict[str, torch.Tensor] = {}
     nan = torch.full((b, n_layers, n_heads), float("nan"), dtype=f64, device=dev)
     for name in METRICS:
@@ -123,9 +131,32 @@ def attention_metrics_torch(attn: torch.Tensor, query_mask: torch.Tensor | np.nd
             num = (values.to(f64) * weight[:, None, None]).sum(-1)
             den = weight.sum(1)[:, None, None]
             val = torch.where(den > 0, num / den.clamp(min=1), nan)
-        else:  # self-only metric of cross-attention
+        elif name in detectors:
+            val = detectors[name]
+        else:  # self-only metric of cross-attention (or a head-detector score without token ids)
             val = nan
         out[name] = val.to(f32)
+    return out
+
+
+def _detector_scores(a: torch.Tensor, valid: torch.Tensor, ids: torch.Tensor, rowsum: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """The duplicate-token and induction head scores (TransformerLens, ``error_measure="mul"``) as the reference
+    defines them (:func:`attnviz.pipeline.metrics._detector_scores`): the weight on the detection pattern over the
+    weight of every valid pair, float64 sums; NaN where the example has no valid row or its weights sum to 0."""
+    tq = a.shape[-2]
+    same = ids[:, :, None] == ids[:, None, :]  # [B, T, T]
+    duplicate = same & valid & torch.ones(tq, tq, dtype=torch.bool, device=a.device).tril(-1)[None]
+    induction = torch.zeros_like(duplicate)
+    induction[:, :, 1:] = duplicate[:, :, :-1] & valid[:, :, 1:]
+    den = rowsum.to(torch.float64).sum(-1)  # [B, L, H]
+    usable = valid.any(dim=2).any(dim=1)[:, None, None] & (den != 0)
+    out = {}
+    for name, pattern in (("duplicate_token", duplicate), ("induction", induction)):
+        num = torch.where(pattern[:, None, None], a, torch.zeros((), dtype=a.dtype, device=a.device)
+                          ).to(torch.float64).sum(dim=(-1, -2))
+        out[name] = torch.where(usable, num / torch.where(den != 0, den, torch.ones_like(den)),
+                                torch.full_like(den, float("nan")))
     return out
 
 

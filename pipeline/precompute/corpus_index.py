@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from attnviz.pipeline.statistics import corpus_index
 from attnviz.pipeline.statistics.aggregates import Groups, layer_rows
 from attnviz.pipeline.statistics.corpus_index import build_metric_index, hash_sample
 from attnviz.pipeline.statistics.filters import ExampleColumns
-from attnviz.pipeline.store import RunInfo, read_group_sums, read_metric_rows, run_meta
+from attnviz.pipeline.store import RunInfo, StoreError, read_group_sums, read_metric_rows, run_meta
 from attnviz.pipeline.store.aggregates import (
     MOMENTS,
     IndexColumns,
@@ -67,12 +68,31 @@ def build_metric_file(store: str, info: RunInfo, kind: str, metric: str, of_exam
     return f"{kind}/{metric}"
 
 
+def index_is_fresh(store: str | os.PathLike, info: RunInfo) -> bool:
+    """Whether the run's corpus index exists for its current shards: the columns file and every metric's file
+    (an unreadable file counts as not fresh)."""
+    try:
+        cols = load_index_columns(store, info.name)
+        if cols is None or cols.is_stale(info):
+            return False
+        meta = run_meta(info.meta)
+        for kind in info.kinds:
+            for metric in meta.metrics_of(kind):
+                found = load_metric_index(store, info.name, kind, metric, parts=(), sample=False)
+                if found is None or not found.fresh(info, cols):
+                    return False
+    except StoreError:
+        return False
+    return True
+
+
 def build_corpus_index(store: str | os.PathLike, info: RunInfo, columns: ExampleColumns, groups: Groups, *,
                        kinds: list[str] | None = None, workers: int | None = None, scheduler: str | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> IndexSummary:
+                       client: Any = None, progress: Callable[[int, int], None] | None = None) -> IndexSummary:
     """Write what is missing or stale of the run's corpus index: its columns file, then one file per (kind,
-    metric). ``workers``/``scheduler``: build the metric files on dask (a LocalCluster of ``workers`` processes,
-    or the scheduler at that address); otherwise in this process. ``progress(done, total)`` after each metric."""
+    metric). ``client`` (a dask client), ``scheduler`` or ``workers`` (a LocalCluster of that many processes):
+    build the metric files on dask; otherwise (``workers`` 0 or None) in this process. ``progress(done, total)``
+    after each metric."""
     t0 = time.perf_counter()
     store = os.fspath(store)
     cols = index_columns(info, columns, groups)
@@ -93,8 +113,8 @@ def build_corpus_index(store: str | os.PathLike, info: RunInfo, columns: Example
     built: list[str] = []
     if not todo:
         pass
-    elif workers or scheduler:
-        built = _on_dask(store, info, todo, args, workers, scheduler, progress)
+    elif client is not None or workers or scheduler:
+        built = _on_dask(store, info, todo, args, workers, scheduler, progress, client)
     else:
         for kind, metric in todo:
             built.append(build_metric_file(store, info, kind, metric, *args))
@@ -121,11 +141,13 @@ def index_group_sums(store: str | os.PathLike, info: RunInfo, kind: str, names: 
 
 
 def _on_dask(store: str, info: RunInfo, todo: list[tuple[str, str]], args: tuple, workers: int | None,
-             scheduler: str | None, progress: Callable[[int, int], None] | None) -> list[str]:
+             scheduler: str | None, progress: Callable[[int, int], None] | None, given: Any = None) -> list[str]:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
-    if scheduler:
+    if given is not None:
+        client = given
+    elif scheduler:
         client = Client(scheduler)
     else:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
@@ -141,9 +163,11 @@ def _on_dask(store: str, info: RunInfo, todo: list[tuple[str, str]], args: tuple
                 progress(len(built), len(todo))
         return built
     finally:
-        client.close()
+        if given is None:
+            client.close()
         if cluster is not None:
             cluster.close()
 
 
-__all__ = ["IndexSummary", "build_corpus_index", "build_metric_file", "index_columns", "index_group_sums"]
+__all__ = ["IndexSummary", "build_corpus_index", "build_metric_file", "index_columns", "index_group_sums",
+           "index_is_fresh"]

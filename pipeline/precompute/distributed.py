@@ -299,7 +299,7 @@ def precompute_distributed(options: PrecomputeOptions, *, client: Client | None 
     ``options.threads`` forces torch threads per task (default: cores // worker threads on each host).
     ``progress``/``on_start`` as in ``precompute``; ``say`` gets one-line messages (cluster, dashboard link).
     """
-    from attnviz.pipeline.precompute.local import forget_if_empty, prepare_run
+    from attnviz.pipeline.precompute.local import finish_analysis, forget_if_empty, prepare_run
 
     workers, scheduler = options.workers, options.scheduler
     if sum(x is not None for x in (workers, scheduler, client)) != 1:
@@ -312,11 +312,11 @@ def precompute_distributed(options: PrecomputeOptions, *, client: Client | None 
 
             resolve_device(options.device)
         prep = prepare_run(options, model_device="cpu")  # the client only tokenizes: its model stays on the CPU
-        if not prep.todo:  # a finished run: nothing to start a cluster for
+        if not prep.todo:  # a finished run: nothing to start a cluster for (its analysis runs in this process)
             _say(say, f"run {prep.run!r} is complete in {prep.store}: nothing to compute")
             if on_start:
                 on_start(prep.skipped, prep.total)
-            return prep.summary(0)
+            return prep.summary(0, finish_analysis(prep, client=dask_client))
         if dask_client is None:
             dask_client = stack.enter_context(connect(workers, say=say))
         if on_start:
@@ -326,8 +326,9 @@ def precompute_distributed(options: PrecomputeOptions, *, client: Client | None 
         except BaseException:
             forget_if_empty(prep)
             raise
+        analysis = finish_analysis(prep, client=dask_client)
     _remove_stale_temps(prep)
-    return prep.summary(new)
+    return prep.summary(new, analysis)
 
 
 def _run_tasks(client: Client, prep: PreparedRun, *, retries: int,

@@ -128,19 +128,23 @@ def _is_scalar(value: Any) -> bool:
 
 
 def parse_random_spec(spec: str) -> dict[str, int] | None:
-    """Parse ``random:length=32,count=100,seed=0`` (all optional); None if ``spec`` is not a random spec."""
+    """Parse ``random:length=32,count=100,seed=0,repeat=1`` (all optional); None if ``spec`` is not a random spec.
+
+    ``repeat=R`` repeats each random sequence R times (``repeat=2``: a random sequence repeated twice, the input
+    of the induction and duplicate-token scores); ``length`` is the length of one copy.
+    """
     m = RANDOM_SPEC.match(spec.strip())
     if not m:
         return None
-    params = {"length": 16, "count": 100, "seed": 0}
+    params = {"length": 16, "count": 100, "seed": 0, "repeat": 1}
     for part in filter(None, (m.group(1) or "").split(",")):
         key, sep, value = part.partition("=")
         if not sep or key not in params or not value.strip().isdigit():
-            raise InputError(f"bad random input {spec!r}: use random:length=N,count=N,seed=N")
+            raise InputError(f"bad random input {spec!r}: use random:length=N,count=N,seed=N[,repeat=N]")
         params[key] = int(value)
-    if params["length"] < 1 or params["count"] < 1:
-        raise InputError(f"bad random input {spec!r}: length and count must be at least 1")
-    if params["length"] > MAX_RANDOM_LENGTH:
+    if params["length"] < 1 or params["count"] < 1 or params["repeat"] < 1:
+        raise InputError(f"bad random input {spec!r}: length, count and repeat must be at least 1")
+    if params["length"] * params["repeat"] > MAX_RANDOM_LENGTH:
         raise InputError(f"bad random input {spec!r}: length {params['length']} is longer than any model accepts; "
                          "use the model's max length or less")
     if params["count"] > MAX_RANDOM_COUNT:
@@ -160,13 +164,14 @@ def special_token_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 
 class RandomExamples(Sequence[InputExample]):
-    """Reproducible random token sequences, built only when accessed: example k uses seed ``seed + k``.
+    """Reproducible random token sequences, built only when accessed: example k uses seed ``seed + k``; with
+    ``repeat`` > 1 the sequence is repeated that many times (between the tokenizer's special tokens).
 
     ``random:count=100000000`` with ``--limit 2`` builds two examples, not 10⁸.
     """
 
-    def __init__(self, tokenizer: Any, length: int, count: int, seed: int) -> None:
-        self.tokenizer, self.length, self.size, self.seed = tokenizer, length, count, seed
+    def __init__(self, tokenizer: Any, length: int, count: int, seed: int, repeat: int = 1) -> None:
+        self.tokenizer, self.length, self.size, self.seed, self.repeat = tokenizer, length, count, seed, repeat
         self.prefix, self.suffix = special_token_frame(tokenizer)
 
     @cached_property
@@ -179,7 +184,7 @@ class RandomExamples(Sequence[InputExample]):
 
     def _example(self, k: int) -> InputExample:
         rng = np.random.default_rng(self.seed + k)
-        content = [int(x) for x in rng.choice(self._allowed, size=self.length, replace=True)]
+        content = [int(x) for x in rng.choice(self._allowed, size=self.length, replace=True)] * self.repeat
         return InputExample(k, self.tokenizer.decode(content), meta={"random_seed": self.seed + k},
                             token_ids=[*self.prefix, *content, *self.suffix])
 
@@ -201,8 +206,10 @@ def random_inputs(tokenizer: Any, spec: str) -> InputSet:
     params = parse_random_spec(spec)
     if params is None:
         raise InputError(f"{spec!r} is not a random input spec")
-    examples = RandomExamples(tokenizer, params["length"], params["count"], params["seed"])
+    examples = RandomExamples(tokenizer, params["length"], params["count"], params["seed"], params["repeat"])
     canon = f"random:length={params['length']},count={params['count']},seed={params['seed']}"
+    if params["repeat"] > 1:  # written only when used: specs without it keep their fingerprint
+        canon += f",repeat={params['repeat']}"
     return InputSet(examples, canon, hashlib.sha256(canon.encode()).hexdigest(), "random")
 
 

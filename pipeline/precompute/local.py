@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from attnviz.pipeline.precompute.inputs import (
 )
 from attnviz.pipeline.precompute.keep import parse_attention
 from attnviz.pipeline.precompute.options import PrecomputeOptions
+from attnviz.pipeline.precompute.windows import LongInputs, resolved, split_example
 from attnviz.pipeline.records import ExampleResult
 from attnviz.pipeline.store import (
     ShardEntry,
@@ -68,12 +70,17 @@ class PrecomputeSummary:
     store_bytes: int
     blank_lines: int
     truncated: int
+    #: what the analysis after the last shard did: "computed", "up to date", or "" (not asked, or no examples)
+    analysis: str = ""
 
     def line(self) -> str:
         rate = self.new_examples / self.seconds if self.seconds > 0 else 0.0
-        return (f"run {self.run!r}: {self.examples} examples ({self.new_examples} new, {self.skipped_examples} "
+        text = (f"run {self.run!r}: {self.examples} examples ({self.new_examples} new, {self.skipped_examples} "
                 f"resumed), {self.tokens} tokens, {self.truncated} truncated, {self.blank_lines} blank lines "
                 f"skipped, {self.seconds:.1f} s ({rate:.1f} ex/s), store {self.store_bytes / 1e6:.1f} MB")
+        if self.analysis:
+            text += f"; head similarity and relative positions {self.analysis}"
+        return text
 
 
 def default_run_name(model: str, input_spec: str) -> str:
@@ -115,7 +122,8 @@ def plan_missing(encoded: Sequence[EncodedExample], committed: Sequence[ShardEnt
 
 def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture: Sequence[str], dtype: str,
                  mantissa_bits: int | None = None, attention: str = "all",
-                 shard_size: int, max_shard_elements: int, planned: int) -> dict[str, Any]:
+                 shard_size: int, max_shard_elements: int, planned: int,
+                 long_inputs: LongInputs | None = None) -> dict[str, Any]:
     """Everything the store records about a run, as the JSON dict the index stores (see docs/store-format.md;
     read it back with :func:`attnviz.pipeline.store.meta.run_meta`)."""
     shape = lm.shape()
@@ -131,6 +139,8 @@ def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture:
         "dtype": dtype,
         "mantissa_bits": mantissa_bits,
         "max_length": max_length,
+        # None: truncated (the default, and what stores made before this key read as); else "window:STRIDE"
+        "long_inputs": long_inputs.spec() if long_inputs is not None and long_inputs.windowed else None,
         "capture": list(capture),
         "kinds": list(shape),
         "shape": {k: list(v) for k, v in shape.items()},
@@ -179,14 +189,16 @@ class PreparedRun:
     def total(self) -> int:
         return len(self.encoded)
 
-    def summary(self, new_examples: int) -> PrecomputeSummary:
-        """The command's summary once ``new_examples`` examples were committed by it."""
+    def summary(self, new_examples: int, analysis: str = "") -> PrecomputeSummary:
+        """The command's summary once ``new_examples`` examples were committed by it (``analysis``: see
+        :func:`finish_analysis`)."""
         final = self.writer.runs()[self.run]
         return PrecomputeSummary(
             store=self.store, run=self.run, examples=final.num_examples, new_examples=new_examples,
             skipped_examples=self.skipped, tokens=sum(e.size for e in self.encoded),
             seconds=time.perf_counter() - self.t0, store_bytes=store_size(self.store),
-            blank_lines=self.inputs.blank_lines, truncated=sum(e.truncated for e in self.encoded))
+            blank_lines=self.inputs.blank_lines, truncated=sum(e.truncated for e in self.encoded),
+            analysis=analysis)
 
 
 def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None,
@@ -204,7 +216,10 @@ def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None
     """
     t0 = time.perf_counter()
     o = options
-    get_model_info(o.model)  # unknown model / bad file: fail before reading a large input
+    described = get_model_info(o.model)  # unknown model / bad file: fail before reading a large input
+    if o.long_inputs.windowed and described.family == "encoder-decoder":
+        raise InputError(f"--long-inputs window cuts one text into windows, but {o.model} is an encoder-decoder "
+                         "model whose target would not follow the windows: use --long-inputs truncate")
     device = model_device or o.device
     if loaded is None:
         resolve_device(device)  # an absent device: fail before reading a large input
@@ -214,17 +229,45 @@ def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None
         raise InputError(f"the loaded model is {loaded.info.name!r} with overrides {loaded.overrides}, not "
                          f"{o.model!r} with {o.overrides}: pass the matching model name and --set values")
     lm = loaded or load_model(o.model, o.overrides, threads=o.threads, device=device, dtype=o.model_dtype)
-    max_len = checked_max_length(lm, o.max_length)
+    return plan_run(options, writer, lm, inputs, t0=t0)
+
+
+def encode_input(lm: LoadedModel, inputs: InputSet | None, options: PrecomputeOptions
+                 ) -> tuple[InputSet, list[EncodedExample], int]:
+    """The input set (random specs are built with the model's tokenizer), its examples tokenized as the run
+    stores them (up to ``options.limit``) and the token limit used."""
+    max_len = checked_max_length(lm, options.max_length)
     if inputs is None:
-        inputs = random_inputs(lm.tokenizer, o.input)
-        check_random_length(lm, o.input)
-    examples = inputs.examples[:o.limit] if o.limit else inputs.examples
-    encoded = [encode(lm, ex, max_len) for ex in examples]
+        inputs = random_inputs(lm.tokenizer, options.input)
+        check_random_length(lm, options.input)
+    examples = inputs.examples[:options.limit] if options.limit else inputs.examples
+    long_inputs = resolved(options.long_inputs, lm.tokenizer, max_len)
+    return inputs, encode_examples(lm, examples, max_len, long_inputs), max_len
+
+
+def plan_run(options: PrecomputeOptions, writer: StoreWriter, lm: LoadedModel, inputs: InputSet | None, *,
+             t0: float | None = None, encoded: list[EncodedExample] | None = None,
+             extra_meta: dict[str, Any] | None = None) -> PreparedRun:
+    """Encode and plan the input for an already loaded model, then create or resume the run in the index.
+
+    The second half of :func:`prepare_run`, for callers that hold a model which no model_info file loads (a
+    model in training: :mod:`attnviz.pipeline.training`). ``inputs`` None: ``options.input`` is a random spec.
+    ``encoded``: the input already tokenized by :func:`encode_input` (not tokenized again). ``extra_meta`` is
+    added to the run's metadata (e.g. a checkpoint's ``series`` entry).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    o = options
+    if encoded is None or inputs is None:
+        inputs, encoded, max_len = encode_input(lm, inputs, o)
+    else:
+        max_len = checked_max_length(lm, o.max_length)
+    long_inputs = resolved(o.long_inputs, lm.tokenizer, max_len)
     vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in o.capture))
     run = o.run or default_run_name(o.model, inputs.spec)
     meta = run_metadata(lm, inputs, max_length=max_len, capture=o.capture, dtype=o.dtype,
                         mantissa_bits=o.mantissa_bits, attention=o.attention, shard_size=o.shard_size,
-                        max_shard_elements=o.max_shard_elements, planned=len(encoded))
+                        max_shard_elements=o.max_shard_elements, planned=len(encoded), long_inputs=long_inputs)
+    meta.update(extra_meta or {})
     info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
     stored = run_meta(info.meta)
     todo = plan_missing(encoded, info.shards, vals, o.shard_size, o.max_shard_elements)
@@ -236,6 +279,23 @@ def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None
         planned=max(len(encoded), stored.planned_examples or 0),
         fingerprint=str(stored.fingerprint), created=not info.shards, options=o, t0=t0,
         keep=parse_attention(o.attention).keep_mask(len(encoded), len(inputs.examples)))
+
+
+def encode_examples(lm: LoadedModel, examples: Sequence[Any], max_len: int,
+                    long_inputs: LongInputs) -> list[EncodedExample]:
+    """Tokenize the input examples in order: one example each, truncated to ``max_len`` tokens, or (windowed
+    runs, :mod:`.windows`) a text longer than that as consecutive window examples. Example indices are the
+    positions in the result (the input index when nothing is windowed)."""
+    if not long_inputs.windowed:
+        return [encode(lm, ex, max_len) for ex in examples]
+    out: list[EncodedExample] = []
+    for ex in examples:
+        windows = split_example(lm.tokenizer, ex, max_len, long_inputs, len(out))
+        if windows:
+            out.extend(EncodedExample(window, ids, None, False) for window, ids in windows)
+        else:
+            out.append(encode(lm, dataclasses.replace(ex, index=len(out)), max_len))
+    return out
 
 
 def checked_max_length(lm: LoadedModel, max_length: int | None) -> int:
@@ -254,7 +314,11 @@ def check_random_length(lm: LoadedModel, input_spec: str) -> None:
     params = parse_random_spec(input_spec) or {}
     prefix, suffix = special_token_frame(lm.tokenizer)
     room = lm.max_length - len(prefix) - len(suffix)
-    if params.get("length", 0) > room:
+    repeat = params.get("repeat", 1)
+    if params.get("length", 0) * repeat > room:
+        if repeat > 1:
+            raise InputError(f"random length {params['length']} repeated {repeat} times is longer than "
+                             f"{lm.info.name} accepts: use random:length={room // repeat} or less")
         raise InputError(f"random length {params['length']} is longer than {lm.info.name} accepts: use "
                          f"random:length={room} or less")
 
@@ -322,9 +386,19 @@ def precompute(options: PrecomputeOptions, *, progress: Callable[[int, int], Non
     """
     if options.distributed:
         raise InputError("these options ask for a dask run (--workers/--scheduler): use precompute_distributed")
-    prep = prepare_run(options, loaded=loaded)
+    return run_prepared(prepare_run(options, loaded=loaded), progress=progress, on_start=on_start)
+
+
+def run_prepared(prep: PreparedRun, *, progress: Callable[[int, int], None] | None = None,
+                 on_start: Callable[[int, int], None] | None = None,
+                 classifier: TokenClassifier | None = None) -> PrecomputeSummary:
+    """Compute and commit every shard a prepared run still lacks, in this process (see :func:`precompute`).
+
+    ``classifier``: token flags and strings already read for this model's tokenizer (reused, e.g. by every
+    checkpoint of a training series); the ids still to compute are added to it.
+    """
     # Token flags and strings of every id still to compute, read now with the preparation, not batch by batch.
-    classifier = TokenClassifier(prep.lm)
+    classifier = classifier or TokenClassifier(prep.lm)
     classifier.learn(i for start, count in prep.todo for e in prep.encoded[start:start + count]
                      for i in (*e.source_ids, *(e.target_ids or ())))
     try:
@@ -334,7 +408,20 @@ def precompute(options: PrecomputeOptions, *, progress: Callable[[int, int], Non
     except BaseException:
         forget_if_empty(prep)
         raise
-    return prep.summary(new)
+    return prep.summary(new, finish_analysis(prep))
+
+
+def finish_analysis(prep: PreparedRun, *, client: Any = None) -> str:
+    """After the last shard: cache the run's head similarity and relative positions (``attnviz analyze``) unless
+    the cache is up to date, in this process (or on ``client``'s dask cluster). Resumable: the cache is written
+    atomically, so a command killed here computes it on its next run, which finds no shard left to compute.
+    Returns ``"computed"``, ``"up to date"`` or ``""`` (not asked: ``options.analyze`` is false)."""
+    if not prep.options.analyze:
+        return ""
+    from attnviz.pipeline.precompute.analyze import ensure_analysis
+
+    done = ensure_analysis(prep.store, prep.run, workers=0, client=client)
+    return "computed" if done is not None else "up to date"
 
 
 def forget_if_empty(prep: PreparedRun) -> None:
@@ -382,4 +469,5 @@ def _wait_committed(pending: tuple[Future, int], prep: PreparedRun,
 
 
 __all__ = ["PrecomputeSummary", "PreparedRun", "StoreError", "compute_shard", "compute_shard_results",
-           "default_run_name", "plan_shards", "precompute", "prepare_run", "run_metadata"]
+           "default_run_name", "encode_input", "plan_run", "plan_shards", "precompute", "prepare_run",
+           "run_metadata", "run_prepared"]

@@ -23,6 +23,7 @@ from typing import Any
 
 from attnviz.pipeline.precompute.inputs import InputError
 from attnviz.pipeline.precompute.keep import parse_attention
+from attnviz.pipeline.precompute.windows import LongInputs, parse_long_inputs
 
 #: What a run can capture besides attention (which is always captured).
 CAPTURES = ("attention", "qkv", "hidden", "embeddings")
@@ -54,7 +55,7 @@ class PrecomputeOptions:
     sequence and is kept as a tuple in canonical order; ``overrides`` may be a mapping or ``--set``-style
     ``key=value`` strings and is kept as a dict; ``mantissa_bits`` equal to every bit of ``dtype`` is kept as
     ``None`` (no rounding). ``workers``/``scheduler`` choose the dask run (at most one of them; neither: the
-    single-process run).
+    single-process run). ``long_inputs`` may be given as its command-line spelling (``"window:64"``).
     """
 
     model: str = "minilm"  #: model_info name (see ``attnviz models``)
@@ -64,6 +65,8 @@ class PrecomputeOptions:
     limit: int | None = None  #: only the first N examples
     batch_size: int = 16  #: examples per forward pass
     max_length: int | None = None  #: truncate inputs to this many tokens (default: the model's own limit)
+    #: longer inputs: ``truncate``, or ``window[:STRIDE]`` (overlapping windows stored as linked examples)
+    long_inputs: LongInputs = LongInputs()
     capture: tuple[str, ...] = ("attention", "embeddings")  #: attention plus any of qkv, hidden, embeddings
     dtype: str = "float16"  #: stored tensor dtype: float16 or float32
     mantissa_bits: int | None = None  #: round stored attention weights to N mantissa bits (None: every bit)
@@ -77,6 +80,8 @@ class PrecomputeOptions:
     attention: str = "all"
     device: str = "auto"  #: where the model runs: auto, cpu, cuda, cuda:N or mps
     model_dtype: str = "float32"  #: the dtype the model runs in: float32, float16 or bfloat16
+    #: after the last shard, cache head similarity and relative positions (``attnviz analyze``) unless up to date
+    analyze: bool = True
 
     def __post_init__(self) -> None:
         from attnviz.pipeline.store import MANTISSA_BITS  # h5py: imported when options are built, not with the CLI
@@ -119,6 +124,7 @@ class PrecomputeOptions:
         set_(self, "device", device)
         if self.model_dtype not in MODEL_DTYPES:
             raise InputError(f"unknown --model-dtype {self.model_dtype!r}: use {', '.join(MODEL_DTYPES)}")
+        set_(self, "long_inputs", parse_long_inputs(self.long_inputs))
         set_(self, "overrides", _overrides(self.overrides))
 
     @property

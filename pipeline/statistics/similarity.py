@@ -3,6 +3,8 @@ gives (used by the scan)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
@@ -30,13 +32,39 @@ def js_distance(attn: np.ndarray) -> np.ndarray:
     return out + out.T
 
 
-def cluster_order(distance: np.ndarray) -> np.ndarray:
-    """Leaf order of an average-linkage hierarchical clustering of a ``[C, C]`` distance matrix."""
+def _linkage(distance: np.ndarray) -> np.ndarray | None:
+    """Average-linkage clustering (optimal leaf ordering) of a ``[C, C]`` distance matrix; None below 3 heads."""
     d = np.asarray(distance, dtype=np.float64)
     if d.shape[0] < 3:
-        return np.arange(d.shape[0])
+        return None
     d = 0.5 * (d + d.T)
     np.fill_diagonal(d, 0.0)
-    z = hierarchy.linkage(squareform(np.nan_to_num(d, nan=1.0), checks=False), method="average",
-                          optimal_ordering=True)
+    return hierarchy.linkage(squareform(np.nan_to_num(d, nan=1.0), checks=False), method="average",
+                             optimal_ordering=True)
+
+
+def cluster_order(distance: np.ndarray) -> np.ndarray:
+    """Leaf order of an average-linkage hierarchical clustering of a ``[C, C]`` distance matrix."""
+    z = _linkage(distance)
+    if z is None:
+        return np.arange(np.asarray(distance).shape[0])
     return hierarchy.leaves_list(z).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ClusterTree:
+    """The dendrogram of :func:`cluster_order`'s clustering: its leaf order and scipy's segment coordinates
+    (``icoord``: leaf ``k`` at ``5 + 10 k``; ``dcoord``: merge distances)."""
+
+    order: np.ndarray
+    icoord: list[list[float]]
+    dcoord: list[list[float]]
+
+
+def cluster_tree(distance: np.ndarray) -> ClusterTree | None:
+    """The dendrogram of a distance matrix (None below 3 heads); its leaves are :func:`cluster_order`'s."""
+    z = _linkage(distance)
+    if z is None:
+        return None
+    tree = hierarchy.dendrogram(z, no_plot=True)
+    return ClusterTree(np.asarray(tree["leaves"], dtype=np.int64), tree["icoord"], tree["dcoord"])

@@ -19,8 +19,10 @@ Modules:
 * :mod:`~attnviz.pipeline.store.meta`: a run's metadata, typed (:class:`RunMeta`, read with :func:`run_meta`);
 * :mod:`~attnviz.pipeline.store.index`: the index file (:class:`RunInfo`, :class:`ShardEntry`) and shard headers;
 * :mod:`~attnviz.pipeline.store.writer`: shard files and :class:`StoreWriter`;
-* :mod:`~attnviz.pipeline.store.reader`: :class:`StoreReader`, :class:`ExampleTable`, :func:`open_shard`;
+* :mod:`~attnviz.pipeline.store.reader`: :class:`StoreReader`, :class:`ExampleTable`, :class:`ExampleWindows`,
+  :func:`open_shard`;
 * :mod:`~attnviz.pipeline.store.verify`: :func:`verify_store` (``attnviz verify``, ``--repair``);
+* :mod:`~attnviz.pipeline.store.series`: training series (one run per recorded checkpoint) read from the index;
 * :mod:`~attnviz.pipeline.store.corpus`: the columns, metric rows, texts and raw attention the Corpus tab and
   the scans read, and the ``analysis.h5`` file.
 """
@@ -63,7 +65,14 @@ from attnviz.pipeline.store.format import (
 )
 from attnviz.pipeline.store.index import RunInfo, ShardEntry, config_fingerprint, missing_ranges, overlapping_shards
 from attnviz.pipeline.store.meta import FINGERPRINT_KEYS, RunMeta, run_meta
-from attnviz.pipeline.store.reader import ExampleTable, StoreReader, open_shard
+from attnviz.pipeline.store.reader import ExampleTable, ExampleWindows, StoreReader, open_shard
+from attnviz.pipeline.store.series import (
+    Checkpoint,
+    SeriesError,
+    checkpoint_run_name,
+    series_checkpoints,
+    series_names,
+)
 from attnviz.pipeline.store.verify import StoreCheck, verify_store
 from attnviz.pipeline.store.writer import StoreWriter, shard_image, write_shard_file
 
@@ -76,8 +85,14 @@ __all__ = [
     "MANTISSA_BITS",
     "SCHEMA_VERSION",
     "Analysis",
+    "Checkpoint",
+    "SeriesError",
+    "checkpoint_run_name",
+    "series_checkpoints",
+    "series_names",
     "ExampleOutOfRangeError",
     "ExampleTable",
+    "ExampleWindows",
     "KindAnalysis",
     "MissingCaptureError",
     "NotKeptError",

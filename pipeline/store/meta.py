@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: Keys of a run's metadata that must match when a command writes to an existing run.
 FINGERPRINT_KEYS = ("model", "model_info", "overrides", "input_fingerprint", "max_length", "capture", "dtype",
-                    "mantissa_bits", "shard_size", "max_shard_elements", "attention", "model_dtype")
+                    "mantissa_bits", "shard_size", "max_shard_elements", "long_inputs", "attention", "model_dtype")
 #: The family a run without a ``family`` key is read as (the first stores held encoder models only).
 DEFAULT_FAMILY = "encoder"
 
@@ -37,6 +37,8 @@ class RunMeta(BaseModel):
     dtype: str = "float16"  #: stored tensor dtype
     mantissa_bits: int | None = None  #: None: every bit of ``dtype``; else the bits attention was rounded to
     max_length: int | None = None  #: truncation length in tokens
+    #: None: inputs longer than ``max_length`` were truncated; ``"window:STRIDE"``: cut into linked windows
+    long_inputs: str | None = None
     capture: list[str] = Field(default_factory=lambda: ["attention"])  #: subset of attention, qkv, hidden, embeddings
     kinds: list[str] = Field(default_factory=lambda: ["self"])  #: attention kinds
     shape: dict[str, tuple[int, int]] = Field(default_factory=dict)  #: kind -> (layers, heads)
@@ -54,6 +56,9 @@ class RunMeta(BaseModel):
     #: before the option), else ``none``, ``first:N``, ``every:K`` or ``sample:N,seed=S``.
     attention: str | None = None
     model_dtype: str | None = None  #: the dtype the model ran in; None: float32 (``--model-dtype``)
+    #: A training checkpoint's series entry (name, step, epoch, loss, learning_rate, probe_fingerprint, log);
+    #: None for other runs (:mod:`attnviz.pipeline.store.series`).
+    series: dict[str, Any] | None = None
 
     def metrics_of(self, kind: str) -> list[str]:
         """Metric names stored for attention kind ``kind`` (empty for a kind the run lacks)."""

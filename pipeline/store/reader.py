@@ -87,6 +87,34 @@ class ExampleTable:
         return [m.get(name) for m in self.meta]
 
 
+@dataclass(frozen=True)
+class ExampleWindows:
+    """The windows of one long input text (``--long-inputs window``) that an example belongs to.
+
+    For an example that is not a window (its text fitted, or the run truncates), ``examples == (i,)``,
+    ``position == 0`` and ``windowed`` is false.
+    """
+
+    input_index: int  #: the input example (position among non-blank input lines) the windows cut
+    examples: tuple[int, ...]  #: example indices of its windows in the run, in text order (those committed)
+    position: int  #: which of ``examples`` the example asked for is (an index into ``examples``)
+    token_starts: tuple[int, ...]  #: per window, its first content token's position in the text's tokens
+    total: int  #: windows the text was cut into (more than ``len(examples)`` while the run is incomplete)
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the example is one of several windows of a longer text."""
+        return self.total > 1
+
+    def previous(self) -> int | None:
+        """The example index of the window before (None for the first)."""
+        return self.examples[self.position - 1] if self.position > 0 else None
+
+    def next(self) -> int | None:
+        """The example index of the window after (None for the last one committed)."""
+        return self.examples[self.position + 1] if self.position + 1 < len(self.examples) else None
+
+
 def _read_guard(method):  # noqa: ANN001, ANN202 - decorator
     """Turn a low-level read failure (a damaged chunk, a vanished file) into a one-line StoreError."""
 
@@ -441,6 +469,26 @@ class StoreReader:
         with self._lock:
             self._tables[key] = table
         return table
+
+    def windows(self, run: str, i: int) -> ExampleWindows:
+        """The windows of the long text example ``i`` is a window of (``--long-inputs window``; its siblings are
+        consecutive examples, linked by the metadata keys ``window``, ``windows``, ``window_input`` and
+        ``window_token_start``), or just ``i`` for an ordinary example."""
+        table = self.examples(run)
+        n = len(table)
+        if not isinstance(i, int | np.integer) or not 0 <= int(i) < n:
+            raise ExampleOutOfRangeError(f"example {i} is out of range for run {run!r} (0..{n - 1})")
+        i = int(i)
+        meta = table.meta[i]
+        try:
+            k, total, source = int(meta["window"]), int(meta["windows"]), int(meta["window_input"])
+        except (KeyError, TypeError, ValueError):
+            return ExampleWindows(int(table.input_index[i]), (i,), 0, (0,), 1)
+        first = i - k
+        members = [j for j in range(max(0, first), min(n, first + total))
+                   if table.meta[j].get("window_input") == source and table.meta[j].get("window") == j - first]
+        starts = tuple(int(table.meta[j].get("window_token_start", 0)) for j in members)
+        return ExampleWindows(source, tuple(members), members.index(i), starts, total)
 
     def close(self) -> None:
         """Close every open shard file."""
