@@ -114,6 +114,13 @@ def precompute(
     shard_size: int = typer.Option(_D("shard_size"), help="examples per shard file (unit of commit and resume)"),
     workers: int | None = typer.Option(_D("workers"), help="run on a dask LocalCluster with N worker processes"),
     scheduler: str | None = typer.Option(_D("scheduler"), help="address of an existing dask scheduler"),
+    attention: str = typer.Option(
+        _D("attention"), help="which examples keep raw attention, Q/K/V, hidden states and embeddings: all, none, "
+                              "first:N, every:K or sample:N[,seed=S]; metrics and tokens are stored for every one"),
+    device: str = typer.Option(_D("device"), help="where the model runs: auto (a GPU if there is one), cpu, cuda, "
+                                                  "cuda:N or mps"),
+    model_dtype: str = typer.Option(_D("model_dtype"), help="dtype the model runs in: float32, float16 or bfloat16 "
+                                                            "(metrics are computed from its attention in float32)"),
     analyze: bool = typer.Option(_D("analyze"), help="after the last shard, cache head similarity and relative "
                                                      "positions (what 'attnviz analyze' does) unless up to date"),
 ) -> None:
@@ -127,7 +134,8 @@ def precompute(
             model=model, input=input, store=store, run=run, limit=limit, batch_size=batch_size,
             max_length=max_length, capture=parse_capture(capture), dtype=dtype, mantissa_bits=mantissa_bits,
             threads=threads, overrides=parse_overrides(set_), shard_size=shard_size, workers=workers,
-            scheduler=scheduler, long_inputs=parse_long_inputs(long_inputs), analyze=analyze)
+            scheduler=scheduler, long_inputs=parse_long_inputs(long_inputs), analyze=analyze, attention=attention,
+            device=device, model_dtype=model_dtype)
         if options.distributed:
             from attnviz.pipeline.precompute.distributed import precompute_distributed
 
@@ -147,7 +155,13 @@ def precompute(
 
 def _dtype_label(meta: RunMeta) -> str:
     bits = meta.mantissa_bits
-    return meta.dtype + (f" ({bits}-bit mantissa)" if bits else "")
+    model = f", model {meta.model_dtype}" if meta.model_dtype else ""
+    return meta.dtype + (f" ({bits}-bit mantissa)" if bits else "") + model
+
+
+def _kept_label(meta: RunMeta, kept: int, examples: int) -> str:
+    """What a run kept of the raw tensors: its ``--attention`` policy and how many examples have them."""
+    return f"{meta.attention or 'all'}: {kept} of {examples}"
 
 
 @app.command()
@@ -181,7 +195,8 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
         reader = StoreReader(store)
     except _user_errors() as exc:
         fail(str(exc))
-    table = Table("run", "model", "weights", "examples", "kinds (layers x heads)", "capture", "dtype", "created")
+    table = Table("run", "model", "weights", "examples", "kinds (layers x heads)", "capture", "raw attention",
+                  "dtype", "created")
     for name in reader.runs():
         info = reader.run_info(name)
         try:
@@ -191,8 +206,12 @@ def inspect(store: Path = typer.Option(..., help="store file")) -> None:
         shapes = ", ".join(f"{k} {layers}x{heads}" for k, (layers, heads) in m.shape.items())
         planned = m.planned_examples
         count = f"{info.num_examples}" + (f"/{planned}" if planned and planned != info.num_examples else "")
+        try:
+            kept = _kept_label(m, int(reader.kept_examples(name).size), info.num_examples)
+        except _user_errors() as exc:
+            fail(str(exc))
         table.add_row(name, m.model or "?", "random" if m.random_weights else "trained", count,
-                      shapes, ",".join(m.capture), _dtype_label(m), m.created or "?")
+                      shapes, ",".join(m.capture), kept, _dtype_label(m), m.created or "?")
     out.print(table)
     out.print(f"{store}: {store_size(store) / 1e6:.1f} MB on disk")
 

@@ -46,8 +46,8 @@ def figure(data: list[dict[str, Any]], **layout_values: Any) -> Figure:
     return clear_of_toolbar(_figure(data, **layout_values))
 
 
-__all__ = ["COLOUR_A", "COLOUR_B", "difference_figure", "distribution_figure", "heatmap_figure",
-           "pattern_figure", "profile_figure", "relpos_figure",
+__all__ = ["COLOUR_A", "COLOUR_B", "HISTOGRAM_BINS", "difference_figure", "distribution_figure", "heatmap_figure",
+           "histogram_figure", "pattern_figure", "profile_figure", "relpos_figure", "shared_edges",
            "similarity_figure", "similarity_shapes", "head_name", "parse_head_name"]
 
 
@@ -178,27 +178,51 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def distribution_figure(samples: Sequence[tuple[str, np.ndarray, str]], *, title: str, label: str,
-                        bins: int = 40) -> Figure:
-    """Overlaid histograms (density) of one head's values over the examples, on shared bins."""
-    finite = [np.asarray(v, dtype=np.float64)[np.isfinite(v)] for _, v, _ in samples]
-    pooled = np.concatenate(finite) if finite else np.zeros(0)
-    if pooled.size == 0:
-        return message_figure("no defined value for this head in the selected examples", title=title)
-    lo, hi = float(pooled.min()), float(pooled.max())
+#: Bins of the drill-down's histograms.
+HISTOGRAM_BINS = 40
+
+
+def shared_edges(ranges: Sequence[tuple[float, float]], bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """``bins + 1`` equal-width edges (float64) spanning every ``(min, max)`` of ``ranges`` (one unit around a
+    single value; no edges when there is no range): the bins the runs' histograms share."""
+    ranges = [(lo, hi) for lo, hi in ranges if np.isfinite(lo) and np.isfinite(hi)]
+    if not ranges:
+        return np.zeros(0)
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
+    return np.linspace(lo, hi, bins + 1)
+
+
+def histogram_figure(hists: Sequence[tuple[str, np.ndarray, str]], edges: np.ndarray, *, title: str,
+                     label: str) -> Figure:
+    """Overlaid histograms (density) of one head's values over the examples: ``(name, counts, colour)`` per run,
+    counts on the shared ``edges`` (:func:`shared_edges`)."""
+    total = sum(int(np.sum(c)) for _, c, _ in hists)
+    if edges.size < 2 or total == 0:
+        return message_figure("no defined value for this head in the selected examples", title=title)
+    width = np.diff(edges)
     data = []
-    for (name, _, colour), values in zip(samples, finite, strict=True):
-        density, _ = np.histogram(values, bins=edges, density=values.size > 0)
+    for name, counts, colour in hists:
+        n = int(np.sum(counts))
+        density = counts / (n * width) if n else np.zeros(width.size)
         data.append({"type": "bar", "x": typed(0.5 * (edges[1:] + edges[:-1])), "y": typed(density),
-                     "width": float(edges[1] - edges[0]), "name": f"{name} (n={values.size})",
+                     "width": float(edges[1] - edges[0]), "name": f"{name} (n={n})",
                      "marker": {"color": colour}, "opacity": 0.55,
                      "hovertemplate": "%{x:.4g}: density %{y:.3g}<extra>" + name + "</extra>"})
     return figure(data, title=title, height=280, barmode="overlay", bargap=0,
                   xaxis={"title": {"text": label}}, yaxis={"title": {"text": "density"}},
                   legend={"orientation": "h", "y": -0.3}, margin={"l": 55, "r": 10, "t": 40, "b": 40})
+
+
+def distribution_figure(samples: Sequence[tuple[str, np.ndarray, str]], *, title: str, label: str,
+                        bins: int = HISTOGRAM_BINS) -> Figure:
+    """Overlaid histograms (density) of one head's values over the examples, on shared bins."""
+    finite = [np.asarray(v, dtype=np.float64)[np.isfinite(v)] for _, v, _ in samples]
+    edges = shared_edges([(float(v.min()), float(v.max())) for v in finite if v.size], bins)
+    hists = [(name, np.histogram(v, bins=edges)[0] if edges.size else np.zeros(0, np.int64), colour)
+             for (name, _, colour), v in zip(samples, finite, strict=True)]
+    return histogram_figure(hists, edges, title=title, label=label)
 
 
 def pattern_figure(labels: np.ndarray, *, title: str, selected: tuple[int, int] | None = None,

@@ -17,15 +17,17 @@ from dash.exceptions import PreventUpdate
 from attnviz.dashboard.corpus import figures as cf
 from attnviz.dashboard.corpus import panels
 from attnviz.dashboard.corpus.data import (
+    HeadValues,
     Run,
     analysis,
-    columns,
     comparison,
+    count,
+    filter_choices,
     filtered_means,
+    head_histogram,
+    head_values,
     heat,
     heats,
-    mask,
-    metric_rows,
     pattern_labels,
     profile,
     run_of,
@@ -37,7 +39,7 @@ from attnviz.dashboard.figjson import clear_of_toolbar
 from attnviz.dashboard.messages import message_figure
 from attnviz.dashboard.urlstate import CorpusWish, example_href
 from attnviz.pipeline.metrics import METRICS
-from attnviz.pipeline.statistics.aggregates import AGGREGATES, extreme_examples
+from attnviz.pipeline.statistics.aggregates import AGGREGATES
 from attnviz.pipeline.statistics.filters import ExampleFilter
 from attnviz.pipeline.statistics.patterns import PATTERN_LABELS
 from attnviz.pipeline.statistics.significance import ALPHA as SIGNIFICANCE_ALPHA
@@ -49,7 +51,7 @@ TOP_EXAMPLES = 5
 
 
 def _n(run: Run, filt: ExampleFilter) -> int:
-    return int(mask(run, filt).sum())
+    return count(run, filt)
 
 
 def no_match(run: Run, filt: ExampleFilter, tag: str) -> str:
@@ -313,41 +315,44 @@ def drill_views(sel: Selection, head: tuple[int, int] | None) -> tuple[str, dict
     if head is None:
         return "", _message("click a heatmap cell to see that head over the examples", title="Head drill-down"), ""
     layer, h = head
-    samples, tables = [], []
+    shown, tables = [], []
     for run, colour, tag in ((sel.a, cf.COLOUR_A, "A"), (sel.b, cf.COLOUR_B, "B")):
         if run is None or sel.kind not in run.info.kinds or (tag == "B" and not sel.b_has_kind):
             continue
         n_layers, n_heads = run.shape(sel.kind)
         if layer >= n_layers or h >= n_heads:
             continue
-        keep = np.flatnonzero(mask(run, sel.filt))
-        values = metric_rows(run, sel.kind, sel.metric)[layer * n_heads + h, keep]
-        samples.append((f"{tag}: {run.name}", values, colour))
-        tables.append(_examples_table(run, tag, sel, layer, h, keep, values))
+        row = layer * n_heads + h
+        found = head_values(run, sel.kind, sel.metric, sel.filt, row, TOP_EXAMPLES)
+        shown.append((run, colour, tag, row, found))
+        tables.append(_examples_table(run, tag, sel, layer, h, found))
     title = f"Layer {layer}, head {h}: {sel.label} over the selected examples"
-    if not samples:
+    if not shown:
         return title, _message("this head is not in the runs shown"), ""
-    if not any(np.isfinite(values).any() for _, values, _ in samples):
+    if not any(s.n for *_, s in shown):
         return title, _message(no_match(sel.a, sel.filt, "A") if not _n(sel.a, sel.filt)
                                else "no defined value for this head in the selected examples"), ""
-    return title, cf.distribution_figure(samples, title="", label=sel.label), html.Div(tables)
+    edges = cf.shared_edges([(s.lo, s.hi) for *_, s in shown if s.n])
+    hists = [(f"{tag}: {run.name}", head_histogram(run, sel.kind, sel.metric, sel.filt, row, edges)
+              if s.n else np.zeros(max(0, edges.size - 1), np.int64), colour)
+             for run, colour, tag, row, s in shown]
+    return title, cf.histogram_figure(hists, edges, title="", label=sel.label), html.Div(tables)
 
 
-def _examples_table(run: Run, tag: str, sel: Selection, layer: int, head: int, keep: np.ndarray,
-                    values: np.ndarray) -> html.Div:
-    top = extreme_examples(values, TOP_EXAMPLES, largest=True)  # ties: lowest example first
-    bottom = extreme_examples(values, TOP_EXAMPLES, largest=False)
+def _examples_table(run: Run, tag: str, sel: Selection, layer: int, head: int, found: HeadValues) -> html.Div:
+    (top, top_values), (bottom, bottom_values) = found.top, found.bottom  # ties: lowest example first
     k = top.size
     if k == 0:
         return panels.examples_table(tag, run.name, sel.metric, 0, [])
     picked = np.concatenate([top, bottom])
+    values = np.concatenate([top_values, bottom_values])
     page_store = requested_store()  # keep the page's ?store= in the links
     page_store = page_store if isinstance(page_store, str) else None
     rows = []
-    for rank, (pos, text) in enumerate(zip(picked, texts(run, keep[picked].tolist()), strict=True)):
-        example = int(keep[pos])
+    for rank, (example, value, text) in enumerate(zip(picked.tolist(), values, texts(run, picked.tolist()),
+                                                      strict=True)):
         href = example_href(run.name, example, layer, head, kind=sel.kind, store=page_store)
-        rows.append(panels.RankedExample("top" if rank < k else "bottom", float(values[pos]), example, href, text))
+        rows.append(panels.RankedExample("top" if rank < k else "bottom", float(value), example, href, text))
     return panels.examples_table(tag, run.name, sel.metric, k, rows)
 
 
@@ -362,9 +367,9 @@ def filter_controls(run_a: str | None, run_b: str | None, values: Sequence[Any],
     runs = [r for r in (run_of(run_a), run_of(run_b)) if r is not None]
     if not runs:
         raise PreventUpdate
-    lengths = [columns(r)[0].n_tokens for r in runs if len(columns(r)[0])]
-    lo = int(min(x.min() for x in lengths)) if lengths else 0
-    hi = int(max(x.max() for x in lengths)) if lengths else 1
+    choices = [filter_choices(r) for r in runs if r.info.num_examples]
+    lo = min((c[0] for c in choices), default=0)
+    hi = max((c[1] for c in choices), default=1)
     hi = max(hi, lo + 1)
     if wish is not None and wish.present:
         chosen: dict[str, Any] = wish.field_values()
@@ -374,9 +379,9 @@ def filter_controls(run_a: str | None, run_b: str | None, values: Sequence[Any],
     if wish is not None and wish.length is not None and lo <= wish.length[0] <= wish.length[1] <= hi:
         value = list(wish.length)
     options: dict[str, set[str]] = {}
-    for r in runs:
-        for name, column in columns(r)[0].fields.items():
-            options.setdefault(name, set()).update(column.values)
+    for _, _, fields in choices:
+        for name, field_values in fields.items():
+            options.setdefault(name, set()).update(field_values)
     return lo, hi, value, {lo: str(lo), hi: str(hi)}, panels.field_filters(options, chosen)
 
 

@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from attnviz.dashboard.data import requested_store
 from attnviz.dashboard.example import data, figures, views
 from attnviz.dashboard.example.analysis import HEAD_VIEW_EDGES
 from attnviz.dashboard.style import SELECT_COLOUR
-from attnviz.dashboard.urlstate import ViewState
+from attnviz.dashboard.urlstate import ViewState, example_href
 from attnviz.pipeline.records import KIND_SIDES
 from attnviz.pipeline.store import StoreReader
+from attnviz.pipeline.store.meta import run_meta
 
 #: Largest attention payload (float16 bytes, before base64) sent for all layers at once: 8 MiB holds a 6 x 12
 #: model up to ~240 tokens and a 12 x 12 one up to ~170; longer examples go one layer at a time.
@@ -145,10 +147,26 @@ def templates(q: list[str], k: list[str], query_axis: str, key_axis: str, n_laye
     }
 
 
+def not_kept_message(reader: StoreReader, run: str, example: int) -> tuple[str, int | None]:
+    """The one-line message for an example whose raw attention the run did not keep (``--attention``), and the
+    nearest example that has it (None when no example of the run has)."""
+    policy = run_meta(reader.run_info(run).meta).attention or "all"
+    nearest = reader.nearest_kept(run, example)
+    where = (f"the nearest example with attention is {nearest}" if nearest is not None
+             else "no example of this run has it (recompute one in the Playground)")
+    return (f"Example {example} has metrics but no raw attention (run {run!r} kept attention for "
+            f"--attention {policy}): {where}."), nearest
+
+
 def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     """Everything the page's attention views draw for one key; selection errors (an example out of range, a
     kind the run lacks, a rollout of cross-attention) become one-line messages in the payload, never
-    exceptions. Store errors propagate (the callback shows them)."""
+    exceptions. Store errors propagate (the callback shows them).
+
+    An example whose raw attention the run did not keep (``--attention``) gets ``error`` (one line, naming the
+    nearest example that has it), ``nearest`` (that example, or None) and ``nearest_href`` (a link opening it
+    on the same layer, head and kind, keeping the page's ``?store=``); its metrics panel still draws.
+    """
     state, detail = state_of_key(key)
     out: dict[str, Any] = {"key": key, "error": None}
     try:
@@ -159,6 +177,14 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
             raise views.ViewError(f"run {run!r} has no {state.kind!r} attention (it has {', '.join(info.kinds)})")
     except views.ViewError as exc:
         out["error"] = str(exc)
+        return out
+    if not reader.has_attention(run, state.example):
+        out["error"], nearest = not_kept_message(reader, run, state.example)
+        out["nearest"] = nearest
+        page_store = requested_store()
+        out["nearest_href"] = None if nearest is None else example_href(
+            run, nearest, state.layer, state.head, kind=state.kind,
+            store=page_store if isinstance(page_store, str) else None)
         return out
     i, kind = state.example, state.kind
     n_layers, n_heads = info.shape[kind]

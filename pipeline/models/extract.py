@@ -189,11 +189,13 @@ class _QKVRecorder:
 
         def hook(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
             if threading.get_ident() == owner:  # not another thread's forward pass of the same model
-                self.records.setdefault(kind, {}).setdefault(role, []).append(output.detach().float())
+                self.records.setdefault(kind, {}).setdefault(role, []).append(output.detach())
         return hook
 
-    def stacked(self, kind: str, heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Q, K, V of a kind as [B, L, H, T, d] arrays."""
+    def stacked(self, kind: str, heads: int, rows: Sequence[int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Q, K, V of a kind as [B, L, H, T, d] float32 arrays on the host; ``rows``: only these batch rows
+        cross from the model's device (the others are left out: [len(rows), ...])."""
         rec = self.records[kind]
         if "fused" in rec:
             parts = [torch.stack([t.chunk(3, dim=-1)[n] for t in rec["fused"]], 1) for n in range(3)]
@@ -201,8 +203,10 @@ class _QKVRecorder:
             parts = [torch.stack(rec[r], 1) for r in ("query", "key", "value")]
         out = []
         for p in parts:  # [B, L, T, H*d] -> [B, L, H, T, d]
+            if rows is not None:
+                p = p[torch.as_tensor(list(rows), dtype=torch.long, device=p.device)]
             b, layers, t, hd = p.shape
-            out.append(p.reshape(b, layers, t, heads, hd // heads).permute(0, 1, 3, 2, 4).numpy())
+            out.append(p.reshape(b, layers, t, heads, hd // heads).permute(0, 1, 3, 2, 4).float().cpu().numpy())
         return out[0], out[1], out[2]
 
     def remove(self) -> None:
@@ -212,30 +216,39 @@ class _QKVRecorder:
 
 @dataclass
 class BatchOutput:
-    """What one forward pass returned, before metrics and per-example slicing (see :func:`collect_batch`)."""
+    """What one forward pass returned, before metrics and per-example slicing (see :func:`collect_batch`).
+
+    Tensors stay on the model's device; only the masks (and Q/K/V, of the rows asked for) are host arrays."""
 
     attentions: dict[str, tuple[torch.Tensor, ...]]  #: kind -> per-layer [B, H, Tq, Tk]
     hidden: dict[str, tuple[torch.Tensor, ...]]  #: side -> per-layer [B, T, D] (empty without hidden capture)
     masks: dict[str, np.ndarray]  #: side -> [B, T] bool
-    qkv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  #: kind -> Q, K, V [B, L, H, T, d]
+    qkv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  #: kind -> Q, K, V [len(qkv_rows), L, H, T, d]
+    qkv_rows: list[int] = field(default_factory=list)  #: the batch rows ``qkv`` holds, in order
 
 
 def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
-                  full: bool = False) -> BatchOutput:
+                  full: bool = False, keep: Sequence[bool] | None = None) -> BatchOutput:
     """The eager forward pass of one padded batch (right padding), with attention and the asked captures.
 
     Unless hidden states or embeddings are captured (or ``full``), the pass stops right after the model's last
     attention (:mod:`attnviz.pipeline.models.taps`): nothing computed later changes an attention weight.
+    ``keep``: which examples keep their raw tensors (default all); Q/K/V are recorded only for those, and a
+    batch that keeps none captures nothing but attention (for its metrics) and may stop early.
     """
     tok = lm.tokenizer
     encdec = lm.family == "encoder-decoder"
+    rows = list(range(len(batch))) if keep is None else [n for n, k in enumerate(keep) if k]
+    if not rows:
+        capture = ("attention",)
     want_hidden = "hidden" in capture or "embeddings" in capture
     src_ids, src_mask = _pad([e.source_ids for e in batch], tok.pad_token_id)
-    kwargs: dict[str, Any] = {"input_ids": src_ids, "attention_mask": src_mask}
+    dev = lm.device
+    kwargs: dict[str, Any] = {"input_ids": src_ids.to(dev), "attention_mask": src_mask.to(dev)}
     masks = {"source": src_mask.bool().numpy()}
     if encdec:
         tgt_ids, tgt_mask = _pad([e.target_ids or [] for e in batch], tok.pad_token_id)
-        kwargs.update(decoder_input_ids=tgt_ids, decoder_attention_mask=tgt_mask)
+        kwargs.update(decoder_input_ids=tgt_ids.to(dev), decoder_attention_mask=tgt_mask.to(dev))
         masks["target"] = tgt_mask.bool().numpy()
     if encdec or lm.family == "decoder":
         kwargs["use_cache"] = False
@@ -265,8 +278,9 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
         if recorder:
             recorder.remove()
     shape = lm.shape()
-    qkv = {kind: recorder.stacked(kind, shape[kind][1]) for kind in attn_t} if recorder else {}
-    return BatchOutput(dict(attn_t), hidden_t if want_hidden else {}, masks, qkv)
+    subset = None if len(rows) == len(batch) else rows
+    qkv = {kind: recorder.stacked(kind, shape[kind][1], subset) for kind in attn_t} if recorder else {}
+    return BatchOutput(dict(attn_t), hidden_t if want_hidden else {}, masks, qkv, rows if recorder else [])
 
 
 def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
@@ -279,14 +293,31 @@ def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequ
     return collect_batch(lm, batch, out, capture=capture, store_dtype=store_dtype, classifier=classifier)
 
 
+def metrics_on_device(lm: LoadedModel) -> bool:
+    """Whether a batch's metrics are computed with torch where the model runs
+    (:func:`attnviz.pipeline.models.torch_metrics.attention_metrics_torch`): on any accelerator, so that only the
+    metric arrays and the kept slices cross to the host. On the CPU the numpy implementation
+    (:func:`attnviz.pipeline.metrics.attention_metrics`) is used: it is 1.4-3x faster there at 12-45 tokens."""
+    return lm.device.type != "cpu"
+
+
 def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOutput, *,
                   capture: Sequence[str] = ("attention",), store_dtype: str = "float16",
-                  classifier: TokenClassifier | None = None) -> list[ExampleResult]:
-    """Metrics (from float32) and per-example slices of one forward pass; arrays cast to ``store_dtype``."""
+                  classifier: TokenClassifier | None = None, keep: Sequence[bool] | None = None,
+                  torch_metrics: bool | None = None) -> list[ExampleResult]:
+    """Metrics (from float32) and per-example slices of one forward pass; arrays cast to ``store_dtype``.
+
+    ``keep``: which examples keep their raw attention, Q/K/V, hidden states and embeddings (default all); the
+    others get empty arrays (``ExampleResult.kept`` False) and only their metrics and tokens are stored.
+    ``torch_metrics``: compute the metrics with torch on the model's device (default: :func:`metrics_on_device`).
+    """
     classifier = classifier or TokenClassifier(lm)
     encdec = lm.family == "encoder-decoder"
-    want_hidden = bool(out.hidden)
-    attn_t, hidden_t, masks, qkv = out.attentions, out.hidden, out.masks, out.qkv
+    keep = [True] * len(batch) if keep is None else [bool(k) for k in keep]
+    kept_rows = [n for n, k in enumerate(keep) if k]
+    on_device = metrics_on_device(lm) if torch_metrics is None else torch_metrics
+    attn_t, hidden_t, masks = out.attentions, out.hidden, out.masks
+    qkv_at = {n: k for k, n in enumerate(out.qkv_rows)}
 
     flags = {"source": [classifier.flags(e.source_ids) for e in batch]}
     if encdec:
@@ -295,9 +326,9 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
     dtype = np.dtype(store_dtype)
     kinds_attn: dict[str, np.ndarray] = {}
     kinds_metrics: dict[str, dict[str, np.ndarray]] = {}
+    shapes: dict[str, tuple[int, int]] = {}
     for kind, layers in attn_t.items():
-        stacked = torch.stack(layers, 1).float()  # [B, L, H, Tq, Tk]
-        attn = stacked.numpy()
+        shapes[kind] = (len(layers), layers[0].shape[1])
         q_side, k_side = ("target", "source") if kind == "cross" else (SIDE_OF_KIND[kind],) * 2
         key_flags = np.zeros(masks[k_side].shape, dtype=np.uint8)
         key_ids = np.full(masks[k_side].shape, -1, dtype=np.int64)  # padding: never read (not a valid key)
@@ -305,34 +336,68 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
             key_flags[n, : len(fl)] = fl
             ids_n = enc.source_ids if k_side == "source" else (enc.target_ids or [])
             key_ids[n, : len(ids_n)] = ids_n
-        kinds_metrics[kind] = attention_metrics(
-            attn, masks[q_side], masks[k_side], key_flags,
-            causal=(kind == "decoder" or lm.family == "decoder"), self_attention=(kind != "cross"),
-            key_ids=key_ids)
-        # The cast to the store's dtype, once per batch (torch's float16 cast is ~10x numpy's astype).
-        kinds_attn[kind] = stacked.to(_TORCH_DTYPES[dtype.name]).numpy() if dtype != attn.dtype else attn
+        causal, self_attention = (kind == "decoder" or lm.family == "decoder"), kind != "cross"
+        if on_device:
+            from attnviz.pipeline.models.torch_metrics import attention_metrics_torch
 
+            found = attention_metrics_torch(torch.stack(layers, 1), masks[q_side], masks[k_side], key_flags,
+                                            causal=causal, self_attention=self_attention, key_ids=key_ids)
+            kinds_metrics[kind] = {name: values.cpu().numpy() for name, values in found.items()}
+        else:
+            # One layer at a time, on the model's own float32 output (no [B, L, H, Tq, Tk] copy): the same numbers
+            # as the whole batch at once, 2-3x faster (the chunks of examples stay in the cache).
+            per_layer = [attention_metrics(layer.float().numpy()[:, None], masks[q_side], masks[k_side], key_flags,
+                                           causal=causal, self_attention=self_attention, key_ids=key_ids)
+                         for layer in layers]
+            kinds_metrics[kind] = {name: np.concatenate([m[name] for m in per_layer], axis=1)
+                                   for name in per_layer[0]}
+        if not kept_rows:
+            continue
+        # Only the kept rows cross to the host, each layer cast to the store's dtype where the model runs (torch's
+        # float16 cast is ~10x numpy's astype on the CPU), then stacked: [B_kept, L, H, Tq, Tk].
+        rows = None if len(kept_rows) == len(batch) else torch.as_tensor(kept_rows, device=layers[0].device)
+        first = layers[0]
+        kept = torch.empty((len(kept_rows), len(layers), *first.shape[1:]), device=first.device,
+                           dtype=torch.float32 if dtype == np.float32 else _TORCH_DTYPES[dtype.name])
+        for li, layer in enumerate(layers):
+            kept[:, li].copy_(layer if rows is None else layer[rows])  # cast while copying: one pass
+        kinds_attn[kind] = kept.cpu().numpy()
+
+    attn_at = {n: k for k, n in enumerate(kept_rows)}
     results = []
     for n, enc in enumerate(batch):
         lengths = {"source": len(enc.source_ids), "target": len(enc.target_ids or [])}
         attention, metrics, qkv_n = {}, {}, {}
-        for kind, attn in kinds_attn.items():
+        for kind in attn_t:
+            layers_heads = shapes[kind]
             tq, tk = (lengths["target"], lengths["source"]) if kind == "cross" else (lengths[SIDE_OF_KIND[kind]],) * 2
-            attention[kind] = attn[n, :, :, :tq, :tk]  # a view of the batch (the shard writer copies it once)
             metrics[kind] = {name: values[n] for name, values in kinds_metrics[kind].items()}
-            if kind in qkv:
-                q, k, v = qkv[kind]
-                qkv_n[kind] = (q[n, :, :, :tq].astype(dtype), k[n, :, :, :tk].astype(dtype),
-                               v[n, :, :, :tk].astype(dtype))
+            if keep[n]:
+                attention[kind] = kinds_attn[kind][attn_at[n], :, :, :tq, :tk]  # a view (the writer copies once)
+            else:
+                attention[kind] = np.zeros((*layers_heads, 0, 0), dtype=dtype)
+            if "qkv" in capture:
+                if keep[n]:
+                    q, k, v = out.qkv[kind]
+                    r = qkv_at[n]
+                    qkv_n[kind] = (q[r, :, :, :tq].astype(dtype), k[r, :, :, :tk].astype(dtype),
+                                   v[r, :, :, :tk].astype(dtype))
+                else:
+                    empty = np.zeros((*layers_heads, 0, 0), dtype=dtype)
+                    qkv_n[kind] = (empty, empty, empty)
         hidden, embeddings = {}, {}
-        if want_hidden:
-            for side, states in hidden_t.items():
-                t = lengths[side]
-                stack = torch.stack(states, 0)[:, n, :t].float().numpy()  # [L+1, T, D]
-                if "hidden" in capture:
-                    hidden[side] = stack.astype(dtype)
-                if "embeddings" in capture:
-                    embeddings[side] = (stack[0].astype(dtype), stack[-1].astype(dtype))
+        for side in (("source", "target") if encdec else ("source",)):
+            if not ("hidden" in capture or "embeddings" in capture):
+                break
+            t = lengths[side]
+            if keep[n]:
+                stack = torch.stack(hidden_t[side], 0)[:, n, :t].float().cpu().numpy()  # [L+1, T, D]
+            else:
+                stack = np.zeros((1, 0, 0), dtype=np.float32)
+            if "hidden" in capture:
+                hidden[side] = stack.astype(dtype)
+            if "embeddings" in capture:
+                embeddings[side] = (stack[0].astype(dtype), stack[-1].astype(dtype))
         ex = enc.example
         source = TokenSequence(np.asarray(enc.source_ids, dtype=np.int32), classifier.strings(enc.source_ids),
                                flags["source"][n])
@@ -343,7 +408,7 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
         results.append(ExampleResult(
             input_index=ex.index, text=ex.text, source=source, attention=attention, metrics=metrics,
             truncated=enc.truncated, target_text=ex.target, target=target, label=ex.label, meta=ex.meta,
-            qkv=qkv_n, hidden=hidden, embeddings=embeddings))
+            qkv=qkv_n, hidden=hidden, embeddings=embeddings, kept=keep[n]))
     return results
 
 

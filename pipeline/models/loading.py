@@ -32,6 +32,8 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     overrides: dict[str, Any] = field(default_factory=dict)
     has_lm_head: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  #: where the model's weights are
+    dtype: str = "float32"  #: the dtype the model runs in (``--model-dtype``)
 
     @property
     def family(self) -> str:
@@ -246,14 +248,21 @@ def _pretrained(info: ModelInfo, path: str, overrides: dict[str, Any]) -> tuple[
 
 
 def load_model(name_or_info: str | ModelInfo, overrides: dict[str, Any] | None = None, *,
-               threads: int | None = None) -> LoadedModel:
+               threads: int | None = None, device: str | torch.device = "cpu", dtype: str = "float32"
+               ) -> LoadedModel:
     """Load a model by model_info name (or entry), eager attention, eval mode, inference only.
 
     ``overrides`` are config changes (``--set``). The LM/MLM head is loaded when the model has one (the
-    playground's predictions); attention extraction runs ``model.base_model`` and skips it.
+    playground's predictions); attention extraction runs ``model.base_model`` and skips it. ``device``
+    (``auto``, ``cpu``, ``cuda[:N]``, ``mps``; an absent one is refused before anything loads) and ``dtype``
+    (``float32``, ``float16``, ``bfloat16``) are where and how the model runs.
     """
+    from attnviz.pipeline.models.device import model_dtype, resolve_device
+
     info = get_model_info(name_or_info) if isinstance(name_or_info, str) else name_or_info
     overrides = dict(overrides or {})
+    where = resolve_device(device)
+    torch_dtype = model_dtype(dtype)
     if threads is not None:
         if threads < 1:
             raise ModelLoadError(f"--threads must be at least 1 (got {threads}); leave it out for torch's choice")
@@ -291,7 +300,10 @@ def load_model(name_or_info: str | ModelInfo, overrides: dict[str, Any] | None =
         raise ModelLoadError(f"cannot load model {info.name!r}: {str(exc).splitlines()[0][:200]}") from exc
     model.eval()
     model.requires_grad_(False)
-    return LoadedModel(info=info, model=model, tokenizer=tok, overrides=overrides, has_lm_head=has_head)
+    if where.type != "cpu" or torch_dtype != torch.float32:
+        model.to(device=where, dtype=torch_dtype)
+    return LoadedModel(info=info, model=model, tokenizer=tok, overrides=overrides, has_lm_head=has_head,
+                       device=where, dtype=dtype)
 
 
 def _offline_alternative(info: ModelInfo) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from attnviz.pipeline.precompute.corpus_index import build_corpus_index, index_group_sums, index_is_fresh
 from attnviz.pipeline.scan import scan_run
 from attnviz.pipeline.statistics.aggregates import make_groups
 from attnviz.pipeline.statistics.relpos import relpos_profile
@@ -28,7 +29,6 @@ from attnviz.pipeline.store import (
     load_analysis,
     now_iso,
     read_columns,
-    read_group_sums,
     run_meta,
     write_analysis,
 )
@@ -59,7 +59,9 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
             scheduler: str | None = None, client: Any = None,
             progress: Callable[[int, int], None] | None = None) -> AnalyzeSummary:
     """Compute and store a run's head similarity (with its clustered order) and relative-position profiles,
-    plus its filter columns and per-group metric sums (so the dashboard's first view reads no metadata).
+    plus its filter columns and per-group metric sums (so the dashboard's first view reads no metadata), and its
+    corpus index (:func:`attnviz.pipeline.precompute.corpus_index.build_corpus_index`: exact filtered aggregates
+    for the Corpus tab without the per-example arrays; resumed where an interrupted analyze stopped).
 
     ``similarity_examples``: average head similarity over the run's first N examples (None or 0: all).
     ``workers``/``scheduler``/``client``: as :func:`attnviz.pipeline.scan.scan_run` (``workers=0``: in this
@@ -84,6 +86,8 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
     result = Analysis(run=run, shards=[s.file for s in info.shards], n_examples=info.num_examples,
                       created=now_iso(), columns=columns)
     groups = make_groups(columns)
+    build_corpus_index(store, info, columns, groups, kinds=kinds, workers=workers, scheduler=scheduler,
+                       client=client)
     for kind, part in partials.items():
         n_layers, n_heads = info.shape[kind]
         ka = KindAnalysis(kind=kind, layers=n_layers, heads=n_heads, max_offset=max_offset)
@@ -94,7 +98,7 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
         if part.relpos_sums is not None and part.relpos_counts is not None:
             ka.relpos = relpos_profile(part.relpos_sums, part.relpos_counts)
             ka.relpos_counts = part.relpos_counts
-        ka.group_sums = read_group_sums(store, info, kind, meta.metrics_of(kind), groups)
+        ka.group_sums = index_group_sums(store, info, kind, meta.metrics_of(kind), groups)
         result.kinds[kind] = ka
     path = write_analysis(store, result)
     sim = max((k.similarity_examples for k in result.kinds.values()), default=0)
@@ -103,16 +107,17 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
 
 
 def analysis_needed(store: str | os.PathLike, run: str) -> bool:
-    """Whether ``run`` has examples and its cached analysis is missing, unreadable or older than its shards."""
+    """Whether ``run`` has examples and its cached analysis or its corpus index is missing, unreadable or older
+    than its shards."""
     with StoreReader(store) as reader:
         info = reader.run_info(run)
     if info.num_examples == 0:
         return False
     try:
-        cached = load_analysis(store, run)
+        cached = load_analysis(store, run, columns=False)
     except StoreError:
         return True  # damaged: computed again (written atomically, so nothing else is lost)
-    return cached is None or cached.is_stale(info)
+    return cached is None or cached.is_stale(info) or not index_is_fresh(store, info)
 
 
 def ensure_analysis(store: str | os.PathLike, run: str, *, workers: int | None = 0, client: Any = None,

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -172,6 +173,9 @@ class ShardTask:
     threads_by_host: dict[str, int]  #: torch threads per task, by worker host
     threads: int | None = None  #: explicit torch threads per task (overrides ``threads_by_host``)
     fingerprint: str | None = None  #: the run's configuration fingerprint, recorded in the shard file
+    keep: tuple[bool, ...] | None = None  #: which of the shard's examples keep raw attention (None: all)
+    device: str = "cpu"  #: ``--device`` as asked; each worker pins one device (:func:`worker_device`)
+    model_dtype: str = "float32"  #: ``--model-dtype``
 
     @property
     def count(self) -> int:
@@ -195,19 +199,20 @@ _MODEL_CACHE: OrderedDict[str, tuple[LoadedModel, TokenClassifier]] = OrderedDic
 _MODEL_LOADS = [0]
 
 
-def _model_cache(model: ModelInfo, overrides: dict[str, Any]) -> tuple[LoadedModel, TokenClassifier]:
+def _model_cache(model: ModelInfo, overrides: dict[str, Any], device: str = "cpu", dtype: str = "float32"
+                 ) -> tuple[LoadedModel, TokenClassifier]:
     """The model (and its token classifier) for this worker process, loaded on first use, then reused.
 
-    Keyed by the model_info entry and the config overrides.
+    Keyed by the model_info entry, the config overrides, the device and the dtype.
     """
     from attnviz.pipeline.models.extract import TokenClassifier
     from attnviz.pipeline.models.loading import load_model
 
-    key = json.dumps([model.name, json.loads(model.model_dump_json()), overrides], sort_keys=True)
+    key = json.dumps([model.name, json.loads(model.model_dump_json()), overrides, device, dtype], sort_keys=True)
     with _MODEL_LOCK:
         hit = _MODEL_CACHE.get(key)
         if hit is None:
-            lm = load_model(model, overrides)
+            lm = load_model(model, overrides, device=device, dtype=dtype)
             _MODEL_LOADS[0] += 1
             hit = _MODEL_CACHE[key] = (lm, TokenClassifier(lm))
             while len(_MODEL_CACHE) > MODEL_CACHE_SIZE:
@@ -238,6 +243,27 @@ def _task_threads(task: ShardTask) -> int:
     return task.threads_by_host.get(host) or max(1, usable_cores() // max(1, worker.state.nthreads))
 
 
+def worker_device(requested: str) -> str:
+    """The device this worker runs the model on: with several CUDA devices and ``--device auto`` or ``cuda``,
+    worker *k* of the cluster (its name in a LocalCluster, else its position among the scheduler's workers)
+    takes ``cuda:(k mod count)`` (:func:`attnviz.pipeline.models.device.pin_device`)."""
+    from attnviz.pipeline.models.device import cuda_count, pin_device
+
+    count = cuda_count()
+    if count < 2 or requested not in ("auto", "cuda"):
+        return requested
+    try:
+        worker = get_worker()
+    except ValueError:  # called outside a worker
+        return requested
+    name = worker.name
+    if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
+        ordinal = int(name)
+    else:  # a worker started by hand: a stable number from its address
+        ordinal = zlib.crc32(str(worker.address).encode())
+    return pin_device(requested, ordinal, count)
+
+
 def run_shard_task(task: ShardTask) -> ShardDone:
     """Worker task: compute one shard and write its file (temp name, then atomic rename); do not touch the index."""
     import torch
@@ -248,10 +274,10 @@ def run_shard_task(task: ShardTask) -> ShardDone:
     threads = _task_threads(task)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    lm, classifier = _model_cache(task.model, task.overrides)
+    lm, classifier = _model_cache(task.model, task.overrides, worker_device(task.device), task.model_dtype)
     path = compute_shard(lm, task.encoded, task.start, task.store, task.run, batch_size=task.batch_size,
                          capture=task.capture, dtype=task.dtype, classifier=classifier,
-                         mantissa_bits=task.mantissa_bits, fingerprint=task.fingerprint)
+                         mantissa_bits=task.mantissa_bits, fingerprint=task.fingerprint, keep=task.keep)
     return ShardDone(start=task.start, count=task.count, path=os.fspath(path), seconds=time.perf_counter() - t0,
                      pid=os.getpid(), torch_threads=threads)
 
@@ -281,7 +307,11 @@ def precompute_distributed(options: PrecomputeOptions, *, client: Client | None 
     with contextlib.ExitStack() as stack:
         # An existing cluster is checked first (cheap); a LocalCluster starts only once the input is valid.
         dask_client = None if workers else stack.enter_context(connect(None, scheduler, client=client, say=say))
-        prep = prepare_run(options)
+        if workers:  # the workers run on this machine: refuse an absent --device before starting them
+            from attnviz.pipeline.models.device import resolve_device
+
+            resolve_device(options.device)
+        prep = prepare_run(options, model_device="cpu")  # the client only tokenizes: its model stays on the CPU
         if not prep.todo:  # a finished run: nothing to start a cluster for (its analysis runs in this process)
             _say(say, f"run {prep.run!r} is complete in {prep.store}: nothing to compute")
             if on_start:
@@ -313,7 +343,8 @@ def _run_tasks(client: Client, prep: PreparedRun, *, retries: int,
                        run=prep.run, start=start, encoded=prep.encoded[start:start + count],
                        batch_size=o.batch_size, capture=o.capture, dtype=o.dtype,
                        mantissa_bits=o.mantissa_bits, threads_by_host=threads_by_host, threads=o.threads,
-                       fingerprint=prep.fingerprint)
+                       fingerprint=prep.fingerprint, keep=tuple(prep.keep_of(start, count)), device=o.device,
+                       model_dtype=o.model_dtype)
              for start, count in prep.todo)
 
     def submit(task: ShardTask) -> Future:

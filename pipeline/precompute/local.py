@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.models.device import resolve_device
 from attnviz.pipeline.models.extract import (
     EncodedExample,
     TokenClassifier,
@@ -33,6 +36,7 @@ from attnviz.pipeline.precompute.inputs import (
     random_inputs,
     special_token_frame,
 )
+from attnviz.pipeline.precompute.keep import parse_attention
 from attnviz.pipeline.precompute.options import PrecomputeOptions
 from attnviz.pipeline.precompute.windows import LongInputs, resolved, split_example
 from attnviz.pipeline.records import ExampleResult
@@ -117,7 +121,7 @@ def plan_missing(encoded: Sequence[EncodedExample], committed: Sequence[ShardEnt
 
 
 def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture: Sequence[str], dtype: str,
-                 mantissa_bits: int | None = None,
+                 mantissa_bits: int | None = None, attention: str = "all",
                  shard_size: int, max_shard_elements: int, planned: int,
                  long_inputs: LongInputs | None = None) -> dict[str, Any]:
     """Everything the store records about a run, as the JSON dict the index stores (see docs/store-format.md;
@@ -148,6 +152,8 @@ def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture:
         "shard_size": shard_size,
         "max_shard_elements": max_shard_elements,
         "created": now_iso(),
+        "attention": parse_attention(attention).meta_value,
+        "model_dtype": None if lm.dtype == "float32" else lm.dtype,
     }
 
 
@@ -173,6 +179,11 @@ class PreparedRun:
     created: bool  #: whether this command created the run (it is removed again if no shard commits)
     options: PrecomputeOptions  #: the validated options (``mantissa_bits`` None when it keeps every bit)
     t0: float
+    keep: np.ndarray  #: [total] bool: which examples keep raw attention (``--attention``)
+
+    def keep_of(self, start: int, count: int) -> list[bool]:
+        """Which examples of the shard ``start .. start+count-1`` keep raw attention."""
+        return [bool(k) for k in self.keep[start:start + count]]
 
     @property
     def total(self) -> int:
@@ -190,7 +201,8 @@ class PreparedRun:
             analysis=analysis)
 
 
-def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None) -> PreparedRun:
+def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None,
+                model_device: str | None = None) -> PreparedRun:
     """Load the model, encode and plan the input, create or resume the run in the index.
 
     Everything that can be checked is checked before anything is written: the options (on construction of
@@ -199,7 +211,8 @@ def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None
     a benchmark) instead of loading it again; it must be that model with the same overrides.
     ``options.mantissa_bits`` rounds the stored attention weights to that many mantissa bits
     (:func:`attnviz.pipeline.store.round_mantissa`: smaller files, relative error at most ``2**-(bits+1)``); metrics
-    are computed before, from float32. ``None`` stores every bit of ``options.dtype``.
+    are computed before, from float32. ``None`` stores every bit of ``options.dtype``. ``model_device``: load the
+    model there instead of ``options.device`` (the dask client, which only tokenizes and plans).
     """
     t0 = time.perf_counter()
     o = options
@@ -207,12 +220,15 @@ def prepare_run(options: PrecomputeOptions, *, loaded: LoadedModel | None = None
     if o.long_inputs.windowed and described.family == "encoder-decoder":
         raise InputError(f"--long-inputs window cuts one text into windows, but {o.model} is an encoder-decoder "
                          "model whose target would not follow the windows: use --long-inputs truncate")
+    device = model_device or o.device
+    if loaded is None:
+        resolve_device(device)  # an absent device: fail before reading a large input
     inputs = load_input(o.input)
     writer = StoreWriter(o.store)  # refuses non-stores and newer schemas before any work
     if loaded is not None and (loaded.info.name != o.model or loaded.overrides != o.overrides):
         raise InputError(f"the loaded model is {loaded.info.name!r} with overrides {loaded.overrides}, not "
                          f"{o.model!r} with {o.overrides}: pass the matching model name and --set values")
-    lm = loaded or load_model(o.model, o.overrides, threads=o.threads)
+    lm = loaded or load_model(o.model, o.overrides, threads=o.threads, device=device, dtype=o.model_dtype)
     return plan_run(options, writer, lm, inputs, t0=t0)
 
 
@@ -249,7 +265,7 @@ def plan_run(options: PrecomputeOptions, writer: StoreWriter, lm: LoadedModel, i
     vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in o.capture))
     run = o.run or default_run_name(o.model, inputs.spec)
     meta = run_metadata(lm, inputs, max_length=max_len, capture=o.capture, dtype=o.dtype,
-                        mantissa_bits=o.mantissa_bits, shard_size=o.shard_size,
+                        mantissa_bits=o.mantissa_bits, attention=o.attention, shard_size=o.shard_size,
                         max_shard_elements=o.max_shard_elements, planned=len(encoded), long_inputs=long_inputs)
     meta.update(extra_meta or {})
     info = writer.begin_run(run, meta, fingerprint_keys=FINGERPRINT_KEYS)
@@ -261,7 +277,8 @@ def plan_run(options: PrecomputeOptions, writer: StoreWriter, lm: LoadedModel, i
         shards=sorted([*committed, *todo]), todo=todo,
         skipped=sum(min(c, len(encoded) - s) for s, c in committed),
         planned=max(len(encoded), stored.planned_examples or 0),
-        fingerprint=str(stored.fingerprint), created=not info.shards, options=o, t0=t0)
+        fingerprint=str(stored.fingerprint), created=not info.shards, options=o, t0=t0,
+        keep=parse_attention(o.attention).keep_mask(len(encoded), len(inputs.examples)))
 
 
 def encode_examples(lm: LoadedModel, examples: Sequence[Any], max_len: int,
@@ -307,33 +324,40 @@ def check_random_length(lm: LoadedModel, input_spec: str) -> None:
 
 
 def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *, batch_size: int,
-                          capture: Sequence[str], dtype: str, classifier: TokenClassifier | None = None
-                          ) -> list[ExampleResult]:
-    """Run the model over one shard's examples: length batches, forward, metrics and per-example slices."""
+                          capture: Sequence[str], dtype: str, classifier: TokenClassifier | None = None,
+                          keep: Sequence[bool] | None = None) -> list[ExampleResult]:
+    """Run the model over one shard's examples: length batches, forward, metrics and per-example slices.
+
+    ``keep`` (aligned with ``encoded``; default all): which examples keep their raw tensors."""
     classifier = classifier or TokenClassifier(lm)
+    kept = {id(e): True for e in encoded} if keep is None else {id(e): bool(k) for e, k in
+                                                                zip(encoded, keep, strict=True)}
     results: list[ExampleResult] = []
     # Strictly serial: forward, then metrics and slicing, batch after batch. torch's intra-op threads spin
     # between kernels, so a helper thread doing the numpy work concurrently slowed the whole loop down
     # (bench/precompute.py: 0.76 of the bare forward with a helper thread, ~0.85 without).
     for batch in length_batches(encoded, batch_size):
-        out = forward_batch(lm, batch, capture=capture)
-        results.extend(collect_batch(lm, batch, out, capture=capture, store_dtype=dtype, classifier=classifier))
+        batch_keep = [kept[id(e)] for e in batch]
+        out = forward_batch(lm, batch, capture=capture, keep=batch_keep)
+        results.extend(collect_batch(lm, batch, out, capture=capture, store_dtype=dtype, classifier=classifier,
+                                     keep=batch_keep))
     return results
 
 
 def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int, store: str | os.PathLike,
                   run: str, *, batch_size: int, capture: Sequence[str], dtype: str,
                   classifier: TokenClassifier | None = None, mantissa_bits: int | None = None,
-                  fingerprint: str | None = None) -> Path:
+                  fingerprint: str | None = None, keep: Sequence[bool] | None = None) -> Path:
     """Run the model over one shard's examples (input ``start .. start+len-1``) and write its shard file.
 
     The file is written under a temporary name and renamed (``write_shard_file``), so it is either absent or
     complete; it is not registered in the index (the caller commits it). Returns the shard file's path. This is
     the one per-shard computation, shared by the single-process and the distributed precompute. ``fingerprint``:
-    the run's configuration fingerprint (:attr:`PreparedRun.fingerprint`), recorded in the file.
+    the run's configuration fingerprint (:attr:`PreparedRun.fingerprint`), recorded in the file. ``keep``: which
+    examples keep their raw tensors (:meth:`PreparedRun.keep_of`; default all).
     """
     results = compute_shard_results(lm, encoded, batch_size=batch_size, capture=capture, dtype=dtype,
-                                    classifier=classifier)
+                                    classifier=classifier, keep=keep)
     path = shard_dir(store, run) / shard_file_name(start, len(encoded))
     return write_shard_file(path, run, start, results, dtype=dtype, mantissa_bits=mantissa_bits,
                             fingerprint=fingerprint)
@@ -420,7 +444,8 @@ def _compute_and_commit(prep: PreparedRun, classifier: TokenClassifier,
         for start, count in prep.todo:
             o = prep.options
             results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=o.batch_size,
-                                            capture=o.capture, dtype=o.dtype, classifier=classifier)
+                                            capture=o.capture, dtype=o.dtype, classifier=classifier,
+                                            keep=prep.keep_of(start, count))
             image = shard_image(prep.run, start, results, dtype=o.dtype, mantissa_bits=o.mantissa_bits,
                                 fingerprint=prep.fingerprint)
             del results

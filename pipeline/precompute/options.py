@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from attnviz.pipeline.precompute.inputs import InputError
+from attnviz.pipeline.precompute.keep import parse_attention
 from attnviz.pipeline.precompute.windows import LongInputs, parse_long_inputs
 
 #: What a run can capture besides attention (which is always captured).
@@ -29,6 +31,9 @@ CAPTURES = ("attention", "qkv", "hidden", "embeddings")
 DEFAULT_SHARD_SIZE = 256
 #: At most this many stored attention (+Q/K/V/hidden) values in one shard, to bound memory at long T.
 DEFAULT_MAX_SHARD_ELEMENTS = 1 << 26
+#: The dtypes a model can run in (``--model-dtype``); metrics are computed from its attention cast to float32.
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(?::\d{1,3})?)$")
 
 
 def parse_capture(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -71,6 +76,10 @@ class PrecomputeOptions:
     max_shard_elements: int = DEFAULT_MAX_SHARD_ELEMENTS  #: stored values per shard, at most
     workers: int | None = None  #: run on a dask LocalCluster with N worker processes
     scheduler: str | None = None  #: address of an existing dask scheduler
+    #: which examples keep raw attention, Q/K/V, hidden states and embeddings (metrics and tokens: every one)
+    attention: str = "all"
+    device: str = "auto"  #: where the model runs: auto, cpu, cuda, cuda:N or mps
+    model_dtype: str = "float32"  #: the dtype the model runs in: float32, float16 or bfloat16
     #: after the last shard, cache head similarity and relative positions (``attnviz analyze``) unless up to date
     analyze: bool = True
 
@@ -108,6 +117,13 @@ class PrecomputeOptions:
         if self.workers is not None and self.scheduler:
             raise InputError("give exactly one of --workers N (a local cluster) or --scheduler ADDRESS")
         set_(self, "capture", parse_capture(self.capture))
+        set_(self, "attention", parse_attention(self.attention).spec)
+        device = str(self.device).strip().lower()
+        if not _DEVICE.match(device):
+            raise InputError(f"unknown --device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
+        set_(self, "device", device)
+        if self.model_dtype not in MODEL_DTYPES:
+            raise InputError(f"unknown --model-dtype {self.model_dtype!r}: use {', '.join(MODEL_DTYPES)}")
         set_(self, "long_inputs", parse_long_inputs(self.long_inputs))
         set_(self, "overrides", _overrides(self.overrides))
 
@@ -144,4 +160,5 @@ def _overrides(given: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any
     return parse_overrides(list(given))
 
 
-__all__ = ["CAPTURES", "DEFAULT_MAX_SHARD_ELEMENTS", "DEFAULT_SHARD_SIZE", "PrecomputeOptions", "parse_capture"]
+__all__ = ["CAPTURES", "DEFAULT_MAX_SHARD_ELEMENTS", "DEFAULT_SHARD_SIZE", "MODEL_DTYPES", "PrecomputeOptions",
+           "parse_capture"]

@@ -77,8 +77,8 @@ def _row_aggregates(row: np.ndarray, hows: Sequence[str]) -> list[float]:
     if "mean" in hows or "std" in hows:
         mean = float(np.mean(row, dtype=np.float64))
         out["mean"] = mean
-        if "std" in hows:  # float32 deviations, squares summed in float64
-            d = row - np.float32(mean)
+        if "std" in hows:  # deviations and their squares in float64
+            d = row.astype(np.float64) - mean
             out["std"] = float(np.sqrt(np.square(d).sum(dtype=np.float64) / row.size))
     wanted = [h for h in hows if h in _QUANTILES]
     if wanted:

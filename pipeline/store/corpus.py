@@ -171,9 +171,11 @@ def read_texts(store: str | os.PathLike, info: RunInfo, indices: Sequence[int]) 
 
 def iter_attention(store: str | os.PathLike, run: str, entry: ShardEntry, kinds: Sequence[str]
                    ) -> Iterator[tuple[str, int, np.ndarray]]:
-    """The attention of every example of one shard, kind by kind: ``(kind, j, [L, H, Tq, Tk] float32)`` with
-    ``j`` the example's position in the shard. The shard is opened once and each kind's data read whole."""
+    """The attention of every example of one shard that kept it (``--attention``), kind by kind:
+    ``(kind, j, [L, H, Tq, Tk] float32)`` with ``j`` the example's position in the shard. The shard is opened once
+    and each kind's data read whole."""
     with open_shard(store, run, entry) as f:
+        kept = f["example/kept"][()].astype(bool) if "example/kept" in f else np.ones(entry.count, dtype=bool)
         for kind in kinds:
             g = f[f"attention/{kind}"]
             n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
@@ -182,7 +184,7 @@ def iter_attention(store: str | os.PathLike, run: str, entry: ShardEntry, kinds:
             k_len = np.diff(f[f"tokens/{k_side}/offsets"][()])
             offsets = g["data_offsets"][()]
             data = g["data"][()]
-            for j in range(entry.count):
+            for j in np.flatnonzero(kept).tolist():
                 tq, tk = int(q_len[j]), int(k_len[j])
                 yield kind, j, data[offsets[j]:offsets[j + 1]].astype(np.float32).reshape(n_layers, n_heads, tq, tk)
 
@@ -257,9 +259,11 @@ def _fill_analysis(f: h5py.File, analysis: Analysis) -> None:
         _write_columns(f.create_group("columns"), analysis.columns)
 
 
-def load_analysis(store: str | os.PathLike, run: str) -> Analysis | None:
+def load_analysis(store: str | os.PathLike, run: str, *, columns: bool = True) -> Analysis | None:
     """A run's cached aggregates, or None when ``attnviz analyze`` has not been run for it.
 
+    ``columns=False`` leaves out the per-example filter columns (``Analysis.columns`` is None: a view that only
+    draws head similarity or relative positions need not hold a number per example).
     An unreadable or damaged file (not HDF5, a missing dataset or attribute) is a one-line :class:`StoreError`.
     """
     path = analysis_path(store, run)
@@ -271,12 +275,12 @@ def load_analysis(store: str | os.PathLike, run: str) -> Analysis | None:
         raise StoreError(f"{path} is unreadable ({one_line(exc)}): rerun 'attnviz analyze'") from exc
     try:
         with f:
-            return _read_analysis(f, path)
+            return _read_analysis(f, path, columns)
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise StoreError(f"{path} is damaged ({one_line(exc)}): rerun 'attnviz analyze'") from exc
 
 
-def _read_analysis(f: h5py.File, path: Path) -> Analysis:
+def _read_analysis(f: h5py.File, path: Path, columns: bool = True) -> Analysis:
     if f.attrs.get("format") != ANALYSIS_FORMAT:
         raise StoreError(f"{path} is not an attnviz analysis file: remove it and rerun 'attnviz analyze'")
     out = Analysis(run=str(f.attrs["run"]), shards=json.loads(f.attrs["shards_json"]),
@@ -291,7 +295,7 @@ def _read_analysis(f: h5py.File, path: Path) -> Analysis:
         for metric, m in g.get("group_sums", {}).items():
             ka.group_sums[metric] = (m["sums"][()], m["counts"][()])
         out.kinds[kind] = ka
-    if "columns" in f:
+    if columns and "columns" in f:
         out.columns = _read_columns_group(f["columns"])
     return out
 

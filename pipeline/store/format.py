@@ -66,6 +66,10 @@ class MissingCaptureError(StoreError):
     """The run did not capture what was asked for (Q/K/V, hidden states, embeddings, an attention kind)."""
 
 
+class NotKeptError(MissingCaptureError):
+    """The example's raw tensors were not kept (``--attention``): it has metrics and tokens only."""
+
+
 class RunMismatchError(StoreError):
     """Writing to an existing run with a different model or configuration."""
 

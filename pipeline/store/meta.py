@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: Keys of a run's metadata that must match when a command writes to an existing run.
 FINGERPRINT_KEYS = ("model", "model_info", "overrides", "input_fingerprint", "max_length", "capture", "dtype",
-                    "mantissa_bits", "shard_size", "max_shard_elements", "long_inputs")
+                    "mantissa_bits", "shard_size", "max_shard_elements", "long_inputs", "attention", "model_dtype")
 #: The family a run without a ``family`` key is read as (the first stores held encoder models only).
 DEFAULT_FAMILY = "encoder"
 
@@ -52,6 +52,10 @@ class RunMeta(BaseModel):
     created: str = ""  #: UTC ISO 8601 time of creation
     fingerprint: str | None = None  #: hash of the FINGERPRINT_KEYS values, recorded in every shard file
     playground: bool = False  #: a run the dashboard's playground added to
+    #: Which examples kept raw attention (``--attention``): None for every example (``all``, and every store written
+    #: before the option), else ``none``, ``first:N``, ``every:K`` or ``sample:N,seed=S``.
+    attention: str | None = None
+    model_dtype: str | None = None  #: the dtype the model ran in; None: float32 (``--model-dtype``)
     #: A training checkpoint's series entry (name, step, epoch, loss, learning_rate, probe_fingerprint, log);
     #: None for other runs (:mod:`attnviz.pipeline.store.series`).
     series: dict[str, Any] | None = None

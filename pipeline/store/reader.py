@@ -29,6 +29,7 @@ from attnviz.pipeline.store.format import (
     ExampleOutOfRangeError,
     MissingCaptureError,
     NotAStoreError,
+    NotKeptError,
     StoreError,
     UnknownRunError,
     one_line,
@@ -145,6 +146,7 @@ class StoreReader:
         self._metric_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._metric_cache_size = metric_cache
         self._tables: dict[tuple[str, int], ExampleTable] = {}
+        self._kept: dict[tuple[str, int], np.ndarray] = {}
         self._stamp: tuple[int, int] | None = None
         self._runs: dict[str, RunInfo] = {}
         self.refresh(force=True)
@@ -176,6 +178,8 @@ class StoreReader:
             del self._metric_cache[key]
         for key in [k for k in self._tables if k[0] == run]:
             del self._tables[key]
+        for key in [k for k in self._kept if k[0] == run]:
+            del self._kept[key]
 
     def runs(self) -> list[str]:
         """Names of the runs in the store."""
@@ -257,6 +261,49 @@ class StoreReader:
             raise MissingCaptureError(f"run {run!r} has no {side} tokens (not an encoder-decoder run)")
         return f[f"tokens/{side}"]
 
+    def _require_kept(self, run: str, f: h5py.File, i: int, j: int) -> None:
+        """Raise :class:`NotKeptError` when example ``i`` (row ``j`` of shard ``f``) has no raw tensors."""
+        if "example/kept" in f and not bool(f["example/kept"][j]):
+            policy = run_meta(self.run_info(run).meta).attention or "all"
+            raise NotKeptError(f"example {i} of run {run!r} has metrics but no raw attention (the run kept it for "
+                               f"--attention {policy})")
+
+    @_read_guard
+    def kept_examples(self, run: str) -> np.ndarray:
+        """Indices (int64, ascending) of the examples that kept raw attention, Q/K/V, hidden states and
+        embeddings (``--attention``; every example of a run written before the option). Cached per run."""
+        info = self.run_info(run)
+        key = (run, len(info.shards))
+        with self._lock:
+            if key in self._kept:
+                return self._kept[key]
+        parts, pos = [], 0
+        for entry in info.shards:
+            f = self._file(run, entry)
+            flags = f["example/kept"][()].astype(bool) if "example/kept" in f else np.ones(entry.count, bool)
+            parts.append(np.flatnonzero(flags) + pos)
+            pos += entry.count
+        kept = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        kept.flags.writeable = False
+        with self._lock:
+            self._kept[key] = kept
+        return kept
+
+    def has_attention(self, run: str, i: int) -> bool:
+        """Whether example ``i`` kept its raw attention (see :meth:`kept_examples`)."""
+        f, j = self._locate(run, i)
+        return "example/kept" not in f or bool(f["example/kept"][j])
+
+    def nearest_kept(self, run: str, i: int) -> int | None:
+        """The example nearest to ``i`` that kept raw attention (the lower one on a tie; ``i`` itself when it
+        did), or None when no example of the run did."""
+        kept = self.kept_examples(run)
+        if kept.size == 0:
+            return None
+        k = int(np.searchsorted(kept, i))
+        candidates = [int(kept[c]) for c in (k - 1, k) if 0 <= c < kept.size]
+        return min(candidates, key=lambda c: (abs(c - i), c))
+
     def _lengths(self, f: h5py.File, j: int, kind: str) -> tuple[int, int]:
         q_side, k_side = KIND_SIDES[kind]
         q_off = f[f"tokens/{q_side}/offsets"][j:j + 2]
@@ -273,6 +320,7 @@ class StoreReader:
         """
         self._require_kind(run, kind)
         f, j = self._locate(run, i)
+        self._require_kept(run, f, i, j)
         g = f[f"attention/{kind}"]
         n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
         _check_index("layer", layer, n_layers)
@@ -299,6 +347,7 @@ class StoreReader:
         if f"qkv/{kind}" not in f:
             raise MissingCaptureError(f"run {run!r} did not capture Q/K/V: rerun precompute with --capture "
                                       "attention,qkv")
+        self._require_kept(run, f, i, j)
         g = f[f"qkv/{kind}"]
         n_layers, n_heads = self.run_info(run).shape[kind]
         _check_index("layer", layer, n_layers)
@@ -319,6 +368,7 @@ class StoreReader:
         if f"hidden/{side}" not in f:
             raise MissingCaptureError(f"run {run!r} did not capture hidden states: rerun precompute with "
                                       "--capture attention,hidden")
+        self._require_kept(run, f, i, j)
         g = f[f"hidden/{side}"]
         lo, hi = (int(x) for x in g["data_offsets"][j:j + 2])
         d = int(g.attrs["hidden_size"])
@@ -332,6 +382,7 @@ class StoreReader:
         if f"embeddings/{side}" not in f:
             raise MissingCaptureError(f"run {run!r} did not capture embeddings: rerun precompute with "
                                       "--capture attention,embeddings")
+        self._require_kept(run, f, i, j)
         g = f[f"embeddings/{side}"]
         d = int(g.attrs["hidden_size"])
         out = []

@@ -64,8 +64,10 @@ class _FlatWriter:
             data[lo:hi].reshape(part.shape)[...] = part  # one copy per example, in C order
         if mantissa_bits is not None:
             data = round_mantissa(data, mantissa_bits)
-        chunks = (max(1, min(CHUNK_ELEMENTS, data.size)),)
-        group.create_dataset(name, data=data, chunks=chunks, **compression)
+        if data.size:
+            group.create_dataset(name, data=data, chunks=(min(CHUNK_ELEMENTS, data.size),), **compression)
+        else:  # no example of the shard kept this tensor (--attention): an empty, unchunked dataset
+            group.create_dataset(name, data=data)
         group.create_dataset(f"{name}_offsets", data=np.asarray(self.offsets, dtype=np.int64))
 
 
@@ -116,6 +118,7 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
     ex = f.create_group("example")
     ex.create_dataset("input_index", data=np.array([r.input_index for r in results], dtype=np.int64))
     ex.create_dataset("truncated", data=np.array([r.truncated for r in results], dtype=bool))
+    ex.create_dataset("kept", data=np.array([r.kept for r in results], dtype=bool))
     for name, values in (("text", [r.text for r in results]), ("target_text", [r.target_text for r in results]),
                          ("label", [r.label for r in results]),
                          ("meta_json", [json.dumps(r.meta, sort_keys=True) if r.meta else "{}" for r in results])):
@@ -130,6 +133,8 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
         g.create_dataset("strings", data=[t for s in seqs for t in s.strings], dtype=STRING_DTYPE)
         g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64))
 
+    # Dimension attributes come from an example that kept its tensors (the others hold empty arrays).
+    model = next((r for r in results if r.kept), results[0])
     for kind in results[0].attention:
         g = f.create_group(f"attention/{kind}")
         flat = _FlatWriter()
@@ -149,7 +154,7 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
             for r in results:
                 flat.add(r.qkv[kind][idx])
             flat.write(g, letter, float_dtype, comp)
-        g.attrs["head_dim"] = results[0].qkv[kind][0].shape[-1]
+        g.attrs["head_dim"] = model.qkv[kind][0].shape[-1]
 
     for side in results[0].hidden:
         g = f.create_group(f"hidden/{side}")
@@ -157,7 +162,7 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
         for r in results:
             flat.add(r.hidden[side])
         flat.write(g, "data", float_dtype, comp)
-        g.attrs["hidden_size"] = results[0].hidden[side].shape[-1]
+        g.attrs["hidden_size"] = model.hidden[side].shape[-1]
 
     for side in results[0].embeddings:
         g = f.create_group(f"embeddings/{side}")
@@ -166,7 +171,7 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
             for r in results:
                 flat.add(r.embeddings[side][idx])
             flat.write(g, name, float_dtype, comp)
-        g.attrs["hidden_size"] = results[0].embeddings[side][0].shape[-1]
+        g.attrs["hidden_size"] = model.embeddings[side][0].shape[-1]
 
 
 class StoreWriter:
