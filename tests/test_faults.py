@@ -42,11 +42,14 @@ def test_full_disk_is_one_line_and_resumable(small_disk: Path, tmp_path: Path) -
 
     reference = tmp_path / "ref.h5"
     assert _precompute(reference, "--capture", "attention,hidden")[0] == 0
-    # A disk with room for about half of the store.
-    size_kb = max(64, store_size(reference) // 2048)
+    # A disk with room for about half of the examples (the corpus analysis written at the end is left out of
+    # both, so that the disk fills while examples are being written).
+    bare = tmp_path / "bare.h5"
+    assert _precompute(bare, "--capture", "attention,hidden", "--no-analyze")[0] == 0
+    size_kb = max(64, store_size(bare) // 2048)
     subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(small_disk)], check=True)
     store = small_disk / "s.h5"
-    code, _out, err = _precompute(store, "--capture", "attention,hidden")
+    code, _out, err = _precompute(store, "--capture", "attention,hidden", "--no-analyze")
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip() and "precompute" not in line]
     assert len(lines) == 1 and "no space left" in lines[0] and "rerun" in lines[0], err
@@ -160,3 +163,34 @@ def test_a_read_only_store_given_a_new_run_is_one_line_and_unchanged(small_disk:
             assert reader.num_examples(reader.runs()[0]) == 10
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+
+def test_full_disk_during_the_corpus_analysis_keeps_every_example(small_disk: Path, tmp_path: Path) -> None:
+    """The disk fills after the last example, while the corpus analysis is written: one line, every example kept,
+    and a rerun adds the analysis."""
+    from attnviz.pipeline.precompute.analyze import analysis_needed
+    from attnviz.pipeline.store import store_size
+
+    bare = tmp_path / "bare.h5"
+    assert _precompute(bare, "--capture", "attention,hidden", "--no-analyze")[0] == 0
+    full = tmp_path / "full.h5"
+    assert _precompute(full, "--capture", "attention,hidden")[0] == 0
+    # Room for the examples and half of what the analysis adds.
+    size_kb = (store_size(bare) + (store_size(full) - store_size(bare)) // 2) // 1024 + 1
+    subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(small_disk)], check=True)
+    store = small_disk / "s.h5"
+    code, _out, err = _precompute(store, "--capture", "attention,hidden")
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip() and "precompute" not in line]
+    assert len(lines) == 1 and "no space left" in lines[0] and "rerun" in lines[0], err
+    with StoreReader(store) as reader:
+        run = reader.runs()[0]
+        assert reader.num_examples(run) == 60
+    assert analysis_needed(store, run)
+    assert not [p for p in small_disk.rglob("*") if ".tmp-" in p.name]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    code, out, err = _precompute(store, "--capture", "attention,hidden")
+    assert code == 0, err
+    assert "60 resumed" in out and not analysis_needed(store, run)
+    check = verify_store(store)
+    assert not check.problems and not check.incomplete
