@@ -38,7 +38,6 @@ def small_disk(tmp_path: Path):
 
 
 def test_full_disk_is_one_line_and_resumable(small_disk: Path, tmp_path: Path) -> None:
-
     reference = tmp_path / "ref.h5"
     assert _precompute(reference, "--capture", "attention,hidden")[0] == 0
     # A disk with room for about half of the store's shards (its analysis and corpus index come after them).
