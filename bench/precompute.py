@@ -125,22 +125,28 @@ def measure_set(name: str, lm: LoadedModel, args: argparse.Namespace, tmp: Path,
 
     bare_forward(lm, encoded[:64], args.batch_size)  # warm-up
     bare_forward(lm, encoded[:64], args.batch_size, full=False)  # warm-up (and tracing the attention sites)
-    times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": [], "own_forward": []}
-    store = tmp / f"{name}.h5"
-    for rep in range(args.repeats):
-        times["floor"].append(bare_forward(lm, encoded, args.batch_size))
-        for p in tmp.glob(f"{name}.h5*"):
+    times: dict[str, list[float]] = {"floor": [], "pipeline": [], "naive": [], "own_forward": [], "none": []}
+    store, none_store = tmp / f"{name}.h5", tmp / f"{name}-none.h5"
+
+    def timed(target: Path, **extra: object) -> tuple[float, float]:
+        """(steady-state seconds: first batch to last commit, set-up seconds) of one precompute."""
+        for p in tmp.glob(f"{target.name}*"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         marks: dict[str, float] = {}
         t0 = time.perf_counter()
-        precompute(options(store), loaded=lm, on_start=lambda *_, m=marks: m.setdefault("start", time.perf_counter()))
+        precompute(options(target, **extra), loaded=lm,
+                   on_start=lambda *_, m=marks: m.setdefault("start", time.perf_counter()))
         _sync(lm)
-        end = time.perf_counter()
-        # Steady state: from the first batch to the last commit (model load + tokenizing reported apart).
-        times["pipeline"].append(end - marks["start"])
-        times.setdefault("setup", []).append(marks["start"] - t0)
+        return time.perf_counter() - marks["start"], marks["start"] - t0
+
+    for rep in range(args.repeats):
+        times["floor"].append(bare_forward(lm, encoded, args.batch_size))
+        steady, setup = timed(store)
+        times["pipeline"].append(steady)
+        times.setdefault("setup", []).append(setup)
         # Right after the pipeline, so that each pipeline run has both references as neighbours.
         times["own_forward"].append(bare_forward(lm, encoded, args.batch_size, full=False))
+        times["none"].append(timed(none_store, attention="none")[0])  # metrics, tokens and columns only
         if first and rep < args.naive_repeats:
             times["naive"].append(naive(lm, sentences, tmp / f"naive{rep}.h5"))
     best = {k: min(v) for k, v in times.items() if v}
@@ -148,8 +154,6 @@ def measure_set(name: str, lm: LoadedModel, args: argparse.Namespace, tmp: Path,
     own_pairs = sorted(f / p for f, p in zip(times["own_forward"], times["pipeline"], strict=True))
     rate = {k: n / v for k, v in best.items() if k != "setup"}
     # Bytes per example: every example's attention (all) against metrics, tokens and columns only (none).
-    none_store = tmp / f"{name}-none.h5"
-    precompute(options(none_store, attention="none"), loaded=lm)
     per_example = {"all": _store_bytes(store) / n, "none": _store_bytes(none_store) / n}
 
     print(f"\n== {name}: {n} sentences, {int(lengths.sum())} tokens (median {int(np.median(lengths))}, "
@@ -159,6 +163,7 @@ def measure_set(name: str, lm: LoadedModel, args: argparse.Namespace, tmp: Path,
     for key, label in (("floor", "bare batched forward (floor, no storage)"),
                        ("own_forward", "forward stopped after the last attention"),
                        ("pipeline", "attnviz precompute (compute+store)"),
+                       ("none", "attnviz precompute --attention none"),
                        ("naive", "naive one-at-a-time extraction")):
         if key in best:
             print(f"{label:<44}{best[key]:>10.2f}{rate[key]:>12.1f}")
@@ -168,6 +173,9 @@ def measure_set(name: str, lm: LoadedModel, args: argparse.Namespace, tmp: Path,
           f"range {pair_ratios[0]:.2f}-{pair_ratios[-1]:.2f})")
     print(f"pipeline / the forward it runs (no storage) = {rate['pipeline'] / rate['own_forward']:.2f}   "
           f"(what metrics and storage cost; adjacent pairs: median {statistics.median(own_pairs):.2f})")
+    none_pairs = sorted(f / p for f, p in zip(times["floor"], times["none"], strict=True))
+    print(f"pipeline --attention none / floor = {rate['none'] / rate['floor']:.2f}   (metrics for every example, "
+          f"no raw attention; adjacent pairs: median {statistics.median(none_pairs):.2f})")
     if "naive" in rate:
         print(f"pipeline / naive  = {rate['pipeline'] / rate['naive']:.2f}   (target >= 3)")
     print(f"bytes per example on disk: --attention all {per_example['all']:.0f}, --attention none "
