@@ -44,6 +44,7 @@ from attnviz.dashboard.data import (
     preferred_run,
 )
 from attnviz.dashboard.example import callbacks as example_callbacks
+from attnviz.dashboard.example import inputs as example_inputs
 from attnviz.dashboard.example import layout as example_layout
 from attnviz.dashboard.example import sync
 from attnviz.dashboard.playground import callbacks as playground_callbacks
@@ -169,6 +170,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)
+    example_inputs.register_callbacks(app)
     corpus_callbacks.register_callbacks(app)
     playground_callbacks.register_callbacks(app)
     training_callbacks.register_callbacks(app)

@@ -9,7 +9,7 @@ import numpy as np
 
 from attnviz.dashboard.cache import LRU, RunStamp, run_stamp
 from attnviz.dashboard.example.analysis import pool_matrix
-from attnviz.dashboard.example.tokens import display_tokens
+from attnviz.dashboard.example.tokens import display_tokens, raw_labels
 from attnviz.pipeline.metrics import attention_rollout
 from attnviz.pipeline.records import KIND_SIDES
 from attnviz.pipeline.store import ExampleTable, StoreReader
@@ -44,11 +44,20 @@ def tokens_for(reader: StoreReader, run: str, example: int, side: str) -> list[s
                        lambda: display_tokens(reader.tokens(run, example, side)))
 
 
-def kind_tokens(reader: StoreReader, run: str, example: int, kind: str) -> tuple[list[str], list[str]]:
-    """(query tokens, key tokens) of an attention kind."""
+def raw_tokens_for(reader: StoreReader, run: str, example: int, side: str) -> list[str]:
+    """Raw labels (the tokenizer's strings, quoted: :func:`~.tokens.raw_labels`) of one side of an example
+    (cached per run version)."""
+    return _tokens.get((stamp(reader, run), example, side, "raw"),
+                       lambda: raw_labels(reader.tokens(run, example, side)))
+
+
+def kind_tokens(reader: StoreReader, run: str, example: int, kind: str, *,
+                raw: bool = False) -> tuple[list[str], list[str]]:
+    """(query tokens, key tokens) of an attention kind: display labels, or raw labels when ``raw``."""
     q_side, k_side = KIND_SIDES[kind]
-    q = tokens_for(reader, run, example, q_side)
-    return q, (q if k_side == q_side else tokens_for(reader, run, example, k_side))
+    side_tokens = raw_tokens_for if raw else tokens_for
+    q = side_tokens(reader, run, example, q_side)
+    return q, (q if k_side == q_side else side_tokens(reader, run, example, k_side))
 
 
 def rollout(reader: StoreReader, run: str, example: int, kind: str) -> np.ndarray:

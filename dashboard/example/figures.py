@@ -29,6 +29,9 @@ ATTENTION_COLORSCALE: list[list] = [[0.0, "#ffffff"], [0.125, "#deebf7"], [0.25,
                                     [1.0, "#08306b"]]
 #: Coarser bins when every head is drawn (fewer traces).
 MULTI_HEAD_EDGES: tuple[float, ...] = (0.05, 0.15, 0.35, 0.6, 1.0 + 1e-6)
+#: Largest matrix whose hover carries every cell's raw tokens when a Python builder fills them (the page fills
+#: them itself at any size, see ``payload.templates``).
+RAW_HOVER_MAX_CELLS = 65_536
 #: Most lines a head view draws (the strongest are kept; shared by every head in the all-heads view).
 HEAD_VIEW_MAX_SEGMENTS = 20_000
 
@@ -71,23 +74,46 @@ def label_margins(x_labels: Collection[str], y_labels: Collection[str], top: int
     return {"l": left, "r": 20, "t": top, "b": bottom}
 
 
+def matrix_hovertemplate(query_axis: str, key_axis: str, value: str, *, raw: bool) -> str:
+    """The attention matrix's hover: query and key labels (with their raw tokens, from the cell's ``text`` and
+    ``customdata``, when ``raw``) and the value."""
+    q_raw, k_raw = (" %{text}", " %{customdata}") if raw else ("", "")
+    return f"{query_axis}: %{{y}}{q_raw}<br>{key_axis}: %{{x}}{k_raw}<br>{value}: %{{z:.4f}}<extra></extra>"
+
+
+def raw_cells(raw_query: Sequence[str], raw_key: Sequence[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Per cell of a ``[Tq, Tk]`` matrix: its query's raw token (``text``) and its key's (``customdata``)."""
+    keys = list(raw_key)
+    return [[r] * len(keys) for r in raw_query], [keys] * len(raw_query)
+
+
 def attention_matrix_figure(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *,
                             title: str = "", step: int | None = None, colorbar_title: str = "weight",
-                            query_axis: str = "query", key_axis: str = "key") -> Figure:
+                            query_axis: str = "query", key_axis: str = "key",
+                            raw: tuple[Sequence[str], Sequence[str]] | None = None,
+                            fill_raw: bool = True) -> Figure:
     """Heatmap of ``[Tq, Tk]`` attention: rows are queries (top to bottom), columns keys.
 
-    Hover shows the query token, the key token and the weight. ``step`` outlines one query row.
+    Hover shows the query token, the key token and the weight; with ``raw`` (the raw labels of queries and
+    keys, :func:`~attnviz.dashboard.example.tokens.raw_labels`) each token's raw form beside it, filled in
+    per cell (:func:`raw_cells`) when ``fill_raw`` and the matrix has at most :data:`RAW_HOVER_MAX_CELLS` cells
+    (the page fills them itself). ``step`` outlines one query row.
     """
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 2 or w.shape != (len(query_tokens), len(key_tokens)):
         raise ValueError(f"weights {w.shape} do not match {len(query_tokens)} queries x {len(key_tokens)} keys")
+    if raw is not None and (len(raw[0]), len(raw[1])) != w.shape:
+        raise ValueError(f"raw tokens {len(raw[0])} x {len(raw[1])} do not match weights {w.shape}")
+    with_raw = raw is not None and (not fill_raw or w.size <= RAW_HOVER_MAX_CELLS)
     x_labels, y_labels = axis_labels(key_tokens), axis_labels(query_tokens)
     heat = {
         "type": "heatmap", "z": typed(w), "x": x_labels, "y": y_labels,
         "colorscale": ATTENTION_COLORSCALE, "zmin": 0.0,
         "colorbar": {"title": {"text": colorbar_title}, "thickness": 12},
-        "hovertemplate": f"{query_axis}: %{{y}}<br>{key_axis}: %{{x}}<br>{colorbar_title}: %{{z:.4f}}<extra></extra>",
+        "hovertemplate": matrix_hovertemplate(query_axis, key_axis, colorbar_title, raw=with_raw),
     }
+    if with_raw and fill_raw and raw is not None:
+        heat["text"], heat["customdata"] = raw_cells(*raw)
     shapes = []
     if step is not None and 0 <= step < w.shape[0]:
         shapes.append(_rect(-0.5, w.shape[1] - 0.5, step - 0.5, step + 0.5))
@@ -100,15 +126,19 @@ def attention_matrix_figure(weights: np.ndarray, query_tokens: Sequence[str], ke
 
 
 def _token_trace(labels: Sequence[str], x: float, side: str, hover: Sequence[str], selected: int | None,
-                 show_text: bool, font_size: int) -> dict[str, Any]:
+                 show_text: bool, font_size: int, raw: Sequence[str] | None = None) -> dict[str, Any]:
+    """A head view's token column; with ``raw``, each token's raw label in ``customdata``, shown under the hover
+    (the page's canvas shows it in its tooltip too)."""
     n = len(labels)
     highlight = np.zeros(n, dtype=np.float32)
     if selected is not None:
         highlight[selected] = 1.0
+    hover_fields: dict[str, Any] = {"hoverinfo": "text"} if raw is None else {
+        "customdata": list(raw), "hovertemplate": "%{hovertext}<br>raw %{customdata}<extra></extra>"}
     return {
         "type": "scatter", "x": typed(np.full(n, x)), "y": typed(np.arange(n)), "name": side,
         "mode": "markers+text" if show_text else "markers", "text": list(labels), "hovertext": list(hover),
-        "hoverinfo": "text", "textposition": "middle left" if side == "queries" else "middle right",
+        **hover_fields, "textposition": "middle left" if side == "queries" else "middle right",
         "textfont": {"size": font_size}, "showlegend": False,
         "marker": {"size": 8, "color": typed(highlight), "cmin": 0.0, "cmax": 1.0,
                    "colorscale": [[0, "#666666"], [1, SELECT_COLOUR]]},
@@ -141,14 +171,16 @@ def _top_hover(w: np.ndarray, q_tokens: Sequence[str], k_tokens: Sequence[str], 
 
 def head_view_figure(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *,
                      head_labels: Sequence[str] | None = None, selected: tuple[str, int] | None = None,
-                     title: str = "", max_segments: int = HEAD_VIEW_MAX_SEGMENTS) -> Figure:
+                     title: str = "", max_segments: int = HEAD_VIEW_MAX_SEGMENTS,
+                     raw: tuple[Sequence[str], Sequence[str]] | None = None) -> Figure:
     """bertviz-style head view: queries on the left, keys on the right, one line per weight at or above the
     first bin edge, its opacity the mid-point of its weight bin.
 
     ``weights`` is ``[Tq, Tk]`` for one head, or ``[H, Tq, Tk]`` to draw every head in its own colour.
     ``selected`` = ("query", i) or ("key", j) keeps only that token's lines. Traces 0 and 1 are the query and
     key tokens (point index = token position), then one trace per (head, opacity bin) with NaN-separated
-    segments; each line trace's ``meta`` gives its head, bin and segment count.
+    segments; each line trace's ``meta`` gives its head, bin and segment count. ``raw`` (raw labels of queries
+    and keys) puts each token's raw form under its hover.
     """
     w = np.asarray(weights, dtype=np.float32)
     multi = w.ndim == 3
@@ -156,6 +188,8 @@ def head_view_figure(weights: np.ndarray, query_tokens: Sequence[str], key_token
     n_heads, tq, tk = stack.shape
     if (tq, tk) != (len(query_tokens), len(key_tokens)):
         raise ValueError(f"weights {w.shape} do not match {len(query_tokens)} x {len(key_tokens)} tokens")
+    if raw is not None and (len(raw[0]), len(raw[1])) != (tq, tk):
+        raise ValueError(f"raw tokens {len(raw[0])} x {len(raw[1])} do not match {tq} x {tk} tokens")
     labels = list(head_labels) if head_labels is not None else [f"head {h}" for h in range(n_heads)]
     q_sel = selected[1] if selected and selected[0] == "query" else None
     k_sel = selected[1] if selected and selected[0] == "key" else None
@@ -165,9 +199,9 @@ def head_view_figure(weights: np.ndarray, query_tokens: Sequence[str], key_token
     font = 11 if longest <= 40 else 9
     traces = [
         _token_trace(query_tokens, 0.0, "queries", _top_hover(mean, query_tokens, key_tokens, 1), q_sel,
-                     show_text, font),
+                     show_text, font, raw[0] if raw else None),
         _token_trace(key_tokens, 1.0, "keys", _top_hover(mean, query_tokens, key_tokens, 0), k_sel,
-                     show_text, font),
+                     show_text, font, raw[1] if raw else None),
     ]
     edges = MULTI_HEAD_EDGES if multi else HEAD_VIEW_EDGES
     dropped_total = 0

@@ -9,6 +9,10 @@ EXAMPLE_SEARCH = "example-search"
 EXAMPLE_SEARCH_RESULTS = "example-search-results"
 EXAMPLE_TEXT = "example-text"
 EXAMPLE_COUNT = "example-count"
+WINDOW_BOX = "example-window-box"  #: "window k of n" with its buttons (shown for an example that is a window)
+WINDOW_PREV = "example-window-prev"
+WINDOW_NEXT = "example-window-next"
+WINDOW_LABEL = "example-window-label"
 
 LAYER_SELECT = "layer-select"
 HEAD_SELECT = "head-select"
@@ -35,13 +39,17 @@ METRICS_HEADS = "metrics-heads"
 DEBUG_VIEW = "debug-view"
 EMBEDDINGS_VIEW = "embeddings-view"
 NORMS_VIEW = "norms-view"
+INPUT_PANEL = "input-panel"  #: the Input tab: the example's text and tokens (shown and raw)
 
 # client-side state: the page computes views from the example's data (dashboard/assets/example.js)
 PAYLOAD = "example-payload"  #: one example's attention and view templates (server -> page, once per key)
 PAYLOAD_KEY = "example-payload-key"  #: which data the page needs now (the page writes it; the server answers)
 URL_REQUEST = "example-url-request"  #: a URL the page's state does not show yet (for the server to resolve)
 EXAMPLE_ID = "example-id"  #: run and example of the selection (the picker's text listens to it)
-DETAILS = "example-details"  #: the accordion of panels drawn only while open
+DETAILS = "example-details"  #: the tabs under the views (the server's panels draw only while their tab is open)
+DETAIL_MODEL = "model"
+DETAIL_TIMESTEP = "timestep"
+DETAIL_INPUT = "input"
 DETAIL_METRICS = "metrics"
 DETAIL_DEBUG = "debug"
 DETAIL_EMBEDDINGS = "embeddings"

@@ -14,13 +14,18 @@ from attnviz.dashboard.messages import message_figure
 
 #: A view that takes longer than this shows a spinner (shorter waits would only flicker).
 LOADING_DELAY_MS = 300
-#: Height of the matrix and head view: with the header, both fit a 1600 x 1000 screen.
-MAIN_VIEW_HEIGHT = 680
+#: Height of the matrix and head view: with the header, both and the tabs under them fit a 1600 x 1000 screen.
+MAIN_VIEW_HEIGHT = 640
+#: Height of a panel's figure while it shows only a message (a line or two: a panel with nothing to show collapses).
+MESSAGE_HEIGHT = 64
+#: Characters per line of such a message (the panel is ~1,150 px wide at 1600 px).
+MESSAGE_WRAP = 150
 
 
-def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
-    return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=height),
-                     config=cast(Any, image_config(graph_id)), style={"minHeight": f"{height}px"})
+def _graph(graph_id: str) -> dcc.Graph:
+    """A panel's graph, one line tall until its figure comes (a message keeps it one line tall)."""
+    return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=MESSAGE_HEIGHT),
+                     config=cast(Any, image_config(graph_id)))
 
 
 def _card(title: str, body: Any, class_name: str = "") -> dbc.Card:
@@ -32,8 +37,21 @@ def _labelled(label: Any, control: Any, **col: Any) -> dbc.Col:
     return dbc.Col([dbc.Label(label, className="small mb-0"), control], **col)
 
 
+def _window_stepper() -> html.Div:
+    """"window k of n" with buttons to the windows before and after (``--long-inputs window``); hidden for an
+    example that is not a window of a longer text."""
+    return html.Div(dbc.InputGroup([
+        dbc.Button("‹ window", id=ids.WINDOW_PREV, color="secondary", outline=True, size="sm",
+                   title="the window before in the same text"),
+        dbc.InputGroupText("", id=ids.WINDOW_LABEL, className="small"),
+        dbc.Button("window ›", id=ids.WINDOW_NEXT, color="secondary", outline=True, size="sm",
+                   title="the window after in the same text"),
+    ], size="sm"), id=ids.WINDOW_BOX, hidden=True, className="mt-1")
+
+
 def _picker() -> dbc.Card:
-    """The control panel's input part: which example (index, prev / next, search) and its text."""
+    """The control panel's input part: which example (index, prev / next, the windows of a long text, search)
+    and its text."""
     return dbc.Card(dbc.CardBody([
         dbc.Label("Example", html_for=ids.EXAMPLE_INDEX, className="small mb-0"),
         dbc.InputGroup([
@@ -43,6 +61,7 @@ def _picker() -> dbc.Card:
             dbc.InputGroupText("of 0", id=ids.EXAMPLE_COUNT, className="small"),
             dbc.Button("next ›", id=ids.EXAMPLE_NEXT, color="secondary", outline=True, size="sm"),
         ], size="sm"),
+        _window_stepper(),
         dbc.Row([
             _labelled("Search the corpus", dbc.Input(id=ids.EXAMPLE_SEARCH, type="search", size="sm",
                                                      placeholder="words in a sentence…", debounce=True), width=6),
@@ -54,7 +73,8 @@ def _picker() -> dbc.Card:
 
 
 def _controls() -> dbc.Card:
-    """The control panel's view part: layer, head, query position, attention kind, raw / rollout, export."""
+    """The control panel's view part: layer, head, query position, attention kind, raw / rollout, export. The
+    attention kind has a row of its own: its longest label (``cross-attention (decoder → encoder)``) fits."""
     return dbc.Card(dbc.CardBody([
         dbc.Row([
             _labelled("Layer", dbc.Select(id=ids.LAYER_SELECT, options=[], size="sm"), width=4),
@@ -63,10 +83,12 @@ def _controls() -> dbc.Card:
                       dbc.Input(id=ids.STEP_INPUT, type="number", min=0, step=1, value=0, size="sm"), width=4),
         ], className="g-2"),
         dbc.Row([
-            _labelled("Attention", dbc.Select(id=ids.KIND_SELECT, options=[], size="sm"), width=7),
+            _labelled("Attention", dbc.Select(id=ids.KIND_SELECT, options=[], size="sm"), width=12),
+        ], className="g-2 mt-1"),
+        dbc.Row([
             _labelled("Matrix shows", dbc.RadioItems(
                 id=ids.ATTN_MODE, inline=True, value="raw", className="small",
-                options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"}]), width=5),
+                options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"}]), width=12),
         ], className="g-2 mt-1"),
         dbc.ButtonGroup([
             dbc.Button("Reset", id=ids.RESET, color="secondary", outline=True, size="sm",
@@ -77,19 +99,27 @@ def _controls() -> dbc.Card:
     ], className="p-2"), className="mb-2 shadow-sm")
 
 
-def _details() -> dbc.Accordion:
-    """Panels drawn by the server only while open (closed, a change of selection costs them nothing)."""
-    def item(title: str, body: Any, item_id: str) -> dbc.AccordionItem:
-        return dbc.AccordionItem(dcc.Loading(body, delay_show=LOADING_DELAY_MS, type="dot"), title=title,
-                                 item_id=item_id)
+def _details() -> dbc.Tabs:
+    """The panels under the views, one tab each: model view and time step (drawn by the page when their tab
+    shows them), the example's input, and the server's panels (metrics, debugging, embeddings: drawn only while
+    their tab is open, so a change of selection costs a closed one nothing)."""
+    def loading(body: Any) -> dcc.Loading:
+        return dcc.Loading(body, delay_show=LOADING_DELAY_MS, type="dot")
 
-    return dbc.Accordion([
-        item("Interpretability: this example's metrics vs the corpus", html.Div(id=ids.METRICS_PANEL),
-             ids.DETAIL_METRICS),
-        item("Debugging: value distributions", _graph(ids.DEBUG_VIEW, 560), ids.DETAIL_DEBUG),
-        item("Embeddings and activation norms", [_graph(ids.EMBEDDINGS_VIEW, 430), _graph(ids.NORMS_VIEW, 300)],
-             ids.DETAIL_EMBEDDINGS),
-    ], id=ids.DETAILS, always_open=True, start_collapsed=True, active_item=[], className="mb-3 shadow-sm")
+    def tab(label: str, body: Any, tab_id: str) -> dbc.Tab:
+        return dbc.Tab(html.Div(body, className="pt-2"), label=label, tab_id=tab_id, id=f"{ids.DETAILS}-{tab_id}",
+                       label_class_name="py-1 px-3 small")
+
+    return dbc.Tabs([
+        tab("Model view", _view(ids.MODEL_VIEW, 400), ids.DETAIL_MODEL),
+        tab("Time step", dbc.Row([dbc.Col(_view(ids.TIMESTEP_BARS, 300), lg=6),
+                                  dbc.Col(_view(ids.TIMESTEP_LAYERS, 300), lg=6)], className="g-2"),
+            ids.DETAIL_TIMESTEP),
+        tab("Input", loading(html.Div(id=ids.INPUT_PANEL)), ids.DETAIL_INPUT),
+        tab("Interpretability", loading(html.Div(id=ids.METRICS_PANEL)), ids.DETAIL_METRICS),
+        tab("Debugging", loading(_graph(ids.DEBUG_VIEW)), ids.DETAIL_DEBUG),
+        tab("Embeddings", loading([_graph(ids.EMBEDDINGS_VIEW), _graph(ids.NORMS_VIEW)]), ids.DETAIL_EMBEDDINGS),
+    ], id=ids.DETAILS, active_tab=ids.DETAIL_MODEL, className="mb-1")
 
 
 def _view(view_id: str, height: int, fill: bool = False) -> html.Div:
@@ -105,17 +135,13 @@ def _head_view() -> html.Div:
 
 
 def layout() -> html.Div:
-    """The tab's content: the example's views on the left (matrix and head view on the first screen, model view
-    and time step below, drawn when they scroll into view), the example and view controls on the right."""
+    """The tab's content: the example's views on the left (matrix and head view on the first screen, the other
+    panels as tabs under them), the example and view controls on the right."""
     views = dcc.Loading([
         dcc.Store(id=ids.PAYLOAD),
         dbc.Row([
             dbc.Col(_card("Attention matrix (queries × keys)", _view(ids.MATRIX, MAIN_VIEW_HEIGHT, fill=True)), lg=7),
             dbc.Col(_card("Head view", _head_view()), lg=5),
-        ], className="g-3"),
-        dbc.Row([
-            dbc.Col(_card("Model view (all layers × heads)", _view(ids.MODEL_VIEW, 400)), lg=7),
-            dbc.Col(_card("Time step", [_view(ids.TIMESTEP_BARS, 300), _view(ids.TIMESTEP_LAYERS, 260)]), lg=5),
         ], className="g-3"),
     ], target_components=cast(Any, {ids.PAYLOAD: "data"}), delay_show=LOADING_DELAY_MS, type="circle",
         overlay_style={"visibility": "visible", "opacity": 0.6})

@@ -11,6 +11,7 @@ from attnviz.dashboard.example import ids
 from attnviz.dashboard.example.data import ExampleSummary
 from attnviz.dashboard.example.views import MetricsTable, head_label
 from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.store import ExampleWindows
 
 
 def fmt_value(value: float, unit: str = "") -> str:
@@ -91,3 +92,48 @@ def example_summary(summary: ExampleSummary) -> html.Div:
         parts.append(html.Div(["→ ", table.target_text[i]], className="text-muted", style=scroll))
     parts.append(html.Div(badges, className="mt-1"))
     return html.Div(parts)
+
+
+def window_line(windows: ExampleWindows) -> tuple[str, bool, bool, bool]:
+    """The picker's window line for an example: (label ``window k of n``, hidden, previous disabled, next
+    disabled); hidden for an example that is no window of a longer text."""
+    if not windows.windowed:
+        return "", True, True, True
+    label = f"window {windows.position + 1} of {windows.total}"
+    if len(windows.examples) < windows.total:
+        label += f" ({len(windows.examples)} written)"
+    return label, False, windows.previous() is None, windows.next() is None
+
+
+def _token_chips(shown: list[str], raw: list[str]) -> html.Div:
+    """Tokens as small chips ``position shown``, each with its raw token as the tooltip."""
+    return html.Div([html.Span([html.Span(str(i), className="text-muted me-1"), label],
+                               title=f"token {i}: raw {r}", className="attnviz-token border rounded px-1 me-1 mb-1 "
+                                                                      "d-inline-block")
+                     for i, (label, r) in enumerate(zip(shown, raw, strict=True))], className="small")
+
+
+def input_panel(summary: ExampleSummary, tokens: dict[str, tuple[list[str], list[str]]],
+                windows: ExampleWindows) -> html.Div:
+    """The Input tab: the example's whole text (and target text), where it lies in a longer text when it is a
+    window of one, and its tokens per side as the views label them, the raw token in each tooltip.
+    ``tokens`` maps a side (``source``, ``target``) to its (display labels, raw labels)."""
+    table, i = summary.table, summary.index
+    parts: list = [html.Div(table.text[i], className="fw-semibold", style={"whiteSpace": "pre-wrap"})]
+    if table.target_text[i]:
+        parts.append(html.Div(["→ ", table.target_text[i]], className="text-muted", style={"whiteSpace": "pre-wrap"}))
+    if windows.windowed:
+        start = windows.token_starts[windows.position]
+        parts.append(html.Div(f"Window {windows.position + 1} of {windows.total} of input text "
+                              f"{windows.input_index}: its first token is token {start} of the text.",
+                              className="small text-muted mt-1"))
+    if bool(table.truncated[i]):
+        parts.append(html.Div("The text was cut to the model's length (--long-inputs truncate).",
+                              className="small text-muted mt-1"))
+    for side, (shown, raw) in tokens.items():
+        if not shown:
+            continue
+        parts.append(html.H6(f"{side.capitalize()} tokens ({len(shown)}); hover a token for its raw form",
+                             className="mt-2 mb-1 small fw-semibold"))
+        parts.append(_token_chips(shown, raw))
+    return html.Div(parts, style={"maxHeight": "420px", "overflowY": "auto"})

@@ -12,7 +12,9 @@ shows:
 * bytes that are not UTF-8 (random token sequences) as hex in quiet brackets, ``‹e2 80›``;
 * an empty token as ``∅``; special tokens (``[CLS]``, ``<|endoftext|>``, ``<s>``) as they are.
 
-:func:`raw_token` is the tokenizer's own string, for hovers and tooltips. Axis labels are made unique by their
+:func:`raw_token` is the tokenizer's own string, for hovers and tooltips; :func:`raw_labels` quotes it for a
+hover beside the readable label (``'Ġthe'``; a byte-level token that is not plain ASCII also as its bytes,
+``'Ã' b'\xc3'``). Axis labels are made unique by their
 position (``"3 the"``) because plotly merges equal category labels on an axis.
 """
 
@@ -184,6 +186,24 @@ def display_tokens(tokens: Sequence[str]) -> list[str]:
 def raw_token(token: str) -> str:
     """The tokenizer's own token string, for a hover or tooltip (``""`` shown as ``''``)."""
     return token if token else "''"
+
+
+def raw_label(token: str, *, byte_level: bool = False) -> str:
+    """The tokenizer's own token string quoted as Python writes a string (escapes for control and invisible
+    characters: ``'\ufeff'``); for a byte-level token whose bytes are not plain ASCII, its bytes after it
+    (``'âĢ' b'\xe2\x80'``), since the stand-in characters hide them."""
+    quoted = repr(token)
+    if byte_level:
+        data = _token_bytes(token)
+        if data is not None and any(b >= 0x80 for b in data):
+            return f"{quoted} {data!r}"
+    return quoted
+
+
+def raw_labels(tokens: Sequence[str]) -> list[str]:
+    """:func:`raw_label` of every token of a sequence (byte-level detected from the whole sequence)."""
+    byte_level = is_byte_level(tokens)
+    return [raw_label(t, byte_level=byte_level) for t in tokens]
 
 
 def axis_labels(tokens: Sequence[str]) -> list[str]:

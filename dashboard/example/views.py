@@ -101,7 +101,8 @@ def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
     q, k = data.kind_tokens(reader, run, i, kind)
     qa, ka = axis_names(kind)
     fig = figures.attention_matrix_figure(weights, q, k, title=title, step=state.step, colorbar_title=bar,
-                                          query_axis=qa, key_axis=ka)
+                                          query_axis=qa, key_axis=ka, raw=data.kind_tokens(reader, run, i, kind,
+                                                                                           raw=True))
     suffix = "rollout" if state.attn == "rollout" else ""
     return fig, figures.image_config(file_stem(state, suffix))
 
@@ -122,7 +123,8 @@ def head_view(reader: StoreReader, state: ViewState, selected: tuple[str, int] |
         weights = reader.attention(run, i, layer, head, kind)
         title = f"Head view — layer {layer}, head {head}"
     hint = " · click a token for its lines" if selected is None else " · click it again for all"
-    return figures.head_view_figure(weights, q, k, selected=selected, title=title + hint)
+    return figures.head_view_figure(weights, q, k, selected=selected, title=title + hint,
+                                    raw=data.kind_tokens(reader, run, i, kind, raw=True))
 
 
 def model_view(reader: StoreReader, state: ViewState) -> Figure:

@@ -1,0 +1,71 @@
+"""Callbacks of the Example tab's input side: the picker's window line (``window k of n`` of a long text cut with
+``--long-inputs window``; its buttons go through the sync callback, :func:`.sync.step_window`) and the Input tab
+(the example's text and tokens, drawn only while that tab is open). Both follow the run and example the page
+shows (``example-id``, written by ``fanOut`` in example.js)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dash
+from dash import Input, Output
+from dash.exceptions import PreventUpdate
+
+from attnviz.dashboard.data import current_reader
+from attnviz.dashboard.example import ids, panels
+from attnviz.dashboard.example.data import example_summary, raw_tokens_for, tokens_for
+from attnviz.dashboard.messages import describe_error, message
+from attnviz.dashboard.urlstate import ViewState
+from attnviz.pipeline.store import StoreError
+
+log = logging.getLogger(__name__)
+
+#: What the window line shows for no selection: nothing (hidden, both buttons off).
+_NO_WINDOW = ("", True, True, True)
+
+
+def _selection(data: Any) -> ViewState | None:
+    state = ViewState.from_dict(data) if isinstance(data, dict) else None
+    return state if state is not None and state.run is not None else None
+
+
+def register_callbacks(app: dash.Dash) -> None:
+    """Attach the window line and the Input tab to ``app``."""
+
+    @app.callback(Output(ids.WINDOW_LABEL, "children"), Output(ids.WINDOW_BOX, "hidden"),
+                  Output(ids.WINDOW_PREV, "disabled"), Output(ids.WINDOW_NEXT, "disabled"),
+                  Input(ids.EXAMPLE_ID, "data"), prevent_initial_call=True)
+    def show_window(data):
+        state = _selection(data)
+        if state is None or state.run is None:
+            return _NO_WINDOW
+        reader = current_reader()
+        try:
+            if not 0 <= state.example < reader.num_examples(state.run):
+                return _NO_WINDOW
+            return panels.window_line(reader.windows(state.run, state.example))
+        except StoreError as exc:
+            log.warning("cannot read the windows of example %s: %s", state.example, exc)
+            return _NO_WINDOW
+
+    @app.callback(Output(ids.INPUT_PANEL, "children"), Input(ids.EXAMPLE_ID, "data"),
+                  Input(ids.DETAILS, "active_tab"), prevent_initial_call=True)
+    def show_input(data, active_tab):
+        if active_tab != ids.DETAIL_INPUT:
+            raise PreventUpdate  # drawn when its tab opens
+        state = _selection(data)
+        if state is None or state.run is None:
+            return message("no selection yet")
+        try:
+            reader = current_reader()
+            summary = example_summary(reader, state.run, state.example)
+            if isinstance(summary, str):
+                return message(summary)
+            sides = {"source": summary.n_tokens, "target": summary.n_target_tokens}
+            tokens = {side: (tokens_for(reader, state.run, state.example, side),
+                             raw_tokens_for(reader, state.run, state.example, side))
+                      for side, n in sides.items() if n}
+            return panels.input_panel(summary, tokens, reader.windows(state.run, state.example))
+        except Exception as exc:  # never a traceback in the page; the server log has unexpected ones
+            return message(describe_error(exc, (StoreError,), "show this example's input", log))
