@@ -4,7 +4,8 @@ The attention views (matrix, head view, model view, time step) are drawn in the 
 (``dashboard/assets/example.js``; the head view on a canvas, the views below the first screen when they scroll
 into view) from one example's data, which the server sends once per run, example, kind and
 raw/rollout (:mod:`.payload`); changing the layer, head, query position or pinned token asks the server nothing.
-The panels below (metrics, debugging, embeddings) are drawn by the server, and only while they are open. A
+The panels in the tabs below (metrics, debugging, embeddings) are drawn by the server, and only while their tab
+is open. A
 selection that cannot be drawn shows a message in place of the figure (never a traceback).
 """
 
@@ -22,6 +23,7 @@ from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.dashboard.data import current_reader
 from attnviz.dashboard.example import ids, panels, views
 from attnviz.dashboard.example.data import MAX_SEARCH_RESULTS, example_summary, search_examples
+from attnviz.dashboard.example.layout import MESSAGE_HEIGHT, MESSAGE_WRAP
 from attnviz.dashboard.example.payload import example_payload
 from attnviz.dashboard.messages import describe_error, error_text, message, message_figure
 from attnviz.dashboard.urlstate import ViewState
@@ -40,16 +42,21 @@ def _copies(fig: Any, n: int) -> Any:
     return fig if n == 1 else tuple(fig for _ in range(n))
 
 
+def _line(text: str) -> Any:
+    """A panel's message figure, a line or two tall (a panel with nothing to show collapses to it)."""
+    return message_figure(text, height=MESSAGE_HEIGHT, wrap=MESSAGE_WRAP)
+
+
 def _safe_figure(draw: Callable[[], Any], n: int = 1) -> Any:
-    """Run ``draw``; on an error, the message figure (one per output) instead of a traceback."""
+    """Run ``draw``; on an error, the message (one per output) instead of a traceback."""
     try:
         return draw()
     except Exception as exc:  # never a traceback in the page; the server log has it
-        return _copies(message_figure(describe_error(exc, _EXPECTED, "draw this view", log)), n)
+        return _copies(_line(describe_error(exc, _EXPECTED, "draw this view", log)), n)
 
 
 def _no_selection(n: int = 1) -> Any:
-    return _copies(message_figure("no selection yet"), n)
+    return _copies(_line("no selection yet"), n)
 
 
 def _search_placeholder(n: int) -> str:
@@ -85,7 +92,7 @@ def _register_attention(app: dash.Dash) -> None:
         ClientsideFunction(client, "fanOut"), Output(app_ids.URL, "search"), Output(ids.PAYLOAD_KEY, "data"),
         Output(ids.EXAMPLE_ID, "data"), Output(ids.METRICS_STATE, "data"), Output(ids.DEBUG_STATE, "data"),
         Output(ids.EMBEDDINGS_STATE, "data"),
-        Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), Input(ids.DETAILS, "active_item"),
+        Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), Input(ids.DETAILS, "active_tab"),
         Input(ids.PAYLOAD, "data"), State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
         State(ids.DEBUG_STATE, "data"), State(ids.EMBEDDINGS_STATE, "data"))
     # the sync callback (sync.py) sends the data of a new example with its answer; this one answers the page's
