@@ -180,12 +180,13 @@ def register_callbacks(app: dash.Dash) -> None:
         Input(ids.URL_REQUEST, "data"), Input(app_ids.RUN_SELECT, "value"),
         Input(ids.EXAMPLE_INDEX, "value"), Input(ids.EXAMPLE_PREV, "n_clicks"), Input(ids.EXAMPLE_NEXT, "n_clicks"),
         Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.KIND_SELECT, "value"), Input(ids.RESET, "n_clicks"),
+        Input(ids.WINDOW_PREV, "n_clicks"), Input(ids.WINDOW_NEXT, "n_clicks"),
         State(app_ids.TABS, "value"), State(ids.LAYER_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
         State(ids.STEP_INPUT, "value"), State(ids.ATTN_MODE, "value"), State(app_ids.VIEW_STATE, "data"),
         State(app_ids.RUN_SELECT, "options"), State(ids.PAYLOAD, "data"),
     )
-    def sync(request, run, example, _prev, _next, search_pick, kind, reset_clicks, tab, layer, head, step, attn,
-             current, shown_runs, shown_payload):
+    def sync(request, run, example, _prev, _next, search_pick, kind, reset_clicks, _window_prev, _window_next, tab,
+             layer, head, step, attn, current, shown_runs, shown_payload):
         trigger = ctx.triggered_id
         if trigger == ids.EXAMPLE_INDEX and example is None:
             raise PreventUpdate  # a number field being retyped: wait for a number, don't refill it
@@ -245,14 +246,27 @@ def _requested_search(request: Any) -> str:
 
 def _apply_control(reader: StoreReader, state: ViewState, previous: ViewState, trigger: str | None,
                    search_pick: Any) -> ViewState:
-    """The selection after a control changed: a new run falls back to self-attention when it lacks the kind,
-    then :func:`apply_trigger`."""
+    """The selection after a control changed: a window button goes to the linked window
+    (:func:`step_window`), a new run falls back to self-attention when it lacks the kind, then
+    :func:`apply_trigger`."""
+    if trigger in (ids.WINDOW_PREV, ids.WINDOW_NEXT):
+        return step_window(reader, state, forward=trigger == ids.WINDOW_NEXT)
     runs = reader.runs()
     run_changed = trigger == app_ids.RUN_SELECT and state.run != previous.run
     n = reader.num_examples(state.run) if state.run in runs else 0
     if run_changed and state.run in runs and state.kind not in reader.run_info(state.run).kinds:
         state = state.with_changes(kind="self")
     return apply_trigger(state, trigger, n_examples=n, run_changed=run_changed, search_pick=search_pick)
+
+
+def step_window(reader: StoreReader, state: ViewState, *, forward: bool) -> ViewState:
+    """The selection on the window after (``forward``) or before the example's, in the same long text
+    (``StoreReader.windows``); unchanged at either end, for an example that is no window, or without a run."""
+    if state.run not in reader.runs() or not 0 <= state.example < reader.num_examples(state.run):
+        return state
+    windows = reader.windows(state.run, state.example)
+    target = windows.next() if forward else windows.previous()
+    return state if target is None else state.with_changes(example=target)
 
 
 def _state_outputs(state: ViewState, controls: dict[str, Any], messages: list[str], extra: dict[str, Any], *,
