@@ -237,10 +237,20 @@
     }
     const fig = clone(t.matrix[st.attn === "rollout" ? "rollout" : "weight"]);
     fig.data[0].z = rowsOf(w, p.tq, p.tk);
+    if (p.q_raw && p.k_raw) { Object.assign(fig.data[0], rawCells(p, d)); }
     fig.layout.title.text = title;
     fig.layout.shapes = st.step >= 0 && st.step < p.tq
       ? [rect(t.select_colour, -0.5, p.tk - 0.5, st.step - 0.5, st.step + 0.5)] : [];
     return fig;
+  }
+
+  /** Per matrix cell, the raw tokens its hover shows (figures.raw_cells): the query's in ``text``, the key's in
+   * ``customdata``; rows shared, built once per payload. */
+  function rawCells(p, d) {
+    if (!d.rawCells) {
+      d.rawCells = { text: p.q_raw.map((r) => new Array(p.tk).fill(r)), customdata: p.q_raw.map(() => p.k_raw) };
+    }
+    return d.rawCells;
   }
 
   /** Per token, its three strongest connections (figures._top_hover). */
@@ -421,7 +431,7 @@
     const spacer = make("div", {});
     const tip = make("div", { position: "absolute", display: "none", pointerEvents: "none", zIndex: "5",
       background: "rgba(255,255,255,0.95)", border: "1px solid #adb5bd", borderRadius: "3px", padding: "2px 6px",
-      fontSize: "12px", whiteSpace: "nowrap" });
+      fontSize: "12px", whiteSpace: "pre" });
     Object.assign(el.style, { display: "flex", flexDirection: "column", position: "relative" });
     scroll.append(canvas, spacer);
     el.append(title, legend, scroll, tip);
@@ -470,7 +480,8 @@
   function showTip(box, hit, e) {
     if (!hit) { box.tip.style.display = "none"; return; }
     const trace = box.fig.data[hit.side === "query" ? 0 : 1];
-    box.tip.textContent = (trace.hovertext || [])[hit.index] || "";
+    const raw = (trace.customdata || [])[hit.index];  // the raw token (figures._token_trace)
+    box.tip.textContent = ((trace.hovertext || [])[hit.index] || "") + (raw ? "\nraw " + raw : "");
     box.tip.style.display = "block";
     placeTip(box, e);
   }

@@ -122,15 +122,19 @@ def _without(fig: dict[str, Any], *fields: str) -> dict[str, Any]:
     return fig
 
 
-def templates(q: list[str], k: list[str], query_axis: str, key_axis: str, n_layers: int) -> dict[str, Any]:
+def templates(q: list[str], k: list[str], query_axis: str, key_axis: str, n_layers: int,
+              raw: tuple[list[str], list[str]] | None = None) -> dict[str, Any]:
     """The attention views built by the figure builders of :mod:`.figures` with their numbers left out: the
     page copies one, fills in the arrays of the selection and sets its title and outline, so layout, axes, hover
-    and colours have one definition (the Python builders)."""
+    and colours have one definition (the Python builders). With ``raw`` (raw token labels) the hovers show
+    them: the head view's token columns carry them, the matrix's cells are filled by the page (from the
+    payload's ``q_raw`` and ``k_raw``)."""
     zeros_qk = np.zeros((len(q), len(k)), dtype=np.float32)
     matrix = {bar: _without(figures.attention_matrix_figure(zeros_qk, q, k, colorbar_title=bar, query_axis=query_axis,
-                                                            key_axis=key_axis), "z")
+                                                            key_axis=key_axis, raw=raw, fill_raw=False), "z")
               for bar in ("weight", "rollout")}
-    head = {mode: figures.head_view_figure(zeros_qk if mode == "one" else zeros_qk[None].repeat(2, 0), q, k)
+    head = {mode: figures.head_view_figure(zeros_qk if mode == "one" else zeros_qk[None].repeat(2, 0), q, k,
+                                           raw=raw)
             for mode in ("one", "all")}
     for fig in head.values():
         for trace in fig["data"][:2]:
@@ -189,16 +193,17 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     i, kind = state.example, state.kind
     n_layers, n_heads = info.shape[kind]
     q, k = data.kind_tokens(reader, run, i, kind)
+    raw = data.kind_tokens(reader, run, i, kind, raw=True)
     qa, ka = views.axis_names(kind)
     causal = data.is_causal(reader, run, kind)
     out.update({
         "run": run, "example": i, "kind": kind, "detail": detail, "n_layers": n_layers, "n_heads": n_heads,
-        "tq": len(q), "tk": len(k), "q_tokens": q, "k_tokens": k,
+        "tq": len(q), "tk": len(k), "q_tokens": q, "k_tokens": k, "q_raw": raw[0], "k_raw": raw[1],
         "kind_label": views.kind_label(kind, data.family(reader, run)),
         "step_word": "generation step" if causal else "query position",
         "model_view": views.model_view(reader, state.with_changes(head=None)),
         "templates": _example_arrays(reader, run, i, kind + "|templates",
-                                     lambda: templates(q, k, qa, ka, n_layers)),
+                                     lambda: templates(q, k, qa, ka, n_layers, raw)),
     })
     if detail == "all":
         out["layers"] = list(range(n_layers))
