@@ -19,9 +19,15 @@ BELOW_FIRST_SCREEN = ("model-view", "timestep-bars", "timestep-layers")
 _GRAPH_JS = """
 const done = arguments[arguments.length - 1];
 const el = document.getElementById(arguments[0]);
+// a view in a tab under the first screen (dashboard/example/layout.py): its tab is opened first
+const pane = el && el.closest('.tab-pane');
+const opened = pane && !pane.classList.contains('active');
+if (opened) { pane.closest('.tab-content').previousElementSibling.querySelectorAll('.nav-link')[
+    Array.prototype.indexOf.call(pane.parentElement.children, pane)].click(); }
 if (el && arguments[1]) { el.scrollIntoView({block: 'center', behavior: 'instant'}); }
 // a person looks for a moment: the page sees the view come into view (two frames) before it is read
-const wait = el && arguments[1] ? (f) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(f, 20)))
+const pause = opened ? 200 : 20;
+const wait = el && arguments[1] ? (f) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(f, pause)))
                                 : (f) => f();
 wait(() => {
 const gd = (el && el.__figure) || document.querySelector('#' + arguments[0] + ' .js-plotly-plot');

@@ -40,10 +40,10 @@ def open_page(dash_duo, server: LiveServer, **query: object) -> None:
 
 
 def open_panel(dash_duo, title: str) -> None:
-    """Open one of the panels below the attention views (they draw only while open)."""
-    button = dash_duo.driver.find_element(
-        "xpath", f"//*[@id='example-details']//button[contains(normalize-space(), '{title}')]")
-    dash_duo.driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", button)
+    """Open one of the tabs under the attention views (the server's panels draw only while their tab is open)."""
+    link = dash_duo.driver.find_element(
+        "xpath", f"//*[@id='example-details']//a[contains(@class, 'nav-link')][normalize-space()='{title}']")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", link)
 
 
 def z_equals(expected: np.ndarray):
@@ -192,8 +192,8 @@ def test_bad_urls_show_messages_not_tracebacks(dash_duo, live_server: LiveServer
 
     open_page(dash_duo, live_server, run=GPT2_RUN)
     open_panel(dash_duo, "Debugging")
-    open_panel(dash_duo, "Embeddings")
     wait_figure(dash_duo, "debug-view", lambda f: "did not capture Q/K/V" in message(f), "missing qkv")
+    open_panel(dash_duo, "Embeddings")
     wait_figure(dash_duo, "norms-view", lambda f: "did not capture hidden states" in message(f), "missing hidden")
     body = dash_duo.find_element("body").text
     assert "Traceback" not in body and "Error" not in body

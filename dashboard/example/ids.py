@@ -56,3 +56,4 @@ DETAIL_EMBEDDINGS = "embeddings"
 METRICS_STATE = "metrics-state"  #: the selection, while the metrics panel is open
 DEBUG_STATE = "debug-state"  #: the selection, while the debugging panel is open
 EMBEDDINGS_STATE = "embeddings-state"  #: the selection, while the embeddings panel is open
+INPUT_STATE = "input-state"  #: run and example, while the Input tab is open

@@ -9,8 +9,7 @@ import logging
 from typing import Any
 
 import dash
-from dash import Input, Output
-from dash.exceptions import PreventUpdate
+from dash import Input, Output, State
 
 from attnviz.dashboard.data import current_reader
 from attnviz.dashboard.example import ids, panels
@@ -20,6 +19,16 @@ from attnviz.dashboard.urlstate import ViewState
 from attnviz.pipeline.store import StoreError
 
 log = logging.getLogger(__name__)
+
+#: The Input tab's selection (run and example) while that tab is open: set in the page, so that switching the
+#: other tabs asks the server nothing.
+INPUT_GATE_JS = """
+function (exampleId, activeTab, shown) {
+    const noUpdate = window.dash_clientside.no_update;
+    if (activeTab !== "DETAIL_INPUT" || !exampleId) { return noUpdate; }
+    return JSON.stringify(exampleId) === JSON.stringify(shown) ? noUpdate : exampleId;
+}
+""".replace("DETAIL_INPUT", ids.DETAIL_INPUT)
 
 #: What the window line shows for no selection: nothing (hidden, both buttons off).
 _NO_WINDOW = ("", True, True, True)
@@ -49,11 +58,11 @@ def register_callbacks(app: dash.Dash) -> None:
             log.warning("cannot read the windows of example %s: %s", state.example, exc)
             return _NO_WINDOW
 
-    @app.callback(Output(ids.INPUT_PANEL, "children"), Input(ids.EXAMPLE_ID, "data"),
-                  Input(ids.DETAILS, "active_tab"), prevent_initial_call=True)
-    def show_input(data, active_tab):
-        if active_tab != ids.DETAIL_INPUT:
-            raise PreventUpdate  # drawn when its tab opens
+    app.clientside_callback(INPUT_GATE_JS, Output(ids.INPUT_STATE, "data"), Input(ids.EXAMPLE_ID, "data"),
+                            Input(ids.DETAILS, "active_tab"), State(ids.INPUT_STATE, "data"))
+
+    @app.callback(Output(ids.INPUT_PANEL, "children"), Input(ids.INPUT_STATE, "data"), prevent_initial_call=True)
+    def show_input(data):
         state = _selection(data)
         if state is None or state.run is None:
             return message("no selection yet")

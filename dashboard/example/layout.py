@@ -147,7 +147,8 @@ def layout() -> html.Div:
         overlay_style={"visibility": "visible", "opacity": 0.6})
     stores = [dcc.Store(id=cid) for cid in (ids.HEAD_VIEW_PIN, ids.HEAD_VIEW_CLICK, ids.MODEL_VIEW_CLICK,
                                             ids.SAVE_STATUS, ids.PAYLOAD_KEY, ids.URL_REQUEST, ids.EXAMPLE_ID,
-                                            ids.METRICS_STATE, ids.DEBUG_STATE, ids.EMBEDDINGS_STATE)]
+                                            ids.METRICS_STATE, ids.DEBUG_STATE, ids.EMBEDDINGS_STATE,
+                                            ids.INPUT_STATE)]
     return html.Div([
         *stores,
         dbc.Row([
