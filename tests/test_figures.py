@@ -316,3 +316,36 @@ def test_importing_the_app_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                          check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_matrix_hover_carries_each_cells_raw_tokens() -> None:
+    w = np.arange(6, dtype=np.float32).reshape(2, 3) / 10
+    q, k = ["·the", "é…"], ["a", "b", "…é"]
+    rq, rk = ["'Ġthe'", "'Ã' b'\\xc3'"], ["'a'", "'b'", "'©' b'\\xa9'"]
+    fig = figures.attention_matrix_figure(w, q, k, raw=(rq, rk))
+    go.Figure(fig)
+    heat = fig["data"][0]
+    assert "%{text}" in heat["hovertemplate"] and "%{customdata}" in heat["hovertemplate"]
+    for i in range(2):
+        for j in range(3):
+            assert (heat["text"][i][j], heat["customdata"][i][j]) == (rq[i], rk[j])
+    # the page fills the cells itself (payload templates): the hover names them, the arrays are left out
+    template = figures.attention_matrix_figure(w, q, k, raw=(rq, rk), fill_raw=False)["data"][0]
+    assert "%{text}" in template["hovertemplate"] and "text" not in template and "customdata" not in template
+    # too many cells for a Python-built figure: no raw hover rather than a 3 MB figure
+    big = np.zeros((300, 300), dtype=np.float32)
+    labels = [str(i) for i in range(300)]
+    heat = figures.attention_matrix_figure(big, labels, labels, raw=(labels, labels))["data"][0]
+    assert "text" not in heat and "%{text}" not in heat["hovertemplate"]
+    with pytest.raises(ValueError, match="raw tokens"):
+        figures.attention_matrix_figure(w, q, k, raw=(rq, rk[:2]))
+
+
+def test_head_view_token_hover_shows_the_raw_token() -> None:
+    w = np.array([[1.0, 0.0], [0.4, 0.6]], dtype=np.float32)
+    fig = figures.head_view_figure(w, ["·a", "é"], ["·a", "é"], raw=(["'Ġa'", "'Ã©'"], ["'Ġa'", "'Ã©'"]))
+    go.Figure(fig)
+    for trace in fig["data"][:2]:
+        assert trace["customdata"] == ["'Ġa'", "'Ã©'"]
+        assert trace["hovertemplate"] == "%{hovertext}<br>raw %{customdata}<extra></extra>"
+    assert "customdata" not in figures.head_view_figure(w, ["a", "b"], ["a", "b"])["data"][0]

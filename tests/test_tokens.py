@@ -17,6 +17,8 @@ from attnviz.dashboard.example.tokens import (
     display_token,
     display_tokens,
     is_byte_level,
+    raw_label,
+    raw_labels,
     raw_token,
 )
 from attnviz.pipeline.models.loading import gpt2_bpe_files
@@ -93,3 +95,21 @@ def test_split_characters_spaces_specials_and_invalid_bytes() -> None:
     assert not is_byte_level(["[CLS]", "café", "[SEP]"])  # WordPiece with a Latin-1 letter: not bytes
     assert raw_token("Ġx") == "Ġx" and raw_token("") == "''"
     assert axis_labels(["a", "a"]) == ["0 a", "1 a"]
+
+
+def test_raw_labels_quote_the_tokenizer_string_and_show_hidden_bytes(gpt2: transformers.GPT2Tokenizer) -> None:
+    tokens = gpt2.tokenize("A café, ’quoted’ \ufeffmark.")
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # transformers' byte map, not ours
+
+    byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
+    raw = raw_labels(tokens)
+    assert len(raw) == len(tokens)
+    for token, label in zip(tokens, raw, strict=True):
+        data = bytes(byte_of[ch] for ch in token)
+        assert label.startswith(repr(token))
+        # the bytes follow exactly when a stand-in character hides a non-ASCII byte
+        assert label == (f"{token!r} {data!r}" if any(b >= 0x80 for b in data) else repr(token))
+    assert raw[tokens.index("Ġï")] == "'Ġï' b' \\xef'"  # the BOM's first byte
+    # WordPiece and special tokens: the string, quoted; invisible characters escaped
+    assert raw_labels(["[CLS]", "##ing", "\ufeff"]) == ["'[CLS]'", "'##ing'", "'\\ufeff'"]
+    assert raw_label("Ã", byte_level=False) == "'Ã'" and raw_label("Ã", byte_level=True) == "'Ã' b'\\xc3'"
