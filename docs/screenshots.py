@@ -60,6 +60,16 @@ def series_name(store: Path) -> str | None:
     return next((n for n in names if n.endswith("-text")), names[0] if names else None)
 
 
+def random_run(store: Path) -> str | None:
+    """A run with random weights (the Corpus tab compares the default trained run with it), or None."""
+    from attnviz.pipeline.store import StoreReader
+    from attnviz.pipeline.store.meta import run_meta
+
+    reader = StoreReader(store)
+    return next((r for r in reader.runs() if run_meta(reader.run_info(r).meta).random_weights
+                 and not run_meta(reader.run_info(r).meta).playground), None)
+
+
 def tab_urls(store: Path) -> dict[str, tuple[str, str]]:
     """Per tab: its URL and a script that is true once it has drawn what the screenshot shows."""
     plotly_drawn = ("return Array.from(document.querySelectorAll(arguments[0])).every(gd => gd.data && "
@@ -67,12 +77,13 @@ def tab_urls(store: Path) -> dict[str, tuple[str, str]]:
                     " && document.querySelectorAll(arguments[0]).length > 0 && "
                     "!document.querySelector('[data-dash-is-loading=\"true\"]')")
     series = series_name(store)
+    run_b = random_run(store)
     pg = "&".join(f"pg.{k}={quote(v)}" for k, v in (
         ("model", "minilm"), ("input", "text"), ("text", PLAYGROUND_TEXT), ("result", "run"), ("layer", "0"),
         ("head", "2")))
     return {
         "example": ("/?tab=example&example=2&layer=0&head=2&step=3", plotly_drawn),
-        "corpus": ("/?tab=corpus", plotly_drawn),
+        "corpus": ("/?tab=corpus" + (f"#corpus.b={quote(run_b)}" if run_b else ""), plotly_drawn),
         "playground": (f"/?tab=playground#{pg}", plotly_drawn),
         "training": ("/?tab=training" + (f"#series={quote(series)}&metric=entropy" if series else ""),
                      plotly_drawn),
@@ -82,7 +93,7 @@ def tab_urls(store: Path) -> dict[str, tuple[str, str]]:
 #: The figures each screenshot waits for (CSS selectors of Plotly graphs in the tab).
 WAIT_FOR = {
     "example": "#attn-matrix .js-plotly-plot, #model-view .js-plotly-plot",
-    "corpus": "#corpus-heatmap-a .js-plotly-plot",
+    "corpus": "#corpus-heatmap-a .js-plotly-plot, #corpus-diff .js-plotly-plot",
     "playground": "#pg-matrix .js-plotly-plot",
     "training": "[id^='training'] .js-plotly-plot",
 }
