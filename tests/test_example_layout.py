@@ -2,7 +2,7 @@
 pipeline: the first screen at 1600 x 1000 (matrix, head view and controls without scrolling), the panels under the
 views as tabs (a tab switch draws its view; a panel with nothing to show is one line), stepping between the windows
 of a long text (``--long-inputs window``), raw tokens in the matrix and head-view hovers beside the decoded ones,
-and a 512-token head view whose labels and lines are on its canvas.
+a 512-token head view whose labels and lines are on its canvas, and the attention kind's longest label shown whole.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from browser_helpers import TIMEOUT, array, message, wait_figure
 from dash.testing.wait import until
-from dashboard_fixtures import LiveServer, start_live_server
+from dashboard_fixtures import SEQ2SEQ_RUN, LiveServer, start_live_server
 
 from attnviz.dashboard.example.layout import MESSAGE_HEIGHT
 from attnviz.dashboard.example.tokens import display_tokens, raw_labels
@@ -271,3 +271,23 @@ def test_the_512_token_head_view_draws_labelled_lines(dash_duo, server: LiveServ
     assert len(rows) >= canvas["view"] // 18 - 1  # one 18 px row per token (12 px labels: never overlapping) ...
     assert all(q and k for _, q, k in rows), rows  # ... each with its query and key label drawn
     assert canvas["content"] >= 512 * 18  # every token has its row (the box scrolls)
+
+
+_FITS_JS = """
+const el = document.querySelector(arguments[0]);
+const style = getComputedStyle(el);
+const ctx = document.createElement('canvas').getContext('2d');
+ctx.font = style.font;
+const text = el.options[el.selectedIndex].text;
+const room = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+return [text, ctx.measureText(text).width, room];
+"""
+
+
+def test_the_attention_kind_select_shows_its_longest_label_whole(dash_duo, live_server: LiveServer) -> None:
+    viewport(dash_duo)
+    open_page(dash_duo, live_server, run=SEQ2SEQ_RUN, kind="cross")
+    until(lambda: "cross" in dash_duo.driver.execute_script(_FITS_JS, "#kind-select")[0], timeout=TIMEOUT)
+    text, needed, room = dash_duo.driver.execute_script(_FITS_JS, "#kind-select")
+    assert text == "cross-attention (decoder → encoder)"
+    assert needed <= room, (needed, room)  # not cut ("cross-attention (decoder → enc")
