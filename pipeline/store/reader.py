@@ -470,6 +470,21 @@ class StoreReader:
             self._tables[key] = table
         return table
 
+    def metrics_frame(self, run: str, kind: str = "self", **options: Any) -> Any:
+        """Per-head metrics as a tidy pandas DataFrame (one row per example, layer, head) with the examples'
+        columns and metadata fields: :func:`attnviz.pipeline.store.frames.metrics_frame` (``metrics=``,
+        ``examples=``, ``with_columns=``)."""
+        from attnviz.pipeline.store.frames import metrics_frame
+
+        return metrics_frame(self, run, kind, **options)
+
+    def to_xarray(self, run: str, kind: str = "self", **options: Any) -> Any:
+        """The run's metrics as an ``xarray.Dataset`` (needs xarray):
+        :func:`attnviz.pipeline.store.frames.run_dataset`."""
+        from attnviz.pipeline.store.frames import run_dataset
+
+        return run_dataset(self, run, kind, **options)
+
     def windows(self, run: str, i: int) -> ExampleWindows:
         """The windows of the long text example ``i`` is a window of (``--long-inputs window``; its siblings are
         consecutive examples, linked by the metadata keys ``window``, ``windows``, ``window_input`` and
