@@ -103,7 +103,8 @@ def precompute(
         _D("long_inputs").spec(), help="inputs longer than the model accepts: 'truncate' (flagged) or "
                                        "'window[:STRIDE]': overlapping windows of the model's length, every STRIDE "
                                        "tokens (default: half a window), stored as linked examples"),
-    capture: str = typer.Option(",".join(_D("capture")), help="comma list of attention,qkv,hidden,embeddings"),
+    capture: str = typer.Option(",".join(_D("capture")), help="comma list of attention,qkv,hidden,embeddings,norms "
+                                "(norms: value-weighted ‖α·f(x)‖)"),
     dtype: str = typer.Option(_D("dtype"), help="stored tensor dtype: float16 or float32"),
     mantissa_bits: int | None = typer.Option(
         _D("mantissa_bits"),

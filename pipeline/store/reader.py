@@ -318,10 +318,23 @@ class StoreReader:
         Shapes: both None → [L, H, Tq, Tk]; layer only → [H, Tq, Tk]; head only → [L, Tq, Tk]; both → [Tq, Tk].
         Only the requested slice is read from disk.
         """
+        return self._matrices(run, i, layer, head, kind, "attention")
+
+    @_read_guard
+    def value_norms(self, run: str, i: int, layer: int | None = None, head: int | None = None,
+                    kind: str = "self") -> np.ndarray:
+        """Value-weighted norms ``‖a_ij f(x_j)‖`` of example ``i`` as float32 (``--capture norms``; docs/metrics.md),
+        shaped as :meth:`attention`; raises MissingCaptureError for a run without them."""
+        return self._matrices(run, i, layer, head, kind, "norms")
+
+    def _matrices(self, run: str, i: int, layer: int | None, head: int | None, kind: str, what: str) -> np.ndarray:
         self._require_kind(run, kind)
         f, j = self._locate(run, i)
+        if what == "norms" and f"{what}/{kind}" not in f:
+            raise MissingCaptureError(f"run {run!r} did not capture value-weighted norms: rerun precompute with "
+                                      "--capture attention,norms")
         self._require_kept(run, f, i, j)
-        g = f[f"attention/{kind}"]
+        g = f[f"{what}/{kind}"]
         n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
         _check_index("layer", layer, n_layers)
         _check_index("head", head, n_heads)
