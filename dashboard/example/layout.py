@@ -66,7 +66,8 @@ def _controls() -> dbc.Card:
             _labelled("Attention", dbc.Select(id=ids.KIND_SELECT, options=[], size="sm"), width=7),
             _labelled("Matrix shows", dbc.RadioItems(
                 id=ids.ATTN_MODE, inline=True, value="raw", className="small",
-                options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"}]), width=5),
+                options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"},
+                         {"label": "value-weighted", "value": "value-weighted"}]), width=5),
         ], className="g-2 mt-1"),
         dbc.ButtonGroup([
             dbc.Button("Reset", id=ids.RESET, color="secondary", outline=True, size="sm",
