@@ -273,6 +273,10 @@ def analyze(
                                                        "(0: all)"),
     workers: int | None = typer.Option(None, help="dask LocalCluster worker processes (0: in this process)"),
     scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
+    neighbours_layer: int | None = typer.Option(None, help="token neighbours: index the hidden states of this "
+                                                           "layer (0: embeddings; default: the last layer)"),
+    neighbours_backend: str = typer.Option("auto", help="token neighbours: auto (faiss above 200k tokens when "
+                                                        "installed), exact or faiss"),
 ) -> None:
     """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store.
 
@@ -290,7 +294,8 @@ def analyze(
                 bar.update(task, completed=done, total=total)
 
             summary = run_analyze(store, run, max_offset=max_offset, similarity_examples=similarity_examples,
-                                  workers=workers, scheduler=scheduler, progress=progress)
+                                  workers=workers, scheduler=scheduler, progress=progress,
+                                  neighbours_layer=neighbours_layer, neighbours_backend=neighbours_backend)
     except _user_errors() as exc:
         fail(str(exc))
     out.print(summary.line(), highlight=False, soft_wrap=True)

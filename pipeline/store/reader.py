@@ -483,6 +483,14 @@ class StoreReader:
             self._tables[key] = table
         return table
 
+    def neighbours(self, run: str, example: int, position: int, *, k: int = 10, layer: int | None = None) -> list:
+        """The ``k`` tokens of the run most similar to token ``position`` of ``example`` (cosine similarity of
+        hidden states, from the index ``attnviz analyze`` builds), with their example, position, token and
+        sentence: :func:`attnviz.pipeline.statistics.neighbours.search_tokens`."""
+        from attnviz.pipeline.statistics.neighbours import search_tokens
+
+        return search_tokens(self, run, example, position, k=k, layer=layer)
+
     def metrics_frame(self, run: str, kind: str = "self", **options: Any) -> Any:
         """Per-head metrics as a tidy pandas DataFrame (one row per example, layer, head) with the examples'
         columns and metadata fields: :func:`attnviz.pipeline.store.frames.metrics_frame` (``metrics=``,
