@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -15,6 +16,8 @@ import pytest
 from browser_helpers import TIMEOUT, array, message, wait_figure
 from dash.testing.wait import until
 from dashboard_fixtures import LiveServer, start_live_server
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.support.select import Select
 
 from attnviz.pipeline.store import StoreReader
 
@@ -73,3 +76,34 @@ def test_value_weighted_matrix(dash_duo, server: LiveServer, store: Path) -> Non
     wait_figure(dash_duo, "attn-matrix",
                 lambda f: np.allclose(array(f["data"][0]["z"]), reader.value_norms(RUN, 2, 1).mean(axis=0),
                                       rtol=2e-3, atol=1e-4), "value-weighted mean of heads")
+
+
+def test_token_neighbours_panel_lists_and_links(dash_duo, server: LiveServer, store: Path) -> None:
+    reader = StoreReader(store)
+    expected = reader.neighbours(RUN, 3, 2, k=5)
+    open_page(dash_duo, server, run=RUN, example=3, layer=0, head=1, step=2)
+    driver = dash_duo.driver
+    panel = dash_duo.wait_for_element("#neighbours-panel", timeout=TIMEOUT)
+    driver.execute_script("arguments[0].scrollIntoView();", panel)
+    Select(dash_duo.find_element("#neighbours-k")).select_by_value("5")
+
+    def listed() -> list[tuple[str, str]]:
+        try:  # the list is redrawn while the page settles
+            items = driver.find_elements("css selector", "#neighbours-results li")
+            return [(li.find_element("css selector", "a").get_attribute("href"), li.text) for li in items]
+        except StaleElementReferenceException:
+            return []
+
+    until(lambda: len(listed()) == 5 and f"example={expected[0].example}" in listed()[0][0], timeout=TIMEOUT)
+    time.sleep(0.5)
+    until(lambda: len(listed()) == 5, timeout=TIMEOUT)
+    rows = listed()
+    assert f"'{reader.tokens(RUN, 3)[2]}'" in dash_duo.find_element("#neighbours-results").text
+    for (href, text), n in zip(rows, expected, strict=True):
+        assert f"example={n.example}" in href and f"example {n.example}" in text
+        assert n.text in text and f"{n.score:.3f}" in text
+    # a link opens that example in the Example tab
+    first = expected[0]
+    driver.find_element("css selector", "#neighbours-results li a").click()
+    until(lambda: f"example={first.example}" in driver.current_url, timeout=TIMEOUT)
+    until(lambda: first.text in dash_duo.find_element("#example-text").text, timeout=TIMEOUT)
