@@ -45,6 +45,7 @@ from attnviz.dashboard.data import (
 )
 from attnviz.dashboard.example import callbacks as example_callbacks
 from attnviz.dashboard.example import layout as example_layout
+from attnviz.dashboard.example import neighbours as example_neighbours
 from attnviz.dashboard.example import sync
 from attnviz.dashboard.playground import callbacks as playground_callbacks
 from attnviz.dashboard.playground import layout as playground_layout
@@ -169,6 +170,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)
+    example_neighbours.register_callbacks(app)
     corpus_callbacks.register_callbacks(app)
     playground_callbacks.register_callbacks(app)
     training_callbacks.register_callbacks(app)

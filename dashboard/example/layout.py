@@ -8,7 +8,7 @@ from typing import Any, cast
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from attnviz.dashboard.example import ids
+from attnviz.dashboard.example import ids, neighbours
 from attnviz.dashboard.example.figures import image_config
 from attnviz.dashboard.messages import message_figure
 
@@ -126,7 +126,7 @@ def layout() -> html.Div:
     return html.Div([
         *stores,
         dbc.Row([
-            dbc.Col([views, _details()], lg=9),
+            dbc.Col([views, _details(), neighbours.panel()], lg=9),
             dbc.Col([_picker(), _controls(),
                      dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small")],
                     lg=3, className="attnviz-controls"),
