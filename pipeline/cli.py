@@ -277,6 +277,7 @@ def analyze(
                                                            "layer (0: embeddings; default: the last layer)"),
     neighbours_backend: str = typer.Option("auto", help="token neighbours: auto (faiss above 200k tokens when "
                                                         "installed), exact or faiss"),
+    qk_projection: str = typer.Option("pca", help="query–key space: pca, or umap (needs umap-learn)"),
 ) -> None:
     """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store.
 
@@ -295,7 +296,8 @@ def analyze(
 
             summary = run_analyze(store, run, max_offset=max_offset, similarity_examples=similarity_examples,
                                   workers=workers, scheduler=scheduler, progress=progress,
-                                  neighbours_layer=neighbours_layer, neighbours_backend=neighbours_backend)
+                                  neighbours_layer=neighbours_layer, neighbours_backend=neighbours_backend,
+                                  qk_method=qk_projection)
     except _user_errors() as exc:
         fail(str(exc))
     out.print(summary.line(), highlight=False, soft_wrap=True)

@@ -67,7 +67,7 @@ class NeighbourFileWriter:
     def __init__(self, store: str | os.PathLike, info: RunInfo, layer: int, side: str, dim: int) -> None:
         self.path = neighbours_path(store, info.name, layer)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}-{threading.get_ident()}")
         self.file = h5py.File(self.tmp, "w")
         self.file.attrs.update({"format": NEIGHBOURS_FORMAT, "version": NEIGHBOURS_VERSION, "run": info.name,
                                 "layer": layer, "side": side, "dim": dim,
@@ -97,7 +97,7 @@ class NeighbourFileWriter:
         self.file.close()
         if faiss_bytes is not None:
             target = faiss_path(self.path)
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+            tmp = target.with_name(f".{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
             with open(tmp, "wb") as f:
                 f.write(faiss_bytes)
                 f.flush()

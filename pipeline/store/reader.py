@@ -375,6 +375,27 @@ class StoreReader:
         return out[0], out[1], out[2]
 
     @_read_guard
+    def queries_keys(self, run: str, i: int, kind: str = "self") -> tuple[np.ndarray, np.ndarray]:
+        """Every head's queries ``[L, H, Tq, d]`` and keys ``[L, H, Tk, d]`` of example ``i`` (float32), in one
+        read each; raises MissingCaptureError."""
+        self._require_kind(run, kind)
+        f, j = self._locate(run, i)
+        if f"qkv/{kind}" not in f:
+            raise MissingCaptureError(f"run {run!r} did not capture Q/K/V: rerun precompute with --capture "
+                                      "attention,qkv")
+        self._require_kept(run, f, i, j)
+        g = f[f"qkv/{kind}"]
+        n_layers, n_heads = self.run_info(run).shape[kind]
+        d = int(g.attrs["head_dim"])
+        tq, tk = self._lengths(f, j, kind)
+        out = []
+        for letter, t in (("q", tq), ("k", tk)):
+            base = int(g[f"{letter}_offsets"][j])
+            out.append(g[letter][base:base + n_layers * n_heads * t * d].astype(np.float32)
+                       .reshape(n_layers, n_heads, t, d))
+        return out[0], out[1]
+
+    @_read_guard
     def hidden(self, run: str, i: int, side: str = "source") -> np.ndarray:
         """Hidden states ``[L+1, T, D]`` (embedding output first) of one side; raises MissingCaptureError."""
         f, j = self._locate(run, i)
