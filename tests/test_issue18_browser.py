@@ -107,3 +107,36 @@ def test_token_neighbours_panel_lists_and_links(dash_duo, server: LiveServer, st
     driver.find_element("css selector", "#neighbours-results li a").click()
     until(lambda: f"example={first.example}" in driver.current_url, timeout=TIMEOUT)
     until(lambda: first.text in dash_duo.find_element("#example-text").text, timeout=TIMEOUT)
+
+
+def test_query_key_space_panel_and_click(dash_duo, server: LiveServer, store: Path) -> None:
+    from attnviz.pipeline.store.qk_space import load_qk_space
+
+    space = load_qk_space(store, RUN)
+    assert space is not None
+    dash_duo.server_url = server.url
+    dash_duo.driver.get(f"{server.url}/?tab=corpus&run={RUN}")
+    fig = wait_figure(dash_duo, "qk-space", lambda f: (f["layout"].get("meta") or {}).get("view") == "qk-space",
+                      "query–key space")
+    assert fig["layout"]["meta"]["points"] == space.example.size
+    np.testing.assert_allclose(array(fig["data"][0]["x"]), space.queries[0, 0, :, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(array(fig["data"][1]["y"]), space.keys[0, 0, :, 1], rtol=1e-5, atol=1e-5)
+    Select(dash_duo.find_element("#qk-head")).select_by_value("2")
+    Select(dash_duo.find_element("#qk-layer")).select_by_value("1")
+    fig = wait_figure(dash_duo, "qk-space", lambda f: "Layer 1, head 2" in str(f["layout"]["title"]), "L1 H2")
+    np.testing.assert_allclose(array(fig["data"][0]["x"]), space.queries[1, 2, :, 0], rtol=1e-5, atol=1e-5)
+    dash_duo.find_element("#qk-colour input[value='class']").click()
+    wait_figure(dash_duo, "qk-space", lambda f: any("[CLS]" in str(t.get("name")) for t in f["data"]),
+                "coloured by token class")
+    dash_duo.find_element("#qk-colour input[value='position']").click()
+    wait_figure(dash_duo, "qk-space", lambda f: f["data"][0]["name"] == "queries", "coloured by position")
+    # a click on a point opens its example (Dash reads the point's customdata from the trace)
+    row = 17
+    example = int(space.example[row])
+    dash_duo.driver.execute_script(
+        "const gd = document.querySelector('#qk-space .js-plotly-plot');"
+        "gd.emit('plotly_click', {points: [{curveNumber: 0, pointNumber: arguments[0], customdata: []}]});", row)
+    until(lambda: f"example={example}&" in dash_duo.driver.current_url + "&" and "tab=corpus" not in
+          dash_duo.driver.current_url, timeout=TIMEOUT)
+    text = StoreReader(store).examples(RUN).text[example]
+    until(lambda: text in dash_duo.find_element("#example-text").text, timeout=TIMEOUT)
