@@ -34,6 +34,7 @@ from dash.exceptions import PreventUpdate
 from attnviz.dashboard import callback_inputs, ids, observability, security
 from attnviz.dashboard.corpus import callbacks as corpus_callbacks
 from attnviz.dashboard.corpus import layout as corpus_layout
+from attnviz.dashboard.corpus import qk_space as corpus_qk_space
 from attnviz.dashboard.data import (
     CONFIG_DATA_DIR_KEY,
     CONFIG_STORE_KEY,
@@ -172,6 +173,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     example_callbacks.register_callbacks(app)
     example_neighbours.register_callbacks(app)
     corpus_callbacks.register_callbacks(app)
+    corpus_qk_space.register_callbacks(app)
     playground_callbacks.register_callbacks(app)
     training_callbacks.register_callbacks(app)
     register_store_callbacks(app)
