@@ -9,6 +9,7 @@ imports torch; :func:`show` does (it runs the model through the Playground's eng
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -118,6 +119,13 @@ class ExampleViews:
         frame.index.name = "metric"
         return frame
 
+    def neighbours(self, position: int, k: int = 10, layer: int | None = None) -> pd.DataFrame:
+        """The ``k`` tokens of the run most similar to token ``position`` of this example (cosine similarity of
+        hidden states; the index ``attnviz analyze`` builds for runs with ``--capture hidden``)."""
+        found = self.reader.neighbours(self.run, self.example, position, k=k, layer=layer)
+        return pd.DataFrame([dataclasses.asdict(n) for n in found],
+                            columns=["example", "position", "token", "score", "text"])
+
     def _ipython_display_(self) -> None:  # pragma: no cover - drawn by Jupyter
         from IPython.display import display
 
@@ -193,6 +201,18 @@ class CorpusViews:
         """One head's metric over the examples (histogram of A, and B)."""
         _title, fig, _tables = corpus_views.drill_views(self._selection(metric), (layer, head))
         return figure(fig)
+
+    def qk_space(self, layer: int = 0, head: int = 0, colour: str = "position") -> go.Figure:
+        """One head's queries and keys in one 2-D space (from ``attnviz analyze``, runs with ``--capture qkv``);
+        ``colour``: ``position`` or ``class``."""
+        from attnviz.dashboard.corpus.qk_space import space_view
+        from attnviz.pipeline.store.qk_space import load_qk_space
+
+        space = load_qk_space(self.store, self.run, self.kind)
+        if space is None:
+            raise StoreError(f"run {self.run!r} has no query–key space: precompute with --capture attention,qkv, "
+                             "then attnviz analyze")
+        return figure(space_view(space, layer, head, colour))
 
     def table(self, metric: str | None = None) -> pd.DataFrame:
         """The Corpus tab's per-head table (aggregates of the metric, A − B when comparing)."""

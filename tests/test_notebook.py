@@ -36,7 +36,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("nb") / "nb.h5"
     precompute(PrecomputeOptions(model="bert-random", input=str(REPO / "data/demo.jsonl"), store=path, limit=10,
-                                 threads=1, capture="attention,qkv,hidden,embeddings",
+                                 threads=1, capture="attention,qkv,hidden,embeddings,norms",
                                  overrides={"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64,
                                             "intermediate_size": 128}))
     return path
@@ -95,6 +95,21 @@ def test_corpus_figures_are_the_dashboards(store: Path) -> None:
     assert len(corpus.table("entropy")) == 2 * 4
     with pytest.raises(StoreError, match="no metric"):
         corpus.heatmap("no_such_metric")
+
+
+def test_neighbours_and_query_key_space_from_the_facade(store: Path) -> None:
+    nb = attnviz.open_store(store)
+    found = nb.example(RUN, 2).neighbours(position=1, k=4)
+    expected = StoreReader(store).neighbours(RUN, 2, 1, k=4)
+    assert list(found.columns) == ["example", "position", "token", "score", "text"]
+    assert found.example.tolist() == [n.example for n in expected] and len(found) == 4
+    fig = nb.corpus(RUN).qk_space(layer=1, head=3)
+    from attnviz.pipeline.store.qk_space import load_qk_space
+
+    space = load_qk_space(store, RUN)
+    assert space is not None
+    np.testing.assert_allclose(decode(fig.data[0].x), space.queries[1, 3, :, 0], rtol=1e-6)
+    assert "Layer 1, head 3" in fig.layout.title.text
 
 
 def test_metrics_frame_has_metrics_and_metadata(store: Path) -> None:
@@ -171,6 +186,7 @@ def test_notebook_runs(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     outputs = _outputs_of(nb)
     assert not [o for o in outputs if o["output_type"] == "error"]
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) >= 7
+    assert len(figures) >= 9  # with the value-weighted matrix and the query–key space
+    assert any("neighbours" in str(o) or "score" in str(o.get("data", {}).get("text/html", "")) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
     assert "reading the store did not import torch" in text
