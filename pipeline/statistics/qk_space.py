@@ -37,14 +37,17 @@ def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     is positive) and the share of variance each axis explains ``[2]``."""
     x = np.asarray(points, dtype=np.float64)
     x = x - x.mean(axis=0)
-    _u, sv, vt = np.linalg.svd(x, full_matrices=False)
-    axes = vt[:2]
+    # the eigenvectors of the d × d scatter matrix (cheaper than an SVD of the n × d points, same axes); einsum
+    # rather than BLAS matmul: BLAS threads spinning on a busy machine made these small products 100x slower
+    values, vectors = np.linalg.eigh(np.einsum("ni,nj->ij", x, x))
+    order = np.argsort(values)[::-1][:2]
+    axes = vectors[:, order].T
     axes = axes * np.sign(axes[np.arange(axes.shape[0]), np.abs(axes).argmax(axis=1)])[:, None]
-    coords = x @ axes.T
+    coords = np.einsum("nd,kd->nk", x, axes)
     if coords.shape[1] < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    var = sv**2
-    share = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    var = np.clip(values, 0, None)
+    share = var[order] / var.sum() if var.sum() > 0 else np.zeros(order.size)
     return coords.astype(np.float32), np.pad(share, (0, 2 - share.size)).astype(np.float32)
 
 
