@@ -133,3 +133,10 @@ def test_only_kept_examples_are_indexed_and_errors_are_one_line(tmp_path: Path) 
         StoreReader(store).neighbours(run, 2, 1)
     analyze(store, run, workers=0)
     assert {n.example for n in StoreReader(store).neighbours(run, 2, 1, k=60)} <= {0, 2, 4, 6, 8}
+
+
+def test_a_run_that_kept_no_hidden_states_needs_no_index(tmp_path: Path) -> None:
+    store = tmp_path / "none.h5"
+    run = _precompute(store, 4, "attention,hidden,qkv", attention="none")
+    assert not analysis_needed(store, run)  # analyzed once; nothing to index or project, so not again
+    assert not neighbours_path(store, run, 2).exists()

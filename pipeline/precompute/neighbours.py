@@ -46,13 +46,15 @@ def default_layer(store: str | os.PathLike, run: str) -> int:
 
 
 def neighbours_needed(store: str | os.PathLike, run: str) -> bool:
-    """Whether ``run`` captured hidden states and has no fresh index of any layer."""
+    """Whether ``run`` kept hidden states and has no fresh index of any layer."""
     from attnviz.pipeline.store.neighbours import neighbour_layers
 
     with StoreReader(store) as reader:
         info = reader.run_info(run)
-    if info.num_examples == 0 or "hidden" not in (info.meta.get("capture") or []):
-        return False
+        if info.num_examples == 0 or "hidden" not in (info.meta.get("capture") or []):
+            return False
+        if reader.kept_examples(run).size == 0:
+            return False  # --attention none: no hidden state to index (analyze builds none)
     for layer in neighbour_layers(store, run):
         try:
             found = open_neighbours(store, run, layer)

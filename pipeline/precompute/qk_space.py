@@ -50,11 +50,13 @@ def sample_examples(kept: np.ndarray, lengths: np.ndarray, budget: int) -> np.nd
 
 
 def qk_space_needed(store: str | os.PathLike, run: str) -> bool:
-    """Whether ``run`` captured Q/K and lacks a fresh query–key space."""
+    """Whether ``run`` kept Q/K and lacks a fresh query–key space."""
     with StoreReader(store) as reader:
         info = reader.run_info(run)
-    if info.num_examples == 0 or "qkv" not in (info.meta.get("capture") or []):
-        return False
+        if info.num_examples == 0 or "qkv" not in (info.meta.get("capture") or []) or "self" not in info.kinds:
+            return False
+        if reader.kept_examples(run).size == 0:
+            return False  # --attention none: no Q/K to project (analyze builds none)
     try:
         found = load_qk_space(store, run)
     except StoreError:
