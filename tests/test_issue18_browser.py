@@ -80,7 +80,7 @@ def test_value_weighted_matrix(dash_duo, server: LiveServer, store: Path) -> Non
 
 def test_token_neighbours_panel_lists_and_links(dash_duo, server: LiveServer, store: Path) -> None:
     reader = StoreReader(store)
-    expected = reader.neighbours(RUN, 3, 2, k=5)
+    expected = reader.neighbours(RUN, 3, 1, k=5)  # the first token after [CLS] is picked first
     open_page(dash_duo, server, run=RUN, example=3, layer=0, head=1, step=2)
     driver = dash_duo.driver
     panel = dash_duo.wait_for_element("#neighbours-panel", timeout=TIMEOUT)
@@ -98,7 +98,7 @@ def test_token_neighbours_panel_lists_and_links(dash_duo, server: LiveServer, st
     time.sleep(0.5)
     until(lambda: len(listed()) == 5, timeout=TIMEOUT)
     rows = listed()
-    assert f"'{reader.tokens(RUN, 3)[2]}'" in dash_duo.find_element("#neighbours-results").text
+    assert f"'{reader.tokens(RUN, 3)[1]}'" in dash_duo.find_element("#neighbours-results").text
     for (href, text), n in zip(rows, expected, strict=True):
         assert f"example={n.example}" in href and f"example {n.example}" in text
         assert n.text in text and f"{n.score:.3f}" in text

@@ -3,8 +3,8 @@ corpus (cosine similarity of their hidden states, the index ``attnviz analyze`` 
 ``StoreReader.neighbours``), each with its sentence and a link that opens its example.
 
 Layout (:func:`panel`) and callbacks (:func:`register_callbacks`) live here; the tab's layout only places the
-panel. The view follows the selection (``view-state``): the token list is the current example's, and the query
-position picks its token by default.
+panel. The token list is the current example's (it follows ``example-id``, not every view change); links keep the
+selected layer and head.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dash import Input, Output, State, dcc, html
 from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.data import current_reader, requested_store
 from attnviz.dashboard.example import data
+from attnviz.dashboard.example import ids as example_ids
 from attnviz.dashboard.messages import describe_error, message
 from attnviz.dashboard.urlstate import ViewState, example_href
 from attnviz.pipeline.store import StoreError
@@ -53,12 +54,13 @@ def _state(value: Any) -> ViewState | None:
 
 
 def token_options(state: ViewState | None) -> tuple[list[dict[str, Any]], int | None]:
-    """The example's tokens as dropdown options (value: position) and the query position's token."""
+    """The example's tokens as dropdown options (value: position) and the one picked first: the first token after
+    [CLS] (position 1), or position 0 in a one-token example."""
     if state is None or state.run is None:
         return [], None
     tokens = data.tokens_for(current_reader(), state.run, state.example, "source")
     options = [{"label": f"{i}: {t}", "value": i} for i, t in enumerate(tokens)]
-    return options, min(max(state.step, 0), len(tokens) - 1) if tokens else None
+    return options, min(1, len(tokens) - 1) if tokens else None
 
 
 def results(state: ViewState, position: int, k: int) -> html.Div:
@@ -84,9 +86,10 @@ def results(state: ViewState, position: int, k: int) -> html.Div:
 
 
 def register_callbacks(app: dash.Dash) -> None:
-    """The token list follows the selection; a token or k change searches."""
+    """The token list follows the selected run and example (``example-id``, which the page sets only when they
+    change: a layer, head or position change asks the server nothing); a token or k change searches."""
 
-    @app.callback(Output(TOKEN, "options"), Output(TOKEN, "value"), Input(app_ids.VIEW_STATE, "data"),
+    @app.callback(Output(TOKEN, "options"), Output(TOKEN, "value"), Input(example_ids.EXAMPLE_ID, "data"),
                   State(TOKEN, "value"), prevent_initial_call=True)
     def neighbour_tokens(view: Any, _current: Any) -> tuple:
         try:
