@@ -64,7 +64,8 @@ demo: demo-store serve
 typecheck: install
 	rm -rf build/typecheck && mkdir -p build/typecheck/attnviz
 	for d in pipeline dashboard model_info; do ln -s ../../../$$d build/typecheck/attnviz/$$d; done
-	MYPYPATH=build/typecheck $(PY) -m mypy -p attnviz.pipeline -p attnviz.dashboard
+	for f in __init__.py notebook.py; do ln -s ../../../attnviz/$$f build/typecheck/attnviz/$$f; done
+	MYPYPATH=build/typecheck $(PY) -m mypy -p attnviz.pipeline -p attnviz.dashboard -p attnviz.notebook
 
 # The suite, spread over pytest-xdist workers (every test runs; a module runs whole on one worker).
 suite: install system-deps
@@ -72,11 +73,11 @@ suite: install system-deps
 
 # ruff first (seconds); then mypy beside the suite (the suite leaves CPU idle while browsers and servers wait).
 test: install system-deps
-	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info
+	$(VENV)/bin/ruff check attnviz pipeline dashboard tests bench data model_info
 	$(MAKE) --no-print-directory -j2 typecheck suite
 
 lint: install
-	$(VENV)/bin/ruff check pipeline dashboard tests bench data model_info
+	$(VENV)/bin/ruff check attnviz pipeline dashboard tests bench data model_info
 
 bench: install
 	$(PY) bench/precompute.py

@@ -34,6 +34,7 @@ from dash.exceptions import PreventUpdate
 from attnviz.dashboard import callback_inputs, ids, observability, security
 from attnviz.dashboard.corpus import callbacks as corpus_callbacks
 from attnviz.dashboard.corpus import layout as corpus_layout
+from attnviz.dashboard.corpus import qk_space as corpus_qk_space
 from attnviz.dashboard.data import (
     CONFIG_DATA_DIR_KEY,
     CONFIG_STORE_KEY,
@@ -46,6 +47,7 @@ from attnviz.dashboard.data import (
 from attnviz.dashboard.example import callbacks as example_callbacks
 from attnviz.dashboard.example import inputs as example_inputs
 from attnviz.dashboard.example import layout as example_layout
+from attnviz.dashboard.example import neighbours as example_neighbours
 from attnviz.dashboard.example import sync
 from attnviz.dashboard.playground import callbacks as playground_callbacks
 from attnviz.dashboard.playground import layout as playground_layout
@@ -171,7 +173,9 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)
     example_inputs.register_callbacks(app)
+    example_neighbours.register_callbacks(app)
     corpus_callbacks.register_callbacks(app)
+    corpus_qk_space.register_callbacks(app)
     playground_callbacks.register_callbacks(app)
     training_callbacks.register_callbacks(app)
     register_store_callbacks(app)

@@ -13,7 +13,7 @@ Query keys::
     head     head index >= 0, or "mean" (all heads)    (default 0)
     step     query position >= 0 (generation step)    (default 0)
     kind     self | decoder | cross                    (default self)
-    attn     raw | rollout                             (default raw)
+    attn     raw | rollout | value-weighted            (default raw)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from attnviz.dashboard.callback_inputs import InputRefusedError
 
 TABS: tuple[str, ...] = ("example", "corpus", "playground", "training")
 KINDS: tuple[str, ...] = ("self", "decoder", "cross")
-ATTN_MODES: tuple[str, ...] = ("raw", "rollout")
+ATTN_MODES: tuple[str, ...] = ("raw", "rollout", "value-weighted")
 MEAN_HEAD = "mean"  #: URL value of ``head`` for "mean of all heads"
 _KEYS = ("tab", "run", "example", "layer", "head", "step", "kind", "attn")
 
@@ -131,7 +131,7 @@ def parse_state(search: str | None) -> ViewState:
         if attn in ATTN_MODES:
             values["attn"] = attn
         else:
-            errors.append(f"unknown attn mode {attn!r}: use raw or rollout")
+            errors.append(f"unknown attn mode {attn!r}: use raw, rollout or value-weighted")
     return ViewState(**values, errors=tuple(errors))  # type: ignore[arg-type]
 
 

@@ -103,7 +103,8 @@ def precompute(
         _D("long_inputs").spec(), help="inputs longer than the model accepts: 'truncate' (flagged) or "
                                        "'window[:STRIDE]': overlapping windows of the model's length, every STRIDE "
                                        "tokens (default: half a window), stored as linked examples"),
-    capture: str = typer.Option(",".join(_D("capture")), help="comma list of attention,qkv,hidden,embeddings"),
+    capture: str = typer.Option(",".join(_D("capture")), help="comma list of attention,qkv,hidden,embeddings,norms "
+                                "(norms: value-weighted ‖α·f(x)‖)"),
     dtype: str = typer.Option(_D("dtype"), help="stored tensor dtype: float16 or float32"),
     mantissa_bits: int | None = typer.Option(
         _D("mantissa_bits"),
@@ -272,6 +273,11 @@ def analyze(
                                                        "(0: all)"),
     workers: int | None = typer.Option(None, help="dask LocalCluster worker processes (0: in this process)"),
     scheduler: str | None = typer.Option(None, help="address of an existing dask scheduler"),
+    neighbours_layer: int | None = typer.Option(None, help="token neighbours: index the hidden states of this "
+                                                           "layer (0: embeddings; default: the last layer)"),
+    neighbours_backend: str = typer.Option("auto", help="token neighbours: auto (faiss above 200k tokens when "
+                                                        "installed), exact or faiss"),
+    qk_projection: str = typer.Option("pca", help="query–key space: pca, or umap (needs umap-learn)"),
 ) -> None:
     """Scan a run's raw attention once; cache head similarity and relative-position profiles in the store.
 
@@ -289,7 +295,9 @@ def analyze(
                 bar.update(task, completed=done, total=total)
 
             summary = run_analyze(store, run, max_offset=max_offset, similarity_examples=similarity_examples,
-                                  workers=workers, scheduler=scheduler, progress=progress)
+                                  workers=workers, scheduler=scheduler, progress=progress,
+                                  neighbours_layer=neighbours_layer, neighbours_backend=neighbours_backend,
+                                  qk_method=qk_projection)
     except _user_errors() as exc:
         fail(str(exc))
     out.print(summary.line(), highlight=False, soft_wrap=True)

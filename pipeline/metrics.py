@@ -129,6 +129,28 @@ METRICS: dict[str, MetricSpec] = {
     )
 }
 
+#: Prefix of the metrics computed on the row-normalized value-weighted norms of a run with ``--capture norms``
+#: (``vw_entropy`` …; docs/metrics.md, "Value-weighted attention").
+VALUE_WEIGHTED_PREFIX = "vw_"
+
+
+def value_weighted_names() -> list[str]:
+    """The names of the value-weighted metrics, one per metric of :data:`METRICS`, in registry order."""
+    return [VALUE_WEIGHTED_PREFIX + name for name in METRICS]
+
+
+def metric_spec(name: str) -> MetricSpec | None:
+    """The description of a stored metric name (a :data:`METRICS` name or its value-weighted ``vw_`` twin);
+    None for a name attnviz does not define."""
+    if name in METRICS:
+        return METRICS[name]
+    base = METRICS.get(name.removeprefix(VALUE_WEIGHTED_PREFIX)) if name.startswith(VALUE_WEIGHTED_PREFIX) else None
+    if base is None:
+        return None
+    return MetricSpec(name=name, label=f"{base.label} (value-weighted)", unit=base.unit,
+                      description=f"{base.description}, on the row-normalized ‖a_ij f(x_j)‖", self_only=base.self_only)
+
+
 #: The head-detector scores: they compare token ids, so they need ``key_ids`` (NaN without them).
 DETECTOR_METRICS: tuple[str, ...] = ("duplicate_token", "induction")
 

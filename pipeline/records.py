@@ -51,6 +51,8 @@ class ExampleResult:
     qkv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)  #: kind -> [L,H,T,d] x3
     hidden: dict[str, np.ndarray] = field(default_factory=dict)  #: side -> [L+1, T, D]
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  #: side -> ([T,D], [T,D])
+    #: kind -> [L, H, Tq, Tk] value-weighted norms ‖a_ij f(x_j)‖ (``--capture norms``; pipeline/models/norms.py)
+    norms: dict[str, np.ndarray] = field(default_factory=dict)
     #: Whether the raw tensors (attention, Q/K/V, hidden states, embeddings) are kept; when False they are empty
     #: arrays and only the metrics, tokens and columns are stored (``--attention``).
     kept: bool = True

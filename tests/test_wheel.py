@@ -21,7 +21,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 #: Source folder -> the package it installs as (pyproject's [tool.setuptools.package-dir]).
-INSTALLED_AS = {"pipeline": "attnviz/pipeline", "dashboard": "attnviz/dashboard", "model_info": "attnviz/model_info"}
+INSTALLED_AS = {"pipeline": "attnviz/pipeline", "dashboard": "attnviz/dashboard", "model_info": "attnviz/model_info",
+               "attnviz": "attnviz"}
 
 pytestmark = pytest.mark.slow
 

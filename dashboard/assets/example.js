@@ -68,6 +68,7 @@
       cache = {
         payload: payload, id: cache.id + 1, attention: decodeSpec(payload.attention),
         stepRows: decodeSpec(payload.step_rows), rollout: decodeSpec(payload.rollout),
+        norms: decodeSpec(payload.norms),
       };
     }
     return cache;
@@ -77,6 +78,7 @@
   // Selection helpers (the Python side: dashboard/example/payload.py and urlstate.py)
   // ---------------------------------------------------------------------------------------------------
   const KEY_FIELDS = ["run", "example", "kind", "attn"];
+  const ATTN_MODES = ["raw", "rollout", "value-weighted"];  // urlstate.ATTN_MODES
   const URL_FIELDS = ["tab", "run", "example", "layer", "head", "step", "kind", "attn"];
 
   /** What data a view state needs (payload.payload_key). */
@@ -231,11 +233,16 @@
       const block = p.tq * p.tk;
       w = d.rollout.subarray(st.layer * block, (st.layer + 1) * block);
       title = "Attention rollout through layer " + st.layer + " (mean of heads, with residual)";
+    } else if (st.attn === "value-weighted") {
+      if (p.norms_error) { return messageFigure(p, p.norms_error); }
+      w = headWeights(p, { attention: d.norms }, st.layer, st.head);
+      title = "Layer " + st.layer + ", " + headLabel(st.head) + " — value-weighted ‖α·f(x)‖, " + p.kind_label;
     } else {
       w = headWeights(p, d, st.layer, st.head);
       title = "Layer " + st.layer + ", " + headLabel(st.head) + " — " + p.kind_label;
     }
-    const fig = clone(t.matrix[st.attn === "rollout" ? "rollout" : "weight"]);
+    const bar = st.attn === "value-weighted" ? "‖α·f(x)‖" : st.attn === "rollout" ? "rollout" : "weight";
+    const fig = clone(t.matrix[bar]);
     fig.data[0].z = rowsOf(w, p.tq, p.tk);
     if (p.q_raw && p.k_raw) { Object.assign(fig.data[0], rawCells(p, d)); }
     fig.layout.title.text = title;
@@ -773,7 +780,7 @@
       if (isNaN(v)) { return; }
       next.step = Math.min(Math.max(v, 0), Math.max(0, (st.steps || 1) - 1));
     } else if (target.closest && target.closest("#attn-mode") && event.type === "change") {
-      if (target.value !== "raw" && target.value !== "rollout") { return; }
+      if (ATTN_MODES.indexOf(target.value) < 0) { return; }
       next.attn = target.value;
     } else { return; }
     if (!sameKey(payload.key, keyOf(next))) { return; }  // needs other data: the server is asked (ns.fanOut)
@@ -817,7 +824,7 @@
       if (owns.indexOf("head") < 0) {
         if (head === "mean") { next.head = null; } else if (!isNaN(parseInt(head, 10))) { next.head = parseInt(head, 10); }
       }
-      if (owns.indexOf("attn") < 0 && (attn === "raw" || attn === "rollout")) { next.attn = attn; }
+      if (owns.indexOf("attn") < 0 && ATTN_MODES.indexOf(attn) >= 0) { next.attn = attn; }
       if (owns.indexOf("step") < 0 && step !== null && step !== undefined && !isNaN(parseInt(step, 10))) {
         next.step = parseInt(step, 10);
       }
@@ -840,7 +847,7 @@
         next.step = Math.min(Math.max(parseInt(step, 10), 0), last);
         if (next.step !== parseInt(step, 10)) { out[3] = next.step; }
       }
-      if (attn === "raw" || attn === "rollout") { next.attn = attn; }
+      if (ATTN_MODES.indexOf(attn) >= 0) { next.attn = attn; }
     }
     if (!sameState(next, state)) { out[0] = next; }
     return out;

@@ -8,7 +8,7 @@ import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from attnviz.dashboard.corpus import ids
+from attnviz.dashboard.corpus import ids, qk_space
 from attnviz.dashboard.messages import message_figure
 from attnviz.pipeline.statistics.aggregates import AGGREGATES
 
@@ -88,5 +88,5 @@ def layout() -> html.Div:
         dbc.Card(dbc.CardBody([controls, filters]), className="mb-2"),
         dbc.Alert(id=ids.ALERT, is_open=False, color="warning", className="py-2 small mb-1"),
         html.Div(id=ids.STATUS, className="small text-muted mb-1"),
-        heatmaps, drill, patterns, similarity, table,
+        heatmaps, drill, patterns, similarity, table, qk_space.panel(),
     ])

@@ -10,7 +10,7 @@ from typing import Any
 from dash.exceptions import PreventUpdate
 
 from attnviz.dashboard.corpus.data import Run, run_of
-from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.metrics import metric_spec
 from attnviz.pipeline.statistics.aggregates import AGGREGATES
 from attnviz.pipeline.statistics.filters import ExampleFilter
 from attnviz.pipeline.store.meta import run_meta
@@ -43,7 +43,7 @@ class Selection:
     @property
     def label(self) -> str:
         """The metric's readable label."""
-        spec = METRICS.get(self.metric)
+        spec = metric_spec(self.metric)
         return spec.label if spec else self.metric
 
 

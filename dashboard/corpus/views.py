@@ -38,7 +38,7 @@ from attnviz.dashboard.data import current_reader, requested_store
 from attnviz.dashboard.figjson import clear_of_toolbar
 from attnviz.dashboard.messages import message_figure
 from attnviz.dashboard.urlstate import CorpusWish, example_href
-from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.metrics import metric_spec
 from attnviz.pipeline.statistics.aggregates import AGGREGATES
 from attnviz.pipeline.statistics.filters import ExampleFilter
 from attnviz.pipeline.statistics.patterns import PATTERN_LABELS
@@ -199,14 +199,14 @@ def table_columns(sel: Selection) -> dict[str, list[dict]]:
                      {"field": "significant", "headerName": f"Significant (q < {SIGNIFICANCE_ALPHA:g})",
                       "filter": "agTextColumnFilter"}]
         cols += [{"field": f"mean {m}", "headerName": f"Mean {metric_label(m)}",
-                  "headerTooltip": METRICS[m].description if m in METRICS else m, **num} for m in means]
+                  "headerTooltip": getattr(metric_spec(m), "description", m), **num} for m in means]
         out[agg] = cols
     return out
 
 
 def metric_label(name: str) -> str:
     """A metric's readable label with its unit (``Entropy (nats)``), or its name when unknown."""
-    spec = METRICS.get(name)
+    spec = metric_spec(name)
     return f"{spec.label} ({spec.unit})" if spec else name
 
 
@@ -407,8 +407,7 @@ def run_choices(run_a: str | None, run_b: str | None, kind: str | None, metric: 
     kind_ = kind if kind in info.kinds else info.kinds[0]
     names = run_meta(info.meta).metrics_of(kind_)
     metric_ = metric if metric in names else (DEFAULT_METRIC if DEFAULT_METRIC in names else names[0])
-    metric_options = [{"label": f"{METRICS[m].label} ({METRICS[m].unit})" if m in METRICS else m,
-                       "value": m} for m in names]
+    metric_options = [{"label": metric_label(m), "value": m} for m in names]
     kind_options = [{"label": k, "value": k} for k in info.kinds]
     return RunChoices(others, run_b if run_b != run_a else None, kind_options, kind_, metric_options, metric_,
                       note)

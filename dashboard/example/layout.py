@@ -8,7 +8,7 @@ from typing import Any, cast
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from attnviz.dashboard.example import ids
+from attnviz.dashboard.example import ids, neighbours
 from attnviz.dashboard.example.figures import image_config
 from attnviz.dashboard.messages import message_figure
 
@@ -88,7 +88,8 @@ def _controls() -> dbc.Card:
         dbc.Row([
             _labelled("Matrix shows", dbc.RadioItems(
                 id=ids.ATTN_MODE, inline=True, value="raw", className="small",
-                options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"}]), width=12),
+                options=[{"label": "raw", "value": "raw"}, {"label": "rollout", "value": "rollout"},
+                         {"label": "value-weighted", "value": "value-weighted"}]), width=12),
         ], className="g-2 mt-1"),
         dbc.ButtonGroup([
             dbc.Button("Reset", id=ids.RESET, color="secondary", outline=True, size="sm",
@@ -152,7 +153,7 @@ def layout() -> html.Div:
     return html.Div([
         *stores,
         dbc.Row([
-            dbc.Col([views, _details()], lg=9),
+            dbc.Col([views, _details(), neighbours.panel()], lg=9),
             dbc.Col([_picker(), _controls(),
                      dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small")],
                     lg=3, className="attnviz-controls"),

@@ -27,7 +27,7 @@ from attnviz.dashboard.example.analysis import HEAD_VIEW_EDGES
 from attnviz.dashboard.style import SELECT_COLOUR
 from attnviz.dashboard.urlstate import ViewState, example_href
 from attnviz.pipeline.records import KIND_SIDES
-from attnviz.pipeline.store import StoreReader
+from attnviz.pipeline.store import MissingCaptureError, StoreReader
 from attnviz.pipeline.store.meta import run_meta
 
 #: Largest attention payload (float16 bytes, before base64) sent for all layers at once: 8 MiB holds a 6 x 12
@@ -132,7 +132,7 @@ def templates(q: list[str], k: list[str], query_axis: str, key_axis: str, n_laye
     zeros_qk = np.zeros((len(q), len(k)), dtype=np.float32)
     matrix = {bar: _without(figures.attention_matrix_figure(zeros_qk, q, k, colorbar_title=bar, query_axis=query_axis,
                                                             key_axis=key_axis, raw=raw, fill_raw=False), "z")
-              for bar in ("weight", "rollout")}
+              for bar in ("weight", "rollout", views.VALUE_WEIGHTED_BAR)}
     head = {mode: figures.head_view_figure(zeros_qk if mode == "one" else zeros_qk[None].repeat(2, 0), q, k,
                                            raw=raw)
             for mode in ("one", "all")}
@@ -218,6 +218,13 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
         out["attention"] = encode(whole[layer][None], "f2")
         out["step"] = step
         out["step_rows"] = encode(whole[:, :, step, :], "f2")
+    out["norms"], out["norms_error"] = None, None
+    if state.attn == "value-weighted":  # the layers sent of ‖α·f(x)‖ (--capture norms), as attention's
+        try:
+            norms = reader.value_norms(run, i, kind=kind)
+            out["norms"] = encode(norms if detail == "all" else norms[out["layers"][0]][None], "f4")
+        except MissingCaptureError as exc:
+            out["norms_error"] = str(exc)
     out["rollout"], out["rollout_error"] = None, None
     if state.attn == "rollout":
         try:

@@ -15,12 +15,14 @@ import numpy as np
 from attnviz.dashboard.example import analysis, data, figures
 from attnviz.dashboard.figjson import Figure
 from attnviz.dashboard.urlstate import ViewState
-from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.metrics import metric_spec
 from attnviz.pipeline.records import KIND_SIDES, SIDE_OF_KIND
 from attnviz.pipeline.store import StoreReader
 from attnviz.pipeline.store.meta import run_meta
 
 MODEL_VIEW_TILE = 24
+#: Colour-bar title of the value-weighted matrix (``attn=value-weighted``; docs/metrics.md).
+VALUE_WEIGHTED_BAR = "‖α·f(x)‖"
 
 
 class ViewError(ValueError):
@@ -83,7 +85,7 @@ def axis_names(kind: str) -> tuple[str, str]:
 
 
 def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
-    """The T×T attention matrix (raw or rollout) and its graph config (image file name)."""
+    """The T×T attention matrix (raw, rollout or value-weighted norms) and its graph config (image file name)."""
     run = require_run(state)
     i, layer, head, kind = state.example, state.layer, state.head, state.kind
     if state.attn == "rollout":
@@ -93,6 +95,12 @@ def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
         weights = weights[layer]
         title = f"Attention rollout through layer {layer} (mean of heads, with residual)"
         bar = "rollout"
+    elif state.attn == "value-weighted":
+        weights = (analysis.mean_heads(reader.value_norms(run, i, layer, kind=kind)) if head is None
+                   else reader.value_norms(run, i, layer, head, kind))
+        title = (f"Layer {layer}, {head_label(head)} — value-weighted ‖α·f(x)‖, "
+                 f"{kind_label(kind, data.family(reader, run))}")
+        bar = VALUE_WEIGHTED_BAR
     else:
         weights = (analysis.mean_heads(reader.attention(run, i, layer, kind=kind)) if head is None
                    else reader.attention(run, i, layer, head, kind))
@@ -103,7 +111,7 @@ def matrix_view(reader: StoreReader, state: ViewState) -> tuple[Figure, dict]:
     fig = figures.attention_matrix_figure(weights, q, k, title=title, step=state.step, colorbar_title=bar,
                                           query_axis=qa, key_axis=ka, raw=data.kind_tokens(reader, run, i, kind,
                                                                                            raw=True))
-    suffix = "rollout" if state.attn == "rollout" else ""
+    suffix = {"rollout": "rollout", "value-weighted": "norms"}.get(state.attn, "")
     return fig, figures.image_config(file_stem(state, suffix))
 
 
@@ -199,7 +207,7 @@ def metrics_table(reader: StoreReader, state: ViewState) -> MetricsTable:
         if means is not None:
             mean_v[m] = means[i]
             mean_p[m] = analysis.percentile_of(analysis.sorted_finite(means), float(means[i]))
-    specs = [METRICS.get(nm) for nm in names]
+    specs = [metric_spec(nm) for nm in names]
     return MetricsTable(
         names=names, labels=[s.label if s else nm for s, nm in zip(specs, names, strict=True)],
         descriptions=[s.description if s else "" for s in specs], values=values, percentiles=pct,

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from attnviz.pipeline import token_classes as tc
-from attnviz.pipeline.metrics import attention_metrics
+from attnviz.pipeline.metrics import VALUE_WEIGHTED_PREFIX, attention_metrics
+from attnviz.pipeline.models import norms as value_norms
 from attnviz.pipeline.models import taps
 from attnviz.pipeline.models.loading import LoadedModel
 from attnviz.pipeline.precompute.inputs import InputExample
@@ -225,6 +226,9 @@ class BatchOutput:
     masks: dict[str, np.ndarray]  #: side -> [B, T] bool
     qkv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  #: kind -> Q, K, V [len(qkv_rows), L, H, T, d]
     qkv_rows: list[int] = field(default_factory=list)  #: the batch rows ``qkv`` holds, in order
+    #: kind -> ‖f_h(x_j)‖ ``[B, L, H, Tk]`` on the model's device (``--capture norms``; every row: their metrics
+    #: are stored for every example)
+    norms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
@@ -239,8 +243,8 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
     tok = lm.tokenizer
     encdec = lm.family == "encoder-decoder"
     rows = list(range(len(batch))) if keep is None else [n for n, k in enumerate(keep) if k]
-    if not rows:
-        capture = ("attention",)
+    if not rows:  # nothing kept: only what the metrics need
+        capture = ("attention", "norms") if "norms" in capture else ("attention",)
     want_hidden = "hidden" in capture or "embeddings" in capture
     src_ids, src_mask = _pad([e.source_ids for e in batch], tok.pad_token_id)
     dev = lm.device
@@ -271,16 +275,20 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
             taps.discover(base, run)
     sites = taps.known_sites(base) if stop_early else None
     recorder = _QKVRecorder(lm) if "qkv" in capture else None
+    norm_recorder = value_norms.ValueNormRecorder(lm) if "norms" in capture else None
     try:
         with torch.inference_mode():
             attn_t = taps.forward_until_last_attention(sites, run) if sites is not None else run()
     finally:
         if recorder:
             recorder.remove()
+        if norm_recorder:
+            norm_recorder.remove()
     shape = lm.shape()
     subset = None if len(rows) == len(batch) else rows
     qkv = {kind: recorder.stacked(kind, shape[kind][1], subset) for kind in attn_t} if recorder else {}
-    return BatchOutput(dict(attn_t), hidden_t if want_hidden else {}, masks, qkv, rows if recorder else [])
+    norms = {kind: value_norms.stacked_norms(norm_recorder.records, kind) for kind in attn_t} if norm_recorder else {}
+    return BatchOutput(dict(attn_t), hidden_t if want_hidden else {}, masks, qkv, rows if recorder else [], norms)
 
 
 def run_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: Sequence[str] = ("attention",),
@@ -327,6 +335,7 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
     dtype = np.dtype(store_dtype)
     kinds_attn: dict[str, np.ndarray] = {}
     kinds_metrics: dict[str, dict[str, np.ndarray]] = {}
+    kinds_norms: dict[str, np.ndarray] = {}  #: kind -> [B_kept, L, H, Tq, Tk] value-weighted norms
     shapes: dict[str, tuple[int, int]] = {}
     for kind, layers in attn_t.items():
         shapes[kind] = (len(layers), layers[0].shape[1])
@@ -352,6 +361,17 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
                          for layer in layers]
             kinds_metrics[kind] = {name: np.concatenate([m[name] for m in per_layer], axis=1)
                                    for name in per_layer[0]}
+        if kind in out.norms:
+            kinds_metrics[kind].update(_value_weighted_metrics(layers, out.norms[kind], masks[q_side], masks[k_side],
+                                                               key_flags, key_ids, causal=causal,
+                                                               self_attention=self_attention))
+            if kept_rows:
+                rows_t = None if len(kept_rows) == len(batch) else torch.as_tensor(kept_rows)
+                kinds_norms[kind] = np.stack([
+                    value_norms.value_weighted(layer if rows_t is None else layer[rows_t.to(layer.device)],
+                                               (out.norms[kind] if rows_t is None
+                                                else out.norms[kind][rows_t.to(layer.device)])[:, li])
+                    .cpu().numpy().astype(dtype) for li, layer in enumerate(layers)], 1)
         if not kept_rows:
             continue
         # Only the kept rows cross to the host, each layer cast to the store's dtype where the model runs (torch's
@@ -368,7 +388,7 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
     results = []
     for n, enc in enumerate(batch):
         lengths = {"source": len(enc.source_ids), "target": len(enc.target_ids or [])}
-        attention, metrics, qkv_n = {}, {}, {}
+        attention, metrics, qkv_n, norms_n = {}, {}, {}, {}
         for kind in attn_t:
             layers_heads = shapes[kind]
             tq, tk = (lengths["target"], lengths["source"]) if kind == "cross" else (lengths[SIDE_OF_KIND[kind]],) * 2
@@ -377,6 +397,9 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
                 attention[kind] = kinds_attn[kind][attn_at[n], :, :, :tq, :tk]  # a view (the writer copies once)
             else:
                 attention[kind] = np.zeros((*layers_heads, 0, 0), dtype=dtype)
+            if kind in out.norms:
+                norms_n[kind] = (kinds_norms[kind][attn_at[n], :, :, :tq, :tk] if keep[n]
+                                 else np.zeros((*layers_heads, 0, 0), dtype=dtype))
             if "qkv" in capture:
                 if keep[n]:
                     q, k, v = out.qkv[kind]
@@ -409,8 +432,24 @@ def collect_batch(lm: LoadedModel, batch: Sequence[EncodedExample], out: BatchOu
         results.append(ExampleResult(
             input_index=ex.index, text=ex.text, source=source, attention=attention, metrics=metrics,
             truncated=enc.truncated, target_text=ex.target, target=target, label=ex.label, meta=ex.meta,
-            qkv=qkv_n, hidden=hidden, embeddings=embeddings, kept=keep[n]))
+            qkv=qkv_n, hidden=hidden, embeddings=embeddings, kept=keep[n], norms=norms_n))
     return results
+
+
+def _value_weighted_metrics(layers: Sequence[torch.Tensor], norms: torch.Tensor, query_mask: np.ndarray,
+                            key_mask: np.ndarray, key_flags: np.ndarray, key_ids: np.ndarray, *, causal: bool,
+                            self_attention: bool) -> dict[str, np.ndarray]:
+    """The per-head metrics (``vw_<name>``, ``[B, L, H]``) of the row-normalized value-weighted norms
+    ``ñ_ij = α_ij ‖f(x_j)‖ / Σ_k α_ik ‖f(x_k)‖`` (:func:`attnviz.pipeline.models.norms.normalize_rows`), one layer
+    at a time, with the numpy metrics of the attention weights."""
+    per_layer = []
+    for li, layer in enumerate(layers):
+        weighted = value_norms.value_weighted(layer, norms[:, li]).cpu().numpy()[:, None]
+        normalized = value_norms.normalize_rows(weighted, query_mask, key_mask, causal=causal)
+        per_layer.append(attention_metrics(normalized, query_mask, key_mask, key_flags, causal=causal,
+                                           self_attention=self_attention, key_ids=key_ids))
+    return {VALUE_WEIGHTED_PREFIX + name: np.concatenate([m[name] for m in per_layer], axis=1)
+            for name in per_layer[0]}
 
 
 def extract(lm: LoadedModel, examples: Sequence[InputExample], *, batch_size: int = 16,

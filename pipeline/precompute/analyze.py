@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from attnviz.pipeline.precompute.corpus_index import build_corpus_index, index_group_sums, index_is_fresh
+from attnviz.pipeline.precompute.neighbours import build_neighbours, neighbours_needed
+from attnviz.pipeline.precompute.qk_space import build_qk_space, qk_space_needed
 from attnviz.pipeline.scan import scan_run
 from attnviz.pipeline.statistics.aggregates import make_groups
 from attnviz.pipeline.statistics.relpos import relpos_profile
@@ -57,7 +59,8 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
             max_offset: int = DEFAULT_MAX_OFFSET,
             similarity_examples: int | None = DEFAULT_SIMILARITY_EXAMPLES, workers: int | None = None,
             scheduler: str | None = None, client: Any = None,
-            progress: Callable[[int, int], None] | None = None) -> AnalyzeSummary:
+            progress: Callable[[int, int], None] | None = None, neighbours_layer: int | None = None,
+            neighbours_backend: str = "auto", qk_method: str = "pca") -> AnalyzeSummary:
     """Compute and store a run's head similarity (with its clustered order) and relative-position profiles,
     plus its filter columns and per-group metric sums (so the dashboard's first view reads no metadata), and its
     corpus index (:func:`attnviz.pipeline.precompute.corpus_index.build_corpus_index`: exact filtered aggregates
@@ -65,7 +68,10 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
 
     ``similarity_examples``: average head similarity over the run's first N examples (None or 0: all).
     ``workers``/``scheduler``/``client``: as :func:`attnviz.pipeline.scan.scan_run` (``workers=0``: in this
-    process).
+    process). A run that captured hidden states also gets its token-neighbour index
+    (:func:`attnviz.pipeline.precompute.neighbours.build_neighbours`, of ``neighbours_layer``, default the last);
+    one that captured Q/K its query–key space (:func:`attnviz.pipeline.precompute.qk_space.build_qk_space`, projected
+    with ``qk_method``).
     """
     t0 = time.perf_counter()
     if max_offset < 1:
@@ -101,6 +107,16 @@ def analyze(store: str | os.PathLike, run: str, *, kinds: Sequence[str] | None =
         ka.group_sums = index_group_sums(store, info, kind, meta.metrics_of(kind), groups)
         result.kinds[kind] = ka
     path = write_analysis(store, result)
+    if "hidden" in meta.capture:
+        with StoreReader(store) as reader:
+            kept = reader.kept_examples(run).size
+        if kept:
+            build_neighbours(store, run, neighbours_layer, backend=neighbours_backend)
+    if "qkv" in meta.capture and "self" in info.kinds:
+        with StoreReader(store) as reader:
+            kept = reader.kept_examples(run).size
+        if kept:
+            build_qk_space(store, run, method=qk_method)
     sim = max((k.similarity_examples for k in result.kinds.values()), default=0)
     return AnalyzeSummary(run=run, path=path, examples=info.num_examples, similarity_examples=sim,
                           kinds=kinds, seconds=time.perf_counter() - t0)
@@ -117,7 +133,8 @@ def analysis_needed(store: str | os.PathLike, run: str) -> bool:
         cached = load_analysis(store, run, columns=False)
     except StoreError:
         return True  # damaged: computed again (written atomically, so nothing else is lost)
-    return cached is None or cached.is_stale(info) or not index_is_fresh(store, info)
+    return (cached is None or cached.is_stale(info) or not index_is_fresh(store, info)
+            or neighbours_needed(store, run) or qk_space_needed(store, run))
 
 
 def ensure_analysis(store: str | os.PathLike, run: str, *, workers: int | None = 0, client: Any = None,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from attnviz.pipeline.metrics import METRICS
+from attnviz.pipeline.metrics import METRICS, value_weighted_names
 from attnviz.pipeline.models.device import resolve_device
 from attnviz.pipeline.models.extract import (
     EncodedExample,
@@ -144,7 +144,7 @@ def run_metadata(lm: LoadedModel, inputs: InputSet, *, max_length: int, capture:
         "capture": list(capture),
         "kinds": list(shape),
         "shape": {k: list(v) for k, v in shape.items()},
-        "metrics": {k: list(METRICS) for k in shape},
+        "metrics": {k: list(METRICS) + (value_weighted_names() if "norms" in capture else []) for k in shape},
         "input": inputs.spec,
         "input_kind": inputs.kind,
         "input_fingerprint": inputs.fingerprint,
@@ -262,7 +262,7 @@ def plan_run(options: PrecomputeOptions, writer: StoreWriter, lm: LoadedModel, i
     else:
         max_len = checked_max_length(lm, o.max_length)
     long_inputs = resolved(o.long_inputs, lm.tokenizer, max_len)
-    vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in o.capture))
+    vals = _values_per_pair(lm) * (1 + 2 * ("qkv" in o.capture) + ("norms" in o.capture))
     run = o.run or default_run_name(o.model, inputs.spec)
     meta = run_metadata(lm, inputs, max_length=max_len, capture=o.capture, dtype=o.dtype,
                         mantissa_bits=o.mantissa_bits, attention=o.attention, shard_size=o.shard_size,

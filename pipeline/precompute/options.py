@@ -26,7 +26,7 @@ from attnviz.pipeline.precompute.keep import parse_attention
 from attnviz.pipeline.precompute.windows import LongInputs, parse_long_inputs
 
 #: What a run can capture besides attention (which is always captured).
-CAPTURES = ("attention", "qkv", "hidden", "embeddings")
+CAPTURES = ("attention", "qkv", "hidden", "embeddings", "norms")
 #: Examples per shard file (the unit of commit and resume).
 DEFAULT_SHARD_SIZE = 256
 #: At most this many stored attention (+Q/K/V/hidden) values in one shard, to bound memory at long T.

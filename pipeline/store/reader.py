@@ -318,10 +318,23 @@ class StoreReader:
         Shapes: both None → [L, H, Tq, Tk]; layer only → [H, Tq, Tk]; head only → [L, Tq, Tk]; both → [Tq, Tk].
         Only the requested slice is read from disk.
         """
+        return self._matrices(run, i, layer, head, kind, "attention")
+
+    @_read_guard
+    def value_norms(self, run: str, i: int, layer: int | None = None, head: int | None = None,
+                    kind: str = "self") -> np.ndarray:
+        """Value-weighted norms ``‖a_ij f(x_j)‖`` of example ``i`` as float32 (``--capture norms``; docs/metrics.md),
+        shaped as :meth:`attention`; raises MissingCaptureError for a run without them."""
+        return self._matrices(run, i, layer, head, kind, "norms")
+
+    def _matrices(self, run: str, i: int, layer: int | None, head: int | None, kind: str, what: str) -> np.ndarray:
         self._require_kind(run, kind)
         f, j = self._locate(run, i)
+        if what == "norms" and f"{what}/{kind}" not in f:
+            raise MissingCaptureError(f"run {run!r} did not capture value-weighted norms: rerun precompute with "
+                                      "--capture attention,norms")
         self._require_kept(run, f, i, j)
-        g = f[f"attention/{kind}"]
+        g = f[f"{what}/{kind}"]
         n_layers, n_heads = int(g.attrs["layers"]), int(g.attrs["heads"])
         _check_index("layer", layer, n_layers)
         _check_index("head", head, n_heads)
@@ -360,6 +373,27 @@ class StoreReader:
             lo = base + (layer * n_heads + head) * t * d
             out.append(g[letter][lo:lo + t * d].astype(np.float32).reshape(t, d))
         return out[0], out[1], out[2]
+
+    @_read_guard
+    def queries_keys(self, run: str, i: int, kind: str = "self") -> tuple[np.ndarray, np.ndarray]:
+        """Every head's queries ``[L, H, Tq, d]`` and keys ``[L, H, Tk, d]`` of example ``i`` (float32), in one
+        read each; raises MissingCaptureError."""
+        self._require_kind(run, kind)
+        f, j = self._locate(run, i)
+        if f"qkv/{kind}" not in f:
+            raise MissingCaptureError(f"run {run!r} did not capture Q/K/V: rerun precompute with --capture "
+                                      "attention,qkv")
+        self._require_kept(run, f, i, j)
+        g = f[f"qkv/{kind}"]
+        n_layers, n_heads = self.run_info(run).shape[kind]
+        d = int(g.attrs["head_dim"])
+        tq, tk = self._lengths(f, j, kind)
+        out = []
+        for letter, t in (("q", tq), ("k", tk)):
+            base = int(g[f"{letter}_offsets"][j])
+            out.append(g[letter][base:base + n_layers * n_heads * t * d].astype(np.float32)
+                       .reshape(n_layers, n_heads, t, d))
+        return out[0], out[1]
 
     @_read_guard
     def hidden(self, run: str, i: int, side: str = "source") -> np.ndarray:
@@ -469,6 +503,29 @@ class StoreReader:
         with self._lock:
             self._tables[key] = table
         return table
+
+    def neighbours(self, run: str, example: int, position: int, *, k: int = 10, layer: int | None = None) -> list:
+        """The ``k`` tokens of the run most similar to token ``position`` of ``example`` (cosine similarity of
+        hidden states, from the index ``attnviz analyze`` builds), with their example, position, token and
+        sentence: :func:`attnviz.pipeline.statistics.neighbours.search_tokens`."""
+        from attnviz.pipeline.statistics.neighbours import search_tokens
+
+        return search_tokens(self, run, example, position, k=k, layer=layer)
+
+    def metrics_frame(self, run: str, kind: str = "self", **options: Any) -> Any:
+        """Per-head metrics as a tidy pandas DataFrame (one row per example, layer, head) with the examples'
+        columns and metadata fields: :func:`attnviz.pipeline.store.frames.metrics_frame` (``metrics=``,
+        ``examples=``, ``with_columns=``)."""
+        from attnviz.pipeline.store.frames import metrics_frame
+
+        return metrics_frame(self, run, kind, **options)
+
+    def to_xarray(self, run: str, kind: str = "self", **options: Any) -> Any:
+        """The run's metrics as an ``xarray.Dataset`` (needs xarray):
+        :func:`attnviz.pipeline.store.frames.run_dataset`."""
+        from attnviz.pipeline.store.frames import run_dataset
+
+        return run_dataset(self, run, kind, **options)
 
     def windows(self, run: str, i: int) -> ExampleWindows:
         """The windows of the long text example ``i`` is a window of (``--long-inputs window``; its siblings are

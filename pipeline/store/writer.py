@@ -147,6 +147,14 @@ def _fill_shard(f: h5py.File, run: str, start: int, results: Sequence[ExampleRes
         for name in results[0].metrics[kind]:  # [n, L, H] per metric
             m.create_dataset(name, data=np.stack([r.metrics[kind][name] for r in results]).astype(np.float32))
 
+    for kind in results[0].norms:  # value-weighted norms: laid out as attention (never mantissa-rounded)
+        g = f.create_group(f"norms/{kind}")
+        flat = _FlatWriter()
+        for r in results:
+            flat.add(r.norms[kind])
+        flat.write(g, "data", float_dtype, comp)
+        g.attrs["layers"], g.attrs["heads"] = results[0].norms[kind].shape[:2]
+
     for kind in results[0].qkv:
         g = f.create_group(f"qkv/{kind}")
         for idx, letter in enumerate("qkv"):
