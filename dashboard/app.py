@@ -45,7 +45,7 @@ from attnviz.dashboard.data import (
 )
 from attnviz.dashboard.example import callbacks as example_callbacks
 from attnviz.dashboard.example import layout as example_layout
-from attnviz.dashboard.example import sync
+from attnviz.dashboard.example import sync, transport
 from attnviz.dashboard.playground import callbacks as playground_callbacks
 from attnviz.dashboard.playground import layout as playground_layout
 from attnviz.dashboard.security import resolve_store
@@ -166,6 +166,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
                                     lambda: prop_types)
     security.install_headers(server)
     install_default_run(server)
+    transport.register_route(server)
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)

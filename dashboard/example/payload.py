@@ -6,7 +6,10 @@ Attention goes as the store's own float16 values (base64 of little-endian IEEE h
 of float32); the rollout, which the dashboard computes, as float32. An example whose attention fits in
 :data:`BUDGET_BYTES` is sent whole (every layer and head: ``detail = "all"``); a longer one one layer at a time,
 with the chosen query position's rows of every layer for the time-step view (``detail = "layer"``: its key then
-names the layer and the step, and changing either asks the server again).
+names the layer; another query position's rows come on their own, see :mod:`.transport`).
+
+The page fetches payloads from :mod:`.transport`'s route as raw bytes (no base64, no JSON parse of the arrays);
+the Dash callback ``example-payload`` answers the same question as JSON with base64 arrays.
 
 The model view is built here (pooled tiles, server-side) and only its selection outline moves in the page.
 """
@@ -17,6 +20,7 @@ import base64
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,7 +70,10 @@ def budget_bytes() -> int:
     return int(raw) if raw.isdigit() else BUDGET_BYTES
 
 
-#: Fields of the view state that decide which data the page needs (``detail = "layer"`` adds layer and step).
+#: Default of :func:`example_payload`'s ``store``: the ``?store=`` of the callback request being answered.
+_PAGE_STORE: Any = object()
+
+#: Fields of the view state that decide which data the page needs (``detail = "layer"`` adds the layer).
 KEY_FIELDS: tuple[str, ...] = ("run", "example", "kind", "attn")
 
 
@@ -99,12 +106,13 @@ def detail_level(reader: StoreReader, state: ViewState) -> str:
 
 
 def payload_key(state: ViewState, detail: str) -> dict[str, Any]:
-    """What the page asks the server for: :data:`KEY_FIELDS` of ``state`` (plus layer and step when
-    ``detail == "layer"``) and the detail level. The page computes the same key (``example.js``)."""
+    """What the page asks the server for: :data:`KEY_FIELDS` of ``state`` (plus the layer when
+    ``detail == "layer"``) and the detail level. The page computes the same key (``keyOf`` in ``example.js``); a
+    key may also name a ``step`` (the query position whose rows of every layer a one-layer payload carries)."""
     key: dict[str, Any] = {k: getattr(state, k) for k in KEY_FIELDS}
     key["detail"] = detail
     if detail == "layer":
-        key["layer"], key["step"] = state.layer, state.step
+        key["layer"] = state.layer
     return key
 
 
@@ -158,7 +166,8 @@ def not_kept_message(reader: StoreReader, run: str, example: int) -> tuple[str, 
             f"--attention {policy}): {where}."), nearest
 
 
-def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
+def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _PAGE_STORE,
+                    pack: Callable[[np.ndarray, str], Any] = encode) -> dict[str, Any]:
     """Everything the page's attention views draw for one key; selection errors (an example out of range, a
     kind the run lacks, a rollout of cross-attention) become one-line messages in the payload, never
     exceptions. Store errors propagate (the callback shows them).
@@ -166,6 +175,10 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     An example whose raw attention the run did not keep (``--attention``) gets ``error`` (one line, naming the
     nearest example that has it), ``nearest`` (that example, or None) and ``nearest_href`` (a link opening it
     on the same layer, head and kind, keeping the page's ``?store=``); its metrics panel still draws.
+
+    ``store`` is the page's ``?store=`` name for that link (default: the one the callback request names);
+    ``pack(array, dtype)`` turns each array into what the payload carries (default: :func:`encode`, base64 for
+    Dash's JSON; :mod:`.transport` keeps the arrays and sends them as raw bytes).
     """
     state, detail = state_of_key(key)
     out: dict[str, Any] = {"key": key, "error": None}
@@ -181,7 +194,7 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     if not reader.has_attention(run, state.example):
         out["error"], nearest = not_kept_message(reader, run, state.example)
         out["nearest"] = nearest
-        page_store = requested_store()
+        page_store = requested_store() if store is _PAGE_STORE else store
         out["nearest_href"] = None if nearest is None else example_href(
             run, nearest, state.layer, state.head, kind=state.kind,
             store=page_store if isinstance(page_store, str) else None)
@@ -202,7 +215,7 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     })
     if detail == "all":
         out["layers"] = list(range(n_layers))
-        out["attention"] = encode(reader.attention(run, i, kind=kind), "f2")
+        out["attention"] = pack(reader.attention(run, i, kind=kind), "f2")
         out["step_rows"] = None
     else:
         layer = min(max(state.layer, 0), n_layers - 1)
@@ -210,13 +223,36 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
         whole = _example_arrays(reader, run, i, kind, lambda: {
             "attention": reader.attention(run, i, kind=kind).astype(np.float16)})["attention"]
         out["layers"] = [layer]
-        out["attention"] = encode(whole[layer][None], "f2")
+        out["attention"] = pack(whole[layer][None], "f2")
         out["step"] = step
-        out["step_rows"] = encode(whole[:, :, step, :], "f2")
+        out["step_rows"] = pack(whole[:, :, step, :], "f2")
     out["rollout"], out["rollout_error"] = None, None
     if state.attn == "rollout":
         try:
-            out["rollout"] = encode(views.rollout(reader, run, i, kind), "f4")
+            out["rollout"] = pack(views.rollout(reader, run, i, kind), "f4")
         except views.ViewError as exc:
             out["rollout_error"] = str(exc)
+    return out
+
+
+def step_rows_payload(reader: StoreReader, key: dict[str, Any], step: int, *,
+                      pack: Callable[[np.ndarray, str], Any] = encode) -> dict[str, Any]:
+    """The rows of query position ``step`` in every layer and head (``[L, H, Tk]``, float16) of the example ``key``
+    names: what the time-step view of an example sent one layer at a time needs when the position changes.
+    ``step`` is clamped to the example's query positions; a selection that cannot be drawn gives ``error``."""
+    state, _ = state_of_key(key)
+    out: dict[str, Any] = {"key": key, "error": None}
+    try:
+        run = views.require_run(state)
+        views.check_example(reader, state)
+        if state.kind not in reader.run_info(run).shape or not reader.has_attention(run, state.example):
+            raise views.ViewError(f"example {state.example} has no {state.kind!r} attention in run {run!r}")
+    except views.ViewError as exc:
+        out["error"] = str(exc)
+        return out
+    i, kind = state.example, state.kind
+    whole = _example_arrays(reader, run, i, kind, lambda: {
+        "attention": reader.attention(run, i, kind=kind).astype(np.float16)})["attention"]
+    out["step"] = min(max(step, 0), whole.shape[2] - 1)
+    out["step_rows"] = pack(whole[:, :, out["step"], :], "f2")
     return out
