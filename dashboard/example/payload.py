@@ -41,16 +41,19 @@ BUDGET_BYTES = 8 * 2**20
 #: Environment variable that overrides :data:`BUDGET_BYTES` (a browser short of memory; the tests' long path).
 BUDGET_ENV = "ATTNVIZ_PAYLOAD_BUDGET_BYTES"
 
-#: Examples whose whole attention (float16) and view templates are kept for their next layer: an example sent one
-#: layer at a time is asked for again at each layer change (at most 2 x ~38 MB for 6 x 12 heads at T = 512).
+#: Examples whose whole attention (float16) is kept for the rows of another query position (at most 2 x ~38 MB for
+#: 6 x 12 heads at T = 512); their view templates and model view (~0.3 MB) for :data:`_KEPT_VIEWS` examples: an
+#: example sent one layer at a time is asked for again at each layer, the page's neighbours in advance.
 _KEPT_EXAMPLES = 2
+_KEPT_VIEWS = 12
 _kept: OrderedDict[tuple[int, str, int, str], dict[str, Any]] = OrderedDict()
 _kept_lock = threading.Lock()
 
 
-def _example_arrays(reader: StoreReader, run: str, i: int, kind: str, build: Any) -> dict[str, Any]:
-    """``build()`` for this reader, run, example and kind, kept for the next :data:`_KEPT_EXAMPLES` asks (a store's
-    examples never change once written; a reader reopened after a repair is another key)."""
+def _example_arrays(reader: StoreReader, run: str, i: int, kind: str, build: Any) -> Any:
+    """``build()`` for this reader, run, example and kind (a kind ending in ``|…`` is a small view: kept for
+    :data:`_KEPT_VIEWS`, else :data:`_KEPT_EXAMPLES` asks; a store's examples never change once written, a reader
+    reopened after a repair is another key)."""
     key = (id(reader), run, i, kind)
     with _kept_lock:
         if key in _kept:
@@ -59,9 +62,18 @@ def _example_arrays(reader: StoreReader, run: str, i: int, kind: str, build: Any
     value = build()
     with _kept_lock:
         _kept[key] = value
-        while len(_kept) > _KEPT_EXAMPLES:
-            _kept.popitem(last=False)
+        for small in (False, True):
+            keys = [k for k in _kept if ("|" in k[3]) == small]
+            for old in keys[:max(0, len(keys) - (_KEPT_VIEWS if small else _KEPT_EXAMPLES))]:
+                del _kept[old]
     return value
+
+
+def _whole_if_kept(reader: StoreReader, run: str, i: int, kind: str) -> np.ndarray | None:
+    """The example's whole attention (float16) if it is kept, else None (nothing is read)."""
+    with _kept_lock:
+        value = _kept.get((id(reader), run, i, kind))
+    return None if value is None else value["attention"]
 
 
 def budget_bytes() -> int:
@@ -167,7 +179,7 @@ def not_kept_message(reader: StoreReader, run: str, example: int) -> tuple[str, 
 
 
 def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _PAGE_STORE,
-                    pack: Callable[[np.ndarray, str], Any] = encode) -> dict[str, Any]:
+                    pack: Callable[[np.ndarray, str], Any] = encode, rows: bool = True) -> dict[str, Any]:
     """Everything the page's attention views draw for one key; selection errors (an example out of range, a
     kind the run lacks, a rollout of cross-attention) become one-line messages in the payload, never
     exceptions. Store errors propagate (the callback shows them).
@@ -178,7 +190,9 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
 
     ``store`` is the page's ``?store=`` name for that link (default: the one the callback request names);
     ``pack(array, dtype)`` turns each array into what the payload carries (default: :func:`encode`, base64 for
-    Dash's JSON; :mod:`.transport` keeps the arrays and sends them as raw bytes).
+    Dash's JSON; :mod:`.transport` keeps the arrays and sends them as raw bytes). A one-layer payload carries the
+    rows of the key's ``step`` in every layer (``step``, ``step_rows``); with ``rows=False`` only when the example's
+    whole attention is kept from an earlier ask (else the layer alone is read, and ``step_rows`` is None).
     """
     state, detail = state_of_key(key)
     out: dict[str, Any] = {"key": key, "error": None}
@@ -209,7 +223,8 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
         "tq": len(q), "tk": len(k), "q_tokens": q, "k_tokens": k,
         "kind_label": views.kind_label(kind, data.family(reader, run)),
         "step_word": "generation step" if causal else "query position",
-        "model_view": views.model_view(reader, state.with_changes(head=None)),
+        "model_view": _example_arrays(reader, run, i, kind + "|model_view",
+                                      lambda: views.model_view(reader, state.with_changes(layer=0, head=None))),
         "templates": _example_arrays(reader, run, i, kind + "|templates",
                                      lambda: templates(q, k, qa, ka, n_layers)),
     })
@@ -220,12 +235,17 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
     else:
         layer = min(max(state.layer, 0), n_layers - 1)
         step = min(max(state.step, 0), len(q) - 1)
-        whole = _example_arrays(reader, run, i, kind, lambda: {
-            "attention": reader.attention(run, i, kind=kind).astype(np.float16)})["attention"]
+        whole = _whole_if_kept(reader, run, i, kind) if not rows else _example_arrays(
+            reader, run, i, kind, lambda: {"attention": reader.attention(run, i, kind=kind).astype(np.float16)}
+        )["attention"]
         out["layers"] = [layer]
-        out["attention"] = pack(whole[layer][None], "f2")
-        out["step"] = step
-        out["step_rows"] = pack(whole[:, :, step, :], "f2")
+        if whole is None:  # one layer read from the store; the rows of the query position come on their own
+            out["attention"] = pack(reader.attention(run, i, layer=layer, kind=kind)[None], "f2")
+            out["step_rows"] = None
+        else:
+            out["attention"] = pack(whole[layer][None], "f2")
+            out["step"] = step
+            out["step_rows"] = pack(whole[:, :, step, :], "f2")
     out["rollout"], out["rollout_error"] = None, None
     if state.attn == "rollout":
         try:

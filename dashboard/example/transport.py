@@ -119,7 +119,7 @@ def answer(reader: StoreReader, args: Any, store: str | None) -> bytes:
         if args.get("part") == "rows":
             header = example_data.step_rows_payload(reader, key, _int(args.get("step"), 0), pack=arrays)
         else:
-            header = example_data.example_payload(reader, key, store=store, pack=arrays)
+            header = example_data.example_payload(reader, key, store=store, pack=arrays, rows=False)
     except Exception as exc:  # never a traceback in the page; the server log has unexpected ones
         arrays = _Arrays()
         header = {"key": {k: args.get(k) for k in args}, "error": describe_error(
