@@ -725,14 +725,15 @@
   /** Draw the first screen's views (matrix, head view) for ``state`` where they show something else. */
   function paintMain(state, payload, d, pin) {
     const sig = signatures(d, state, pin, payload);
-    if (drawn.matrix !== sig.matrix
-        && renderGraph("attn-matrix", matrixFigure(payload, d, state), configFor(payload, state, "matrix"))) {
-      drawn.matrix = sig.matrix;
-    }
+    // the head view first: its canvas reads the box's size, which is cheap before Plotly has changed the page
     const headEl = document.getElementById("head-view");
     if (drawn.head !== sig.head && headEl && window.Plotly) {
       renderHeadView(headEl, headViewFigure(payload, d, state, pin));
       drawn.head = sig.head;
+    }
+    if (drawn.matrix !== sig.matrix
+        && renderGraph("attn-matrix", matrixFigure(payload, d, state), configFor(payload, state, "matrix"))) {
+      drawn.matrix = sig.matrix;
     }
   }
 

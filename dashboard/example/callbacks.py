@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import dash
-from dash import ClientsideFunction, Input, Output, State
+from dash import ClientsideFunction, Input, Output, State, ctx
+from dash.exceptions import PreventUpdate
 
 from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.callback_inputs import InputRefusedError
@@ -146,8 +147,10 @@ def _register_picker(app: dash.Dash) -> None:
         return message(summary) if isinstance(summary, str) else panels.example_summary(summary)
 
     @app.callback(Output(ids.EXAMPLE_SEARCH_RESULTS, "options"), Output(ids.EXAMPLE_SEARCH_RESULTS, "placeholder"),
-                  Input(ids.EXAMPLE_SEARCH, "value"), Input(app_ids.RUN_SELECT, "value"))
+                  Input(ids.EXAMPLE_SEARCH, "value"), Input(app_ids.RUN_SELECT, "value"), prevent_initial_call=True)
     def search(text, run):
+        if not text and ctx.triggered_id != ids.EXAMPLE_SEARCH:
+            raise PreventUpdate  # no search typed (a page load, another run): the list is empty already
         if not text or not run:
             return [], "type a search first"
         try:

@@ -182,7 +182,7 @@ def register_callbacks(app: dash.Dash) -> None:
         Input(ids.EXAMPLE_SEARCH_RESULTS, "value"), Input(ids.KIND_SELECT, "value"), Input(ids.RESET, "n_clicks"),
         State(app_ids.TABS, "value"), State(ids.LAYER_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
         State(ids.STEP_INPUT, "value"), State(ids.ATTN_MODE, "value"), State(app_ids.VIEW_STATE, "data"),
-        State(app_ids.RUN_SELECT, "options"),
+        State(app_ids.RUN_SELECT, "options"), prevent_initial_call=True,
     )
     def sync(request, run, example, _prev, _next, search_pick, kind, reset_clicks, tab, layer, head, step, attn,
              current, shown_runs):
@@ -219,7 +219,7 @@ def register_callbacks(app: dash.Dash) -> None:
         owns = set(CLIENT_FIELDS) if from_url or reset else {
             f for f in CLIENT_FIELDS if getattr(state, f) != getattr(asked, f)}
         out.update(_state_outputs(state, controls, messages, {**extra, "owns": sorted(owns)}, current=current,
-                                  reset=reset, set_tab=from_url))
+                                  reset=reset, set_tab=from_url and state.tab != tab))
         if state.run == run:
             out[(app_ids.RUN_SELECT, "value")] = dash.no_update
         # the example's data is not sent here: the page fetches it as raw bytes (transport.py), often before this
