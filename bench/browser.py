@@ -10,7 +10,8 @@
    Example tab. Each action is the DOM event a person's input fires, dispatched in the page right after its start
    time is taken (``performance.now()``). Two times per action: **painted**, to the last figure drawn after it
    (``plotly_afterplot`` of any graph, or ``attnviz:drawn`` of the head view's canvas), and **settled**, to the
-   start of a 300 ms window in which nothing is loading (``data-dash-is-loading``), no callback is pending in
+   start of a 300 ms window in which nothing is loading (``data-dash-is-loading``, or ``data-attnviz-loading``: a
+   view waiting for the example's data, which the page fetches itself), no callback is pending in
    Dash's store and (first load) the first screen's views are drawn; the page is polled every 5 ms. Views below
    the first screen (model view, time step) are drawn when they scroll into view, so an action's time is that of
    the views a person sees. Actions: first load (a fresh navigation, timed from navigation start), next example
@@ -82,7 +83,7 @@ _SETTLE_JS = """
 const [t0, quietMs, graphs, timeoutMs] = arguments;
 const done = arguments[arguments.length - 1];
 function busy() {
-  if (document.querySelector('[data-dash-is-loading="true"]')) { return true; }
+  if (document.querySelector('[data-dash-is-loading="true"], [data-attnviz-loading="true"]')) { return true; }
   const st = window.store && window.store.getState && window.store.getState();
   if (!st || !st.callbacks) { return true; }
   const c = Object.assign({}, st.callbacks); delete c.stored; delete c.completed;

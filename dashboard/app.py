@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from attnviz.dashboard import callback_inputs, ids, observability, security
@@ -48,7 +48,7 @@ from attnviz.dashboard.example import callbacks as example_callbacks
 from attnviz.dashboard.example import inputs as example_inputs
 from attnviz.dashboard.example import layout as example_layout
 from attnviz.dashboard.example import neighbours as example_neighbours
-from attnviz.dashboard.example import sync
+from attnviz.dashboard.example import sync, transport
 from attnviz.dashboard.playground import callbacks as playground_callbacks
 from attnviz.dashboard.playground import layout as playground_layout
 from attnviz.dashboard.security import resolve_store
@@ -60,6 +60,9 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TAB_STYLE = {"padding": "6px 14px"}
 #: Classes of the header's Run box where it shows (Bootstrap's d-flex is !important: hidden with d-none).
 RUN_BOX_CLASS = "d-flex align-items-center ms-auto"
+#: Scripts the page needs at once but Dash loads only when the first graph renders (Plotly draws the Example tab's
+#: views): fetched with the page's own scripts (``<link rel=preload>``), not after them.
+PRELOAD = ("dash/dcc/async-graph.js", "plotly/package_data/plotly.min.js")
 #: Largest callback request body accepted (413 beyond); ``ATTNVIZ_MAX_REQUEST_BYTES`` overrides it.
 MAX_REQUEST_BYTES = int(os.environ.get("ATTNVIZ_MAX_REQUEST_BYTES", str(4 << 20)))
 
@@ -156,6 +159,9 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
                     update_title=cast(str, None), suppress_callback_exceptions=True,
                     on_error=observability.callback_error,
                     hooks={"request_pre": REQUEST_PRE, "request_post": REQUEST_POST})
+    prefix = app.config.requests_pathname_prefix
+    app.index_string = app.index_string.replace("{%metas%}", "{%metas%}" + "".join(
+        f'<link rel="preload" as="script" href="{prefix}_dash-component-suites/{path}">' for path in PRELOAD))
     server = app.server
     server.config[CONFIG_STORE_KEY] = store
     server.config[CONFIG_DATA_DIR_KEY] = folder
@@ -169,6 +175,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
                                     lambda: prop_types)
     security.install_headers(server)
     install_default_run(server)
+    transport.register_route(server)
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)
@@ -222,8 +229,8 @@ def register_store_callbacks(app: dash.Dash) -> None:
 
     @app.callback(Output(ids.STORE_SELECT, "options"), Output(ids.STORE_SELECT, "value"),
                   Output(ids.STORE_PATH, "children"),
-                  Input(ids.URL, "pathname"))
-    def show_store(_pathname: Any) -> tuple[list[dict[str, str]], str | None, str]:
+                  Input(ids.URL, "pathname"), State(ids.STORE_SELECT, "value"))
+    def show_store(_pathname: Any, shown: Any) -> tuple[list[dict[str, str]], Any, str]:
         import flask
 
         config = flask.current_app.config
@@ -237,7 +244,8 @@ def register_store_callbacks(app: dash.Dash) -> None:
             return options, None, str(exc)
         current = _store_label(path, folder)
         options = [{"label": n, "value": n} for n in sorted(names | {default, current})]
-        return options, current, str(path)
+        # the value it shows already is not set again (that would ask switch_store for nothing)
+        return options, dash.no_update if current == shown else current, str(path)
 
     @app.callback(Output(ids.STORE_NAV, "href"), Input(ids.STORE_SELECT, "value"), prevent_initial_call=True)
     def switch_store(name: Any) -> str:

@@ -144,7 +144,8 @@ def test_url_round_trip(dash_duo, live_server: LiveServer, reader: StoreReader) 
 
     dash_duo.driver.get(dash_duo.driver.current_url)  # reload the shared URL
     wait_figure(dash_duo, "attn-matrix", z_equals(reader.attention(SEQ2SEQ_RUN, 1, 1, 3, "cross")), "after reload")
-    assert dash_duo.find_element("#head-select").get_attribute("value") == "3"
+    # the views may be drawn from the URL before the server's answer fills the controls (first load)
+    until(lambda: dash_duo.find_element("#head-select").get_attribute("value") == "3", timeout=TIMEOUT)
 
     dash_duo.find_element("#reset-view").click()
     until(lambda: (url_state(dash_duo).layer, url_state(dash_duo).head, url_state(dash_duo).kind) == (0, 0, "self"),

@@ -226,15 +226,16 @@ def test_examples_sent_one_layer_at_a_time_draw_the_same(dash_duo, layer_server:
         "return window.store.getState().layout && JSON.stringify(window.dash_clientside.attnviz_example"
         "._internal.keyOf({run: 'r', example: 0, kind: 'self', attn: 'raw', detail: 'layer', layer: 1, step: 2}))")
     assert json.loads(detail) == {"run": "r", "example": 0, "kind": "self", "attn": "raw", "detail": "layer",
-                                  "layer": 1, "step": 2}
+                                  "layer": 1}  # the rows of a query position come on their own
 
 
 def test_a_layer_switch_asks_the_server_nothing(dash_duo, live_server: LiveServer, reader: StoreReader) -> None:
-    """Head, layer, step and pin changes are answered in the page: no request to the server."""
+    """Head, layer, step and pin changes are answered in the page: no request to the server (neither a callback
+    nor a data fetch)."""
     open_url(dash_duo, live_server, run=BERT_RUN, example=3)
     check_views(dash_duo, reader)
-    count_js = ("return performance.getEntriesByType('resource')"
-                ".filter(e => e.name.indexOf('_dash-update-component') >= 0).length")
+    count_js = ("return performance.getEntriesByType('resource').filter(e => "
+                "e.name.indexOf('_dash-update-component') >= 0 || e.name.indexOf('/_attnviz/example') >= 0).length")
     settled: list[int] = []
 
     def quiet() -> bool:  # the page's own start-up requests (every tab's) are over: the count stays for 1 s
@@ -269,3 +270,48 @@ def test_a_layer_picked_while_the_server_answers_is_kept(dash_duo, live_server: 
     state = parse_state(url_search(dash_duo))
     assert (state.example, state.layer, state.head) == (1, 1, 3)
     assert dash_duo.find_element("#layer-select").get_attribute("value") == "1"
+
+
+# Dispatch a person's input in the page and read the matrix's title in the same turn of the event loop: the title
+# of the figure drawn by the event itself (from data the page fetched in advance), before any server answer.
+_SYNC_TITLE_JS = """
+const [selector, value] = arguments;
+const el = document.querySelector(selector);
+if (value === null) { el.click(); } else {
+  Object.getOwnPropertyDescriptor(HTMLSelectElement.prototype, 'value').set.call(el, value);
+  el.dispatchEvent(new Event('change', {bubbles: true}));
+}
+const gd = document.querySelector('#attn-matrix .js-plotly-plot');
+return gd.layout.title.text;
+"""
+
+_KEPT_JS = ("return [...window.dash_clientside.attnviz_example._internal.kept.values()]"
+            ".map(e => e.payload && e.payload.key)")
+
+
+def kept_keys(dash_duo) -> list[dict]:
+    """The keys of the payloads the page holds (fetched, or fetched in advance)."""
+    return [k for k in dash_duo.driver.execute_script(_KEPT_JS) if k]
+
+
+def test_next_example_and_next_layer_are_drawn_by_the_click_itself(dash_duo, live_server: LiveServer,
+                                                                    layer_server: LiveServer,
+                                                                    reader: StoreReader) -> None:
+    """The neighbours (next / previous example; a long example's adjacent layers) are fetched in advance, so the
+    click draws them at once; the server's answer that follows leaves views equal to the store's slices."""
+    open_url(dash_duo, live_server, run=BERT_RUN, example=1, layer=0, head=0)
+    check_views(dash_duo, reader)
+    until(lambda: {k["example"] for k in kept_keys(dash_duo)} >= {0, 1, 2}, timeout=TIMEOUT)
+    title = dash_duo.driver.execute_script(_SYNC_TITLE_JS, "#example-next", None)
+    expected = views.matrix_view(reader, parse_state(f"?run={BERT_RUN}&example=2&layer=0&head=0"))[0]
+    assert title == expected["layout"]["title"]["text"]
+    until(lambda: parse_state(url_search(dash_duo)).example == 2, timeout=TIMEOUT)
+    check_views(dash_duo, reader)
+
+    open_url(dash_duo, layer_server, run=BERT_RUN, example=1, layer=0, head=0)
+    check_views(dash_duo, reader)
+    until(lambda: any(k["example"] == 1 and k.get("layer") == 1 for k in kept_keys(dash_duo)), timeout=TIMEOUT)
+    title = dash_duo.driver.execute_script(_SYNC_TITLE_JS, "#layer-select", "1")
+    assert title.startswith("Layer 1, head 0"), title
+    until(lambda: parse_state(url_search(dash_duo)).layer == 1, timeout=TIMEOUT)
+    check_views(dash_duo, reader)

@@ -48,6 +48,7 @@
    * Float16Array (its values are the stored halves, exactly), else converted once. */
   function decodeSpec(spec) {
     if (!spec) { return null; }
+    if (ArrayBuffer.isView(spec)) { return spec; }  // fetched as bytes (see unpack): already typed
     const bytes = bytesOf(spec.bdata);
     if (spec.dtype === "f4") { return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4); }
     if (typeof Float16Array === "function") {
@@ -60,18 +61,42 @@
     return out;
   }
 
-  let cache = { payload: null, id: 0 };
+  let decoded = 0;
 
-  /** The payload's arrays, decoded once per payload. */
+  /** The payload's arrays, decoded once per payload (kept on it; ``id`` names the payload in the signatures). */
   function arrays(payload) {
-    if (cache.payload !== payload) {
-      cache = {
-        payload: payload, id: cache.id + 1, attention: decodeSpec(payload.attention),
-        stepRows: decodeSpec(payload.step_rows), rollout: decodeSpec(payload.rollout),
-        norms: decodeSpec(payload.norms),
-      };
+    if (!payload.__arrays) {
+      decoded += 1;
+      Object.defineProperty(payload, "__arrays", { enumerable: false, value: {
+        id: decoded, attention: decodeSpec(payload.attention), stepRows: decodeSpec(payload.step_rows),
+        rollout: decodeSpec(payload.rollout), norms: decodeSpec(payload.norms),
+      } });
     }
-    return cache;
+    return payload.__arrays;
+  }
+
+  /** A fetched body (dashboard/example/transport.py ``pack``): uint32 header length, JSON header, arrays at
+   * ``data_offset`` + their ``offset``, each read in place (float16 as Float16Array where the browser has it). */
+  function unpack(buf) {
+    const n = new DataView(buf).getUint32(0, true);
+    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
+    for (const name of Object.keys(header)) {
+      const s = header[name];
+      if (s && typeof s === "object" && s.dtype && s.nbytes !== undefined && s.offset !== undefined) {
+        header[name] = typedView(buf, header.data_offset + s.offset, s);
+      }
+    }
+    return header;
+  }
+
+  function typedView(buf, at, spec) {
+    if (spec.dtype === "f4") { return new Float32Array(buf, at, spec.nbytes / 4); }
+    if (typeof Float16Array === "function") { return new Float16Array(buf, at, spec.nbytes / 2); }
+    const raw = new Uint16Array(buf, at, spec.nbytes / 2);
+    const table = half();
+    const out = new Float32Array(raw.length);
+    for (let i = 0; i < raw.length; i++) { out[i] = table[raw[i]]; }
+    return out;
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -86,15 +111,17 @@
     const key = {};
     for (const f of KEY_FIELDS) { key[f] = state[f]; }
     key.detail = state.detail || "all";
-    if (key.detail === "layer") { key.layer = state.layer; key.step = state.step; }
+    if (key.detail === "layer") { key.layer = state.layer; }
     return key;
   }
 
-  function sameKey(a, b) {
-    if (!a || !b) { return false; }
-    const fields = KEY_FIELDS.concat(["detail", "layer", "step"]);
-    return fields.every((f) => (a[f] === undefined ? null : a[f]) === (b[f] === undefined ? null : b[f]));
+  /** A key as text (a ``step`` in it does not count: a one-layer payload's rows of a step come on their own). */
+  function keyText(key) {
+    const detail = key.detail || "all";
+    return JSON.stringify([key.run, key.example, key.kind, key.attn, detail, detail === "layer" ? key.layer : null]);
   }
+
+  function sameKey(a, b) { return !!a && !!b && keyText(a) === keyText(b); }
 
   function sameState(a, b) {
     if (!a || !b) { return a === b; }
@@ -179,16 +206,28 @@
   function stepRows(p, d, step, head) {
     const memo = step + "|" + head;
     d.stepMemo = d.stepMemo || {};
-    if (!d.stepMemo[memo]) { d.stepMemo = { [memo]: computeStepRows(p, d, step, head) }; }
+    if (!d.stepMemo[memo]) {
+      const source = p.detail === "layer" ? rowsOfStep(p, d, step) : null;
+      if (p.detail === "layer" && !source) { return null; }  // asked for; drawn when they come
+      d.stepMemo = { [memo]: computeStepRows(p, d, step, head, source) };
+    }
     return d.stepMemo[memo];
   }
 
-  function computeStepRows(p, d, step, head) {
+  /** A one-layer payload's rows ([L, H, Tk]) of query position ``step``: its own, or fetched on their own (null
+   * until they come; the time-step view is drawn then). */
+  function rowsOfStep(p, d, step) {
+    if (p.step === step) { return d.stepRows; }
+    const entry = request(Object.assign({}, p.key, { part: "rows", step: step }), rowsText(p.key, step));
+    return entry.payload && !entry.payload.error ? decodeSpec(entry.payload.step_rows) : null;
+  }
+
+  function computeStepRows(p, d, step, head, source) {
     const rows = [];
     const tk = p.tk;
     for (let l = 0; l < p.n_layers; l++) {
       let a, base, stride;
-      if (d.stepRows) { a = d.stepRows; base = l * p.n_heads * tk; stride = tk; }
+      if (source) { a = source; base = l * p.n_heads * tk; stride = tk; }
       else { a = d.attention; base = l * p.n_heads * p.tq * tk + step * tk; stride = p.tq * tk; }
       rows.push(head === null ? meanOf(a, base, p.n_heads, tk, stride)
         : f32(a.subarray(base + head * stride, base + head * stride + tk)));
@@ -224,26 +263,32 @@
 
   function matrixFigure(p, d, st) {
     const t = p.templates;
-    let w, title;
+    let weights, title;
     if (st.attn === "rollout") {
       if (p.rollout_error) { return messageFigure(p, p.rollout_error); }
       if (!(st.layer >= 0 && st.layer < p.n_layers)) {
         return messageFigure(p, "layer " + st.layer + " is out of range (0.." + (p.n_layers - 1) + ")");
       }
       const block = p.tq * p.tk;
-      w = d.rollout.subarray(st.layer * block, (st.layer + 1) * block);
+      weights = () => d.rollout.subarray(st.layer * block, (st.layer + 1) * block);
       title = "Attention rollout through layer " + st.layer + " (mean of heads, with residual)";
     } else if (st.attn === "value-weighted") {
       if (p.norms_error) { return messageFigure(p, p.norms_error); }
-      w = headWeights(p, { attention: d.norms }, st.layer, st.head);
+      weights = () => headWeights(p, { attention: d.norms }, st.layer, st.head);
       title = "Layer " + st.layer + ", " + headLabel(st.head) + " — value-weighted ‖α·f(x)‖, " + p.kind_label;
     } else {
-      w = headWeights(p, d, st.layer, st.head);
+      weights = () => headWeights(p, d, st.layer, st.head);
       title = "Layer " + st.layer + ", " + headLabel(st.head) + " — " + p.kind_label;
     }
     const bar = st.attn === "value-weighted" ? "‖α·f(x)‖" : st.attn === "rollout" ? "rollout" : "weight";
     const fig = clone(t.matrix[bar]);
-    fig.data[0].z = rowsOf(w, p.tq, p.tk);
+    // the same rows while the weights are the same: Plotly.react then only moves the outline (a new query
+    // position) instead of drawing the heatmap again
+    const memo = [st.attn, st.layer, st.head].join("|");
+    if (!d.matrixRows || d.matrixRows.memo !== memo) {
+      d.matrixRows = { memo: memo, z: rowsOf(weights(), p.tq, p.tk) };
+    }
+    fig.data[0].z = d.matrixRows.z;
     if (p.q_raw && p.k_raw) { Object.assign(fig.data[0], rawCells(p, d)); }
     fig.layout.title.text = title;
     fig.layout.shapes = st.step >= 0 && st.step < p.tq
@@ -396,6 +441,7 @@
       return [messageFigure(p, text), messageFigure(p, text)];
     }
     const rows = stepRows(p, d, st.step, st.head);
+    if (!rows) { return null; }
     const what = p.step_word.charAt(0).toUpperCase() + p.step_word.slice(1);
     const head = headLabel(st.head);
     const bars = clone(p.templates.timestep_bars);
@@ -654,19 +700,39 @@
   /** Plotly draws ``fig`` in the box ``id`` (a div the page owns), filling the box's height if it has one. */
   function renderGraph(id, fig, config) {
     const host = document.getElementById(id);
-    if (!host || !window.Plotly) { return; }
+    if (!host || !window.Plotly) { return false; }
     if (host.clientHeight > 0 && host.classList.contains("attnviz-fill")) { fig.layout.height = host.clientHeight; }
     if (!host.__gd || !host.contains(host.__gd)) {
       host.innerHTML = "";
+      host.__drawing = false;
+      host.__next = null;
       host.__gd = document.createElement("div");
       host.appendChild(host.__gd);
     }
     const gd = host.__gd;
-    window.Plotly.react(gd, fig.data, fig.layout, Object.assign({ responsive: true }, config));
+    if (host.__drawing) { host.__next = [fig, config]; return true; }  // drawn after the one in progress
+    react(host, gd, fig, config);
     if (id === "model-view" && !gd.__clickHooked && gd.on) {
       gd.on("plotly_click", onModelViewClick);
       gd.__clickHooked = true;
     }
+    return true;
+  }
+
+  /** Plotly.react, one at a time per graph: a new config (the file name names the example) makes it a new plot
+   * whose promise settles later, and a figure drawn meanwhile would be overwritten by it; the last figure asked
+   * for while one is drawn is drawn next. */
+  function react(host, gd, fig, config) {
+    const done = window.Plotly.react(gd, fig.data, fig.layout, Object.assign({ responsive: true }, config));
+    if (!done || !done.then) { return; }
+    host.__drawing = true;
+    const next = () => {
+      host.__drawing = false;
+      const queued = host.__next;
+      host.__next = null;
+      if (queued && host.__gd === gd) { react(host, gd, queued[0], queued[1]); }
+    };
+    done.then(next, next);
   }
 
   function configFor(payload, state, view) {
@@ -676,14 +742,15 @@
   /** Draw the first screen's views (matrix, head view) for ``state`` where they show something else. */
   function paintMain(state, payload, d, pin) {
     const sig = signatures(d, state, pin, payload);
-    if (drawn.matrix !== sig.matrix) {
-      renderGraph("attn-matrix", matrixFigure(payload, d, state), configFor(payload, state, "matrix"));
-      drawn.matrix = sig.matrix;
-    }
+    // the head view first: its canvas reads the box's size, which is cheap before Plotly has changed the page
     const headEl = document.getElementById("head-view");
-    if (drawn.head !== sig.head && headEl) {
+    if (drawn.head !== sig.head && headEl && window.Plotly) {
       renderHeadView(headEl, headViewFigure(payload, d, state, pin));
       drawn.head = sig.head;
+    }
+    if (drawn.matrix !== sig.matrix
+        && renderGraph("attn-matrix", matrixFigure(payload, d, state), configFor(payload, state, "matrix"))) {
+      drawn.matrix = sig.matrix;
     }
   }
 
@@ -691,16 +758,193 @@
   function paintBelow(state, payload, d, arrived) {
     const sig = signatures(d, state, null, payload);
     const shown = (id) => (arrived || []).indexOf(id) >= 0 || onScreen(id);
-    if (drawn.model !== sig.model && shown("model-view")) {
-      renderGraph("model-view", modelViewFigure(payload, state), configFor(payload, state, "modelview"));
+    if (drawn.model !== sig.model && shown("model-view")
+        && renderGraph("model-view", modelViewFigure(payload, state), configFor(payload, state, "modelview"))) {
       drawn.model = sig.model;
     }
     if (drawn.step !== sig.step && (shown("timestep-bars") || shown("timestep-layers"))) {
       const figs = timestepFigures(payload, d, state);
-      renderGraph("timestep-bars", figs[0], configFor(payload, state, "timestep"));
-      renderGraph("timestep-layers", figs[1], configFor(payload, state, "timestep_layers"));
-      drawn.step = sig.step;
+      if (figs && renderGraph("timestep-bars", figs[0], configFor(payload, state, "timestep"))
+          && renderGraph("timestep-layers", figs[1], configFor(payload, state, "timestep_layers"))) {
+        drawn.step = sig.step;
+      }
     }
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // The example's data: fetched as raw bytes from the server (dashboard/example/transport.py), kept for a few
+  // selections, the neighbours (next / previous example, adjacent layers of a long one) fetched in advance.
+  // ---------------------------------------------------------------------------------------------------
+  const DATA_URL = "/_attnviz/example";
+  const KEPT_MAX = 12;  // payloads kept in the page (T = 512, one layer: ~6 MB each)
+  const BUSY_MS = 300;  // a wait longer than this shows a spinner over the views
+  const kept = new Map();  // key text -> {payload (null until it comes), failed}
+  let wanted = null;  // {state, pin}: what the views should show (drawn as soon as its data is here)
+  let busyTimer = null;
+
+  /** The page's ``?store=`` (app.py's REQUEST_PRE keeps it in ``window.attnvizStore``). */
+  function pageStore() {
+    if (window.attnvizStore !== undefined) { return window.attnvizStore; }
+    return new URLSearchParams(window.location.search).get("store") || null;
+  }
+
+  function fetchBytes(params) {
+    const q = new URLSearchParams();
+    for (const k of Object.keys(params)) {
+      if (params[k] !== null && params[k] !== undefined) { q.append(k, String(params[k])); }
+    }
+    const store = pageStore();
+    if (store) { q.append("store", store); }
+    return fetch(DATA_URL + "?" + q.toString(), { credentials: "same-origin" }).then((r) => {
+      if (!r.ok) { return r.text().then((t) => { throw new Error(t.trim() || "the server answered " + r.status); }); }
+      return r.arrayBuffer();
+    }).then(unpack);
+  }
+
+  function keep(text, entry) {
+    kept.delete(text);
+    kept.set(text, entry);
+    const shown = current.payload;
+    for (const [t, e] of kept) {
+      if (kept.size <= KEPT_MAX) { break; }
+      if (e.payload !== shown && (!wanted || t !== keyText(keyOf(wanted.state)))) { kept.delete(t); }
+    }
+  }
+
+  function rowsText(key, step) { return "rows" + keyText(key) + step; }
+
+  /** The entry for ``params`` (a key, or a search / ``detail=auto`` question) kept under ``text``; fetched when
+   * there is none. A payload that comes is also kept under its own key and redraws the views if they wait. */
+  function request(params, text) {
+    const have = kept.get(text);
+    if (have && !(have.failed && Date.now() - have.at > 2000)) { keep(text, have); return have; }
+    const entry = { payload: null, failed: false, at: Date.now() };
+    fetchBytes(params).then((p) => {
+      entry.payload = p;
+      if (p.key && !params.part) { keep(keyText(p.key), entry); }
+    }, (err) => {
+      entry.failed = true;
+      entry.payload = { key: params, error: "cannot read this example: " + String(err.message || err).split("\n")[0] };
+    }).then(arrived);
+    keep(text, entry);
+    return entry;
+  }
+
+  /** The entry of a key: fetched for it, or for a neighbour's question that the server answered with it. */
+  function entryOf(key, step) {
+    const have = kept.get(keyText(key));
+    if (have) { keep(keyText(key), have); return have; }
+    return request(Object.assign({}, key, { step: step }), keyText(key));
+  }
+
+  /** The data of the example next to ``state`` (``example``) or of its layer ``layer``, in advance. */
+  function prefetch(state, payload) {
+    const later = window.requestIdleCallback || ((f) => setTimeout(f, 30));
+    later(() => {
+      if (payload.detail === "layer") {
+        for (const l of [state.layer + 1, state.layer - 1]) {
+          if (l >= 0 && l < payload.n_layers) { entryOf(Object.assign(keyOf(state), { layer: l }), state.step); }
+        }
+      }
+      const last = exampleMax();
+      for (const e of [state.example + 1, state.example - 1]) {
+        if (e >= 0 && (last === null || e <= last)) { neighbour(state, e); }
+      }
+    });
+  }
+
+  /** The entry of example ``e`` beside ``state``: kept already (under the detail level ``state`` has), or asked
+   * for with the detail level left to the server (``auto``). */
+  function neighbour(state, e) {
+    const guess = kept.get(keyText(keyOf(Object.assign({}, state, { example: e }))));
+    if (guess) { return guess; }
+    const q = { run: state.run, example: e, kind: state.kind, attn: state.attn, layer: state.layer, step: 0,
+      detail: "auto" };
+    return request(q, "auto" + keyText(Object.assign({}, q, { detail: "layer" })));
+  }
+
+  function exampleMax() {
+    const el = document.getElementById("example-index");
+    const v = el ? parseInt(el.getAttribute("max"), 10) : NaN;
+    return isNaN(v) ? null : v;
+  }
+
+  /** The payload for ``state`` if the page has it: fetched for its key, or a neighbour fetched in advance. */
+  function ready(state) {
+    const key = keyOf(state);
+    let entry = kept.get(keyText(key));
+    if (!entry) {
+      const auto = kept.get("auto" + keyText(Object.assign({}, key, { detail: "layer", layer: state.layer })));
+      if (auto && auto.payload && sameKey(auto.payload.key, key)) { entry = auto; }
+    }
+    return entry && entry.payload ? entry.payload : null;
+  }
+
+  /** Views that wait for data say so: ``data-attnviz-loading`` at once (the bench and tests read it), a spinner
+   * after :data:`BUSY_MS`. */
+  function busy(on) {
+    const boxes = ["attn-matrix", "head-view"].map((id) => document.getElementById(id)).filter(Boolean);
+    clearTimeout(busyTimer);
+    for (const el of boxes) {
+      el.setAttribute("data-attnviz-loading", on ? "true" : "false");
+      if (!on) { el.classList.remove("attnviz-busy"); }
+    }
+    if (on) { busyTimer = setTimeout(() => boxes.forEach((el) => el.classList.add("attnviz-busy")), BUSY_MS); }
+  }
+
+  /** Show ``state`` (with the pinned token ``pin``): drawn now if its data is here, else when it comes. */
+  function show(state, pin) {
+    wanted = { state: state, pin: pin };
+    let payload = ready(state);
+    if (!payload) {
+      const entry = entryOf(keyOf(state), state.step);
+      payload = entry.payload;
+    }
+    if (!payload) { busy(true); return; }
+    busy(false);
+    paint(state, payload, pin);
+  }
+
+  function arrived() {
+    if (wanted) { show(wanted.state, wanted.pin); }
+    else if (early) { paintEarly(); }
+  }
+
+  function paint(state, payload, pin) {
+    watchVisibility();
+    const d = arrays(payload);
+    if (payload.error) {
+      current.state = null;
+      current.payload = payload;
+      paintMessage(payload, d);
+      return;
+    }
+    delete drawn.error;
+    Object.assign(current, { state: state, payload: payload, pin: pin });
+    paintMain(state, payload, d, pin);
+    paintBelow(state, payload, d, []);
+    prefetch(state, payload);
+  }
+
+  // First load: the page asks for the data of its URL before Dash has started (the server resolves the URL as
+  // the sync callback does), and draws it as soon as the views' boxes and Plotly are there.
+  let early = null;
+  function startEarly() {
+    const search = window.location.search;
+    const tab = new URLSearchParams(search).get("tab");
+    if (tab && tab !== "example") { return; }
+    early = request({ search: search }, "search" + search);
+  }
+
+  function paintEarly() {
+    if (wanted || !early || !early.payload || early.payload.error || !early.payload.state) { return; }
+    if (!document.getElementById("attn-matrix") || !window.Plotly) {
+      if (Date.now() - early.at < 30000) { setTimeout(paintEarly, 16); }
+      return;
+    }
+    const p = early.payload;
+    const st = Object.assign({}, p.state, { detail: p.detail, steps: p.tq, redraw: 0 });
+    paint(st, p, null);
   }
 
   /** Every view shows the message (an example out of range, a kind the run lacks, a store error). */
@@ -715,59 +959,50 @@
   }
 
   /**
-   * Draw the attention views for the view state from the payload (matrix and head view always, the views below
-   * the first screen when on the screen) and return the pinned token. A view whose inputs did not change, or a
-   * payload that is not the one the state needs yet, leaves the view as it is. A click on a head-view token
-   * pins it (again: unpins); another example, run or kind clears the pin.
+   * Draw the attention views for the view state (matrix and head view always, the views below the first screen
+   * when on the screen; from the data the page holds, or when it comes) and return the pinned token. A view
+   * whose inputs did not change is left as it is. A click on a head-view token pins it (again: unpins); another
+   * example, run or kind clears the pin.
    */
-  ns.draw = function (state, payload, click, pinned) {
+  ns.draw = function (state, click, pinned) {
     const pin = nextPin(triggered().indexOf(HEAD_VIEW_CLICK + ".data") >= 0, click, state, pinned);
     const out = pin !== pinned ? pin : noUpdate();
-    if (!state || !payload || !sameKey(payload.key, keyOf(state))) { return out; }
-    watchVisibility();
-    const d = arrays(payload);
-    if (payload.error) {
-      current.state = null;
-      paintMessage(payload, d);
-      return out;
-    }
-    delete drawn.error;
-    Object.assign(current, { state: state, payload: payload, pin: pin });
-    paintMain(state, payload, d, pin);
-    paintBelow(state, payload, d, []);
+    if (!state) { return out; }
+    show(state, pin);
     return out;
   };
+
+  /** The selection the page shows or waits for (the base of a change made in the page). */
+  function base() { return wanted ? wanted.state : current.state; }
+  function basePin() { return wanted ? wanted.pin : current.pin; }
 
   /** A model-view cell click selects its layer and head: drawn at once, then the selects tell Dash. */
   function onModelViewClick(event) {
     const point = event && event.points && event.points[0];
-    if (!point || !current.state) { return; }
+    if (!point || !base()) { return; }
     const y = String(point.y), x = String(point.x);
     const l = parseInt(y.slice(1), 10), h = parseInt(x.slice(1), 10);
     if (y.charAt(0) !== "L" || x.charAt(0) !== "H" || isNaN(l) || isNaN(h)) { return; }
-    const next = Object.assign({}, current.state, { layer: l, head: h });
+    const next = Object.assign({}, base(), { layer: l, head: h });
     delete next.owns;
-    if (sameKey(current.payload.key, keyOf(next))) {
-      current.state = next;
-      const d = arrays(current.payload);
-      paintMain(next, current.payload, d, current.pin);
-      paintBelow(next, current.payload, d, []);
-    }
+    show(next, basePin());
     window.dash_clientside.set_props(MODEL_VIEW_CLICK, { data: { layer: l, head: h, at: Date.now() } });
   }
 
   /**
-   * A control's own DOM event (layer, head, query position, raw / rollout) or a head-view token click draws the
-   * first screen at once from the data the page holds; the same change then reaches Dash (``ns.controls``,
-   * ``ns.draw``), which finds those views drawn and updates the URL and the views below.
+   * A control's own DOM event (layer, head, query position, raw / rollout, next / previous example) or a
+   * head-view token click draws the first screen at once from the data the page holds (or as soon as it comes);
+   * the same change then reaches Dash (``ns.controls``, ``ns.draw``, the sync callback), which finds those views
+   * drawn and updates the URL and the views below.
    */
   function onControl(event) {
-    const st = current.state, payload = current.payload;
+    const st = base();
     const target = event.target;
-    if (!st || !payload || !target) { return; }
+    if (!st || !target || !target.closest) { return; }
     const next = Object.assign({}, st);
     delete next.owns;
     const id = target.id;
+    let pin = basePin();
     if (id === "layer-select" && event.type === "change") {
       const l = parseInt(target.value, 10);
       if (isNaN(l)) { return; }
@@ -779,22 +1014,24 @@
       const v = parseInt(target.value, 10);
       if (isNaN(v)) { return; }
       next.step = Math.min(Math.max(v, 0), Math.max(0, (st.steps || 1) - 1));
-    } else if (target.closest && target.closest("#attn-mode") && event.type === "change") {
+    } else if (target.closest("#attn-mode") && event.type === "change") {
       if (ATTN_MODES.indexOf(target.value) < 0) { return; }
       next.attn = target.value;
+    } else if (event.type === "click" && (target.closest("#example-next") || target.closest("#example-prev"))) {
+      const last = exampleMax();
+      next.example = target.closest("#example-next") ? st.example + 1 : st.example - 1;
+      if (next.example < 0 || (last !== null && next.example > last)) { return; }
+      const p = neighbour(st, next.example).payload;
+      if (!p || p.error || !p.key) { return; }  // the server's answer draws it (see ns.draw)
+      Object.assign(next, { detail: p.detail, steps: p.tq, step: Math.min(st.step, Math.max(0, p.tq - 1)) });
+      pin = null;
     } else { return; }
-    if (!sameKey(payload.key, keyOf(next))) { return; }  // needs other data: the server is asked (ns.fanOut)
-    current.state = next;
-    paintMain(next, payload, arrays(payload), current.pin);
-    paintBelow(next, payload, arrays(payload), []);
+    show(next, pin);
   }
 
   /** A head-view token click: the pin drawn at once (see onControl), then told to Dash. */
   function onHeadViewClick(hit) {
-    if (current.state && current.payload) {
-      current.pin = nextPin(true, hit, current.state, current.pin);
-      paintMain(current.state, current.payload, arrays(current.payload), current.pin);
-    }
+    if (base()) { show(base(), nextPin(true, hit, base(), basePin())); }
     if (window.dash_clientside.set_props) {
       window.dash_clientside.set_props(HEAD_VIEW_CLICK, { data: { side: hit.side, index: hit.index, at: Date.now() } });
     }
@@ -802,6 +1039,8 @@
 
   document.addEventListener("change", onControl);
   document.addEventListener("input", onControl);
+  document.addEventListener("click", onControl, true);
+  startEarly();
 
   // ---------------------------------------------------------------------------------------------------
   // State: controls, pin, URL, data key, panels
@@ -893,24 +1132,16 @@
   }
 
   const SELECTION = ["run", "example", "kind", "layer", "head", "step", "attn"];
-  let pending = null;  // the data key asked for and not answered yet
 
   /**
-   * What follows from the view state, each only when it changed: [URL, payload key (the data the page needs:
-   * the server is asked when it changes), run and example (the picker's text), and the selection of each panel
-   * below the views while it is open (metrics, debugging, embeddings; closed panels draw nothing)].
+   * What follows from the view state, each only when it changed: [URL, run and example (the picker's text), and
+   * the selection of each panel below the views while it is open (metrics, debugging, embeddings; closed panels
+   * draw nothing)]. The example's data the page fetches itself (see ``show``).
    */
-  ns.fanOut = function (state, tab, openItems, payload, exampleId, metrics, debug, embeddings) {
+  ns.fanOut = function (state, tab, openItems, exampleId, metrics, debug, embeddings) {
     const open = (name) => (Array.isArray(openItems) ? openItems.indexOf(name) >= 0 : openItems === name);
-    const nextKey = state ? keyOf(state) : null;
-    // the data is asked for when neither the data the page holds (the server's answer to a new example brings
-    // it) nor a request still unanswered is for this key
-    if (payload && pending && sameKey(payload.key, pending)) { pending = null; }
-    const have = !nextKey || (payload && sameKey(nextKey, payload.key)) || (pending && sameKey(nextKey, pending));
-    if (!have) { pending = nextKey; }
     return [
       urlOf(state, tab),
-      have ? noUpdate() : nextKey,
       changed(state, ["run", "example"], exampleId),
       changed(state, SELECTION, metrics, open("metrics")),
       changed(state, SELECTION, debug, open("debug")),
@@ -950,7 +1181,7 @@
   }
 
   ns._internal = { keyOf: keyOf, formatUrl: formatUrl, urlShows: urlShows, decodeSpec: decodeSpec,
-    clickHeadViewToken: clickHeadViewToken };
+    clickHeadViewToken: clickHeadViewToken, kept: kept };
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, { attnviz_example: ns });
 })();

@@ -2,8 +2,9 @@
 
 The attention views (matrix, head view, model view, time step) are drawn in the page
 (``dashboard/assets/example.js``; the head view on a canvas, the views below the first screen when they scroll
-into view) from one example's data, which the server sends once per run, example, kind and
-raw/rollout (:mod:`.payload`); changing the layer, head, query position or pinned token asks the server nothing.
+into view) from one example's data, which the page fetches as raw bytes once per run, example, kind and
+raw/rollout (:mod:`.payload`, :mod:`.transport`; a long example a layer at a time, the neighbours in advance);
+changing the layer, head, query position or pinned token asks the server nothing.
 The panels in the tabs below (metrics, debugging, embeddings) are drawn by the server, and only while their tab
 is open. A
 selection that cannot be drawn shows a message in place of the figure (never a traceback).
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import dash
-from dash import ClientsideFunction, Input, Output, State
+from dash import ClientsideFunction, Input, Output, State, ctx
+from dash.exceptions import PreventUpdate
 
 from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.callback_inputs import InputRefusedError
@@ -89,20 +91,19 @@ def _register_attention(app: dash.Dash) -> None:
     draws every view from it (and the pinned token)."""
     client = "attnviz_example"
     app.clientside_callback(
-        ClientsideFunction(client, "fanOut"), Output(app_ids.URL, "search"), Output(ids.PAYLOAD_KEY, "data"),
+        ClientsideFunction(client, "fanOut"), Output(app_ids.URL, "search"),
         Output(ids.EXAMPLE_ID, "data"), Output(ids.METRICS_STATE, "data"), Output(ids.DEBUG_STATE, "data"),
         Output(ids.EMBEDDINGS_STATE, "data"),
         Input(app_ids.VIEW_STATE, "data"), Input(app_ids.TABS, "value"), Input(ids.DETAILS, "active_tab"),
-        Input(ids.PAYLOAD, "data"), State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
+        State(ids.EXAMPLE_ID, "data"), State(ids.METRICS_STATE, "data"),
         State(ids.DEBUG_STATE, "data"), State(ids.EMBEDDINGS_STATE, "data"))
-    # the sync callback (sync.py) sends the data of a new example with its answer; this one answers the page's
-    # own requests (e.g. raw -> rollout)
-    app.callback(Output(ids.PAYLOAD, "data", allow_duplicate=True), Input(ids.PAYLOAD_KEY, "data"),
+    # the page fetches an example's data as raw bytes (transport.py); this callback answers the same question as
+    # JSON for other clients (the tests call it through Dash's API)
+    app.callback(Output(ids.PAYLOAD, "data"), Input(ids.PAYLOAD_KEY, "data"),
                  prevent_initial_call=True)(load_payload)
     app.clientside_callback(
         ClientsideFunction(client, "draw"), Output(ids.HEAD_VIEW_PIN, "data"),
-        Input(app_ids.VIEW_STATE, "data"), Input(ids.PAYLOAD, "data"), Input(ids.HEAD_VIEW_CLICK, "data"),
-        State(ids.HEAD_VIEW_PIN, "data"))
+        Input(app_ids.VIEW_STATE, "data"), Input(ids.HEAD_VIEW_CLICK, "data"), State(ids.HEAD_VIEW_PIN, "data"))
 
 
 def _register_details(app: dash.Dash) -> None:
@@ -153,8 +154,10 @@ def _register_picker(app: dash.Dash) -> None:
         return message(summary) if isinstance(summary, str) else panels.example_summary(summary)
 
     @app.callback(Output(ids.EXAMPLE_SEARCH_RESULTS, "options"), Output(ids.EXAMPLE_SEARCH_RESULTS, "placeholder"),
-                  Input(ids.EXAMPLE_SEARCH, "value"), Input(app_ids.RUN_SELECT, "value"))
+                  Input(ids.EXAMPLE_SEARCH, "value"), Input(app_ids.RUN_SELECT, "value"), prevent_initial_call=True)
     def search(text, run):
+        if not text and ctx.triggered_id != ids.EXAMPLE_SEARCH:
+            raise PreventUpdate  # no search typed (a page load, another run): the list is empty already
         if not text or not run:
             return [], "type a search first"
         try:

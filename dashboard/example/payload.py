@@ -6,7 +6,10 @@ Attention goes as the store's own float16 values (base64 of little-endian IEEE h
 of float32); the rollout, which the dashboard computes, as float32. An example whose attention fits in
 :data:`BUDGET_BYTES` is sent whole (every layer and head: ``detail = "all"``); a longer one one layer at a time,
 with the chosen query position's rows of every layer for the time-step view (``detail = "layer"``: its key then
-names the layer and the step, and changing either asks the server again).
+names the layer; another query position's rows come on their own, see :mod:`.transport`).
+
+The page fetches payloads from :mod:`.transport`'s route as raw bytes (no base64, no JSON parse of the arrays);
+the Dash callback ``example-payload`` answers the same question as JSON with base64 arrays.
 
 The model view is built here (pooled tiles, server-side) and only its selection outline moves in the page.
 """
@@ -17,6 +20,7 @@ import base64
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,16 +41,19 @@ BUDGET_BYTES = 8 * 2**20
 #: Environment variable that overrides :data:`BUDGET_BYTES` (a browser short of memory; the tests' long path).
 BUDGET_ENV = "ATTNVIZ_PAYLOAD_BUDGET_BYTES"
 
-#: Examples whose whole attention (float16) and view templates are kept for their next layer: an example sent one
-#: layer at a time is asked for again at each layer change (at most 2 x ~38 MB for 6 x 12 heads at T = 512).
+#: Examples whose whole attention (float16) is kept for the rows of another query position (at most 2 x ~38 MB for
+#: 6 x 12 heads at T = 512); their view templates and model view (~0.3 MB) for :data:`_KEPT_VIEWS` examples: an
+#: example sent one layer at a time is asked for again at each layer, the page's neighbours in advance.
 _KEPT_EXAMPLES = 2
+_KEPT_VIEWS = 12
 _kept: OrderedDict[tuple[int, str, int, str], dict[str, Any]] = OrderedDict()
 _kept_lock = threading.Lock()
 
 
-def _example_arrays(reader: StoreReader, run: str, i: int, kind: str, build: Any) -> dict[str, Any]:
-    """``build()`` for this reader, run, example and kind, kept for the next :data:`_KEPT_EXAMPLES` asks (a store's
-    examples never change once written; a reader reopened after a repair is another key)."""
+def _example_arrays(reader: StoreReader, run: str, i: int, kind: str, build: Any) -> Any:
+    """``build()`` for this reader, run, example and kind (a kind ending in ``|…`` is a small view: kept for
+    :data:`_KEPT_VIEWS`, else :data:`_KEPT_EXAMPLES` asks; a store's examples never change once written, a reader
+    reopened after a repair is another key)."""
     key = (id(reader), run, i, kind)
     with _kept_lock:
         if key in _kept:
@@ -55,9 +62,18 @@ def _example_arrays(reader: StoreReader, run: str, i: int, kind: str, build: Any
     value = build()
     with _kept_lock:
         _kept[key] = value
-        while len(_kept) > _KEPT_EXAMPLES:
-            _kept.popitem(last=False)
+        for small in (False, True):
+            keys = [k for k in _kept if ("|" in k[3]) == small]
+            for old in keys[:max(0, len(keys) - (_KEPT_VIEWS if small else _KEPT_EXAMPLES))]:
+                del _kept[old]
     return value
+
+
+def _whole_if_kept(reader: StoreReader, run: str, i: int, kind: str) -> np.ndarray | None:
+    """The example's whole attention (float16) if it is kept, else None (nothing is read)."""
+    with _kept_lock:
+        value = _kept.get((id(reader), run, i, kind))
+    return None if value is None else value["attention"]
 
 
 def budget_bytes() -> int:
@@ -66,7 +82,10 @@ def budget_bytes() -> int:
     return int(raw) if raw.isdigit() else BUDGET_BYTES
 
 
-#: Fields of the view state that decide which data the page needs (``detail = "layer"`` adds layer and step).
+#: Default of :func:`example_payload`'s ``store``: the ``?store=`` of the callback request being answered.
+_PAGE_STORE: Any = object()
+
+#: Fields of the view state that decide which data the page needs (``detail = "layer"`` adds the layer).
 KEY_FIELDS: tuple[str, ...] = ("run", "example", "kind", "attn")
 
 
@@ -99,12 +118,13 @@ def detail_level(reader: StoreReader, state: ViewState) -> str:
 
 
 def payload_key(state: ViewState, detail: str) -> dict[str, Any]:
-    """What the page asks the server for: :data:`KEY_FIELDS` of ``state`` (plus layer and step when
-    ``detail == "layer"``) and the detail level. The page computes the same key (``example.js``)."""
+    """What the page asks the server for: :data:`KEY_FIELDS` of ``state`` (plus the layer when
+    ``detail == "layer"``) and the detail level. The page computes the same key (``keyOf`` in ``example.js``); a
+    key may also name a ``step`` (the query position whose rows of every layer a one-layer payload carries)."""
     key: dict[str, Any] = {k: getattr(state, k) for k in KEY_FIELDS}
     key["detail"] = detail
     if detail == "layer":
-        key["layer"], key["step"] = state.layer, state.step
+        key["layer"] = state.layer
     return key
 
 
@@ -162,7 +182,8 @@ def not_kept_message(reader: StoreReader, run: str, example: int) -> tuple[str, 
             f"--attention {policy}): {where}."), nearest
 
 
-def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
+def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _PAGE_STORE,
+                    pack: Callable[[np.ndarray, str], Any] = encode, rows: bool = True) -> dict[str, Any]:
     """Everything the page's attention views draw for one key; selection errors (an example out of range, a
     kind the run lacks, a rollout of cross-attention) become one-line messages in the payload, never
     exceptions. Store errors propagate (the callback shows them).
@@ -170,6 +191,12 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     An example whose raw attention the run did not keep (``--attention``) gets ``error`` (one line, naming the
     nearest example that has it), ``nearest`` (that example, or None) and ``nearest_href`` (a link opening it
     on the same layer, head and kind, keeping the page's ``?store=``); its metrics panel still draws.
+
+    ``store`` is the page's ``?store=`` name for that link (default: the one the callback request names);
+    ``pack(array, dtype)`` turns each array into what the payload carries (default: :func:`encode`, base64 for
+    Dash's JSON; :mod:`.transport` keeps the arrays and sends them as raw bytes). A one-layer payload carries the
+    rows of the key's ``step`` in every layer (``step``, ``step_rows``); with ``rows=False`` only when the example's
+    whole attention is kept from an earlier ask (else the layer alone is read, and ``step_rows`` is None).
     """
     state, detail = state_of_key(key)
     out: dict[str, Any] = {"key": key, "error": None}
@@ -185,7 +212,7 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
     if not reader.has_attention(run, state.example):
         out["error"], nearest = not_kept_message(reader, run, state.example)
         out["nearest"] = nearest
-        page_store = requested_store()
+        page_store = requested_store() if store is _PAGE_STORE else store
         out["nearest_href"] = None if nearest is None else example_href(
             run, nearest, state.layer, state.head, kind=state.kind,
             store=page_store if isinstance(page_store, str) else None)
@@ -201,34 +228,63 @@ def example_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
         "tq": len(q), "tk": len(k), "q_tokens": q, "k_tokens": k, "q_raw": raw[0], "k_raw": raw[1],
         "kind_label": views.kind_label(kind, data.family(reader, run)),
         "step_word": "generation step" if causal else "query position",
-        "model_view": views.model_view(reader, state.with_changes(head=None)),
+        "model_view": _example_arrays(reader, run, i, kind + "|model_view",
+                                      lambda: views.model_view(reader, state.with_changes(layer=0, head=None))),
         "templates": _example_arrays(reader, run, i, kind + "|templates",
                                      lambda: templates(q, k, qa, ka, n_layers, raw)),
     })
     if detail == "all":
         out["layers"] = list(range(n_layers))
-        out["attention"] = encode(reader.attention(run, i, kind=kind), "f2")
+        out["attention"] = pack(reader.attention(run, i, kind=kind), "f2")
         out["step_rows"] = None
     else:
         layer = min(max(state.layer, 0), n_layers - 1)
         step = min(max(state.step, 0), len(q) - 1)
-        whole = _example_arrays(reader, run, i, kind, lambda: {
-            "attention": reader.attention(run, i, kind=kind).astype(np.float16)})["attention"]
+        whole = _whole_if_kept(reader, run, i, kind) if not rows else _example_arrays(
+            reader, run, i, kind, lambda: {"attention": reader.attention(run, i, kind=kind).astype(np.float16)}
+        )["attention"]
         out["layers"] = [layer]
-        out["attention"] = encode(whole[layer][None], "f2")
-        out["step"] = step
-        out["step_rows"] = encode(whole[:, :, step, :], "f2")
+        if whole is None:  # one layer read from the store; the rows of the query position come on their own
+            out["attention"] = pack(reader.attention(run, i, layer=layer, kind=kind)[None], "f2")
+            out["step_rows"] = None
+        else:
+            out["attention"] = pack(whole[layer][None], "f2")
+            out["step"] = step
+            out["step_rows"] = pack(whole[:, :, step, :], "f2")
     out["norms"], out["norms_error"] = None, None
     if state.attn == "value-weighted":  # the layers sent of ‖α·f(x)‖ (--capture norms), as attention's
         try:
             norms = reader.value_norms(run, i, kind=kind)
-            out["norms"] = encode(norms if detail == "all" else norms[out["layers"][0]][None], "f4")
+            out["norms"] = pack(norms if detail == "all" else norms[out["layers"][0]][None], "f4")
         except MissingCaptureError as exc:
             out["norms_error"] = str(exc)
     out["rollout"], out["rollout_error"] = None, None
     if state.attn == "rollout":
         try:
-            out["rollout"] = encode(views.rollout(reader, run, i, kind), "f4")
+            out["rollout"] = pack(views.rollout(reader, run, i, kind), "f4")
         except views.ViewError as exc:
             out["rollout_error"] = str(exc)
+    return out
+
+
+def step_rows_payload(reader: StoreReader, key: dict[str, Any], step: int, *,
+                      pack: Callable[[np.ndarray, str], Any] = encode) -> dict[str, Any]:
+    """The rows of query position ``step`` in every layer and head (``[L, H, Tk]``, float16) of the example ``key``
+    names: what the time-step view of an example sent one layer at a time needs when the position changes.
+    ``step`` is clamped to the example's query positions; a selection that cannot be drawn gives ``error``."""
+    state, _ = state_of_key(key)
+    out: dict[str, Any] = {"key": key, "error": None}
+    try:
+        run = views.require_run(state)
+        views.check_example(reader, state)
+        if state.kind not in reader.run_info(run).shape or not reader.has_attention(run, state.example):
+            raise views.ViewError(f"example {state.example} has no {state.kind!r} attention in run {run!r}")
+    except views.ViewError as exc:
+        out["error"] = str(exc)
+        return out
+    i, kind = state.example, state.kind
+    whole = _example_arrays(reader, run, i, kind, lambda: {
+        "attention": reader.attention(run, i, kind=kind).astype(np.float16)})["attention"]
+    out["step"] = min(max(step, 0), whole.shape[2] - 1)
+    out["step_rows"] = pack(whole[:, :, out["step"], :], "f2")
     return out

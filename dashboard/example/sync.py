@@ -6,6 +6,7 @@ The server resolves what needs the store: a URL the page does not show yet (load
 page puts it in ``example-url-request``), a run, an example, an attention kind or Reset. It then sets every
 control and the ``view-state`` store, which carries, besides the selection, how the page gets the example's
 data (``detail``: all layers at once or one at a time, see :mod:`.payload`) and its number of query positions.
+The data itself the page fetches as raw bytes (:mod:`.transport`), in parallel with this callback.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from dash.exceptions import PreventUpdate
 from attnviz.dashboard import ids as app_ids
 from attnviz.dashboard.data import current_reader, run_label
 from attnviz.dashboard.example import ids
-from attnviz.dashboard.example.callbacks import load_payload
 from attnviz.dashboard.example.data import is_causal
-from attnviz.dashboard.example.payload import detail_level, payload_key
+from attnviz.dashboard.example.payload import detail_level
 from attnviz.dashboard.example.views import kind_label
 from attnviz.dashboard.messages import error_text
 from attnviz.dashboard.urlstate import MEAN_HEAD, ViewState, parse_state
@@ -151,7 +151,7 @@ SYNC_OUTPUTS: tuple[tuple[str, str], ...] = (
     (ids.HEAD_SELECT, "options"), (ids.STEP_INPUT, "value"), (ids.STEP_INPUT, "max"), (ids.STEP_LABEL, "children"),
     (ids.KIND_SELECT, "value"), (ids.KIND_SELECT, "options"), (ids.ATTN_MODE, "value"),
     (ids.EXAMPLE_SEARCH_RESULTS, "value"), (app_ids.VIEW_STATE, "data"), (ids.STATE_ALERT, "children"),
-    (ids.STATE_ALERT, "is_open"), (ids.PAYLOAD, "data"),
+    (ids.STATE_ALERT, "is_open"),
 )
 
 
@@ -183,10 +183,10 @@ def register_callbacks(app: dash.Dash) -> None:
         Input(ids.WINDOW_PREV, "n_clicks"), Input(ids.WINDOW_NEXT, "n_clicks"),
         State(app_ids.TABS, "value"), State(ids.LAYER_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
         State(ids.STEP_INPUT, "value"), State(ids.ATTN_MODE, "value"), State(app_ids.VIEW_STATE, "data"),
-        State(app_ids.RUN_SELECT, "options"), State(ids.PAYLOAD, "data"),
+        State(app_ids.RUN_SELECT, "options"), prevent_initial_call=True,
     )
     def sync(request, run, example, _prev, _next, search_pick, kind, reset_clicks, _window_prev, _window_next, tab,
-             layer, head, step, attn, current, shown_runs, shown_payload):
+             layer, head, step, attn, current, shown_runs):
         trigger = ctx.triggered_id
         if trigger == ids.EXAMPLE_INDEX and example is None:
             raise PreventUpdate  # a number field being retyped: wait for a number, don't refill it
@@ -220,14 +220,11 @@ def register_callbacks(app: dash.Dash) -> None:
         owns = set(CLIENT_FIELDS) if from_url or reset else {
             f for f in CLIENT_FIELDS if getattr(state, f) != getattr(asked, f)}
         out.update(_state_outputs(state, controls, messages, {**extra, "owns": sorted(owns)}, current=current,
-                                  reset=reset, set_tab=from_url))
+                                  reset=reset, set_tab=from_url and state.tab != tab))
         if state.run == run:
             out[(app_ids.RUN_SELECT, "value")] = dash.no_update
-        # a new example (or run, kind, URL) comes with its data: one round trip, not two (the page asks for data
-        # itself only when a change of its own needs other data, e.g. raw -> rollout)
-        key = payload_key(state, extra["detail"])
-        if not isinstance(shown_payload, dict) or shown_payload.get("key") != key:
-            out[(ids.PAYLOAD, "data")] = load_payload(key)
+        # the example's data is not sent here: the page fetches it as raw bytes (transport.py), often before this
+        # answer arrives (first load, a neighbour fetched in advance)
         return tuple(out.values())
 
 
