@@ -11,6 +11,11 @@ T² and storage and metrics cost more relative to the forward), prints:
 - bytes per stored attention weight (target ≤ 1.1 for float16), for the default lossless float16 store and for
   a compact store with ``--mantissa-bits 5`` (with its measured maximum relative error; first set only),
 - bytes per example on disk with ``--attention none`` (metrics, tokens and columns only) beside ``all``.
+- the same contenders in CPU seconds of the whole process (user + system, all threads: torch's, the I/O
+  thread's), best of N, and what they say: the pipeline's CPU ÷ the floor's, and where the pipeline's CPU goes
+  beyond the forward it runs (metrics with ``--attention none``; storing raw attention: ``all`` − ``none``).
+  On a machine shared with other jobs the CPU time moves much less than the wall-clock time (with ``--threads
+  1`` it does not include torch's threads spinning while they wait for a core).
 
 ``--device`` runs the model (and the metrics) there (``cuda``: the floor and the pipeline are timed to the
 device's completion).
@@ -139,14 +144,22 @@ def measure_set(name: str, lm: LoadedModel, args: argparse.Namespace, tmp: Path,
         _sync(lm)
         return time.perf_counter() - marks["start"], marks["start"] - t0
 
+    cpu: dict[str, list[float]] = {"floor": [], "pipeline": [], "own_forward": [], "none": []}
+
+    def cpu_of(key: str, run, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        c0 = time.process_time()
+        value = run(*a, **kw)
+        cpu[key].append(time.process_time() - c0)  # a precompute's includes its set-up (~0.01-0.02 s of CPU)
+        return value
+
     for rep in range(args.repeats):
-        times["floor"].append(bare_forward(lm, encoded, args.batch_size))
-        steady, setup = timed(store)
+        times["floor"].append(cpu_of("floor", bare_forward, lm, encoded, args.batch_size))
+        steady, setup = cpu_of("pipeline", timed, store)
         times["pipeline"].append(steady)
         times.setdefault("setup", []).append(setup)
         # Right after the pipeline, so that each pipeline run has both references as neighbours.
-        times["own_forward"].append(bare_forward(lm, encoded, args.batch_size, full=False))
-        times["none"].append(timed(none_store, attention="none")[0])  # metrics, tokens and columns only
+        times["own_forward"].append(cpu_of("own_forward", bare_forward, lm, encoded, args.batch_size, full=False))
+        times["none"].append(cpu_of("none", timed, none_store, attention="none")[0])  # metrics, tokens, columns
         if first and rep < args.naive_repeats:
             times["naive"].append(naive(lm, sentences, tmp / f"naive{rep}.h5"))
     best = {k: min(v) for k, v in times.items() if v}
@@ -176,6 +189,16 @@ def measure_set(name: str, lm: LoadedModel, args: argparse.Namespace, tmp: Path,
     none_pairs = sorted(f / p for f, p in zip(times["floor"], times["none"], strict=True))
     print(f"pipeline --attention none / floor = {rate['none'] / rate['floor']:.2f}   (metrics for every example, "
           f"no raw attention; adjacent pairs: median {statistics.median(none_pairs):.2f})")
+    c = {k: min(v) for k, v in cpu.items()}
+    cpu_pairs = sorted(f / p for f, p in zip(cpu["floor"], cpu["pipeline"], strict=True))
+    print(f"CPU seconds, best of {args.repeats} (process, all threads): floor {c['floor']:.2f}, forward stopped "
+          f"after the last attention {c['own_forward']:.2f}, pipeline {c['pipeline']:.2f}, --attention none "
+          f"{c['none']:.2f}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"pipeline / floor in CPU time = {c['floor'] / c['pipeline']:.2f}   (adjacent pairs: median "
+          f"{statistics.median(cpu_pairs):.2f}); beyond the forward it runs, the pipeline spends "
+          f"{c['pipeline'] - c['own_forward']:.2f} CPU s: metrics, tokens and columns "
+          f"{c['none'] - c['own_forward']:.2f}"
+          f", raw attention (copy, compress, write) {c['pipeline'] - c['none']:.2f}")
     if "naive" in rate:
         print(f"pipeline / naive  = {rate['pipeline'] / rate['naive']:.2f}   (target >= 3)")
     print(f"bytes per example on disk: --attention all {per_example['all']:.0f}, --attention none "
