@@ -197,7 +197,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     server.config[CONFIG_DATA_DIR_KEY] = folder
     server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.layout = build_layout(store, folder)
-    app.validation_layout = build_layout(store, folder, lazy=False)
+    app.validation_layout = cast(Any, build_layout(store, folder, lazy=False))
     prop_types = callback_inputs.declared_types(app.validation_layout)
     observability.install_callback_log(server)  # first: refused callbacks are logged too
     if auth is not None:

@@ -151,22 +151,20 @@ def register_callbacks(app: dash.Dash) -> None:
     ready = """const ready = compare && typeof compare === "object" && viewState && typeof viewState === "object"
                 && viewState.run === compare.a;"""
     app.clientside_callback(
-        """function (viewState, compare) {
-            %s
+        "function (viewState, compare) {" + ready + """
             return ready ? "corpus" : window.dash_clientside.no_update;
-        }""" % ready,
+        }""",
         Output(app_ids.TABS, "value", allow_duplicate=True),
         Input(app_ids.VIEW_STATE, "data"), Input(ids.COMPARE, "data"),
         prevent_initial_call=True,
     )
     app.clientside_callback(
-        """function (viewState, compare, runBOptions) {
-            %s
+        "function (viewState, compare, runBOptions) {" + ready + """
             const nothing = window.dash_clientside.no_update;
             if (!ready || !Array.isArray(runBOptions) || runBOptions.length === 0) { return [nothing, nothing]; }
             const offered = runBOptions.some(o => o && o.value === compare.b);
             return [null, offered ? compare.b : nothing];
-        }""" % ready,
+        }""",
         Output(ids.COMPARE, "data", allow_duplicate=True), Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
         Input(app_ids.VIEW_STATE, "data"), Input(ids.COMPARE, "data"), Input(corpus_ids.RUN_B, "options"),
         prevent_initial_call=True,
