@@ -119,9 +119,27 @@ def _header(store_path: str, data_dir: Path) -> dbc.Navbar:
     ], fluid=True), color="dark", dark=True, className="mb-2 py-1")
 
 
-def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> html.Div:
-    """The page: location, header, tabs. Static: the run list and controls are filled by callbacks."""
+#: The tabs whose content is put in the page only when first opened (their callbacks would otherwise all start
+#: with every page load, before the Example tab is drawn), with each one's layout.
+LAZY_TABS: dict[str, Callable[[], Any]] = {
+    "corpus": corpus_layout.layout, "playground": playground_layout.layout, "training": training_layout.layout,
+}
+
+
+def pane_id(tab: str) -> str:
+    """The id of the element that holds ``tab``'s content once the tab has been opened."""
+    return f"{tab}-pane"
+
+
+def build_layout(store_path: str, data_dir: str | os.PathLike | None = None, *, lazy: bool = True) -> html.Div:
+    """The page: location, header, tabs. Static: the run list and controls are filled by callbacks. With
+    ``lazy`` the Corpus, Playground and Training tabs are empty until first opened (:func:`register_tab_panes`);
+    without it every tab's content is in the page (what the request checks read the components' types from)."""
     folder = Path(data_dir) if data_dir else Path(store_path).parent
+
+    def pane(tab: str) -> html.Div:
+        return html.Div([] if lazy else LAZY_TABS[tab](), id=pane_id(tab), className="pt-2")
+
     return html.Div([
         dcc.Location(id=ids.URL, refresh=False),
         dcc.Location(id=ids.STORE_NAV, refresh=True),
@@ -132,16 +150,28 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None) -> 
         dbc.Container(dcc.Tabs(id=ids.TABS, value="example", children=[
             dcc.Tab(label="Example", value="example", children=html.Div(example_layout.layout(), className="pt-2"),
                     style=TAB_STYLE, selected_style=TAB_STYLE),
-            dcc.Tab(label="Corpus", value="corpus", children=html.Div(corpus_layout.layout(), className="pt-2"),
-                    style=TAB_STYLE, selected_style=TAB_STYLE),
-            dcc.Tab(label="Playground", value="playground",
-                    children=html.Div(playground_layout.layout(), className="pt-2"),
-                    style=TAB_STYLE, selected_style=TAB_STYLE),
-            dcc.Tab(label="Training", value="training",
-                    children=html.Div(training_layout.layout(), className="pt-2"),
-                    style=TAB_STYLE, selected_style=TAB_STYLE),
+            dcc.Tab(label="Corpus", value="corpus", children=pane("corpus"), style=TAB_STYLE,
+                    selected_style=TAB_STYLE),
+            dcc.Tab(label="Playground", value="playground", children=pane("playground"), style=TAB_STYLE,
+                    selected_style=TAB_STYLE),
+            dcc.Tab(label="Training", value="training", children=pane("training"), style=TAB_STYLE,
+                    selected_style=TAB_STYLE),
         ]), fluid=True),
     ])
+
+
+def register_tab_panes(app: dash.Dash) -> None:
+    """Fill a lazy tab's pane the first time the tab is opened (kept afterwards, so its state survives tab
+    changes). Its callbacks then start because their components appeared, and read the URL fragment and the run
+    set as they are at that moment."""
+    tabs = list(LAZY_TABS)
+
+    @app.callback(*[Output(pane_id(t), "children") for t in tabs], Input(ids.TABS, "value"),
+                  *[State(pane_id(t), "children") for t in tabs], prevent_initial_call=True)
+    def fill_pane(tab: Any, *shown: Any) -> tuple[Any, ...]:
+        if tab not in LAZY_TABS or shown[tabs.index(tab)]:
+            raise PreventUpdate
+        return tuple(LAZY_TABS[t]() if t == tab else dash.no_update for t in tabs)
 
 
 def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
@@ -167,7 +197,8 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     server.config[CONFIG_DATA_DIR_KEY] = folder
     server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.layout = build_layout(store, folder)
-    prop_types = callback_inputs.declared_types(app.layout)
+    app.validation_layout = cast(Any, build_layout(store, folder, lazy=False))
+    prop_types = callback_inputs.declared_types(app.validation_layout)
     observability.install_callback_log(server)  # first: refused callbacks are logged too
     if auth is not None:
         security.install_auth(server, auth)
@@ -186,6 +217,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     playground_callbacks.register_callbacks(app)
     training_callbacks.register_callbacks(app)
     register_store_callbacks(app)
+    register_tab_panes(app)
     return app
 
 

@@ -137,7 +137,9 @@ def _register_controls(app: dash.Dash) -> None:
         _error_output("runs"),
         Input(app_ids.RUN_SELECT, "value"), State(ids.RUN_B, "value"), State(ids.KIND, "value"),
         State(ids.METRIC, "value"), State(ids.HEAD, "data"), State(app_ids.URL, "hash"),
-        prevent_initial_call=True,
+        # not at page load (the tab's controls are put in the page when it is first opened): when they appear,
+        # with the run set and the URL fragment as they are then, and again when the run changes
+        prevent_initial_call="initial_duplicate",
     )
     def corpus_runs(run_a, run_b, kind, metric, head, fragment):
         wish = corpus_wish(fragment if isinstance(fragment, str) else None)

@@ -66,11 +66,13 @@ def register_callbacks(app: dash.Dash) -> None:
     )
     def training_sync(tab, series, metric, view, fragment, current):
         # the fragment is read when the tab opens (a link); an Input would ask the server on every URL write of
-        # the other tabs (the Example tab writes its query string at each layer or head change)
+        # the other tabs (the Example tab writes its query string at each layer or head change). The tab's
+        # controls are put in the page when it is first opened: that first call (no state yet) names the new
+        # controls as its trigger, and reads the fragment too.
         if tab != TAB:
             raise PreventUpdate
         trigger = ctx.triggered_id
-        from_url = trigger in (None, app_ids.URL, app_ids.TABS)
+        from_url = trigger in (None, app_ids.URL, app_ids.TABS) or not current
         if from_url and parse_hash(fragment) != TrainingState():
             asked = parse_hash(fragment)
         elif from_url and current:
@@ -111,7 +113,6 @@ def register_callbacks(app: dash.Dash) -> None:
     @app.callback(
         Output(ids.PICK, "data"), Output(ids.PICK_TEXT, "children"), Output(ids.COMPARE, "data"),
         Output(app_ids.RUN_SELECT, "value", allow_duplicate=True),
-        Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
         *[Input(f, "clickData") for f in ids.STEP_FIGURES], Input(ids.PICK_CLEAR, "n_clicks"),
         State(ids.PICK, "data"), State(ids.STATE, "data"),
         prevent_initial_call=True,
@@ -119,7 +120,7 @@ def register_callbacks(app: dash.Dash) -> None:
     def training_pick(*args):
         clicks, pick, state_data = args[:len(ids.STEP_FIGURES)], args[-2], args[-1]
         state = TrainingState.from_dict(state_data)
-        none = (dash.no_update,) * 3
+        none = (dash.no_update,) * 2
         if ctx.triggered_id == ids.PICK_CLEAR:
             return None, "", *none
         click = dict(zip(ids.STEP_FIGURES, clicks, strict=True)).get(ctx.triggered_id)
@@ -141,20 +142,30 @@ def register_callbacks(app: dash.Dash) -> None:
         if run_a is None:
             return {"series": state.series, "step": step}, f"step {step} picked (run A)", *none
         return (None, f"comparing step {first} (A) with step {step} (B) in the Corpus tab",
-                {"a": run_a, "b": run}, run_a, run)
+                {"a": run_a, "b": run}, run_a)
 
     # Fires when the selection followed run A, or at once when run A was the header's run already. In the page:
     # the view state changes at every layer or head change of the Example tab, which must not ask the server.
+    # The Corpus tab's controls exist only once it has been opened, so the hand-off is two steps: open the tab,
+    # then (when its run B choices are there: at once, or once the tab's controls appeared) set run B.
+    ready = """const ready = compare && typeof compare === "object" && viewState && typeof viewState === "object"
+                && viewState.run === compare.a;"""
     app.clientside_callback(
-        """function (viewState, compare) {
-            const ready = compare && typeof compare === "object" && viewState && typeof viewState === "object"
-                && viewState.run === compare.a;
-            if (!ready) { return [window.dash_clientside.no_update, window.dash_clientside.no_update,
-                                  window.dash_clientside.no_update]; }
-            return ["corpus", null, compare.b];
+        "function (viewState, compare) {" + ready + """
+            return ready ? "corpus" : window.dash_clientside.no_update;
         }""",
-        Output(app_ids.TABS, "value", allow_duplicate=True), Output(ids.COMPARE, "data", allow_duplicate=True),
-        Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
+        Output(app_ids.TABS, "value", allow_duplicate=True),
         Input(app_ids.VIEW_STATE, "data"), Input(ids.COMPARE, "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        "function (viewState, compare, runBOptions) {" + ready + """
+            const nothing = window.dash_clientside.no_update;
+            if (!ready || !Array.isArray(runBOptions) || runBOptions.length === 0) { return [nothing, nothing]; }
+            const offered = runBOptions.some(o => o && o.value === compare.b);
+            return [null, offered ? compare.b : nothing];
+        }""",
+        Output(ids.COMPARE, "data", allow_duplicate=True), Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
+        Input(app_ids.VIEW_STATE, "data"), Input(ids.COMPARE, "data"), Input(corpus_ids.RUN_B, "options"),
         prevent_initial_call=True,
     )
