@@ -66,6 +66,7 @@ from callback_client import (  # noqa: E402
 )
 
 from attnviz.dashboard import ids as app_ids  # noqa: E402
+from attnviz.dashboard.app import pane_id  # noqa: E402
 from attnviz.dashboard.example import ids  # noqa: E402
 from attnviz.dashboard.example.payload import decode  # noqa: E402
 from attnviz.dashboard.observability import APP_ALERT  # noqa: E402
@@ -238,10 +239,28 @@ class Plan:
     shapes: dict[str, dict[str, Any]]  # run -> {"n", "kinds": {kind: (L, H)}}
 
 
+def open_tab(session: requests.Session, url: str, cbs: list[Callback], layout: dict, tab: str) -> None:
+    """Put ``tab``'s content into ``layout`` as the page gets it when the tab is first opened (the Corpus,
+    Playground and Training tabs start empty: ``dashboard/app.py`` ``register_tab_panes``)."""
+    pane = pane_id(tab)
+    filler = next(c for c in cbs if pane in c.output_ids())
+    values = {**layout_values(layout), f"{app_ids.TABS}.value": tab}
+    resp = session.post(url + "/_dash-update-component", json=filler.payload(values), timeout=60)
+    resp.raise_for_status()
+    content = response_props(resp.content)[pane]["children"]
+
+    def visit(node: dict) -> None:
+        if node["props"].get("id") == pane:
+            node["props"]["children"] = content
+
+    _walk(layout, visit)
+
+
 def make_plan(session: requests.Session, url: str, store: Path) -> Plan:
     """Discover the callbacks and settle the corpus payloads for every run of ``store``."""
     cbs = callbacks(session.get(url + "/_dash-dependencies", timeout=30).json())
     layout = session.get(url + "/_dash-layout", timeout=30).json()
+    open_tab(session, url, cbs, layout, "corpus")
     example = {name: find(cbs, output) for name, output in EXAMPLE_VIEWS.items()}
     corpus_ids = tab_ids(layout, "corpus")
     corpus_cbs = [c for c in cbs if c.output_ids() & corpus_ids and not c.spec.get("prevent_initial_call")]
