@@ -351,17 +351,21 @@ class StoreReader:
         full = data[base:base + n_layers * n_heads * block].astype(np.float32).reshape(n_layers, n_heads, tq, tk)
         return full[:, head] if head is not None else full
 
-    @_read_guard
-    def qkv(self, run: str, i: int, layer: int, head: int, kind: str = "self"
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Query, key and value vectors ``[T, d]`` (float32) of one head; raises MissingCaptureError."""
+    def _qkv_group(self, run: str, i: int, kind: str) -> tuple[h5py.File, int, h5py.Group]:
+        """Example ``i``'s shard, its row in it and the shard's Q/K/V group; raises MissingCaptureError."""
         self._require_kind(run, kind)
         f, j = self._locate(run, i)
         if f"qkv/{kind}" not in f:
             raise MissingCaptureError(f"run {run!r} did not capture Q/K/V: rerun precompute with --capture "
                                       "attention,qkv")
         self._require_kept(run, f, i, j)
-        g = f[f"qkv/{kind}"]
+        return f, j, f[f"qkv/{kind}"]
+
+    @_read_guard
+    def qkv(self, run: str, i: int, layer: int, head: int, kind: str = "self"
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Query, key and value vectors ``[T, d]`` (float32) of one head; raises MissingCaptureError."""
+        f, j, g = self._qkv_group(run, i, kind)
         n_layers, n_heads = self.run_info(run).shape[kind]
         _check_index("layer", layer, n_layers)
         _check_index("head", head, n_heads)
@@ -378,13 +382,7 @@ class StoreReader:
     def queries_keys(self, run: str, i: int, kind: str = "self") -> tuple[np.ndarray, np.ndarray]:
         """Every head's queries ``[L, H, Tq, d]`` and keys ``[L, H, Tk, d]`` of example ``i`` (float32), in one
         read each; raises MissingCaptureError."""
-        self._require_kind(run, kind)
-        f, j = self._locate(run, i)
-        if f"qkv/{kind}" not in f:
-            raise MissingCaptureError(f"run {run!r} did not capture Q/K/V: rerun precompute with --capture "
-                                      "attention,qkv")
-        self._require_kept(run, f, i, j)
-        g = f[f"qkv/{kind}"]
+        f, j, g = self._qkv_group(run, i, kind)
         n_layers, n_heads = self.run_info(run).shape[kind]
         d = int(g.attrs["head_dim"])
         tq, tk = self._lengths(f, j, kind)
