@@ -434,9 +434,10 @@
     return fig;
   }
 
-  function modelViewFigure(p, st) {
+  function modelViewFigure(p, mv, st) {
+    if (mv.error) { return messageFigure(p, mv.error); }
     // the same trace objects every time: Plotly.react then only moves the outline (no recalculation)
-    const fig = { data: p.model_view.data, layout: clone(p.model_view.layout) };
+    const fig = { data: mv.data, layout: clone(mv.layout) };
     const meta = fig.layout.meta || {};
     if (st.head !== null && meta.tile) {
       const sr = meta.tile[0], sc = meta.tile[1];
@@ -1028,9 +1029,13 @@
   function paintBelow(state, payload, d, arrived) {
     const sig = signatures(d, state, null, payload);
     const shown = (id) => (arrived || []).indexOf(id) >= 0 || onScreen(id);
-    if (drawn.model !== sig.model && shown("model-view")
-        && renderGraph("model-view", modelViewFigure(payload, state), configFor(payload, state, "modelview"))) {
-      drawn.model = sig.model;
+    if (drawn.model !== sig.model && shown("model-view")) {
+      const mv = modelViewOf(payload);
+      viewBusy("model-view", !mv);
+      if (mv && renderGraph("model-view", modelViewFigure(payload, mv, state),
+        configFor(payload, state, "modelview"))) {
+        drawn.model = sig.model;
+      }
     }
     if (drawn.step !== sig.step && (shown("timestep-bars") || shown("timestep-layers"))) {
       const figs = timestepFigures(payload, d, state);
@@ -1079,6 +1084,28 @@
       if (kept.size <= KEPT_MAX) { break; }
       if (e.payload !== shown && (!wanted || t !== keyText(keyOf(wanted.state)))) { kept.delete(t); }
     }
+  }
+
+  /** The model view of the payload's example: carried by it (the Dash callback's payload), or asked for on its
+   * own (``part=model_view``: the first screen never waits for it); null until it comes, ``{error}`` if it
+   * cannot be drawn. */
+  function modelViewOf(p) {
+    if (p.model_view) { return p.model_view; }
+    const key = { run: p.run, example: p.example, kind: p.kind, attn: "raw", detail: "all", part: "model_view" };
+    const entry = request(key, "model_view" + JSON.stringify([p.run, p.example, p.kind]));
+    if (!entry.payload) { return null; }
+    return entry.payload.error ? { error: entry.payload.error } : entry.payload.model_view;
+  }
+
+  const busyTimers = {};
+  /** A view below the first screen that waits for its data says so as the first screen's do (see ``busy``). */
+  function viewBusy(id, on) {
+    const el = document.getElementById(id);
+    if (!el) { return; }
+    clearTimeout(busyTimers[id]);
+    el.setAttribute("data-attnviz-loading", on ? "true" : "false");
+    if (on) { busyTimers[id] = setTimeout(() => el.classList.add("attnviz-busy"), BUSY_MS); }
+    else { el.classList.remove("attnviz-busy"); }
   }
 
   function rowsText(key, step) { return "rows" + keyText(key) + step; }
