@@ -826,37 +826,54 @@
     return [values, labels];
   }
 
-  /** The frame's trace that puts the tokens on the axes and carries the colour bar (nothing of it is drawn):
-   * built once per template and kept, so that Plotly sees the same arrays and only the colour bar's labels
-   * change from one selection to the next. */
+  /** The frame's trace that carries the colour bar (one point, not drawn; the tokens are on the axes by their
+   * ``categoryarray``): built once per template and kept, so that Plotly sees the same arrays and only the colour
+   * bar's labels change from one selection to the next. */
   function frameTrace(heat) {
     if (!heat.__frameTrace) {
-      const nx = heat.x.length, ny = heat.y.length;
-      const x = heat.x.concat(new Array(ny).fill(null)), y = new Array(nx).fill(null).concat(heat.y);
       Object.defineProperty(heat, "__frameTrace", { enumerable: false, value: {
-        type: "scatter", mode: "markers", x: x, y: y, hoverinfo: "skip", showlegend: false,
-        marker: { size: 1, opacity: 0, color: new Float32Array(nx + ny), colorscale: heat.colorscale, cmin: 0, cmax: 1,
-          showscale: true, colorbar: heat.colorbar },
+        type: "scatter", mode: "markers", x: [heat.x[0]], y: [heat.y[0]], hoverinfo: "skip", showlegend: false,
+        marker: { size: 1, opacity: 0, color: [0], colorscale: heat.colorscale, cmin: 0, cmax: 1, showscale: true,
+          colorbar: heat.colorbar },
       } });
     }
     return heat.__frameTrace;
   }
 
+  /** An axis of the frame: the tokens as its categories (the template's own array: Plotly sees the same one each
+   * time), fixed to the cells, no grid over them, no title (drawn as an annotation, see ``axisTitles``). */
+  function frameAxis(axis, labels, range) {
+    return Object.assign({}, axis, { categoryorder: "array", categoryarray: labels, range: range, autorange: false,
+      showgrid: false, zeroline: false, title: { text: "" } });
+  }
+
+  /** The axis titles as annotations at the outer edge of the label margins: Plotly places an axis title by
+   * measuring every tick label it might cover (~25 ms at T = 512), an annotation by itself. */
+  function axisTitles(layout) {
+    const m = layout.margin || {};
+    const text = (axis) => (axis && axis.title && axis.title.text) || "";
+    return [
+      { text: text(layout.xaxis), xref: "paper", yref: "paper", x: 0.5, y: 0, xanchor: "center", yanchor: "bottom",
+        yshift: -(m.b || 0), showarrow: false, font: { size: 14 } },
+      { text: text(layout.yaxis), xref: "paper", yref: "paper", x: 0, y: 0.5, xanchor: "left", yanchor: "middle",
+        xshift: -(m.l || 0), textangle: -90, showarrow: false, font: { size: 14 } },
+    ].filter((a) => a.text);
+  }
+
   /** The Plotly frame of the matrix model ``fig``: its heatmap hidden, the token axes fixed to the cells (no
    * grid over them, no background under the canvas), the colour bar labelled for [lo, hi], no Plotly hover. */
   function matrixFrame(fig, template, lo, hi) {
-    const heat = fig.data[0];
-    const base = frameTrace(template.data[0]);
+    const heat = fig.data[0], kept = template.data[0];
+    const base = frameTrace(kept);
     const [values, labels] = niceTicks(lo, hi);
     const bar = Object.assign({}, base.marker.colorbar, { tickmode: "array",
       tickvals: values.map((v) => (v - lo) / (hi - lo)), ticktext: labels });
     const trace = Object.assign({}, base, { marker: Object.assign({}, base.marker, { colorbar: bar }) });
     const layout = Object.assign({}, fig.layout, { hovermode: false, paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)" });
-    layout.xaxis = Object.assign({}, fig.layout.xaxis, { range: [-0.5, heat.x.length - 0.5], autorange: false,
-      showgrid: false, zeroline: false });
-    layout.yaxis = Object.assign({}, fig.layout.yaxis, { range: [heat.y.length - 0.5, -0.5], autorange: false,
-      showgrid: false, zeroline: false });
+    layout.xaxis = frameAxis(fig.layout.xaxis, kept.x, [-0.5, kept.x.length - 0.5]);
+    layout.yaxis = frameAxis(fig.layout.yaxis, kept.y, [kept.y.length - 0.5, -0.5]);
+    layout.annotations = (fig.layout.annotations || []).concat(axisTitles(fig.layout));
     return { data: [Object.assign({}, heat, { visible: false }), trace], layout: layout };
   }
 
