@@ -11,7 +11,8 @@ names the layer; another query position's rows come on their own, see :mod:`.tra
 The page fetches payloads from :mod:`.transport`'s route as raw bytes (no base64, no JSON parse of the arrays);
 the Dash callback ``example-payload`` answers the same question as JSON with base64 arrays.
 
-The model view is built here (pooled tiles, server-side) and only its selection outline moves in the page.
+The model view is built here (pooled tiles, server-side) and only its selection outline moves in the page; the
+page asks for it on its own (:func:`model_view_payload`) when it shows it.
 """
 
 from __future__ import annotations
