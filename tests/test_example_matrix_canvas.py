@@ -174,20 +174,28 @@ def _png_pixels(data: bytes) -> np.ndarray:
         pos += 12 + n
     raw = zlib.decompress(idat)
     stride = width * channels
-    out = np.zeros((height, stride), dtype=np.int32)
-    prev = np.zeros(stride, dtype=np.int32)
+    out = np.zeros((height, stride), dtype=np.int64)
+    prev = np.zeros(stride, dtype=np.int64)
     for y in range(height):
-        f, line = raw[y * (stride + 1)], np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int32)
-        row = np.zeros(stride, dtype=np.int32)
-        for x in range(stride):
-            a = row[x - channels] if x >= channels else 0
-            b, c = prev[x], prev[x - channels] if x >= channels else 0
-            pred = {0: 0, 1: a, 2: b, 3: (a + b) // 2}.get(f)
-            if pred is None:  # Paeth
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
-            row[x] = (line[x] + pred) & 0xFF
+        f, line = raw[y * (stride + 1)], np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int64)
+        if f == 0:  # None
+            row = line
+        elif f == 1:  # Sub: a running sum of each channel along the row
+            row = line.reshape(-1, channels).cumsum(axis=0).reshape(-1) & 0xFF
+        elif f == 2:  # Up
+            row = (line + prev) & 0xFF
+        else:  # Average, Paeth: byte by byte
+            row = np.zeros(stride, dtype=np.int64)
+            for x in range(stride):
+                a = int(row[x - channels]) if x >= channels else 0
+                b, c = int(prev[x]), int(prev[x - channels]) if x >= channels else 0
+                if f == 3:
+                    pred = (a + b) // 2
+                else:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                row[x] = (int(line[x]) + pred) & 0xFF
         out[y], prev = row, row
     return out.reshape(height, width, channels)
 
@@ -226,3 +234,19 @@ def test_save_png_and_svg_hold_the_cells(dash_duo, live_server: LiveServer, read
             y = int(size["t"] + (i + 0.5) * size["h"] / tq)
             hits += int(np.abs(png[y, x, :3] - colours[i, j, :3]).max() <= 2)
     assert hits >= 0.9 * tq * tk, f"only {hits} of {tq * tk} cells have their colour in the PNG"
+
+    # the modebar's camera saves the same matrix (not Plotly's frame without its cells), named after the example
+    dash_duo.driver.execute_script(
+        "document.querySelector('#attn-matrix .modebar-btn[data-attr=\"attnviz-save-matrix\"],"
+        " #attn-matrix .modebar-btn[data-title=\"Download plot as a png\"]').dispatchEvent("
+        "new MouseEvent('click', {bubbles: true}));")
+    camera = folder / f"{BERT_RUN}_ex2_matrix.png"
+    until(lambda: camera.exists() and camera.stat().st_size > 1000, timeout=TIMEOUT,
+          msg=f"no {camera.name} in {sorted(p.name for p in folder.iterdir())}")
+    time.sleep(0.3)
+    shot = _png_pixels(camera.read_bytes())
+    assert shot.shape[0] > png.shape[0]  # scale 2, as the Python config asks
+    scale = shot.shape[0] / png.shape[0]
+    i, j = tq // 2, tk // 2
+    x, y = int(scale * (size["l"] + (j + 0.5) * size["w"] / tk)), int(scale * (size["t"] + (i + 0.5) * size["h"] / tq))
+    assert np.abs(shot[y, x, :3] - colours[i, j, :3]).max() <= 2
