@@ -73,6 +73,24 @@ def test_one_layer_and_the_rows_of_a_query_position(client, reader: StoreReader)
     assert past["step"] == stored.shape[2] - 1  # clamped to the last query position
 
 
+def test_the_model_view_comes_on_its_own(client, reader: StoreReader) -> None:
+    """The first screen's data leaves the model view out (it reads every head); ``part=model_view`` is the view
+    the Python builder draws for the example, and a bad example is a one-line error, not a traceback."""
+    from attnviz.dashboard.example import views
+    from attnviz.dashboard.urlstate import ViewState
+
+    first = fetch(client, run=GPT2_RUN, example=2, kind="self", attn="raw", detail="all")
+    assert first["error"] is None and first["model_view"] is None and first["attention"] is not None
+    got = fetch(client, run=GPT2_RUN, example=2, kind="self", attn="raw", detail="all", part="model_view")
+    want = views.model_view(reader, ViewState(run=GPT2_RUN, example=2, layer=0, head=None))
+    assert got["error"] is None and set(got) >= {"model_view"} and "attention" not in got
+    assert len(got["model_view"]["data"]) == len(want["data"])
+    for a, b in zip(got["model_view"]["data"], want["data"], strict=True):
+        assert a["z"] == b["z"] and a["x"] == b["x"] and a["y"] == b["y"]
+    bad = fetch(client, run=GPT2_RUN, example=10**6, kind="self", attn="raw", part="model_view")
+    assert bad["error"] and "\n" not in bad["error"] and bad.get("model_view") is None
+
+
 def test_auto_detail_follows_the_budget(dashboard_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BUDGET_ENV, "1")
     got = fetch(create_app(dashboard_store).server.test_client(), run=BERT_RUN, example=0, kind="self",

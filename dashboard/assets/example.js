@@ -181,14 +181,21 @@
     return out;
   }
 
-  /** [Tq*Tk] weights of one head (or the mean of the layer's heads); null when the layer was not sent. */
+  /** [Tq*Tk] weights of one head (or the mean of the layer's heads); null when the layer was not sent. The last
+   * two asked for are kept on ``d`` (the head view and the matrix of one selection share them). */
   function headWeights(p, d, layer, head) {
     const li = p.layers.indexOf(layer);
     if (li < 0) { return null; }
+    const memo = layer + "|" + head;
+    d.weightsMemo = d.weightsMemo || [];
+    const hit = d.weightsMemo.find((m) => m.memo === memo);
+    if (hit) { return hit.w; }
     const block = p.tq * p.tk;
     const base = li * p.n_heads * block;
-    if (head === null) { return meanOf(d.attention, base, p.n_heads, block, block); }
-    return f32(d.attention.subarray(base + head * block, base + (head + 1) * block));
+    const w = head === null ? meanOf(d.attention, base, p.n_heads, block, block)
+      : f32(d.attention.subarray(base + head * block, base + (head + 1) * block));
+    d.weightsMemo = [{ memo: memo, w: w }].concat(d.weightsMemo.slice(0, 1));
+    return w;
   }
 
   /** Every head of a layer: [H] arrays of [Tq*Tk]. */
@@ -236,7 +243,7 @@
   }
 
   /** Float32 numbers for Plotly (a float16 slice converted: the same values). */
-  function f32(a) { return a instanceof Float32Array ? a : Float32Array.from(a); }
+  function f32(a) { return a instanceof Float32Array ? a : new Float32Array(a); }  // native conversion
 
   function rowsOf(flat, n, width) {
     const rows = [];
@@ -261,6 +268,11 @@
     return fig;
   }
 
+  /** The matrix template (colour-bar title) of the attention mode. */
+  function barOf(st) {
+    return st.attn === "value-weighted" ? "‖α·f(x)‖" : st.attn === "rollout" ? "rollout" : "weight";
+  }
+
   function matrixFigure(p, d, st) {
     const t = p.templates;
     let weights, title;
@@ -280,8 +292,7 @@
       weights = () => headWeights(p, d, st.layer, st.head);
       title = "Layer " + st.layer + ", " + headLabel(st.head) + " — " + p.kind_label;
     }
-    const bar = st.attn === "value-weighted" ? "‖α·f(x)‖" : st.attn === "rollout" ? "rollout" : "weight";
-    const fig = clone(t.matrix[bar]);
+    const fig = clone(t.matrix[barOf(st)]);
     // the same rows while the weights are the same: Plotly.react then only moves the outline (a new query
     // position) instead of drawing the heatmap again
     const memo = [st.attn, st.layer, st.head].join("|");
@@ -423,9 +434,10 @@
     return fig;
   }
 
-  function modelViewFigure(p, st) {
+  function modelViewFigure(p, mv, st) {
+    if (mv.error) { return messageFigure(p, mv.error); }
     // the same trace objects every time: Plotly.react then only moves the outline (no recalculation)
-    const fig = { data: p.model_view.data, layout: clone(p.model_view.layout) };
+    const fig = { data: mv.data, layout: clone(mv.layout) };
     const meta = fig.layout.meta || {};
     if (st.head !== null && meta.tile) {
       const sr = meta.tile[0], sc = meta.tile[1];
@@ -735,6 +747,272 @@
     done.then(next, next);
   }
 
+  // ---------------------------------------------------------------------------------------------------
+  // The matrix: its cells on a canvas of the page's own (one pixel per cell, scaled without smoothing, as
+  // Plotly's own heatmap image is) under a Plotly frame that draws everything else: axes with every token,
+  // title, colour bar, the query position's outline, zoom and pan. A change of layer, head or query position
+  // then redraws the cells and changes the frame's title, outline and colour-bar labels only (Plotly does not
+  // lay out or measure the axes again). The frame's first trace is the matrix's heatmap trace itself, hidden
+  // (``visible: false``: Plotly neither computes nor draws it), so ``gd.data[0]`` holds the array the canvas was
+  // drawn from; the host's ``__figure`` is the whole figure model (the browser tests read both). The hover and
+  // the image downloads (modebar, Save PNG / SVG) use the model: the hover text is the template's
+  // ``hovertemplate`` filled for the cell under the pointer, a download renders the model with Plotly's heatmap.
+  // ---------------------------------------------------------------------------------------------------
+
+  /** "#rrggbb" or "rgb(a)(…)" as [r, g, b, a] (a in 0..1). */
+  function parseColour(text) {
+    const c = String(text).trim();
+    if (c.charAt(0) === "#") {
+      const hex = c.length === 4 ? c.slice(1).split("").map((x) => x + x).join("") : c.slice(1);
+      return [parseInt(hex.slice(0, 2), 16), parseInt(hex.slice(2, 4), 16), parseInt(hex.slice(4, 6), 16), 1];
+    }
+    const parts = c.replace(/^rgba?\(|\)$/g, "").split(",").map(Number);
+    return [parts[0], parts[1], parts[2], parts.length > 3 ? parts[3] : 1];
+  }
+
+  /** The colour range Plotly gives a heatmap with ``zmin`` but no ``zmax``: both from the data (its colour
+   * axis is automatic unless both ends are set), widened by 0.5 each way when they are equal. */
+  function colourRange(rows) {
+    let lo = Infinity, hi = -Infinity;
+    for (const row of rows) {
+      for (let j = 0; j < row.length; j++) {
+        const v = row[j];
+        if (v < lo) { lo = v; }
+        if (v > hi) { hi = v; }
+      }
+    }
+    if (lo === Infinity) { return [0, 1]; }
+    return lo === hi ? [lo - 0.5, hi + 0.5] : [lo, hi];
+  }
+
+  /** RGBA bytes of every cell as Plotly's heatmap colours them: the colour scale's stops spread over
+   * [lo, hi], each channel interpolated linearly and rounded, values outside clamped, a missing value clear. */
+  function cellColours(rows, tk, scale, lo, hi) {
+    const pos = scale.map((s) => lo + s[0] * (hi - lo));
+    const col = scale.map((s) => parseColour(s[1]));
+    const n = pos.length;
+    const out = new Uint8ClampedArray(rows.length * tk * 4);
+    let o = 0;
+    for (const row of rows) {
+      for (let j = 0; j < tk; j++, o += 4) {
+        const v = row[j];
+        if (!(v === v)) { continue; }  // NaN: transparent
+        let k = 1;
+        while (k < n - 1 && pos[k] <= v) { k++; }
+        const a = col[k - 1], b = col[k];
+        let t = (v - pos[k - 1]) / (pos[k] - pos[k - 1] || 1);
+        t = t < 0 ? 0 : t > 1 ? 1 : t;
+        out[o] = Math.round(a[0] * (1 - t) + b[0] * t);
+        out[o + 1] = Math.round(a[1] * (1 - t) + b[1] * t);
+        out[o + 2] = Math.round(a[2] * (1 - t) + b[2] * t);
+        out[o + 3] = Math.round((a[3] * (1 - t) + b[3] * t) * 255);
+      }
+    }
+    return out;
+  }
+
+  /** About six round colour-bar ticks over [lo, hi]: [values, labels]. */
+  function niceTicks(lo, hi) {
+    const span = hi - lo;
+    const raw = span / 5;
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
+    const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    const values = [], labels = [];
+    for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) {
+      values.push(v);
+      labels.push(v.toFixed(digits));
+    }
+    return [values, labels];
+  }
+
+  /** The frame's trace that carries the colour bar (one point, not drawn; the tokens are on the axes by their
+   * ``categoryarray``): built once per template and kept, so that Plotly sees the same arrays and only the colour
+   * bar's labels change from one selection to the next. */
+  function frameTrace(heat) {
+    if (!heat.__frameTrace) {
+      Object.defineProperty(heat, "__frameTrace", { enumerable: false, value: {
+        type: "scatter", mode: "markers", x: [heat.x[0]], y: [heat.y[0]], hoverinfo: "skip", showlegend: false,
+        marker: { size: 1, opacity: 0, color: [0], colorscale: heat.colorscale, cmin: 0, cmax: 1, showscale: true,
+          colorbar: heat.colorbar },
+      } });
+    }
+    return heat.__frameTrace;
+  }
+
+  /** An axis of the frame: the tokens as its categories (the template's own array: Plotly sees the same one each
+   * time), fixed to the cells, no grid over them, no title (drawn as an annotation, see ``axisTitles``). */
+  function frameAxis(axis, labels, range) {
+    return Object.assign({}, axis, { categoryorder: "array", categoryarray: labels, range: range, autorange: false,
+      showgrid: false, zeroline: false, title: { text: "" } });
+  }
+
+  /** The axis titles as annotations at the outer edge of the label margins: Plotly places an axis title by
+   * measuring every tick label it might cover (~25 ms at T = 512), an annotation by itself. */
+  function axisTitles(layout) {
+    const m = layout.margin || {};
+    const text = (axis) => (axis && axis.title && axis.title.text) || "";
+    return [
+      { text: text(layout.xaxis), xref: "paper", yref: "paper", x: 0.5, y: 0, xanchor: "center", yanchor: "bottom",
+        yshift: -(m.b || 0), showarrow: false, font: { size: 14 } },
+      { text: text(layout.yaxis), xref: "paper", yref: "paper", x: 0, y: 0.5, xanchor: "left", yanchor: "middle",
+        xshift: -(m.l || 0), textangle: -90, showarrow: false, font: { size: 14 } },
+    ].filter((a) => a.text);
+  }
+
+  /** The Plotly frame of the matrix model ``fig``: its heatmap hidden, the token axes fixed to the cells (no
+   * grid over them, no background under the canvas), the colour bar labelled for [lo, hi], no Plotly hover. */
+  function matrixFrame(fig, template, lo, hi) {
+    const heat = fig.data[0], kept = template.data[0];
+    const base = frameTrace(kept);
+    const [values, labels] = niceTicks(lo, hi);
+    const bar = Object.assign({}, base.marker.colorbar, { tickmode: "array",
+      tickvals: values.map((v) => (v - lo) / (hi - lo)), ticktext: labels });
+    const trace = Object.assign({}, base, { marker: Object.assign({}, base.marker, { colorbar: bar }) });
+    const layout = Object.assign({}, fig.layout, { hovermode: false, paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)" });
+    layout.xaxis = frameAxis(fig.layout.xaxis, kept.x, [-0.5, kept.x.length - 0.5]);
+    layout.yaxis = frameAxis(fig.layout.yaxis, kept.y, [kept.y.length - 0.5, -0.5]);
+    layout.annotations = (fig.layout.annotations || []).concat(axisTitles(fig.layout));
+    return { data: [Object.assign({}, heat, { visible: false }), trace], layout: layout };
+  }
+
+  /** Draw the matrix model ``fig`` (from ``template``): its cells on the page's canvas, the rest by Plotly. */
+  function renderMatrix(fig, template, config) {
+    const host = document.getElementById("attn-matrix");
+    if (!host || !window.Plotly) { return false; }
+    const heat = fig.data[0];
+    const [lo, hi] = colourRange(heat.z);
+    const frame = matrixFrame(fig, template, lo, hi);
+    if (!renderGraph("attn-matrix", frame, Object.assign({}, config, matrixButtons()))) { return false; }
+    if (!host.__cells || host.__cells.z !== heat.z || host.__cells.lo !== lo || host.__cells.hi !== hi) {
+      const tk = heat.x.length, tq = heat.y.length;
+      const image = host.__cells && host.__cells.image.width === tk && host.__cells.image.height === tq
+        ? host.__cells.image : Object.assign(document.createElement("canvas"), { width: tk, height: tq });
+      image.getContext("2d").putImageData(new ImageData(cellColours(heat.z, tk, heat.colorscale, lo, hi), tk, tq), 0, 0);
+      host.__cells = { z: heat.z, lo: lo, hi: hi, image: image };
+    }
+    host.__figure = fig;  // what the view shows: the model (the canvas's array, title, outline)
+    hookMatrix(host);
+    paintCells(host);
+    requestAnimationFrame(() => host.dispatchEvent(new CustomEvent("attnviz:drawn", { bubbles: true })));
+    return true;
+  }
+
+  /** The matrix shows a message (a Plotly figure of its own): no cells, no model. */
+  function clearCells(host) {
+    if (!host) { return; }
+    host.__cells = null;
+    host.__figure = null;
+    const canvas = host.__gd && host.__gd.querySelector("canvas.attnviz-cells");
+    if (canvas) { canvas.remove(); }
+  }
+
+  /** The cells' canvas under the frame's plot area, showing the axes' current ranges (zoom, pan). */
+  function paintCells(host) {
+    const gd = host.__gd, cells = host.__cells;
+    const fl = gd && gd._fullLayout;
+    const container = gd && gd.querySelector(".svg-container");
+    if (!cells || !fl || !fl._size || !container || !fl.xaxis || !fl.yaxis) { return; }
+    let canvas = container.querySelector("canvas.attnviz-cells");
+    if (!canvas) {
+      canvas = document.createElement("canvas");
+      canvas.className = "attnviz-cells";
+      Object.assign(canvas.style, { position: "absolute", pointerEvents: "none" });
+      container.insertBefore(canvas, container.firstChild);
+    }
+    const size = fl._size, dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(size.w * dpr)), h = Math.max(1, Math.round(size.h * dpr));
+    Object.assign(canvas.style, { left: size.l + "px", top: size.t + "px", width: size.w + "px",
+      height: size.h + "px" });
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    const ctx = canvas.getContext("2d");
+    ctx.imageSmoothingEnabled = false;
+    ctx.clearRect(0, 0, w, h);
+    const xr = fl.xaxis.range, yr = fl.yaxis.range;
+    const x0 = Math.min(xr[0], xr[1]) + 0.5, y0 = Math.min(yr[0], yr[1]) + 0.5;
+    ctx.drawImage(cells.image, x0, y0, Math.abs(xr[1] - xr[0]), Math.abs(yr[1] - yr[0]), 0, 0, w, h);
+  }
+
+  /** The cell under a point of the page: [query i, key j], or null. */
+  function matrixCellAt(host, clientX, clientY) {
+    const gd = host.__gd, fig = host.__figure;
+    const fl = gd && gd._fullLayout;
+    if (!fig || !fl || !fl.xaxis || !fl.yaxis) { return null; }
+    const r = gd.querySelector(".svg-container").getBoundingClientRect();
+    const px = clientX - r.left - fl._size.l, py = clientY - r.top - fl._size.t;
+    if (px < 0 || py < 0 || px > fl._size.w || py > fl._size.h) { return null; }
+    const j = Math.round(fl.xaxis.p2l(px)), i = Math.round(fl.yaxis.p2l(py));
+    const heat = fig.data[0];
+    return i >= 0 && i < heat.y.length && j >= 0 && j < heat.x.length ? [i, j] : null;
+  }
+
+  /** The model's hovertemplate filled for cell (i, j) (plotly's ``%{z:.4f}``, the raw tokens' ``%{text}`` and
+   * ``%{customdata}``), as Plotly's hover label text. */
+  function matrixHoverText(heat, i, j) {
+    const z = heat.z[i][j];
+    const fields = { x: heat.x[j], y: heat.y[i], text: heat.text ? heat.text[i][j] : "",
+      customdata: heat.customdata ? heat.customdata[i][j] : "" };
+    return String(heat.hovertemplate || "").replace(/<extra>.*?<\/extra>/, "")
+      .replace(/%\{z:\.(\d)f\}/g, (m, n) => (z === z ? z.toFixed(Number(n)) : "NaN"))
+      .replace(/%\{(x|y|text|customdata)\}/g, (m, k) => String(fields[k]));
+  }
+
+  /** Hover, zoom and pan of the frame follow the cells (hooked once per graph). */
+  function hookMatrix(host) {
+    const gd = host.__gd;
+    if (!gd || gd.__cellsHooked || !gd.on) { return; }
+    gd.__cellsHooked = true;
+    const repaint = () => paintCells(host);
+    gd.on("plotly_afterplot", repaint);
+    gd.on("plotly_relayout", repaint);
+    gd.on("plotly_relayouting", repaint);
+    let shown = null;
+    const hide = () => {
+      if (shown !== null && gd._fullLayout) { window.Plotly.Fx.loneUnhover(gd._fullLayout._hoverlayer.node()); }
+      shown = null;
+    };
+    gd.addEventListener("mousemove", (e) => {
+      const cell = e.buttons ? null : matrixCellAt(host, e.clientX, e.clientY);
+      if (!cell) { hide(); return; }
+      const key = cell.join(",");
+      if (key === shown) { return; }
+      hide();
+      const fl = gd._fullLayout, heat = host.__figure.data[0];
+      const x = fl._size.l + fl.xaxis.l2p(cell[1]), y = fl._size.t + fl.yaxis.l2p(cell[0]);
+      window.Plotly.Fx.loneHover({ x: x, y: y, text: matrixHoverText(heat, cell[0], cell[1]),
+        color: "#444444", fontSize: 12 }, { container: fl._hoverlayer.node(), outerContainer: fl._paper.node(),
+        gd: gd });
+      shown = key;
+    });
+    gd.addEventListener("mouseleave", hide);
+  }
+
+  /** The matrix's modebar: its camera button saves the model (Plotly's own would save the frame only). */
+  let cameraButton = null;
+  function matrixButtons() {
+    if (cameraButton === null) {
+      cameraButton = { name: "attnviz-save-matrix", title: "Download plot as a png",
+        icon: window.Plotly.Icons.camera, click: (gd) => {
+          const opts = (gd._context && gd._context.toImageButtonOptions) || {};
+          saveMatrix(opts.format || "png", opts.filename || "matrix", opts.scale);
+        } };
+    }
+    return { modeBarButtonsToRemove: ["lasso2d", "select2d", "toImage"], modeBarButtonsToAdd: [cameraButton] };
+  }
+
+  /** The matrix as an image file (Plotly renders the model, heatmap and all, off the page); the file name. */
+  function saveMatrix(format, filename, scale) {
+    const host = document.getElementById("attn-matrix");
+    const gd = host && host.__gd;
+    const fig = host && host.__figure;
+    if (!gd || !gd._fullLayout || !window.Plotly) { return null; }
+    const figure = fig ? { data: fig.data, layout: fig.layout } : gd;  // a message: the graph as it is
+    window.Plotly.downloadImage(figure, { format: format, filename: filename, width: gd._fullLayout.width,
+      height: gd._fullLayout.height, scale: scale || 1 });
+    return filename;
+  }
+
   function configFor(payload, state, view) {
     return withFilename(payload.templates.matrix_config, exampleStem(state, view));
   }
@@ -748,19 +1026,33 @@
       renderHeadView(headEl, headViewFigure(payload, d, state, pin));
       drawn.head = sig.head;
     }
-    if (drawn.matrix !== sig.matrix
-        && renderGraph("attn-matrix", matrixFigure(payload, d, state), configFor(payload, state, "matrix"))) {
+    if (drawn.matrix !== sig.matrix && paintMatrix(payload, d, state)) {
       drawn.matrix = sig.matrix;
     }
+  }
+
+  /** The matrix of ``state``: its cells on the page's canvas under a Plotly frame, or a message. */
+  function paintMatrix(payload, d, state) {
+    const fig = matrixFigure(payload, d, state);
+    const config = configFor(payload, state, "matrix");
+    if (fig.layout.meta && fig.layout.meta.message !== undefined) {
+      clearCells(document.getElementById("attn-matrix"));
+      return renderGraph("attn-matrix", fig, config);
+    }
+    return renderMatrix(fig, payload.templates.matrix[barOf(state)], config);
   }
 
   /** Draw the views below the first screen that are behind and on the screen (or in ``arrived``). */
   function paintBelow(state, payload, d, arrived) {
     const sig = signatures(d, state, null, payload);
     const shown = (id) => (arrived || []).indexOf(id) >= 0 || onScreen(id);
-    if (drawn.model !== sig.model && shown("model-view")
-        && renderGraph("model-view", modelViewFigure(payload, state), configFor(payload, state, "modelview"))) {
-      drawn.model = sig.model;
+    if (drawn.model !== sig.model && shown("model-view")) {
+      const mv = modelViewOf(payload);
+      viewBusy("model-view", !mv);
+      if (mv && renderGraph("model-view", modelViewFigure(payload, mv, state),
+        configFor(payload, state, "modelview"))) {
+        drawn.model = sig.model;
+      }
     }
     if (drawn.step !== sig.step && (shown("timestep-bars") || shown("timestep-layers"))) {
       const figs = timestepFigures(payload, d, state);
@@ -809,6 +1101,28 @@
       if (kept.size <= KEPT_MAX) { break; }
       if (e.payload !== shown && (!wanted || t !== keyText(keyOf(wanted.state)))) { kept.delete(t); }
     }
+  }
+
+  /** The model view of the payload's example: carried by it (the Dash callback's payload), or asked for on its
+   * own (``part=model_view``: the first screen never waits for it); null until it comes, ``{error}`` if it
+   * cannot be drawn. */
+  function modelViewOf(p) {
+    if (p.model_view) { return p.model_view; }
+    const key = { run: p.run, example: p.example, kind: p.kind, attn: "raw", detail: "all", part: "model_view" };
+    const entry = request(key, "model_view" + JSON.stringify([p.run, p.example, p.kind]));
+    if (!entry.payload) { return null; }
+    return entry.payload.error ? { error: entry.payload.error } : entry.payload.model_view;
+  }
+
+  const busyTimers = {};
+  /** A view below the first screen that waits for its data says so as the first screen's do (see ``busy``). */
+  function viewBusy(id, on) {
+    const el = document.getElementById(id);
+    if (!el) { return; }
+    clearTimeout(busyTimers[id]);
+    el.setAttribute("data-attnviz-loading", on ? "true" : "false");
+    if (on) { busyTimers[id] = setTimeout(() => el.classList.add("attnviz-busy"), BUSY_MS); }
+    else { el.classList.remove("attnviz-busy"); }
   }
 
   function rowsText(key, step) { return "rows" + keyText(key) + step; }
@@ -953,6 +1267,7 @@
     if (drawn.error === key) { return; }
     drawn = { error: key };
     const msg = () => messageFigure(payload, payload.error);
+    clearCells(document.getElementById("attn-matrix"));
     for (const id of ["attn-matrix"].concat(LAZY)) { renderGraph(id, msg(), { displaylogo: false }); }
     const headEl = document.getElementById("head-view");
     if (headEl) { renderHeadView(headEl, msg()); }
@@ -1154,12 +1469,8 @@
     const trig = triggered()[0];
     if (!trig || !state) { return noUpdate(); }
     const format = trig.indexOf("save-svg") === 0 ? "svg" : "png";
-    const gd = document.querySelector("#attn-matrix .js-plotly-plot");
-    if (!gd || !window.Plotly) { return "no graph"; }
-    const filename = fileStem(state, state.attn === "rollout" ? "rollout" : "");
-    window.Plotly.downloadImage(gd, { format: format, filename: filename, width: gd._fullLayout.width,
-      height: gd._fullLayout.height });
-    return format + ":" + filename;
+    const filename = saveMatrix(format, fileStem(state, state.attn === "rollout" ? "rollout" : ""));
+    return filename === null ? "no graph" : format + ":" + filename;
   };
 
   // For the browser tests: the same helpers the callbacks use.

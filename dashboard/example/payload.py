@@ -11,7 +11,8 @@ names the layer; another query position's rows come on their own, see :mod:`.tra
 The page fetches payloads from :mod:`.transport`'s route as raw bytes (no base64, no JSON parse of the arrays);
 the Dash callback ``example-payload`` answers the same question as JSON with base64 arrays.
 
-The model view is built here (pooled tiles, server-side) and only its selection outline moves in the page.
+The model view is built here (pooled tiles, server-side) and only its selection outline moves in the page; the
+page asks for it on its own (:func:`model_view_payload`) when it shows it.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ def not_kept_message(reader: StoreReader, run: str, example: int) -> tuple[str, 
 
 
 def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _PAGE_STORE,
-                    pack: Callable[[np.ndarray, str], Any] = encode, rows: bool = True) -> dict[str, Any]:
+                    pack: Callable[[np.ndarray, str], Any] = encode, rows: bool = True,
+                    model_view: bool = True) -> dict[str, Any]:
     """Everything the page's attention views draw for one key; selection errors (an example out of range, a
     kind the run lacks, a rollout of cross-attention) become one-line messages in the payload, never
     exceptions. Store errors propagate (the callback shows them).
@@ -196,7 +198,10 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
     ``pack(array, dtype)`` turns each array into what the payload carries (default: :func:`encode`, base64 for
     Dash's JSON; :mod:`.transport` keeps the arrays and sends them as raw bytes). A one-layer payload carries the
     rows of the key's ``step`` in every layer (``step``, ``step_rows``); with ``rows=False`` only when the example's
-    whole attention is kept from an earlier ask (else the layer alone is read, and ``step_rows`` is None).
+    whole attention is kept from an earlier ask (else the layer alone is read, and ``step_rows`` is None). With
+    ``model_view=False`` the model view (which reads every head of the example: ~0.5 s at T = 512) is left out
+    (``model_view`` is None): the page asks for it on its own (:func:`model_view_payload`) when it shows it, so
+    that the first screen never waits for it.
     """
     state, detail = state_of_key(key)
     out: dict[str, Any] = {"key": key, "error": None}
@@ -228,8 +233,7 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
         "tq": len(q), "tk": len(k), "q_tokens": q, "k_tokens": k, "q_raw": raw[0], "k_raw": raw[1],
         "kind_label": views.kind_label(kind, data.family(reader, run)),
         "step_word": "generation step" if causal else "query position",
-        "model_view": _example_arrays(reader, run, i, kind + "|model_view",
-                                      lambda: views.model_view(reader, state.with_changes(layer=0, head=None))),
+        "model_view": _model_view(reader, run, i, state) if model_view else None,
         "templates": _example_arrays(reader, run, i, kind + "|templates",
                                      lambda: templates(q, k, qa, ka, n_layers, raw)),
     })
@@ -264,6 +268,29 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
             out["rollout"] = pack(views.rollout(reader, run, i, kind), "f4")
         except views.ViewError as exc:
             out["rollout_error"] = str(exc)
+    return out
+
+
+def _model_view(reader: StoreReader, run: str, i: int, state: ViewState) -> dict[str, Any]:
+    """The example's model view (every layer and head pooled; kept for :data:`_KEPT_VIEWS` examples)."""
+    return _example_arrays(reader, run, i, state.kind + "|model_view",
+                           lambda: views.model_view(reader, state.with_changes(layer=0, head=None)))
+
+
+def model_view_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
+    """The model view of the example ``key`` names (``model_view``), asked for on its own by the page when the
+    view is shown; a selection that cannot be drawn gives ``error``."""
+    state, _ = state_of_key(key)
+    out: dict[str, Any] = {"key": key, "error": None}
+    try:
+        run = views.require_run(state)
+        views.check_example(reader, state)
+        if state.kind not in reader.run_info(run).shape or not reader.has_attention(run, state.example):
+            raise views.ViewError(f"example {state.example} has no {state.kind!r} attention in run {run!r}")
+    except views.ViewError as exc:
+        out["error"] = str(exc)
+        return out
+    out["model_view"] = _model_view(reader, run, state.example, state)
     return out
 
 

@@ -5,9 +5,11 @@ callback, so an example's attention reaches the page without JSON, base64 or Das
 ``detail`` = ``all`` | ``layer`` | ``auto``, ``layer``; ``step`` for the query position whose rows a one-layer
 payload carries; ``store`` = the page's ``?store=``), or ``search`` = a page URL's query string, which the server
 resolves as the sync callback does (first load: the page asks for its data before Dash has started). ``part=rows``
-asks only for the rows of ``step`` (:func:`.payload.step_rows_payload`). The answer is :func:`pack` of
-:func:`.payload.example_payload`: the same fields as the Dash callback ``example-payload`` sends, the arrays as
-their stored float16 (rollout float32) bytes. The store stays the source of truth: nothing is cached in between
+asks only for the rows of ``step`` (:func:`.payload.step_rows_payload`), ``part=model_view`` only for the model
+view (:func:`.payload.model_view_payload`; asked for when the view is shown, so that the first screen never waits
+for it). The answer is :func:`pack` of :func:`.payload.example_payload`: the same fields as the Dash callback
+``example-payload`` sends but the model view (None here), the arrays as their stored float16 (rollout float32)
+bytes. The store stays the source of truth: nothing is cached in between
 but the reader's own cache of an example read once (:mod:`.payload`).
 
 A store the page may not open is a 400 with one line; a selection that cannot be drawn is a payload whose
@@ -118,8 +120,11 @@ def answer(reader: StoreReader, args: Any, store: str | None) -> bytes:
             header_state = {k: v for k, v in state.to_dict().items() if k != "tab"}
         if args.get("part") == "rows":
             header = example_data.step_rows_payload(reader, key, _int(args.get("step"), 0), pack=arrays)
-        else:
-            header = example_data.example_payload(reader, key, store=store, pack=arrays, rows=False)
+        elif args.get("part") == "model_view":
+            header = example_data.model_view_payload(reader, key)
+        else:  # the first screen's data: the model view (below it) comes on its own (part=model_view)
+            header = example_data.example_payload(reader, key, store=store, pack=arrays, rows=False,
+                                                  model_view=False)
     except Exception as exc:  # never a traceback in the page; the server log has unexpected ones
         arrays = _Arrays()
         header = {"key": {k: args.get(k) for k in args}, "error": describe_error(
