@@ -370,17 +370,6 @@ def _persist_shard(writer: StoreWriter, run: str, path: Path, image: bytes, plan
     writer.commit_shard(run, path, meta_update={"planned_examples": planned})
 
 
-def _store_shard(prep: PreparedRun, start: int, count: int, results: list[ExampleResult]) -> None:
-    """Build shard ``start``'s file in memory from its results, write it durably, then commit it (the I/O
-    thread's job: see :func:`_compute_and_commit`)."""
-    o = prep.options
-    image = shard_image(prep.run, start, results, dtype=o.dtype, mantissa_bits=o.mantissa_bits,
-                        fingerprint=prep.fingerprint)
-    results.clear()  # the arrays are in the image now: free them before the write
-    _persist_shard(prep.writer, prep.run, shard_dir(prep.store, prep.run) / shard_file_name(start, count), image,
-                   prep.planned)
-
-
 def precompute(options: PrecomputeOptions, *, progress: Callable[[int, int], None] | None = None,
                on_start: Callable[[int, int], None] | None = None,
                loaded: LoadedModel | None = None) -> PrecomputeSummary:
@@ -447,11 +436,9 @@ def _compute_and_commit(prep: PreparedRun, classifier: TokenClassifier,
                         progress: Callable[[int, int], None] | None) -> int:
     """Compute and commit every shard still to do, in order; return the number of examples committed."""
     new = 0
-    # Shard k's file is built in memory (copy, compression: shard_image), written, fsynced and committed by an
-    # I/O thread while shard k+1 is computed; a shard is committed only once its file is durable, and the next
-    # shard's results are handed over only after that commit (errors surface in order). Building the file there
-    # rather than on this thread took it off the critical path for every shard but the last
-    # (bench/precompute.py, README "Precompute at two lengths").
+    # Shard k's file is written, fsynced and committed by an I/O thread (which mostly waits on the disk) while
+    # shard k+1 is computed; a shard is committed only once its file is durable, and the next shard's bytes
+    # are handed over only after that commit (errors surface in order).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnviz-io") as io:
         pending: tuple[Future, int] | None = None
         for start, count in prep.todo:
@@ -459,12 +446,13 @@ def _compute_and_commit(prep: PreparedRun, classifier: TokenClassifier,
             results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=o.batch_size,
                                             capture=o.capture, dtype=o.dtype, classifier=classifier,
                                             keep=prep.keep_of(start, count))
-            if not results:
-                raise StoreError("refusing to write an empty shard")
+            image = shard_image(prep.run, start, results, dtype=o.dtype, mantissa_bits=o.mantissa_bits,
+                                fingerprint=prep.fingerprint)
+            del results
             if pending is not None:
                 new += _wait_committed(pending, prep, progress, new)
-            pending = (io.submit(_store_shard, prep, start, count, results), count)
-            del results
+            path = shard_dir(prep.store, prep.run) / shard_file_name(start, count)
+            pending = (io.submit(_persist_shard, prep.writer, prep.run, path, image, prep.planned), count)
         if pending is not None:
             new += _wait_committed(pending, prep, progress, new)
     return new
