@@ -277,9 +277,9 @@ def _model_view(reader: StoreReader, run: str, i: int, state: ViewState) -> dict
                            lambda: views.model_view(reader, state.with_changes(layer=0, head=None)))
 
 
-def model_view_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
-    """The model view of the example ``key`` names (``model_view``), asked for on its own by the page when the
-    view is shown; a selection that cannot be drawn gives ``error``."""
+def _attention_example(reader: StoreReader, key: dict[str, Any]) -> tuple[ViewState, str, dict[str, Any]]:
+    """The view state and run of the example ``key`` names, and the answer to fill (``error`` set, run ``""``, when
+    the example cannot be drawn: no such run or example, or no raw attention of the key's kind)."""
     state, _ = state_of_key(key)
     out: dict[str, Any] = {"key": key, "error": None}
     try:
@@ -289,6 +289,15 @@ def model_view_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, An
             raise views.ViewError(f"example {state.example} has no {state.kind!r} attention in run {run!r}")
     except views.ViewError as exc:
         out["error"] = str(exc)
+        return state, "", out
+    return state, run, out
+
+
+def model_view_payload(reader: StoreReader, key: dict[str, Any]) -> dict[str, Any]:
+    """The model view of the example ``key`` names (``model_view``), asked for on its own by the page when the
+    view is shown; a selection that cannot be drawn gives ``error``."""
+    state, run, out = _attention_example(reader, key)
+    if out["error"]:
         return out
     out["model_view"] = _model_view(reader, run, state.example, state)
     return out
@@ -299,15 +308,8 @@ def step_rows_payload(reader: StoreReader, key: dict[str, Any], step: int, *,
     """The rows of query position ``step`` in every layer and head (``[L, H, Tk]``, float16) of the example ``key``
     names: what the time-step view of an example sent one layer at a time needs when the position changes.
     ``step`` is clamped to the example's query positions; a selection that cannot be drawn gives ``error``."""
-    state, _ = state_of_key(key)
-    out: dict[str, Any] = {"key": key, "error": None}
-    try:
-        run = views.require_run(state)
-        views.check_example(reader, state)
-        if state.kind not in reader.run_info(run).shape or not reader.has_attention(run, state.example):
-            raise views.ViewError(f"example {state.example} has no {state.kind!r} attention in run {run!r}")
-    except views.ViewError as exc:
-        out["error"] = str(exc)
+    state, run, out = _attention_example(reader, key)
+    if out["error"]:
         return out
     i, kind = state.example, state.kind
     whole = _example_arrays(reader, run, i, kind, lambda: {
