@@ -25,7 +25,7 @@ from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.dashboard.data import current_reader
 from attnviz.dashboard.example import ids, panels, views
 from attnviz.dashboard.example.data import MAX_SEARCH_RESULTS, example_summary, search_examples
-from attnviz.dashboard.example.layout import MESSAGE_HEIGHT, MESSAGE_WRAP
+from attnviz.dashboard.example.layout import GRAPH_PANES, MESSAGE_HEIGHT, MESSAGE_WRAP
 from attnviz.dashboard.example.payload import example_payload
 from attnviz.dashboard.messages import describe_error, error_text, message, message_figure
 from attnviz.dashboard.urlstate import ViewState
@@ -121,7 +121,18 @@ def _register_details(app: dash.Dash) -> None:
         except Exception as exc:
             return message(describe_error(exc, _EXPECTED, "compute the metrics", log))
 
-    @app.callback(Output(ids.DEBUG_VIEW, "figure"), Input(ids.DEBUG_STATE, "data"), prevent_initial_call=True)
+    panes = list(GRAPH_PANES.items())
+
+    @app.callback(*(Output(box, "children") for _, (box, _) in panes), Input(ids.DETAILS, "active_tab"),
+                  *(State(box, "children") for _, (box, _) in panes), prevent_initial_call=True)
+    def fill_graph_panes(tab, *filled):
+        """Put a Debugging / Embeddings graph in the page the first time its tab is opened (kept afterwards)."""
+        if tab not in GRAPH_PANES or filled[[t for t, _ in panes].index(tab)]:
+            raise PreventUpdate
+        return tuple(make() if t == tab else dash.no_update for t, (_, make) in panes)
+
+    # the graphs below fire when they enter the page (their tab first opened), then on each selection
+    @app.callback(Output(ids.DEBUG_VIEW, "figure"), Input(ids.DEBUG_STATE, "data"))
     def draw_debug(data):
         state = _state(data)
         if state is None:
@@ -129,7 +140,7 @@ def _register_details(app: dash.Dash) -> None:
         return _safe_figure(lambda: views.debug_view(current_reader(), state))
 
     @app.callback(Output(ids.EMBEDDINGS_VIEW, "figure"), Output(ids.NORMS_VIEW, "figure"),
-                  Input(ids.EMBEDDINGS_STATE, "data"), prevent_initial_call=True)
+                  Input(ids.EMBEDDINGS_STATE, "data"))
     def draw_embeddings(data):
         state = _state(data)
         if state is None:

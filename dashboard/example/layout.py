@@ -3,6 +3,7 @@ message until their callbacks draw them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import dash_bootstrap_components as dbc
@@ -26,6 +27,23 @@ def _graph(graph_id: str) -> dcc.Graph:
     """A panel's graph, one line tall until its figure comes (a message keeps it one line tall)."""
     return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=MESSAGE_HEIGHT),
                      config=cast(Any, image_config(graph_id)))
+
+
+def debug_pane() -> dcc.Graph:
+    """The Debugging tab's graph (put in the page when the tab is first opened)."""
+    return _graph(ids.DEBUG_VIEW)
+
+
+def embeddings_pane() -> list[dcc.Graph]:
+    """The Embeddings tab's graphs (put in the page when the tab is first opened)."""
+    return [_graph(ids.EMBEDDINGS_VIEW), _graph(ids.NORMS_VIEW)]
+
+
+#: Details tab -> (its box, the content put in the box when the tab is first opened).
+GRAPH_PANES: dict[str, tuple[str, Callable[[], Any]]] = {
+    ids.DETAIL_DEBUG: (ids.DEBUG_BOX, debug_pane),
+    ids.DETAIL_EMBEDDINGS: (ids.EMBEDDINGS_BOX, embeddings_pane),
+}
 
 
 def _card(title: str, body: Any, class_name: str = "") -> dbc.Card:
@@ -103,7 +121,9 @@ def _controls() -> dbc.Card:
 def _details() -> dbc.Tabs:
     """The panels under the views, one tab each: model view and time step (drawn by the page when their tab
     shows them), the example's input, and the server's panels (metrics, debugging, embeddings: drawn only while
-    their tab is open, so a change of selection costs a closed one nothing)."""
+    their tab is open, so a change of selection costs a closed one nothing). The Debugging and Embeddings graphs
+    enter the page when their tab is first opened (:data:`GRAPH_PANES`): a mounted ``dcc.Graph`` draws its
+    "loading…" figure with Plotly at start-up even in a hidden tab."""
     def loading(body: Any) -> dcc.Loading:
         return dcc.Loading(body, delay_show=LOADING_DELAY_MS, type="dot")
 
@@ -118,8 +138,8 @@ def _details() -> dbc.Tabs:
             ids.DETAIL_TIMESTEP),
         tab("Input", loading(html.Div(id=ids.INPUT_PANEL)), ids.DETAIL_INPUT),
         tab("Interpretability", loading(html.Div(id=ids.METRICS_PANEL)), ids.DETAIL_METRICS),
-        tab("Debugging", loading(_graph(ids.DEBUG_VIEW)), ids.DETAIL_DEBUG),
-        tab("Embeddings", loading([_graph(ids.EMBEDDINGS_VIEW), _graph(ids.NORMS_VIEW)]), ids.DETAIL_EMBEDDINGS),
+        tab("Debugging", loading(html.Div(id=ids.DEBUG_BOX)), ids.DETAIL_DEBUG),
+        tab("Embeddings", loading(html.Div(id=ids.EMBEDDINGS_BOX)), ids.DETAIL_EMBEDDINGS),
     ], id=ids.DETAILS, active_tab=ids.DETAIL_MODEL, className="mb-1")
 
 
