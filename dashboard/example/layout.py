@@ -3,7 +3,6 @@ message until their callbacks draw them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
 import dash_bootstrap_components as dbc
@@ -23,27 +22,21 @@ MESSAGE_HEIGHT = 64
 MESSAGE_WRAP = 150
 
 
-def _graph(graph_id: str) -> dcc.Graph:
-    """A panel's graph, one line tall until its figure comes (a message keeps it one line tall)."""
-    return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=MESSAGE_HEIGHT),
+def _graph(graph_id: str, figure: Any = None) -> dcc.Graph:
+    """A panel's graph (``figure``, else one line tall until its figure comes: a message keeps it one line tall)."""
+    return dcc.Graph(id=graph_id, figure=figure if figure is not None else message_figure("loading…",
+                                                                                          height=MESSAGE_HEIGHT),
                      config=cast(Any, image_config(graph_id)))
 
 
-def debug_pane() -> dcc.Graph:
-    """The Debugging tab's graph (put in the page when the tab is first opened)."""
-    return _graph(ids.DEBUG_VIEW)
+def debug_pane(figure: Any = None) -> dcc.Graph:
+    """The Debugging tab's graph (put in the page, drawn, when the tab first asks for it)."""
+    return _graph(ids.DEBUG_VIEW, figure)
 
 
-def embeddings_pane() -> list[dcc.Graph]:
-    """The Embeddings tab's graphs (put in the page when the tab is first opened)."""
-    return [_graph(ids.EMBEDDINGS_VIEW), _graph(ids.NORMS_VIEW)]
-
-
-#: Details tab -> (its box, the content put in the box when the tab is first opened).
-GRAPH_PANES: dict[str, tuple[str, Callable[[], Any]]] = {
-    ids.DETAIL_DEBUG: (ids.DEBUG_BOX, debug_pane),
-    ids.DETAIL_EMBEDDINGS: (ids.EMBEDDINGS_BOX, embeddings_pane),
-}
+def embeddings_pane(embeddings: Any = None, norms: Any = None) -> list[dcc.Graph]:
+    """The Embeddings tab's graphs (put in the page, drawn, when the tab first asks for them)."""
+    return [_graph(ids.EMBEDDINGS_VIEW, embeddings), _graph(ids.NORMS_VIEW, norms)]
 
 
 def _card(title: str, body: Any, class_name: str = "") -> dbc.Card:
@@ -122,8 +115,9 @@ def _details() -> dbc.Tabs:
     """The panels under the views, one tab each: model view and time step (drawn by the page when their tab
     shows them), the example's input, and the server's panels (metrics, debugging, embeddings: drawn only while
     their tab is open, so a change of selection costs a closed one nothing). The Debugging and Embeddings graphs
-    enter the page when their tab is first opened (:data:`GRAPH_PANES`): a mounted ``dcc.Graph`` draws its
-    "loading…" figure with Plotly at start-up even in a hidden tab."""
+    enter the page, drawn, when their tab first asks for them (``fill_debug``, ``fill_embeddings`` in
+    callbacks.py): a mounted ``dcc.Graph`` draws its "loading…" figure with Plotly at start-up even in a hidden
+    tab."""
     def loading(body: Any) -> dcc.Loading:
         return dcc.Loading(body, delay_show=LOADING_DELAY_MS, type="dot")
 
