@@ -63,6 +63,9 @@ RUN_BOX_CLASS = "d-flex align-items-center ms-auto"
 #: Scripts the page needs at once but Dash loads only when the first graph renders (Plotly draws the Example tab's
 #: views): fetched with the page's own scripts (``<link rel=preload>``), not after them.
 PRELOAD = ("dash/dcc/async-graph.js", "plotly/package_data/plotly.min.js")
+#: Plotly, run before Dash's renderer starts: the Example tab draws its views with it (example.js) and mounts no
+#: ``dcc.Graph`` at start-up that would make Dash load it (dcc's loader uses ``window.Plotly`` when it is there).
+PLOTLY_SCRIPT = "plotly/package_data/plotly.min.js"
 #: Largest callback request body accepted (413 beyond); ``ATTNVIZ_MAX_REQUEST_BYTES`` overrides it.
 MAX_REQUEST_BYTES = int(os.environ.get("ATTNVIZ_MAX_REQUEST_BYTES", str(4 << 20)))
 
@@ -192,6 +195,8 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     prefix = app.config.requests_pathname_prefix
     app.index_string = app.index_string.replace("{%metas%}", "{%metas%}" + "".join(
         f'<link rel="preload" as="script" href="{prefix}_dash-component-suites/{path}">' for path in PRELOAD))
+    app.index_string = app.index_string.replace(
+        "{%renderer%}", f'<script src="{prefix}_dash-component-suites/{PLOTLY_SCRIPT}"></script>{{%renderer%}}')
     server = app.server
     server.config[CONFIG_STORE_KEY] = store
     server.config[CONFIG_DATA_DIR_KEY] = folder

@@ -125,6 +125,10 @@ def test_tabs_under_the_views_draw_when_opened_and_empty_panels_are_one_line(das
     np.testing.assert_array_equal(np.float32(bars), store_reader.attention(WINDOWS_RUN, 0, 0, 0)[0])
     assert dash_duo.driver.execute_script("return window.scrollY") == 0
 
+    # the Debugging / Embeddings graphs are not in the page (no Plotly drawing at start-up) until their tab opens
+    graphs = "return ['debug-view', 'embeddings-view', 'norms-view'].map(id => !!document.getElementById(id))"
+    assert dash_duo.driver.execute_script(graphs) == [False, False, False]
+
     # a panel with nothing to show (no Q/K/V captured) is a line, not a 560 px box
     click_tab(dash_duo, "Debugging")
     wait_figure(dash_duo, "debug-view", lambda f: "did not capture Q/K/V" in message(f), "missing Q/K/V")

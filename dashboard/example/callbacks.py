@@ -25,7 +25,7 @@ from attnviz.dashboard.callback_inputs import InputRefusedError
 from attnviz.dashboard.data import current_reader
 from attnviz.dashboard.example import ids, panels, views
 from attnviz.dashboard.example.data import MAX_SEARCH_RESULTS, example_summary, search_examples
-from attnviz.dashboard.example.layout import MESSAGE_HEIGHT, MESSAGE_WRAP
+from attnviz.dashboard.example.layout import MESSAGE_HEIGHT, MESSAGE_WRAP, debug_pane, embeddings_pane
 from attnviz.dashboard.example.payload import example_payload
 from attnviz.dashboard.messages import describe_error, error_text, message, message_figure
 from attnviz.dashboard.urlstate import ViewState
@@ -121,22 +121,49 @@ def _register_details(app: dash.Dash) -> None:
         except Exception as exc:
             return message(describe_error(exc, _EXPECTED, "compute the metrics", log))
 
+    @app.callback(Output(ids.DEBUG_BOX, "children"), Input(ids.DEBUG_STATE, "data"), State(ids.DEBUG_BOX, "children"),
+                  prevent_initial_call=True)
+    def fill_debug(data, filled):
+        """The Debugging graph, drawn, put in the page when its tab first asks for it (then ``draw_debug``)."""
+        if filled:
+            raise PreventUpdate
+        return debug_pane(_debug_figure(data))
+
+    @app.callback(Output(ids.EMBEDDINGS_BOX, "children"), Input(ids.EMBEDDINGS_STATE, "data"),
+                  State(ids.EMBEDDINGS_BOX, "children"), prevent_initial_call=True)
+    def fill_embeddings(data, filled):
+        """The Embeddings graphs, drawn, put in the page when their tab first asks for them (then
+        ``draw_embeddings``)."""
+        if filled:
+            raise PreventUpdate
+        return embeddings_pane(*_embeddings_figures(data))
+
     @app.callback(Output(ids.DEBUG_VIEW, "figure"), Input(ids.DEBUG_STATE, "data"), prevent_initial_call=True)
     def draw_debug(data):
-        state = _state(data)
-        if state is None:
-            return _no_selection()
-        return _safe_figure(lambda: views.debug_view(current_reader(), state))
+        return _debug_figure(data)
 
     @app.callback(Output(ids.EMBEDDINGS_VIEW, "figure"), Output(ids.NORMS_VIEW, "figure"),
                   Input(ids.EMBEDDINGS_STATE, "data"), prevent_initial_call=True)
     def draw_embeddings(data):
-        state = _state(data)
-        if state is None:
-            return _no_selection(2)
-        reader = current_reader()
-        return (_safe_figure(lambda: views.embeddings_view(reader, state)),
-                _safe_figure(lambda: views.norms_view(reader, state)))
+        return _embeddings_figures(data)
+
+
+def _debug_figure(data: Any) -> Any:
+    """The Debugging figure of the selection ``data`` (a message without one)."""
+    state = _state(data)
+    if state is None:
+        return _no_selection()
+    return _safe_figure(lambda: views.debug_view(current_reader(), state))
+
+
+def _embeddings_figures(data: Any) -> tuple[Any, Any]:
+    """The embeddings and norms figures of the selection ``data`` (messages without one)."""
+    state = _state(data)
+    if state is None:
+        return _no_selection(2)
+    reader = current_reader()
+    return (_safe_figure(lambda: views.embeddings_view(reader, state)),
+            _safe_figure(lambda: views.norms_view(reader, state)))
 
 
 def _register_picker(app: dash.Dash) -> None:

@@ -39,6 +39,8 @@ METRICS_HEADS = "metrics-heads"
 DEBUG_VIEW = "debug-view"
 EMBEDDINGS_VIEW = "embeddings-view"
 NORMS_VIEW = "norms-view"
+DEBUG_BOX = "debug-box"  #: holds the Debugging graph once its tab was opened
+EMBEDDINGS_BOX = "embeddings-box"  #: holds the Embeddings graphs once their tab was opened
 INPUT_PANEL = "input-panel"  #: the Input tab: the example's text and tokens (shown and raw)
 
 # client-side state: the page computes views from the example's data (dashboard/assets/example.js)

@@ -22,10 +22,21 @@ MESSAGE_HEIGHT = 64
 MESSAGE_WRAP = 150
 
 
-def _graph(graph_id: str) -> dcc.Graph:
-    """A panel's graph, one line tall until its figure comes (a message keeps it one line tall)."""
-    return dcc.Graph(id=graph_id, figure=message_figure("loading…", height=MESSAGE_HEIGHT),
+def _graph(graph_id: str, figure: Any = None) -> dcc.Graph:
+    """A panel's graph (``figure``, else one line tall until its figure comes: a message keeps it one line tall)."""
+    return dcc.Graph(id=graph_id, figure=figure if figure is not None else message_figure("loading…",
+                                                                                          height=MESSAGE_HEIGHT),
                      config=cast(Any, image_config(graph_id)))
+
+
+def debug_pane(figure: Any = None) -> dcc.Graph:
+    """The Debugging tab's graph (put in the page, drawn, when the tab first asks for it)."""
+    return _graph(ids.DEBUG_VIEW, figure)
+
+
+def embeddings_pane(embeddings: Any = None, norms: Any = None) -> list[dcc.Graph]:
+    """The Embeddings tab's graphs (put in the page, drawn, when the tab first asks for them)."""
+    return [_graph(ids.EMBEDDINGS_VIEW, embeddings), _graph(ids.NORMS_VIEW, norms)]
 
 
 def _card(title: str, body: Any, class_name: str = "") -> dbc.Card:
@@ -103,7 +114,10 @@ def _controls() -> dbc.Card:
 def _details() -> dbc.Tabs:
     """The panels under the views, one tab each: model view and time step (drawn by the page when their tab
     shows them), the example's input, and the server's panels (metrics, debugging, embeddings: drawn only while
-    their tab is open, so a change of selection costs a closed one nothing)."""
+    their tab is open, so a change of selection costs a closed one nothing). The Debugging and Embeddings graphs
+    enter the page, drawn, when their tab first asks for them (``fill_debug``, ``fill_embeddings`` in
+    callbacks.py): a mounted ``dcc.Graph`` draws its "loading…" figure with Plotly at start-up even in a hidden
+    tab."""
     def loading(body: Any) -> dcc.Loading:
         return dcc.Loading(body, delay_show=LOADING_DELAY_MS, type="dot")
 
@@ -118,8 +132,8 @@ def _details() -> dbc.Tabs:
             ids.DETAIL_TIMESTEP),
         tab("Input", loading(html.Div(id=ids.INPUT_PANEL)), ids.DETAIL_INPUT),
         tab("Interpretability", loading(html.Div(id=ids.METRICS_PANEL)), ids.DETAIL_METRICS),
-        tab("Debugging", loading(_graph(ids.DEBUG_VIEW)), ids.DETAIL_DEBUG),
-        tab("Embeddings", loading([_graph(ids.EMBEDDINGS_VIEW), _graph(ids.NORMS_VIEW)]), ids.DETAIL_EMBEDDINGS),
+        tab("Debugging", loading(html.Div(id=ids.DEBUG_BOX)), ids.DETAIL_DEBUG),
+        tab("Embeddings", loading(html.Div(id=ids.EMBEDDINGS_BOX)), ids.DETAIL_EMBEDDINGS),
     ], id=ids.DETAILS, active_tab=ids.DETAIL_MODEL, className="mb-1")
 
 
