@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,6 +101,21 @@ def save_full_page(driver, path: Path, width: int) -> tuple[int, int]:
     return width, height
 
 
+@contextmanager
+def served(store: Path, width: int, height: int) -> Iterator[tuple]:
+    """``attnviz serve`` on ``store`` at a free port and a headless Chromium of ``width`` x ``height``: yields
+    (driver, port); both are stopped on the way out."""
+    port = free_port()
+    proc = start_server(store, port)
+    driver = make_driver(width, height)
+    try:
+        yield driver, port
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     """Build or reuse a store, serve it, load the Example tab, save the screenshot."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,20 +127,13 @@ def main() -> None:
     args = ap.parse_args()
     if not args.store.exists():
         build_store(args.store)
-    port = free_port()
-    proc = start_server(args.store, port)
-    driver = make_driver(args.width, args.height)
-    try:
+    with served(args.store, args.width, args.height) as (driver, port):
         driver.get(f"http://127.0.0.1:{port}/{args.url_state}")
         wait_for_figures(driver, ["attn-matrix", "model-view"])  # the other panels are in closed tabs
         time.sleep(1.0)  # let plotly finish its transitions
         args.out.parent.mkdir(parents=True, exist_ok=True)
         size = save_full_page(driver, args.out, args.width)
         print(f"saved {args.out} ({size[0]}x{size[1]})")
-    finally:
-        driver.quit()
-        proc.terminate()
-        proc.wait(10)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ WIDTH, HEIGHT = 1600, 1000
 PLAYGROUND_TEXT = "The keys to the cabinet are on the table."
 
 sys.path.insert(0, str(REPO / "bench"))
-from screenshot import free_port, make_driver, start_server  # noqa: E402  (bench/screenshot.py)
+from screenshot import served  # noqa: E402  (bench/screenshot.py)
 
 
 def attnviz(*args: str) -> None:
@@ -134,12 +134,9 @@ def main() -> None:
             print(f"{args.store} is missing: building a small store in {SCRATCH} with the real pipeline")
             build_store(store)
     args.out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     env_dir = SCRATCH / "playground"
     os.environ.setdefault("ATTNVIZ_PLAYGROUND_DIR", str(env_dir))
-    proc = start_server(store, port)
-    driver = make_driver(WIDTH, HEIGHT)
-    try:
+    with served(store, WIDTH, HEIGHT) as (driver, port):
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
         for tab, (url, ready) in tab_urls(store).items():
@@ -152,10 +149,6 @@ def main() -> None:
             path.write_bytes(base64.b64decode(shot["data"]))
             shrink(path)
             print(f"saved {path} ({path.stat().st_size // 1024} KiB)")
-    finally:
-        driver.quit()
-        proc.terminate()
-        proc.wait(10)
 
 
 if __name__ == "__main__":
