@@ -19,6 +19,7 @@ shared URL opens the same store.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -31,7 +32,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from attnviz.dashboard import callback_inputs, ids, observability, security
+from attnviz.dashboard import callback_inputs, ids, observability, security, served_layout
 from attnviz.dashboard.corpus import callbacks as corpus_callbacks
 from attnviz.dashboard.corpus import layout as corpus_layout
 from attnviz.dashboard.corpus import qk_space as corpus_qk_space
@@ -147,6 +148,8 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None, *, 
         dcc.Location(id=ids.URL, refresh=False),
         dcc.Location(id=ids.STORE_NAV, refresh=True),
         dcc.Store(id=ids.VIEW_STATE),
+        dcc.Store(id=ids.LAYOUT_FOR),
+        dcc.Store(id=ids.STORE_MENU_REQUEST),
         _header(store_path, folder),
         dbc.Container(dbc.Alert(id=observability.APP_ALERT, is_open=False, dismissable=True, color="danger",
                                 duration=20000, className="py-2 small mb-2"), fluid=True),
@@ -161,6 +164,29 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None, *, 
                     selected_style=TAB_STYLE),
         ]), fluid=True),
     ])
+
+
+def page_layout(store_path: str, data_dir: str, page_path: str) -> html.Div:
+    """The layout Dash serves a page (called per ``/_dash-layout`` request): :func:`build_layout`, filled for the
+    page's URL (its Referer) where it opens the Example tab (:mod:`.served_layout`)."""
+    import flask
+
+    if not flask.has_request_context():
+        return build_layout(store_path, data_dir)
+    config = flask.current_app.config
+    folder = data_dir_of(config)
+
+    def path_of(name: str | None) -> str:
+        return str(resolve_store(folder, name)) if name else str(config[CONFIG_STORE_KEY])
+
+    def menu(name: str | None) -> served_layout.Values:
+        options, value, path = store_menu(config, lambda: path_of(name))
+        return {(ids.STORE_SELECT, "options"): options, (ids.STORE_SELECT, "value"): value,
+                (ids.STORE_PATH, "children"): path}
+
+    page = served_layout.page_url(flask.request.referrer, flask.request.host, page_path)
+    return cast(html.Div, served_layout.layout_for_page(
+        lambda: build_layout(store_path, data_dir), page, lambda name: get_reader(path_of(name)), menu))
 
 
 def register_tab_panes(app: dash.Dash) -> None:
@@ -201,7 +227,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     server.config[CONFIG_STORE_KEY] = store
     server.config[CONFIG_DATA_DIR_KEY] = folder
     server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    app.layout = build_layout(store, folder)
+    app.layout = functools.partial(page_layout, store, folder, prefix)
     app.validation_layout = cast(Any, build_layout(store, folder, lazy=False))
     prop_types = callback_inputs.declared_types(app.validation_layout)
     observability.install_callback_log(server)  # first: refused callbacks are logged too
@@ -259,30 +285,45 @@ def install_default_run(server: Any) -> None:
         return flask.redirect("/?" + urlencode(query), code=302)
 
 
+#: The page asks for its Store menu unless its layout was filled for its store (:mod:`.served_layout`).
+STORE_MENU_GATE_JS = """function (pathname, built) {
+    var store = new URLSearchParams(window.location.search).get('store') || null;
+    if (built && built.store === store) { return window.dash_clientside.no_update; }
+    return {pathname: pathname || '/', at: Date.now()};
+}"""
+
+
+def store_menu(config: Any, store_path: Callable[[], str]) -> tuple[list[dict[str, str]], str | None, str]:
+    """The Store menu's options and value and the header's path for the page's store (``store_path()``, which
+    raises ``StoreAccessError`` for a name outside the data directory: then no value and the message as path)."""
+    folder = data_dir_of(config)
+    names = set(security.list_stores(folder))
+    default = _store_label(Path(config[CONFIG_STORE_KEY]), folder)
+    try:
+        path = Path(store_path())
+    except security.StoreAccessError as exc:
+        return [{"label": n, "value": n} for n in sorted(names | {default})], None, str(exc)
+    current = _store_label(path, folder)
+    return [{"label": n, "value": n} for n in sorted(names | {default, current})], current, str(path)
+
+
 def register_store_callbacks(app: dash.Dash) -> None:
     """The Store menu: list the data directory's stores, show the page's one, reload the page on a change; the
     Run selector hidden on the Playground."""
     app.clientside_callback(RUN_BOX_JS, Output(ids.RUN_BOX, "className"), Input(ids.TABS, "value"))
 
+    app.clientside_callback(STORE_MENU_GATE_JS, Output(ids.STORE_MENU_REQUEST, "data"), Input(ids.URL, "pathname"),
+                            State(ids.LAYOUT_FOR, "data"))
+
     @app.callback(Output(ids.STORE_SELECT, "options"), Output(ids.STORE_SELECT, "value"),
                   Output(ids.STORE_PATH, "children"),
-                  Input(ids.URL, "pathname"), State(ids.STORE_SELECT, "value"))
-    def show_store(_pathname: Any, shown: Any) -> tuple[list[dict[str, str]], Any, str]:
+                  Input(ids.STORE_MENU_REQUEST, "data"), State(ids.STORE_SELECT, "value"), prevent_initial_call=True)
+    def show_store(_request: Any, shown: Any) -> tuple[list[dict[str, str]], Any, str]:
         import flask
 
-        config = flask.current_app.config
-        folder = data_dir_of(config)
-        names = set(security.list_stores(folder))
-        default = _store_label(Path(config[CONFIG_STORE_KEY]), folder)
-        try:
-            path = Path(current_store_path())
-        except security.StoreAccessError as exc:
-            options = [{"label": n, "value": n} for n in sorted(names | {default})]
-            return options, None, str(exc)
-        current = _store_label(path, folder)
-        options = [{"label": n, "value": n} for n in sorted(names | {default, current})]
+        options, current, path = store_menu(flask.current_app.config, current_store_path)
         # the value it shows already is not set again (that would ask switch_store for nothing)
-        return options, dash.no_update if current == shown else current, str(path)
+        return options, dash.no_update if current is not None and current == shown else current, path
 
     @app.callback(Output(ids.STORE_NAV, "href"), Input(ids.STORE_SELECT, "value"), prevent_initial_call=True)
     def switch_store(name: Any) -> str:

@@ -8,3 +8,5 @@ RUN_BOX = "run-box"  #: the header's Run label and selector (hidden on the Playg
 STORE_SELECT = "store-select"
 STORE_PATH = "store-path"
 VIEW_STATE = "view-state"  #: the resolved selection every Example figure listens to
+LAYOUT_FOR = "layout-for"  #: the URL (query string, store) the served layout was filled for (served_layout.py)
+STORE_MENU_REQUEST = "store-menu-request"  #: the page asks for its Store menu (a layout not filled for it)

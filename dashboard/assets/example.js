@@ -143,7 +143,7 @@
       const v = urlValue(f, state, tab);
       if (v !== null) { params.append(f, v); }
     }
-    if (window.attnvizStore) { params.append("store", window.attnvizStore); }  // the page's store (app.py)
+    if (pageStore()) { params.append("store", pageStore()); }  // the page's store (app.py)
     return "?" + params.toString();
   }
 
@@ -1074,10 +1074,13 @@
   let wanted = null;  // {state, pin}: what the views should show (drawn as soon as its data is here)
   let busyTimer = null;
 
-  /** The page's ``?store=`` (app.py's REQUEST_PRE keeps it in ``window.attnvizStore``). */
+  /** The page's ``?store=``, read once per page load (as app.py's request hook does: a URL the page writes
+   * later keeps it). */
   function pageStore() {
-    if (window.attnvizStore !== undefined) { return window.attnvizStore; }
-    return new URLSearchParams(window.location.search).get("store") || null;
+    if (window.attnvizStore === undefined) {
+      window.attnvizStore = new URLSearchParams(window.location.search).get("store") || null;
+    }
+    return window.attnvizStore;
   }
 
   function fetchBytes(params) {
@@ -1210,6 +1213,7 @@
   function show(state, pin) {
     wanted = { state: state, pin: pin };
     let payload = ready(state);
+    if (!payload && early && !early.payload && !current.state) { busy(true); return; }  // the URL's data is coming
     if (!payload) {
       const entry = entryOf(keyOf(state), state.step);
       payload = entry.payload;
@@ -1426,10 +1430,15 @@
     return search === window.location.search ? noUpdate() : search;
   }
 
-  /** A URL the view state does not show yet (page load, back/forward, a link): for the server to resolve. */
-  ns.urlRequest = function (search, state, tab) {
+  /** A URL the view state does not show yet (back/forward, a link, a page load): for the server to resolve. The
+   * URL the page was opened at is resolved already when its layout was filled for it (``built``, see
+   * dashboard/served_layout.py): not asked again, once. */
+  let layoutUrlUsed = false;
+  ns.urlRequest = function (search, state, tab, built) {
     const current = search === null || search === undefined ? window.location.search : search;
-    if (state && urlShows(current, state, tab)) { return noUpdate(); }
+    if (state && urlShows(current, state, tab)) { layoutUrlUsed = true; return noUpdate(); }
+    if (state && built && !layoutUrlUsed && built.search === current) { layoutUrlUsed = true; return noUpdate(); }
+    layoutUrlUsed = true;
     return { search: current, at: Date.now() };
   };
 

@@ -29,7 +29,7 @@ from attnviz.dashboard.example.layout import MESSAGE_HEIGHT, MESSAGE_WRAP, debug
 from attnviz.dashboard.example.payload import example_payload
 from attnviz.dashboard.messages import describe_error, error_text, message, message_figure
 from attnviz.dashboard.urlstate import ViewState
-from attnviz.pipeline.store import StoreError
+from attnviz.pipeline.store import StoreError, StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -166,19 +166,25 @@ def _embeddings_figures(data: Any) -> tuple[Any, Any]:
             _safe_figure(lambda: views.norms_view(reader, state)))
 
 
+def example_text(reader: Callable[[], StoreReader], data: Any) -> Any:
+    """The picker's text of the selection ``data`` (run and example): the example's summary, a message when it
+    cannot be shown, nothing without a selection. ``reader`` opens the page's store (only when needed)."""
+    state = _state(data)
+    if state is None or state.run is None:
+        return ""
+    try:
+        summary = example_summary(reader(), state.run, state.example)
+    except StoreError as exc:
+        return message(error_text(exc))
+    return message(summary) if isinstance(summary, str) else panels.example_summary(summary)
+
+
 def _register_picker(app: dash.Dash) -> None:
     """The example's text, the corpus search and the matrix's image export."""
 
     @app.callback(Output(ids.EXAMPLE_TEXT, "children"), Input(ids.EXAMPLE_ID, "data"), prevent_initial_call=True)
     def show_example(data):
-        state = _state(data)
-        if state is None or state.run is None:
-            return ""
-        try:
-            summary = example_summary(current_reader(), state.run, state.example)
-        except StoreError as exc:
-            return message(error_text(exc))
-        return message(summary) if isinstance(summary, str) else panels.example_summary(summary)
+        return example_text(current_reader, data)
 
     @app.callback(Output(ids.EXAMPLE_SEARCH_RESULTS, "options"), Output(ids.EXAMPLE_SEARCH_RESULTS, "placeholder"),
                   Input(ids.EXAMPLE_SEARCH, "value"), Input(app_ids.RUN_SELECT, "value"), prevent_initial_call=True)

@@ -6,6 +6,7 @@ shows (``example-id``, written by ``fanOut`` in example.js)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dash
@@ -16,7 +17,7 @@ from attnviz.dashboard.example import ids, panels
 from attnviz.dashboard.example.data import example_summary, raw_tokens_for, tokens_for
 from attnviz.dashboard.messages import describe_error, message
 from attnviz.dashboard.urlstate import ViewState
-from attnviz.pipeline.store import StoreError
+from attnviz.pipeline.store import StoreError, StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,23 @@ def _selection(data: Any) -> ViewState | None:
     return state if state is not None and state.run is not None else None
 
 
+def window_outputs(reader: Callable[[], StoreReader], data: Any) -> tuple[str, bool, bool, bool]:
+    """The window line of the selection ``data`` (run and example): its label, whether it is hidden, whether each
+    button is off (:func:`.panels.window_line`); nothing for no selection or an example that is no window.
+    ``reader`` opens the page's store (only when needed)."""
+    state = _selection(data)
+    if state is None or state.run is None:
+        return _NO_WINDOW
+    try:
+        store = reader()
+        if not 0 <= state.example < store.num_examples(state.run):
+            return _NO_WINDOW
+        return panels.window_line(store.windows(state.run, state.example))
+    except StoreError as exc:
+        log.warning("cannot read the windows of example %s: %s", state.example, exc)
+        return _NO_WINDOW
+
+
 def register_callbacks(app: dash.Dash) -> None:
     """Attach the window line and the Input tab to ``app``."""
 
@@ -46,17 +64,7 @@ def register_callbacks(app: dash.Dash) -> None:
                   Output(ids.WINDOW_PREV, "disabled"), Output(ids.WINDOW_NEXT, "disabled"),
                   Input(ids.EXAMPLE_ID, "data"), prevent_initial_call=True)
     def show_window(data):
-        state = _selection(data)
-        if state is None or state.run is None:
-            return _NO_WINDOW
-        reader = current_reader()
-        try:
-            if not 0 <= state.example < reader.num_examples(state.run):
-                return _NO_WINDOW
-            return panels.window_line(reader.windows(state.run, state.example))
-        except StoreError as exc:
-            log.warning("cannot read the windows of example %s: %s", state.example, exc)
-            return _NO_WINDOW
+        return window_outputs(current_reader, data)
 
     app.clientside_callback(INPUT_GATE_JS, Output(ids.INPUT_STATE, "data"), Input(ids.EXAMPLE_ID, "data"),
                             Input(ids.DETAILS, "active_tab"), State(ids.INPUT_STATE, "data"))

@@ -165,7 +165,8 @@ def register_callbacks(app: dash.Dash) -> None:
     the page's (the other controls, the URL)."""
     app.clientside_callback(
         ClientsideFunction("attnviz_example", "urlRequest"), Output(ids.URL_REQUEST, "data"),
-        Input(app_ids.URL, "search"), State(app_ids.VIEW_STATE, "data"), State(app_ids.TABS, "value"))
+        Input(app_ids.URL, "search"), State(app_ids.VIEW_STATE, "data"), State(app_ids.TABS, "value"),
+        State(app_ids.LAYOUT_FOR, "data"))
     app.clientside_callback(
         ClientsideFunction("attnviz_example", "controls"),
         Output(app_ids.VIEW_STATE, "data", allow_duplicate=True),
@@ -202,30 +203,46 @@ def register_callbacks(app: dash.Dash) -> None:
             else:
                 asked = state_from_controls(previous, tab, run, example, layer, head, step, kind, attn)
                 asked = _apply_control(reader, asked, previous, trigger, search_pick)
-            state, messages = resolve_state(reader, asked, explain=from_url)
-            controls = control_values(reader, state)
-            options = run_options(reader)
-            # an output set to the value it has still fires the callbacks that listen to it (the Corpus tab's)
-            out[(app_ids.RUN_SELECT, "options")] = dash.no_update if options == shown_runs else options
-            # Reset also redraws every view (which resets their zoom): its click count goes into the state
-            extra = {"detail": detail_level(reader, state), "steps": controls["step_max"] + 1,
-                     "redraw": reset_clicks if isinstance(reset_clicks, int) else 0}
+            reset = trigger == ids.RESET
+            out.update(_resolved_outputs(reader, asked, from_url=from_url, reset=reset, current=current, tab=tab,
+                                         run=run, shown_runs=shown_runs,
+                                         redraw=reset_clicks if isinstance(reset_clicks, int) else 0))
         except StoreError as exc:
             log.warning("cannot resolve the selection: %s", exc)
             out[(app_ids.VIEW_STATE, "data")] = None
             out[(ids.STATE_ALERT, "children")] = error_text(exc)
             out[(ids.STATE_ALERT, "is_open")] = True
-            return tuple(out.values())
-        reset = trigger == ids.RESET
-        owns = set(CLIENT_FIELDS) if from_url or reset else {
-            f for f in CLIENT_FIELDS if getattr(state, f) != getattr(asked, f)}
-        out.update(_state_outputs(state, controls, messages, {**extra, "owns": sorted(owns)}, current=current,
-                                  reset=reset, set_tab=from_url and state.tab != tab))
-        if state.run == run:
-            out[(app_ids.RUN_SELECT, "value")] = dash.no_update
         # the example's data is not sent here: the page fetches it as raw bytes (transport.py), often before this
         # answer arrives (first load, a neighbour fetched in advance)
         return tuple(out.values())
+
+
+def url_outputs(reader: StoreReader, search: str) -> dict[tuple[str, str], Any]:
+    """What the sync callback sets for a page opened at the query string ``search``: every control's value and
+    options, the view state and the URL's messages (the page's layout can hold them from the start, see
+    :mod:`attnviz.dashboard.served_layout`). Raises ``StoreError`` when the store cannot be read."""
+    out = _resolved_outputs(reader, parse_state(search), from_url=True, reset=False, current=None,
+                            tab="example", run=None, shown_runs=None, redraw=0)
+    return {output: value for output, value in out.items() if value is not dash.no_update}
+
+
+def _resolved_outputs(reader: StoreReader, asked: ViewState, *, from_url: bool, reset: bool, current: Any, tab: Any,
+                      run: Any, shown_runs: Any, redraw: int) -> dict[tuple[str, str], Any]:
+    """The sync callback's outputs for the selection ``asked`` (from a URL, or from the controls)."""
+    state, messages = resolve_state(reader, asked, explain=from_url)
+    controls = control_values(reader, state)
+    options = run_options(reader)
+    # Reset also redraws every view (which resets their zoom): its click count goes into the state
+    extra = {"detail": detail_level(reader, state), "steps": controls["step_max"] + 1, "redraw": redraw}
+    owns = set(CLIENT_FIELDS) if from_url or reset else {
+        f for f in CLIENT_FIELDS if getattr(state, f) != getattr(asked, f)}
+    out = _state_outputs(state, controls, messages, {**extra, "owns": sorted(owns)}, current=current,
+                         reset=reset, set_tab=from_url and state.tab != tab)
+    # an output set to the value it has still fires the callbacks that listen to it (the Corpus tab's)
+    out[(app_ids.RUN_SELECT, "options")] = dash.no_update if options == shown_runs else options
+    if state.run == run:
+        out[(app_ids.RUN_SELECT, "value")] = dash.no_update
+    return out
 
 
 #: Fields of the selection the page sets by itself (``controls`` in example.js). The server's answer names those
