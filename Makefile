@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test suite install system-deps demo-store serve lint typecheck bench clean
+.PHONY: demo test suite install system-deps demo-store serve lint typecheck bench clean vendor-plotly
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ test: install system-deps
 
 lint: install
 	$(VENV)/bin/ruff check attnviz pipeline dashboard tests bench data model_info
+
+# The page's Plotly (dashboard/vendor/): npm's plotly.js-cartesian-dist-min at the plotly.js version the installed
+# python plotly bundles, checked against the registry's sha512 integrity (needs npm and the registry).
+vendor-plotly: install
+	$(PY) dashboard/vendor/refresh.py
 
 bench: install
 	$(PY) bench/precompute.py
