@@ -32,7 +32,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from attnviz.dashboard import callback_inputs, ids, observability, security, served_layout
+from attnviz.dashboard import callback_inputs, ids, lazy_bundles, observability, plotly_bundle, security, served_layout
 from attnviz.dashboard.corpus import callbacks as corpus_callbacks
 from attnviz.dashboard.corpus import layout as corpus_layout
 from attnviz.dashboard.corpus import qk_space as corpus_qk_space
@@ -61,12 +61,12 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TAB_STYLE = {"padding": "6px 14px"}
 #: Classes of the header's Run box where it shows (Bootstrap's d-flex is !important: hidden with d-none).
 RUN_BOX_CLASS = "d-flex align-items-center ms-auto"
-#: Scripts the page needs at once but Dash loads only when the first graph renders (Plotly draws the Example tab's
-#: views): fetched with the page's own scripts (``<link rel=preload>``), not after them.
-PRELOAD = ("dash/dcc/async-graph.js", "plotly/package_data/plotly.min.js")
-#: Plotly, run before Dash's renderer starts: the Example tab draws its views with it (example.js) and mounts no
-#: ``dcc.Graph`` at start-up that would make Dash load it (dcc's loader uses ``window.Plotly`` when it is there).
-PLOTLY_SCRIPT = "plotly/package_data/plotly.min.js"
+#: Scripts the page needs at once but Dash loads only when the first graph renders (dcc.Graph's chunk): fetched
+#: with the page's own scripts (``<link rel=preload>``), not after them.
+PRELOAD = ("dash/dcc/async-graph.js",)
+# Plotly is the vendored cartesian bundle (:mod:`attnviz.dashboard.plotly_bundle`), preloaded and run before Dash's
+# renderer starts: the Example tab draws its views with it (example.js), and dcc.Graph's loader uses
+# ``window.Plotly`` when it is there, so the full plotly.min.js is never requested.
 #: Largest callback request body accepted (413 beyond); ``ATTNVIZ_MAX_REQUEST_BYTES`` overrides it.
 MAX_REQUEST_BYTES = int(os.environ.get("ATTNVIZ_MAX_REQUEST_BYTES", str(4 << 20)))
 
@@ -150,6 +150,7 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None, *, 
         dcc.Store(id=ids.VIEW_STATE),
         dcc.Store(id=ids.LAYOUT_FOR),
         dcc.Store(id=ids.STORE_MENU_REQUEST),
+        dcc.Store(id=ids.PANE_REQUEST),  # register_tab_panes: the tab to fill, once its bundles are loaded
         _header(store_path, folder),
         dbc.Container(dbc.Alert(id=observability.APP_ALERT, is_open=False, dismissable=True, color="danger",
                                 duration=20000, className="py-2 small mb-2"), fluid=True),
@@ -192,10 +193,13 @@ def page_layout(store_path: str, data_dir: str, page_path: str) -> html.Div:
 def register_tab_panes(app: dash.Dash) -> None:
     """Fill a lazy tab's pane the first time the tab is opened (kept afterwards, so its state survives tab
     changes). Its callbacks then start because their components appeared, and read the URL fragment and the run
-    set as they are at that moment."""
+    set as they are at that moment. The tab's component bundles that the first page left out
+    (:mod:`attnviz.dashboard.lazy_bundles`: the Corpus tab's AgGrid) are loaded first: the opened tab reaches
+    the pane through an async clientside gate that waits for them."""
     tabs = list(LAZY_TABS)
+    lazy_bundles.register_gate(app, Input(ids.TABS, "value"), Output(ids.PANE_REQUEST, "data"))
 
-    @app.callback(*[Output(pane_id(t), "children") for t in tabs], Input(ids.TABS, "value"),
+    @app.callback(*[Output(pane_id(t), "children") for t in tabs], Input(ids.PANE_REQUEST, "data"),
                   *[State(pane_id(t), "children") for t in tabs], prevent_initial_call=True)
     def fill_pane(tab: Any, *shown: Any) -> tuple[Any, ...]:
         if tab not in LAZY_TABS or shown[tabs.index(tab)]:
@@ -219,10 +223,12 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
                     on_error=observability.callback_error,
                     hooks={"request_pre": REQUEST_PRE, "request_post": REQUEST_POST})
     prefix = app.config.requests_pathname_prefix
+    lazy_bundles.defer()
     app.index_string = app.index_string.replace("{%metas%}", "{%metas%}" + "".join(
-        f'<link rel="preload" as="script" href="{prefix}_dash-component-suites/{path}">' for path in PRELOAD))
-    app.index_string = app.index_string.replace(
-        "{%renderer%}", f'<script src="{prefix}_dash-component-suites/{PLOTLY_SCRIPT}"></script>{{%renderer%}}')
+        f'<link rel="preload" as="script" href="{prefix}_dash-component-suites/{path}">' for path in PRELOAD)
+        + f'<link rel="preload" as="script" href="{prefix}{plotly_bundle.route().lstrip("/")}">'
+        + lazy_bundles.meta_tags(prefix))
+    app.index_string = app.index_string.replace("{%renderer%}", plotly_bundle.script_tag(prefix) + "{%renderer%}")
     server = app.server
     server.config[CONFIG_STORE_KEY] = store
     server.config[CONFIG_DATA_DIR_KEY] = folder
@@ -238,6 +244,7 @@ def create_app(store_path: str | os.PathLike, *, data_dir: str | os.PathLike | N
     security.install_headers(server)
     install_default_run(server)
     transport.register_route(server)
+    plotly_bundle.register_route(server)
     observability.install_health(server, store, lambda path: get_reader(path, fresh=True))
     sync.register_callbacks(app)
     example_callbacks.register_callbacks(app)

@@ -10,3 +10,4 @@ STORE_PATH = "store-path"
 VIEW_STATE = "view-state"  #: the resolved selection every Example figure listens to
 LAYOUT_FOR = "layout-for"  #: the URL (query string, store) the served layout was filled for (served_layout.py)
 STORE_MENU_REQUEST = "store-menu-request"  #: the page asks for its Store menu (a layout not filled for it)
+PANE_REQUEST = "pane-request"  #: the tab whose pane is to be filled, once its lazy bundles are in the page
