@@ -51,7 +51,7 @@ def defer(bundles: tuple[LazyBundle, ...] = LAZY_BUNDLES) -> None:
         entries = [entry for entry in dist if entry.get("relative_package_path") == bundle.relative_path]
         if not entries:
             raise RuntimeError(f"{bundle.namespace} has no script {bundle.relative_path}: update LAZY_BUNDLES")
-        module._js_dist = [dict(entry, dynamic=True) if entry in entries else entry for entry in dist]
+        dist[:] = [dict(entry, dynamic=True) if entry in entries else entry for entry in dist]  # in place
 
 
 def bundle_url(bundle: LazyBundle, prefix: str = "/") -> str:
