@@ -71,7 +71,6 @@ def meta_tags(prefix: str = "/", bundles: tuple[LazyBundle, ...] = LAZY_BUNDLES)
 
 
 def register_gate(app: dash.Dash, tabs: Input, request: Output) -> None:
-    """``request`` (a ``dcc.Store``'s data) gets the opened tab's name once the tab's lazy bundles are loaded,
-    and only while its pane is still empty; an async clientside callback (a Promise), so nothing waits for a
-    bundle a tab does not need."""
+    """``request`` (a ``dcc.Store``'s data) gets the opened tab's name once the tab's lazy bundles are loaded
+    (at once when it has none or they are loaded already): an async clientside callback (a Promise)."""
     app.clientside_callback(GATE, request, tabs, prevent_initial_call=True)

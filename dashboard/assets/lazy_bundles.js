@@ -36,12 +36,10 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     attnviz_panes: {
-      /** The opened tab's name for its pane's callback once the tab's bundles are loaded; nothing when its
-       * pane is filled already or it has none. A bundle that fails to load is reported in the console and the
-       * pane is filled anyway (Dash then says which component it could not find). */
+      /** The opened tab's name for its pane's callback (which fills the pane once) when the tab's bundles are
+       * loaded. A bundle that fails to load is reported in the console and the pane is filled anyway (Dash then
+       * says which component it could not find). */
       gate: function (tab) {
-        const pane = document.getElementById(tab + "-pane");
-        if (!pane || pane.children.length) { return window.dash_clientside.no_update; }
         return load(tab).then(() => tab, (err) => { console.error(err); return tab; });
       },
     },
