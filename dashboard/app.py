@@ -202,7 +202,7 @@ def register_tab_panes(app: dash.Dash) -> None:
     @app.callback(*[Output(pane_id(t), "children") for t in tabs], Input(ids.PANE_REQUEST, "data"),
                   *[State(pane_id(t), "children") for t in tabs], prevent_initial_call=True)
     def fill_pane(tab: Any, *shown: Any) -> tuple[Any, ...]:
-        if tab not in LAZY_TABS or shown[tabs.index(tab)]:
+        if not isinstance(tab, str) or tab not in LAZY_TABS or shown[tabs.index(tab)]:
             raise PreventUpdate
         return tuple(LAZY_TABS[t]() if t == tab else dash.no_update for t in tabs)
 
