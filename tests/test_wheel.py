@@ -70,7 +70,7 @@ def test_the_wheel_installs_one_import_name_with_every_module(wheel: Path) -> No
             assert archive.read(listing).decode().split() == ["attnviz"]
     for folder, package in INSTALLED_AS.items():
         for source in (REPO / folder).rglob("*"):
-            if source.suffix in (".py", ".yaml", ".css") and "__pycache__" not in source.parts:
+            if source.suffix in (".py", ".yaml", ".css", ".js", ".json") and "__pycache__" not in source.parts:
                 wanted = f"{package}/{source.relative_to(REPO / folder).as_posix()}"
                 assert wanted in names, f"{source.relative_to(REPO)} is not in the wheel (list its package in " \
                                         "pyproject's [tool.setuptools] packages)"
@@ -113,3 +113,20 @@ def test_a_users_model_info_folder_adds_models_to_the_shipped_ones(installed: Pa
                             text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     assert "tiny-bert" in listed.stdout and "minilm" in listed.stdout
+
+
+def test_the_installed_wheel_serves_the_vendored_plotly_bundle(installed: Path, tmp_path: Path) -> None:
+    """The page's Plotly (dashboard/vendor/, package data) is in the wheel and served by its route."""
+    check = (
+        "from attnviz.dashboard import plotly_bundle\n"
+        "from attnviz.dashboard.app import create_app\n"
+        "assert 'site-packages' in str(plotly_bundle.BUNDLE_FILE), plotly_bundle.BUNDLE_FILE\n"
+        "r = create_app('absent.h5').server.test_client().get(plotly_bundle.route())\n"  # the store opens lazily
+        "body = r.get_data()\n"
+        "assert r.status_code == 200 and body.startswith(plotly_bundle.COMPILE_HINT), r.status_code\n"
+        "assert body[len(plotly_bundle.COMPILE_HINT):] == plotly_bundle.BUNDLE_FILE.read_bytes()\n"
+        "print(len(body))\n")
+    done = subprocess.run([str(installed / "python"), "-c", check], cwd=tmp_path, env=_clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) > 1_000_000
