@@ -11,7 +11,8 @@ Then, on the last page, a click on the Corpus tab timed to nothing pending (``co
 settle, 300 ms quiet window not counted) and whether dash_ag_grid's bundle had been loaded before the click.
 
 Variants, each served by its own ``attnviz`` app in a subprocess (``--serve``; the app of this checkout with the
-page's scripts changed back where a variant says so), the browsers of all variants interleaved (ABCABC...):
+page's scripts changed back where a variant says so) and warmed by one untimed browser; then the browsers of all
+variants interleaved (ABCABC...):
 
 * ``full``: Plotly's full ``plotly.min.js`` (4.8 MB) from Dash's component suites, dash_ag_grid in the page
   (the page before the vendored bundle);
@@ -145,6 +146,8 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     servers = {v: start(args.store, v) for v in variants}
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for v in variants:  # untimed: each server's first requests open the store and fill its caches
+        sample(servers[v][1], args.run, 1)
     load_before = os.getloadavg()
     try:
         for i in range(args.browsers):
