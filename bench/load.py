@@ -244,7 +244,8 @@ def open_tab(session: requests.Session, url: str, cbs: list[Callback], layout: d
     Playground and Training tabs start empty: ``dashboard/app.py`` ``register_tab_panes``)."""
     pane = pane_id(tab)
     filler = next(c for c in cbs if pane in c.output_ids())
-    values = {**layout_values(layout), f"{app_ids.TABS}.value": tab}
+    # the pane's callback reads the tab from the gate that loads the tab's bundles first (lazy_bundles.py)
+    values = {**layout_values(layout), f"{app_ids.TABS}.value": tab, f"{app_ids.PANE_REQUEST}.data": tab}
     resp = session.post(url + "/_dash-update-component", json=filler.payload(values), timeout=60)
     resp.raise_for_status()
     content = response_props(resp.content)[pane]["children"]
