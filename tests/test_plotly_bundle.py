@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser_helpers import TIMEOUT, prop
@@ -96,14 +97,19 @@ _RESOURCES_JS = "return performance.getEntriesByType('resource').map(e => e.name
 _TAB_PANES = {2: "#corpus-head-table .ag-row", 3: "#pg-run", 4: "#training-pane .dash-graph, #training-pane .alert"}
 
 
+def open_page(dash_duo, server: LiveServer, path: str, ready: str) -> Any:
+    """The browser on ``path`` of ``server``, once ``ready`` (a CSS selector) is in the page."""
+    dash_duo.server_url = server.url
+    dash_duo.driver.get(server.url + path)
+    dash_duo.wait_for_element(ready, timeout=TIMEOUT)
+    return dash_duo.driver
+
+
 @pytest.mark.browser
 @pytest.mark.usefixtures("headless")
 def test_every_tab_draws_with_the_vendored_plotly_and_the_full_bundle_is_never_requested(
         dash_duo, live_server: LiveServer) -> None:
-    driver = dash_duo.driver
-    dash_duo.server_url = live_server.url
-    driver.get(live_server.url + "/")
-    dash_duo.wait_for_element("#attn-matrix .js-plotly-plot", timeout=TIMEOUT)
+    driver = open_page(dash_duo, live_server, "/", "#attn-matrix .js-plotly-plot")
     assert driver.execute_script("return window.Plotly.version") == plotly_bundle.vendored_version()
     traces = driver.execute_script("return Object.keys(window.Plotly.PlotSchema.get().traces)")
     assert {"scatter", "bar", "heatmap"} <= set(traces)
@@ -125,10 +131,7 @@ def test_every_tab_draws_with_the_vendored_plotly_and_the_full_bundle_is_never_r
 @pytest.mark.usefixtures("headless")
 def test_a_page_opened_on_the_corpus_tab_loads_the_grid_before_filling_the_pane(
         dash_duo, live_server: LiveServer) -> None:
-    driver = dash_duo.driver
-    dash_duo.server_url = live_server.url
-    driver.get(live_server.url + "/?tab=corpus")
-    dash_duo.wait_for_element("#corpus-head-table .ag-row", timeout=TIMEOUT)
+    driver = open_page(dash_duo, live_server, "/?tab=corpus", "#corpus-head-table .ag-row")
     assert driver.execute_script("return window.dash_ag_grid && typeof window.dash_ag_grid.AgGrid") == "function"
     errors = [e["message"] for e in driver.get_log("browser")
               if e["level"] == "SEVERE" and ("dash_ag_grid" in e["message"] or "could not load" in e["message"])]
