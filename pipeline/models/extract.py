@@ -25,6 +25,8 @@ from attnviz.pipeline.records import SIDE_OF_KIND, ExampleResult, TokenSequence
 #: Characters of a line kept before tokenizing: a guard against pathological lines (flagged as truncated).
 CHARS_PER_TOKEN_LIMIT = 40
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+#: Serializes the one tracing of a model's attention sites when several threads run batches of it.
+_DISCOVERY_LOCK = threading.Lock()
 
 #: Default module-name suffixes (inside one layer) of the Q/K/V projections, by transformers model_type.
 QKV_SUFFIXES: dict[str, dict[str, str]] = {
@@ -271,8 +273,9 @@ def forward_batch(lm: LoadedModel, batch: Sequence[EncodedExample], *, capture: 
 
     stop_early = not (want_hidden or full)
     if stop_early and not taps.is_traced(base):
-        with torch.inference_mode():  # once per model, before any capture hook is attached
-            taps.discover(base, run)
+        with _DISCOVERY_LOCK, torch.inference_mode():  # once per model, before any capture hook is attached
+            if not taps.is_traced(base):  # another thread's batch may have traced it meanwhile
+                taps.discover(base, run)
     sites = taps.known_sites(base) if stop_early else None
     recorder = _QKVRecorder(lm) if "qkv" in capture else None
     norm_recorder = value_norms.ValueNormRecorder(lm) if "norms" in capture else None

@@ -18,16 +18,10 @@ import numpy as np
 
 from attnviz.pipeline.metrics import METRICS, value_weighted_names
 from attnviz.pipeline.models.device import resolve_device
-from attnviz.pipeline.models.extract import (
-    EncodedExample,
-    TokenClassifier,
-    collect_batch,
-    encode,
-    forward_batch,
-    length_batches,
-)
+from attnviz.pipeline.models.extract import EncodedExample, TokenClassifier, encode
 from attnviz.pipeline.models.info import get_model_info
 from attnviz.pipeline.models.loading import LoadedModel, load_model, versions
+from attnviz.pipeline.precompute.batch_pool import BatchPool, PendingShard
 from attnviz.pipeline.precompute.inputs import (
     InputError,
     InputSet,
@@ -326,22 +320,13 @@ def check_random_length(lm: LoadedModel, input_spec: str) -> None:
 def compute_shard_results(lm: LoadedModel, encoded: Sequence[EncodedExample], *, batch_size: int,
                           capture: Sequence[str], dtype: str, classifier: TokenClassifier | None = None,
                           keep: Sequence[bool] | None = None) -> list[ExampleResult]:
-    """Run the model over one shard's examples: length batches, forward, metrics and per-example slices.
+    """Run the model over one shard's examples: length batches, forward, metrics and per-example slices, several
+    batches side by side on the CPU (:class:`~attnviz.pipeline.precompute.batch_pool.BatchPool`).
 
     ``keep`` (aligned with ``encoded``; default all): which examples keep their raw tensors."""
     classifier = classifier or TokenClassifier(lm)
-    kept = {id(e): True for e in encoded} if keep is None else {id(e): bool(k) for e, k in
-                                                                zip(encoded, keep, strict=True)}
-    results: list[ExampleResult] = []
-    # Strictly serial: forward, then metrics and slicing, batch after batch. torch's intra-op threads spin
-    # between kernels, so a helper thread doing the numpy work concurrently slowed the whole loop down
-    # (bench/precompute.py: 0.76 of the bare forward with a helper thread, ~0.85 without).
-    for batch in length_batches(encoded, batch_size):
-        batch_keep = [kept[id(e)] for e in batch]
-        out = forward_batch(lm, batch, capture=capture, keep=batch_keep)
-        results.extend(collect_batch(lm, batch, out, capture=capture, store_dtype=dtype, classifier=classifier,
-                                     keep=batch_keep))
-    return results
+    with BatchPool(lm, batch_size=batch_size, longest=max((e.size for e in encoded), default=0)) as pool:
+        return pool.submit(encoded, capture=capture, dtype=dtype, classifier=classifier, keep=keep).results()
 
 
 def compute_shard(lm: LoadedModel, encoded: Sequence[EncodedExample], start: int, store: str | os.PathLike,
@@ -436,25 +421,42 @@ def _compute_and_commit(prep: PreparedRun, classifier: TokenClassifier,
                         progress: Callable[[int, int], None] | None) -> int:
     """Compute and commit every shard still to do, in order; return the number of examples committed."""
     new = 0
-    # Shard k's file is written, fsynced and committed by an I/O thread (which mostly waits on the disk) while
-    # shard k+1 is computed; a shard is committed only once its file is durable, and the next shard's bytes
-    # are handed over only after that commit (errors surface in order).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnviz-io") as io:
+    o = prep.options
+    todo = list(prep.todo)
+    longest = max((e.size for start, count in todo for e in prep.encoded[start:start + count]), default=0)
+
+    def submit(k: int) -> PendingShard | None:
+        if k >= len(todo):
+            return None
+        start, count = todo[k]
+        return pool.submit(prep.encoded[start:start + count], capture=o.capture, dtype=o.dtype,
+                           classifier=classifier, keep=prep.keep_of(start, count))
+
+    # Shard k+1's batches are queued before shard k's are awaited (no worker idles at a shard's end) and compute
+    # (BatchPool) while shard k's file is built here; shard k's file is written, fsynced and committed by an I/O
+    # thread (which mostly waits on the disk). A shard is committed only once its file is durable, and the next
+    # shard's bytes are handed over only after that commit (errors surface in order).
+    with BatchPool(prep.lm, batch_size=o.batch_size, longest=longest) as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnviz-io") as io:
         pending: tuple[Future, int] | None = None
-        for start, count in prep.todo:
-            o = prep.options
-            results = compute_shard_results(prep.lm, prep.encoded[start:start + count], batch_size=o.batch_size,
-                                            capture=o.capture, dtype=o.dtype, classifier=classifier,
-                                            keep=prep.keep_of(start, count))
-            image = shard_image(prep.run, start, results, dtype=o.dtype, mantissa_bits=o.mantissa_bits,
-                                fingerprint=prep.fingerprint)
-            del results
+        computing = submit(0)
+        try:
+            for k, (start, count) in enumerate(todo):
+                assert computing is not None
+                current, computing = computing, submit(k + 1)
+                results = current.results()
+                image = shard_image(prep.run, start, results, dtype=o.dtype, mantissa_bits=o.mantissa_bits,
+                                    fingerprint=prep.fingerprint)
+                del results
+                if pending is not None:
+                    new += _wait_committed(pending, prep, progress, new)
+                path = shard_dir(prep.store, prep.run) / shard_file_name(start, count)
+                pending = (io.submit(_persist_shard, prep.writer, prep.run, path, image, prep.planned), count)
             if pending is not None:
                 new += _wait_committed(pending, prep, progress, new)
-            path = shard_dir(prep.store, prep.run) / shard_file_name(start, count)
-            pending = (io.submit(_persist_shard, prep.writer, prep.run, path, image, prep.planned), count)
-        if pending is not None:
-            new += _wait_committed(pending, prep, progress, new)
+        finally:
+            if computing is not None:
+                computing.cancel()
     return new
 
 
