@@ -151,6 +151,7 @@ def build_layout(store_path: str, data_dir: str | os.PathLike | None = None, *, 
         dcc.Store(id=ids.LAYOUT_FOR),
         dcc.Store(id=ids.STORE_MENU_REQUEST),
         dcc.Store(id=ids.PANE_REQUEST),  # register_tab_panes: the tab to fill, once its bundles are loaded
+        *training_layout.page_stores(),
         _header(store_path, folder),
         dbc.Container(dbc.Alert(id=observability.APP_ALERT, is_open=False, dismissable=True, color="danger",
                                 duration=20000, className="py-2 small mb-2"), fluid=True),

@@ -1,7 +1,7 @@
 """Callbacks of the Training tab.
 
 * ``training_sync``: URL fragment ⇄ controls ⇄ ``training-state`` (the fragment is read when the page opens or
-  the tab is shown, and written whenever the selection changes; see :mod:`.urlhash`);
+  the tab is shown, and written, through ``training-hash``, whenever the selection changes; see :mod:`.urlhash`);
 * ``training_draw``: every view of the selection (the metric against the step, the loss, the label timeline
   and its changes, the entropy-collapse alert);
 * ``training_pick``: a click on a step of any figure picks it; a click on a second step makes the first step's
@@ -14,6 +14,7 @@ A store that cannot be read shows its one-line message in the tab's alert and th
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -60,7 +61,7 @@ def register_callbacks(app: dash.Dash) -> None:
     @app.callback(
         Output(ids.SERIES, "options"), Output(ids.SERIES, "value"), Output(ids.METRIC, "options"),
         Output(ids.METRIC, "value"), Output(ids.VIEW, "value"), Output(ids.STATE, "data"),
-        Output(app_ids.URL, "hash"), Output(ids.MESSAGE, "children"), Output(ids.MESSAGE, "is_open"),
+        Output(ids.HASH, "data"), Output(ids.MESSAGE, "children"), Output(ids.MESSAGE, "is_open"),
         Input(app_ids.TABS, "value"), Input(ids.SERIES, "value"), Input(ids.METRIC, "value"),
         Input(ids.VIEW, "value"), State(app_ids.URL, "hash"), State(ids.STATE, "data"),
     )
@@ -68,7 +69,9 @@ def register_callbacks(app: dash.Dash) -> None:
         # the fragment is read when the tab opens (a link); an Input would ask the server on every URL write of
         # the other tabs (the Example tab writes its query string at each layer or head change). The tab's
         # controls are put in the page when it is first opened: that first call (no state yet) names the new
-        # controls as its trigger, and reads the fragment too.
+        # controls as its trigger, and reads the fragment too. Every output is in the tab's pane: before the
+        # pane is filled Dash leaves the callback out (an output outside it, with the pane's inputs missing,
+        # made Dash's renderer throw at every tab change), so the page writes the fragment from ``training-hash``.
         if tab != TAB:
             raise PreventUpdate
         trigger = ctx.triggered_id
@@ -91,6 +94,14 @@ def register_callbacks(app: dash.Dash) -> None:
                 state.to_dict() if state.to_dict() != current else dash.no_update,
                 new_hash if new_hash != fragment else dash.no_update,
                 "; ".join(resolved.messages), bool(resolved.messages))
+
+    app.clientside_callback(
+        """function (wanted, shown) {
+            return wanted && wanted !== shown ? wanted : window.dash_clientside.no_update;
+        }""",
+        Output(app_ids.URL, "hash", allow_duplicate=True), Input(ids.HASH, "data"), State(app_ids.URL, "hash"),
+        prevent_initial_call=True,
+    )
 
     @app.callback(
         Output(ids.METRIC_FIGURE, "figure"), Output(ids.LOSS_FIGURE, "figure"), Output(ids.TIMELINE_FIGURE, "figure"),
@@ -147,7 +158,11 @@ def register_callbacks(app: dash.Dash) -> None:
     # Fires when the selection followed run A, or at once when run A was the header's run already. In the page:
     # the view state changes at every layer or head change of the Example tab, which must not ask the server.
     # The Corpus tab's controls exist only once it has been opened, so the hand-off is two steps: open the tab,
-    # then (when its run B choices are there: at once, or once the tab's controls appeared) set run B.
+    # then (when its run B choices are there: at once, or once the tab's controls appeared) set run B and clear
+    # the request. The second callback's only output is in the Corpus tab's pane, so that Dash leaves it out
+    # until the pane is there (with an output outside it, Dash's renderer threw at every change of the Example
+    # tab's selection, whose inputs are there while run B's choices are not); the request is cleared with
+    # set_props.
     ready = """const ready = compare && typeof compare === "object" && viewState && typeof viewState === "object"
                 && viewState.run === compare.a;"""
     app.clientside_callback(
@@ -161,11 +176,11 @@ def register_callbacks(app: dash.Dash) -> None:
     app.clientside_callback(
         "function (viewState, compare, runBOptions) {" + ready + """
             const nothing = window.dash_clientside.no_update;
-            if (!ready || !Array.isArray(runBOptions) || runBOptions.length === 0) { return [nothing, nothing]; }
-            const offered = runBOptions.some(o => o && o.value === compare.b);
-            return [null, offered ? compare.b : nothing];
+            if (!ready || !Array.isArray(runBOptions) || runBOptions.length === 0) { return nothing; }
+            window.dash_clientside.set_props(""" + json.dumps(ids.COMPARE) + """, { data: null });
+            return runBOptions.some(o => o && o.value === compare.b) ? compare.b : nothing;
         }""",
-        Output(ids.COMPARE, "data", allow_duplicate=True), Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
+        Output(corpus_ids.RUN_B, "value", allow_duplicate=True),
         Input(app_ids.VIEW_STATE, "data"), Input(ids.COMPARE, "data"), Input(corpus_ids.RUN_B, "options"),
         prevent_initial_call=True,
     )

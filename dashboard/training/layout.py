@@ -24,8 +24,14 @@ def _control(label: str, component: Any, width: int) -> dbc.Col:
     return dbc.Col([dbc.Label(label, className="small fw-semibold mb-0"), component], width=width, className="mb-2")
 
 
+def page_stores() -> list[dcc.Store]:
+    """The tab's stores that live in the page beside the header's state, whether or not the tab has been opened
+    (the hand-off to the Corpus tab listens to them together with the Example tab's selection)."""
+    return [dcc.Store(id=ids.COMPARE)]
+
+
 def layout() -> html.Div:
-    """The tab's content."""
+    """The tab's content (put in the page when the tab is first opened)."""
     controls = dbc.Row([
         _control("Series", dcc.Dropdown(id=ids.SERIES, options=[], clearable=False), 3),
         _control("Metric", dcc.Dropdown(id=ids.METRIC, options=[], clearable=False), 3),
@@ -39,7 +45,7 @@ def layout() -> html.Div:
     return html.Div([
         dcc.Store(id=ids.STATE),
         dcc.Store(id=ids.PICK),
-        dcc.Store(id=ids.COMPARE),
+        dcc.Store(id=ids.HASH),
         dbc.Card(dbc.CardBody(controls), className="mb-2"),
         dbc.Alert(id=ids.MESSAGE, is_open=False, color="warning", className="py-2 small mb-1"),
         html.Div(id=ids.STATUS, className="small text-muted mb-1"),
