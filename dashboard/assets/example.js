@@ -694,8 +694,23 @@
     return out;
   }
 
-  // What each view shows now, so that a change redraws only the views it affects.
+  // What each view shows now, so that a change redraws only the views it affects, and the element it was drawn
+  // in: the tabs take the Example tab's content out of the page while another tab shows, and put new elements
+  // back when it returns, which show nothing until they are drawn again (see ``ns.draw``).
   let drawn = {};
+  const drawnIn = {};
+  const VIEW_BOX = { matrix: "attn-matrix", head: "head-view", model: "model-view", step: "timestep-bars",
+    error: "attn-matrix" };
+
+  /** Whether ``view`` shows ``sig`` in the element the page holds now. */
+  function isDrawn(view, sig) {
+    return drawn[view] === sig && drawnIn[view] === document.getElementById(VIEW_BOX[view]);
+  }
+
+  function markDrawn(view, sig) {
+    drawn[view] = sig;
+    drawnIn[view] = document.getElementById(VIEW_BOX[view]);
+  }
   // The selection and data last drawn, and the pinned token: a control's own event draws from them at once
   // (see onControl), before Dash's callbacks carry the change to the URL and the server.
   const current = { state: null, payload: null, pin: null };
@@ -1022,12 +1037,12 @@
     const sig = signatures(d, state, pin, payload);
     // the head view first: its canvas reads the box's size, which is cheap before Plotly has changed the page
     const headEl = document.getElementById("head-view");
-    if (drawn.head !== sig.head && headEl && window.Plotly) {
+    if (!isDrawn("head", sig.head) && headEl && window.Plotly) {
       renderHeadView(headEl, headViewFigure(payload, d, state, pin));
-      drawn.head = sig.head;
+      markDrawn("head", sig.head);
     }
-    if (drawn.matrix !== sig.matrix && paintMatrix(payload, d, state)) {
-      drawn.matrix = sig.matrix;
+    if (!isDrawn("matrix", sig.matrix) && paintMatrix(payload, d, state)) {
+      markDrawn("matrix", sig.matrix);
     }
   }
 
@@ -1046,19 +1061,19 @@
   function paintBelow(state, payload, d, arrived) {
     const sig = signatures(d, state, null, payload);
     const shown = (id) => (arrived || []).indexOf(id) >= 0 || onScreen(id);
-    if (drawn.model !== sig.model && shown("model-view")) {
+    if (!isDrawn("model", sig.model) && shown("model-view")) {
       const mv = modelViewOf(payload);
       viewBusy("model-view", !mv);
       if (mv && renderGraph("model-view", modelViewFigure(payload, mv, state),
         configFor(payload, state, "modelview"))) {
-        drawn.model = sig.model;
+        markDrawn("model", sig.model);
       }
     }
-    if (drawn.step !== sig.step && (shown("timestep-bars") || shown("timestep-layers"))) {
+    if (!isDrawn("step", sig.step) && (shown("timestep-bars") || shown("timestep-layers"))) {
       const figs = timestepFigures(payload, d, state);
       if (figs && renderGraph("timestep-bars", figs[0], configFor(payload, state, "timestep"))
           && renderGraph("timestep-layers", figs[1], configFor(payload, state, "timestep_layers"))) {
-        drawn.step = sig.step;
+        markDrawn("step", sig.step);
       }
     }
   }
@@ -1268,8 +1283,9 @@
   /** Every view shows the message (an example out of range, a kind the run lacks, a store error). */
   function paintMessage(payload, d) {
     const key = "error|" + d.id;
-    if (drawn.error === key) { return; }
-    drawn = { error: key };
+    if (isDrawn("error", key)) { return; }
+    drawn = {};
+    markDrawn("error", key);
     const msg = () => messageFigure(payload, payload.error);
     clearCells(document.getElementById("attn-matrix"));
     for (const id of ["attn-matrix"].concat(LAZY)) { renderGraph(id, msg(), { displaylogo: false }); }
@@ -1281,15 +1297,26 @@
    * Draw the attention views for the view state (matrix and head view always, the views below the first screen
    * when on the screen; from the data the page holds, or when it comes) and return the pinned token. A view
    * whose inputs did not change is left as it is. A click on a head-view token pins it (again: unpins); another
-   * example, run or kind clears the pin.
+   * example, run or kind clears the pin. When the Example tab is shown again its views are new, empty elements:
+   * they are drawn as soon as they are in the page.
    */
-  ns.draw = function (state, click, pinned) {
+  ns.draw = function (state, click, tab, pinned) {
     const pin = nextPin(triggered().indexOf(HEAD_VIEW_CLICK + ".data") >= 0, click, state, pinned);
     const out = pin !== pinned ? pin : noUpdate();
     if (!state) { return out; }
     show(state, pin);
+    if (tab === "example" && !document.getElementById(VIEW_BOX.matrix)) {
+      whenInPage(VIEW_BOX.matrix, () => { if (wanted) { show(wanted.state, wanted.pin); } });
+    }
     return out;
   };
+
+  /** Run ``then`` once the element ``id`` is in the page (looked for at each frame, for up to 5 s). */
+  function whenInPage(id, then, since) {
+    const start = since || Date.now();
+    if (document.getElementById(id)) { then(); return; }
+    if (Date.now() - start < 5000) { requestAnimationFrame(() => whenInPage(id, then, start)); }
+  }
 
   /** The selection the page shows or waits for (the base of a change made in the page). */
   function base() { return wanted ? wanted.state : current.state; }

@@ -103,7 +103,8 @@ def _register_attention(app: dash.Dash) -> None:
                  prevent_initial_call=True)(load_payload)
     app.clientside_callback(
         ClientsideFunction(client, "draw"), Output(ids.HEAD_VIEW_PIN, "data"),
-        Input(app_ids.VIEW_STATE, "data"), Input(ids.HEAD_VIEW_CLICK, "data"), State(ids.HEAD_VIEW_PIN, "data"))
+        Input(app_ids.VIEW_STATE, "data"), Input(ids.HEAD_VIEW_CLICK, "data"), Input(app_ids.TABS, "value"),
+        State(ids.HEAD_VIEW_PIN, "data"))
 
 
 def _register_details(app: dash.Dash) -> None:
