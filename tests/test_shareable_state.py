@@ -280,6 +280,7 @@ def test_default_run_has_trained_weights_and_the_playground_hides_the_run_select
     until(lambda: not pg.driver.find_element(By.ID, "run-box").is_displayed(), timeout=TIMEOUT)
     pg.driver.find_element(By.CSS_SELECTOR, "#tabs .tab:nth-child(2)").click()
     until(lambda: pg.driver.find_element(By.ID, "run-box").is_displayed(), timeout=TIMEOUT)
+    settle(pg.driver)  # the Corpus tab's callbacks answered before the server stops (else a request thread dies)
 
 
 def test_predict_masked_word_is_disabled_with_the_reason_for_a_model_without_its_head(pg) -> None:
