@@ -71,7 +71,7 @@ JS_FILES = {"require.js": "requirejs/require.js", "d3.min.js": "d3/dist/d3.min.j
 QUIET_MS = 300.0
 TIMEOUT_S = 600.0
 ACTIONS = ("first load", "next example", "change layer", "change head", "change query position",
-           "raw -> rollout", "pin a token")
+           "raw -> rollout", "pin a token", "back to the Example tab")
 #: The views on the first screen of a 1600 x 1000 window (the model view and time step below are drawn when they
 #: scroll into view).
 GRAPHS = ("attn-matrix", "head-view")
@@ -317,6 +317,10 @@ def measure_attnviz(driver: Any, base_url: str, t: int, n: int) -> dict[str, dic
         timed(CLICK_JS, '#attn-mode input[value="raw"]')  # back to raw, not counted
     for i in range(n):
         record("pin a token", timed(_PIN_JS, 1 + i % (t - 2)))
+    for _ in range(n):  # the Corpus tab opened (not counted), then the Example tab's views drawn again
+        settle(driver, act(driver, CLICK_JS, "#tabs .tab:nth-child(2)"))
+        record("back to the Example tab", settle_times(driver, act(driver, CLICK_JS, "#tabs .tab:nth-child(1)"),
+                                                       GRAPHS))
     return {"painted": painted, "settled": settled}
 
 
