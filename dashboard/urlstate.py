@@ -273,6 +273,22 @@ def corpus_fragment(wish: CorpusWish) -> list[tuple[str, str]]:
     return out
 
 
+def playground_href(model: str, text: str, second: str = "", task: str | None = None, kind: str = "self",
+                    layer: int = 0, head: int | str = 0, store: str | None = None,
+                    settings: dict[str, int] | None = None) -> str:
+    """Relative link (``/?tab=playground…#pg.…``) that opens the Playground on ``model`` with ``text`` typed (and
+    ``second``: a pair's second sentence or a translation's target) and runs it at once (``pg.result=run``),
+    showing ``kind``, ``layer`` and ``head`` (or ``"mean"``); ``task`` None leaves the model's default. ``store`` as in
+    :func:`example_href`; ``settings``: a random-weights model's ``layers``, ``heads``, ``hidden``. The Playground
+    checks every entry as it checks a copied link's (an unknown model: a note)."""
+    entries = [("model", model), *[(k, str(v)) for k, v in (settings or {}).items()],
+               *([("task", task)] if task else []), ("input", "typed"), ("text", text),
+               *([("second", second)] if second else []), ("result", "run"), ("kind", kind), ("layer", str(layer)),
+               ("head", str(head))]
+    query = "?" + urlencode({"tab": "playground", **({"store": store} if store else {})})
+    return "/" + query + format_fragment([(PLAYGROUND_PREFIX + k, v) for k, v in entries])
+
+
 def playground_wish(fragment: str | None) -> dict[str, str]:
     """The Playground's entries of a fragment (key without ``pg.`` -> its first value); unknown keys left out."""
     params = parse_fragment(fragment)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from attnviz.dashboard.example.payload import example_payload
+from attnviz.dashboard.playground.controls import JOB_KEYS, model_infos, restore_request
+from attnviz.dashboard.urlstate import playground_wish
 from attnviz.pipeline.cli import app
 from attnviz.pipeline.precompute.analyze import analyze
 from attnviz.pipeline.precompute.inputs import InputError
@@ -180,6 +183,17 @@ def test_the_example_tab_says_which_example_has_attention(sentences: Path, tmp_p
         kept = example_payload(reader, {**key, "example": 10})
         assert kept["error"] is None and kept["tq"] == len(reader.tokens("e", 10))
         assert example_payload(reader, {**key, "example": 8})["nearest"] == 10  # the nearer one
+        # the Playground link: the example's text on the run's model at its size, run at once
+        href = out["recompute_href"]
+        assert href.startswith("/?tab=playground#")
+        wish = playground_wish(urlsplit(href).fragment)
+        assert wish == {"model": "bert-random", "layers": "2", "heads": "4", "hidden": "64", "input": "typed",
+                        "text": reader.examples("e").text[7], "result": "run", "kind": "self", "layer": "0",
+                        "head": "0"}
+        request = restore_request(wish, model_infos())
+        assert request["op"] == "run" and not request["note"]
+        assert request["values"][JOB_KEYS.index("text")] == reader.examples("e").text[7]
+        assert kept.get("recompute_href") is None  # a kept example draws its attention: no links
     none = tmp_path / "n.h5"
     precompute(_options(sentences, none, "none", run="n", limit=3))
     with StoreReader(none) as reader:

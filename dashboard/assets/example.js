@@ -1246,6 +1246,7 @@
   function paint(state, payload, pin) {
     watchVisibility();
     const d = arrays(payload);
+    paintNote(payload, state);
     if (payload.error) {
       current.state = null;
       current.payload = payload;
@@ -1278,6 +1279,61 @@
     const p = early.payload;
     const st = Object.assign({}, p.state, { detail: p.detail, steps: p.tq, redraw: 0 });
     paint(st, p, null);
+  }
+
+  const NOTE_BOX = "example-attention-note";
+
+  /** The line over the views for an example whose raw attention the run did not keep (``--attention``): a link
+   * to the nearest example that has it (followed in the page; a new tab with the browser's own keys) and one to
+   * the Playground running this example again (a new tab), both at the layer and head ``state`` shows. Empty for
+   * every other example. */
+  function paintNote(payload, state) {
+    const el = document.getElementById(NOTE_BOX);
+    if (!el) { return; }
+    el.textContent = "";
+    if (!payload || !payload.error || (!payload.nearest_href && !payload.recompute_href)) { return; }
+    const links = [];
+    if (payload.nearest_href) {
+      const href = state ? window.location.pathname
+        + formatUrl(Object.assign({}, state, { example: payload.nearest, step: 0 }), "example") : payload.nearest_href;
+      links.push(link(href, "open example " + payload.nearest + ", the nearest with attention", "attnviz-nearest"));
+      links[0].addEventListener("click", followInPage);
+    }
+    if (payload.recompute_href) {
+      const a = link(withView(payload.recompute_href, state), "recompute this example in the Playground ↗",
+        "attnviz-recompute");
+      a.target = "_blank";
+      a.rel = "noopener";
+      links.push(a);
+    }
+    el.append("No raw attention stored for this example: ");
+    links.forEach((a, i) => { if (i) { el.append(" · "); } el.append(a); });
+  }
+
+  /** The Playground link ``href`` showing ``state``'s layer and head. */
+  function withView(href, state) {
+    if (!state) { return href; }
+    const at = href.indexOf("#");
+    const entries = new URLSearchParams(at < 0 ? "" : href.slice(at + 1));
+    entries.set("pg.layer", String(state.layer));
+    entries.set("pg.head", urlValue("head", state, null));
+    return (at < 0 ? href : href.slice(0, at)) + "#" + entries.toString();
+  }
+
+  function link(href, text, className) {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    a.className = className;
+    return a;
+  }
+
+  /** A plain click on an in-app link changes the URL in the page, as dcc.Link does (Dash's Location hears it). */
+  function followInPage(event) {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) { return; }
+    event.preventDefault();
+    window.history.pushState({}, "", event.currentTarget.getAttribute("href"));
+    window.dispatchEvent(new CustomEvent("_dashprivate_pushstate"));
   }
 
   /** Every view shows the message (an example out of range, a kind the run lacks, a store error). */

@@ -1,6 +1,9 @@
 """Component ids of the Example tab (the URL synchronisation and the tests use them too)."""
 
 STATE_ALERT = "state-alert"
+#: The line over the views for an example whose raw attention the run did not keep: links to the nearest example
+#: that has it and to the Playground running it again (filled by the page: ``assets/example.js``).
+ATTENTION_NOTE = "example-attention-note"
 
 EXAMPLE_INDEX = "example-index"
 EXAMPLE_PREV = "example-prev"

@@ -167,7 +167,8 @@ def layout() -> html.Div:
     return html.Div([
         *stores,
         dbc.Row([
-            dbc.Col([views, _details(), neighbours.panel()], lg=9),
+            dbc.Col([html.Div(id=ids.ATTENTION_NOTE, className="small mb-2"), views, _details(),
+                     neighbours.panel()], lg=9),
             dbc.Col([_picker(), _controls(),
                      dbc.Alert(id=ids.STATE_ALERT, is_open=False, color="warning", className="py-2 small")],
                     lg=3, className="attnviz-controls"),

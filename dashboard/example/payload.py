@@ -30,7 +30,7 @@ from attnviz.dashboard.data import requested_store
 from attnviz.dashboard.example import data, figures, views
 from attnviz.dashboard.example.analysis import HEAD_VIEW_EDGES
 from attnviz.dashboard.style import SELECT_COLOUR
-from attnviz.dashboard.urlstate import ViewState, example_href
+from attnviz.dashboard.urlstate import ViewState, example_href, playground_href
 from attnviz.pipeline.records import KIND_SIDES
 from attnviz.pipeline.store import MissingCaptureError, StoreReader
 from attnviz.pipeline.store.meta import run_meta
@@ -183,6 +183,28 @@ def not_kept_message(reader: StoreReader, run: str, example: int) -> tuple[str, 
             f"--attention {policy}): {where}."), nearest
 
 
+def recompute_href(reader: StoreReader, run: str, state: ViewState, store: str | None) -> str | None:
+    """A link that recomputes example ``state.example`` of ``run`` in the Playground (its text typed, with a
+    pair's second sentence or a translation's target, on the run's model, shown at the state's kind, layer and
+    head); None for a run of random token sequences or without a model name."""
+    meta = run_meta(reader.run_info(run).meta)
+    if not meta.model or meta.input_kind == "random":
+        return None
+    table = reader.examples(run)
+    text, second = str(table.text[state.example]), str(table.target_text[state.example])
+    task = ("translation" if meta.family == "encoder-decoder" else "pair") if second else None
+    settings = {}  # random weights: the Playground builds the same model from the same seed at this size
+    if meta.random_weights:
+        for what, keys in (("layers", ("num_hidden_layers", "n_layer", "encoder_layers")),
+                           ("heads", ("num_attention_heads", "n_head", "encoder_attention_heads")),
+                           ("hidden", ("hidden_size", "n_embd", "d_model"))):
+            value = next((meta.config[k] for k in keys if isinstance(meta.config.get(k), int)), None)
+            if value is not None:
+                settings[what] = int(value)
+    return playground_href(meta.model, text, second, task, kind=state.kind, layer=state.layer,
+                           head="mean" if state.head is None else state.head, store=store, settings=settings)
+
+
 def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _PAGE_STORE,
                     pack: Callable[[np.ndarray, str], Any] = encode, rows: bool = True,
                     model_view: bool = True) -> dict[str, Any]:
@@ -191,8 +213,10 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
     exceptions. Store errors propagate (the callback shows them).
 
     An example whose raw attention the run did not keep (``--attention``) gets ``error`` (one line, naming the
-    nearest example that has it), ``nearest`` (that example, or None) and ``nearest_href`` (a link opening it
-    on the same layer, head and kind, keeping the page's ``?store=``); its metrics panel still draws.
+    nearest example that has it), ``nearest`` (that example, or None), ``nearest_href`` (a link opening it
+    on the key's layer, head and kind, keeping the page's ``?store=``) and ``recompute_href`` (the Playground
+    running it again: :func:`recompute_href`); its metrics panel still draws. The page shows both links at the
+    layer and head it shows (``paintNote`` in ``assets/example.js``).
 
     ``store`` is the page's ``?store=`` name for that link (default: the one the callback request names);
     ``pack(array, dtype)`` turns each array into what the payload carries (default: :func:`encode`, base64 for
@@ -218,9 +242,10 @@ def example_payload(reader: StoreReader, key: dict[str, Any], *, store: Any = _P
         out["error"], nearest = not_kept_message(reader, run, state.example)
         out["nearest"] = nearest
         page_store = requested_store() if store is _PAGE_STORE else store
+        page_store = page_store if isinstance(page_store, str) else None
         out["nearest_href"] = None if nearest is None else example_href(
-            run, nearest, state.layer, state.head, kind=state.kind,
-            store=page_store if isinstance(page_store, str) else None)
+            run, nearest, state.layer, state.head, kind=state.kind, store=page_store)
+        out["recompute_href"] = recompute_href(reader, run, state, page_store)
         return out
     i, kind = state.example, state.kind
     n_layers, n_heads = info.shape[kind]
