@@ -11,12 +11,14 @@ The store holds three runs with tiny random models (built in seconds):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +89,21 @@ def start_live_server(store: Path, timeout: float = 60.0, env: dict[str, str] | 
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"attnviz serve did not answer within {timeout} s")
+
+
+@contextlib.contextmanager
+def playground_folder(folder: Path) -> Iterator[Path]:
+    """``ATTNVIZ_PLAYGROUND_DIR`` set to ``folder`` for an app served in this process (its Playground's model
+    worker lives there); on the way out the worker is stopped and the variable restored."""
+    from attnviz.pipeline.playground.client import shutdown_worker
+
+    old = os.environ.get("ATTNVIZ_PLAYGROUND_DIR")
+    os.environ["ATTNVIZ_PLAYGROUND_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        shutdown_worker(folder)
+        if old is None:
+            os.environ.pop("ATTNVIZ_PLAYGROUND_DIR", None)
+        else:
+            os.environ["ATTNVIZ_PLAYGROUND_DIR"] = old

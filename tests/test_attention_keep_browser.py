@@ -9,7 +9,6 @@ Playground's real model worker.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from browser_helpers import TIMEOUT, array, message, wait_figure
 from dash.testing.wait import until
+from dashboard_fixtures import playground_folder
 from selenium.webdriver.common.by import By
 
 from attnviz.pipeline.store import StoreReader
@@ -33,7 +33,6 @@ JOB_TIMEOUT = 150  # the first Playground job starts the model worker and import
 def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(the sampled store: run ``e`` keeps every 5th example; the reference: run ``r`` keeps all), and a
     Playground folder for the worker."""
-    from attnviz.pipeline.playground.client import shutdown_worker
     from attnviz.pipeline.precompute.local import precompute
     from attnviz.pipeline.precompute.options import PrecomputeOptions
 
@@ -46,14 +45,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
         precompute(PrecomputeOptions(model="bert-random", input=str(text), store=path, run=run, threads=1,
                                      overrides=dict(SIZE), capture="attention", attention=attention))
     folder = root / "playground"
-    old = os.environ.get("ATTNVIZ_PLAYGROUND_DIR")
-    os.environ["ATTNVIZ_PLAYGROUND_DIR"] = str(folder)
-    yield paths
-    shutdown_worker(folder)
-    if old is None:
-        os.environ.pop("ATTNVIZ_PLAYGROUND_DIR", None)
-    else:
-        os.environ["ATTNVIZ_PLAYGROUND_DIR"] = old
+    with playground_folder(folder):
+        yield paths
 
 
 def test_a_dropped_example_links_to_the_nearest_kept_one_and_to_the_playground(

@@ -7,13 +7,13 @@ module and shut down at its end.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dashboard_fixtures import playground_folder
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("headless")]
 
@@ -26,7 +26,6 @@ JOB_TIMEOUT = 120  # the first job starts the worker and imports torch
 @pytest.fixture(scope="module")
 def playground_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store with one small run, and a playground folder for the worker and Dash's job cache."""
-    from attnviz.pipeline.playground.client import shutdown_worker
     from attnviz.pipeline.precompute.local import precompute
     from attnviz.pipeline.precompute.options import PrecomputeOptions
 
@@ -37,14 +36,8 @@ def playground_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                  overrides={"num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 32},
                                  capture="attention"))
     folder = root / "playground"
-    old = os.environ.get("ATTNVIZ_PLAYGROUND_DIR")
-    os.environ["ATTNVIZ_PLAYGROUND_DIR"] = str(folder)
-    yield store
-    shutdown_worker(folder)
-    if old is None:
-        os.environ.pop("ATTNVIZ_PLAYGROUND_DIR", None)
-    else:
-        os.environ["ATTNVIZ_PLAYGROUND_DIR"] = old
+    with playground_folder(folder):
+        yield store
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ heads per layer. The Playground runs tiny random-weight models in its model work
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 from browser_helpers import TIMEOUT, array, fresh_chrome, graph, message, prop, settle, wait_figure
 from dash.testing.wait import until
+from dashboard_fixtures import playground_folder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from store_helpers import write_shard
@@ -214,7 +214,6 @@ def test_titles_clear_the_toolbar_and_the_similarity_map_has_its_dendrogram(page
 @pytest.fixture(scope="module")
 def playground_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store with a random-weight run and a trained one (MiniLM), and a playground folder for the worker."""
-    from attnviz.pipeline.playground.client import shutdown_worker
     from attnviz.pipeline.precompute.local import precompute
     from attnviz.pipeline.precompute.options import PrecomputeOptions
 
@@ -227,14 +226,8 @@ def playground_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     precompute(PrecomputeOptions(model="minilm", input=str(text), store=path, run="b-minilm", threads=1,
                                  capture="attention"))
     folder = root / "playground"
-    old = os.environ.get("ATTNVIZ_PLAYGROUND_DIR")
-    os.environ["ATTNVIZ_PLAYGROUND_DIR"] = str(folder)
-    yield path
-    shutdown_worker(folder)
-    if old is None:
-        os.environ.pop("ATTNVIZ_PLAYGROUND_DIR", None)
-    else:
-        os.environ["ATTNVIZ_PLAYGROUND_DIR"] = old
+    with playground_folder(folder):
+        yield path
 
 
 @pytest.fixture
